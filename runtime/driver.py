@@ -57,6 +57,8 @@ class PodRequest:
     labels: dict[str, str] = field(default_factory=dict)  # ownership, copied to pod and containers
     containers: tuple[ContainerRequest, ...] = ()
     termination_grace_period_seconds: int = 30
+    # Extra /etc/hosts entries (hostname, ip) for every container, e.g. Service names.
+    hosts: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

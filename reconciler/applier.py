@@ -1,0 +1,233 @@
+"""The applier: turns one commit of the Git source into desired objects in the store.
+
+It is the only writer of user-declared objects. Per commit it parses every
+manifest, then for each valid object compares the declared fields with what the
+store holds (deepdiff over the fields Git owns — never status, never the
+annotations controllers own) and writes only what differs, stamping the commit
+on what it writes. Objects whose manifests left Git are pruned, except
+(a) objects of a file that failed to parse, or an object that failed validation:
+a bad commit must not delete what it could not read; and (b) objects annotated
+``reconciler.io/prune: "false"``.
+
+Status fields follow Flux: ``lastAttemptedCommit`` before applying,
+``lastAppliedCommit`` only once the commit applied without errors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from deepdiff import DeepDiff
+
+from reconciler import objects as o
+from reconciler.clock import Clock, to_rfc3339
+from reconciler.manifests import Allow, ParseResult, parse_files
+from reconciler.source import GitSource
+
+log = structlog.get_logger("applier")
+
+Obj = dict[str, Any]
+Key = tuple[str, str, str]
+
+# Apply order: what pods consume exists before the pods (Kubernetes users rely on
+# Services existing before pods for the *_SERVICE_HOST variables).
+KIND_ORDER = ["Namespace", "ConfigMap", "Secret", "Service", "Deployment", "ReplicaSet", "Pod"]
+OWN_ANNOTATION_PREFIXES = ("reconciler.io/commit", "reconciler.io/managed-by",
+                           "deployment.kubernetes.io/", "reconciler.io/pod-ip")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Change:
+    kind: str
+    namespace: str
+    name: str
+    action: str  # create | update | delete
+    diff: Any = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApplyOutcome:
+    commit: str
+    changes: tuple[Change, ...] = ()
+    errors: tuple[dict[str, Any], ...] = ()
+    warnings: tuple[str, ...] = ()
+    unchanged: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Plan:
+    changes: tuple[Change, ...]
+    desired: dict[Key, Obj] = field(default_factory=dict)
+    parsed: ParseResult | None = None
+    unchanged: int = 0
+
+
+class Applier:
+    def __init__(self, *, store: Any, source: GitSource, clock: Clock, allow: Allow = Allow()) -> None:
+        self._store = store
+        self._source = source
+        self._clock = clock
+        self._allow = allow
+
+    # -- planning (also what `diff` shows) -----------------------------------------------
+    def plan(self, sha: str) -> _Plan:
+        files = self._source.manifest_files(sha)
+        parsed = parse_files(((f.path, f.content) for f in files), allow=self._allow)
+        desired: dict[Key, Obj] = {}
+        for obj in parsed.objects:
+            body = _strip_none(dict(obj.body))
+            meta = body.setdefault("metadata", {})
+            meta["namespace"] = obj.namespace
+            meta.setdefault("annotations", {})
+            meta["annotations"][o.ANN_SOURCE_FILE] = obj.file
+            meta["annotations"][o.ANN_MANAGED_BY] = o.MANAGER
+            desired[obj.key] = body
+        changes: list[Change] = []
+        unchanged = 0
+        for key, body in desired.items():
+            live = self._store.get(*key)
+            if live is None:
+                changes.append(Change(kind=key[0], namespace=key[1], name=key[2], action="create"))
+                continue
+            diff = DeepDiff(_owned_view(live), _owned_view(body), ignore_order=False, verbose_level=2)
+            if diff:
+                changes.append(Change(kind=key[0], namespace=key[1], name=key[2], action="update",
+                                      diff=diff.to_dict() if hasattr(diff, "to_dict") else dict(diff)))
+            else:
+                unchanged += 1
+        for key in self._prunable(desired, parsed):
+            changes.append(Change(kind=key[0], namespace=key[1], name=key[2], action="delete"))
+        order = {k: i for i, k in enumerate(KIND_ORDER)}
+        changes.sort(key=lambda c: (c.action == "delete", order.get(c.kind, 99), c.namespace, c.name))
+        return _Plan(changes=tuple(changes), desired=desired, parsed=parsed, unchanged=unchanged)
+
+    def _prunable(self, desired: dict[Key, Obj], parsed: ParseResult) -> list[Key]:
+        keys: list[Key] = []
+        for kind in KIND_ORDER:
+            for live in self._store.list(kind):
+                ann = o.annotations(live)
+                if ann.get(o.ANN_MANAGED_BY) != o.MANAGER or ann.get(o.ANN_SOURCE_FILE) is None:
+                    continue  # made by a controller, not by Git
+                key = o.key_of(live)
+                if key in desired or key in parsed.failed_keys:
+                    continue
+                if ann.get(o.ANN_SOURCE_FILE) in parsed.failed_files:
+                    continue
+                if ann.get(o.ANN_PRUNE) == "false":
+                    continue
+                keys.append(key)
+        return keys
+
+    # -- applying --------------------------------------------------------------------------
+    def apply(self, sha: str) -> ApplyOutcome:
+        info = self._source.commit_info(sha)
+        self._store.kv_set(f"commit:{sha}", {"subject": info.subject, "author": info.author, "timestamp": info.timestamp})
+        self._store.update_sync_state(lastAttemptedCommit=sha)
+        plan = self.plan(sha)
+        assert plan.parsed is not None
+        for change in plan.changes:
+            key = (change.kind, change.namespace, change.name)
+            if change.action == "delete":
+                self._prune(key, sha)
+            else:
+                self._write(key, plan.desired[key], sha, create=change.action == "create")
+            log.info("applied", commit=sha, object=f"{change.kind.lower()}/{change.name}", namespace=change.namespace,
+                     action=change.action)
+        errors = tuple({"commit": sha, "file": p.file, "line": p.line, "message": f"{p.kind}/{p.name}: {p.message}"}
+                       for p in plan.parsed.errors)
+        warnings = tuple(str(p) for p in plan.parsed.warnings)
+        for w in warnings:
+            log.warning("manifest warning", commit=sha, message=w)
+        for e in errors:
+            log.error("manifest error", commit=sha, file=e["file"], line=e["line"], message=e["message"])
+        fields: dict[str, Any] = {"errors": list(errors), "warnings": list(warnings), "lastAttemptedAt": to_rfc3339(self._clock.now())}
+        if not errors:
+            fields["lastAppliedCommit"] = sha
+        self._store.update_sync_state(**fields)
+        return ApplyOutcome(commit=sha, changes=plan.changes, errors=errors, warnings=warnings, unchanged=plan.unchanged)
+
+    def _write(self, key: Key, body: Obj, sha: str, *, create: bool) -> None:
+        body = dict(body)
+        body["metadata"] = dict(body["metadata"])
+        body["metadata"]["annotations"] = {**body["metadata"].get("annotations", {}), o.ANN_COMMIT: sha}
+        if create:
+            self._store.put(body)
+            return
+        if key[0] == "Pod":
+            # A pod's spec is immutable: a changed pod is a new pod (new uid), and the
+            # node agent replaces the old one when it sees the uid differ.
+            self._store.delete(*key)
+            self._store.put(body)
+            return
+
+        def mutate(cur: Obj) -> Obj:
+            kept = {k: v for k, v in o.annotations(cur).items() if k.startswith("deployment.kubernetes.io/")}
+            new = {k: v for k, v in body.items() if k not in ("metadata", "status")}
+            new["metadata"] = {**cur["metadata"], "labels": body["metadata"].get("labels", {}),
+                               "annotations": {**body["metadata"]["annotations"], **kept}}
+            if "status" in cur:
+                new["status"] = cur["status"]
+            return new
+
+        self._store.update(*key, mutate)
+
+    def _prune(self, key: Key, sha: str) -> None:
+        kind, namespace, name = key
+        if kind == "Pod":
+            self._mark_pod(namespace, name)
+        elif kind == "ReplicaSet":
+            live = self._store.get(*key)
+            if live is not None:
+                for pod in self._store.list("Pod", namespace):
+                    if o.owner_uid(pod, "ReplicaSet") == live["metadata"].get("uid"):
+                        self._mark_pod(namespace, pod["metadata"]["name"])
+            self._store.delete(*key)
+        else:
+            # A Deployment's ReplicaSets and pods are collected by the ReplicaSet
+            # controller, which sees their owner gone.
+            self._store.delete(*key)
+        self._store.record_event(kind=kind, namespace=namespace, name=name, reason="Pruned",
+                                 message=f"Deleted: its manifest is no longer in Git at {sha[:12]}")
+
+    def _mark_pod(self, namespace: str, name: str) -> None:
+        now = self._clock.now()
+
+        def mutate(cur: Obj) -> Obj | None:
+            if o.is_terminating(cur):
+                return None
+            grace = int((cur.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+            cur["metadata"]["deletionTimestamp"] = to_rfc3339(now + grace)
+            cur["metadata"]["deletionGracePeriodSeconds"] = grace
+            if not (cur.get("spec") or {}).get("nodeName"):
+                return None
+            return cur
+
+        if self._store.update("Pod", namespace, name, mutate) is None:
+            pod = self._store.get("Pod", namespace, name)
+            if pod is not None and not (pod.get("spec") or {}).get("nodeName"):
+                self._store.delete("Pod", namespace, name)  # never scheduled: nothing to stop
+
+
+def _owned_view(obj: Obj) -> Obj:
+    """The fields Git owns: everything but status and the bookkeeping metadata."""
+    meta = obj.get("metadata") or {}
+    view = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+    view["metadata"] = {
+        "labels": meta.get("labels") or {},
+        "annotations": {k: v for k, v in (meta.get("annotations") or {}).items()
+                        if not k.startswith(OWN_ANNOTATION_PREFIXES)},
+    }
+    return view
+
+
+def _strip_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_strip_none(v) for v in value]
+    return value

@@ -1,0 +1,397 @@
+"""The daemon's configuration: the YAML config file, command-line overrides, defaults.
+
+Why it looks like this: a daemon that starts with a typo in its config silently
+doing something else is worse than one that refuses to start, so the loader is
+strict (an unknown key or a wrong type is a `ConfigError` naming the key path,
+e.g. ``config.yaml: nodes[0].podCIDR: not a CIDR``) and produces frozen
+dataclasses, so nothing downstream can change the configuration behind the
+daemon's back. Flags override the file key by key; the overrides use the file's
+own dotted key paths (``source.repo``, ``stateDir``, ``nodes`` ...), so both go
+through the same checks, and an error in a flag names the flag.
+
+The state dir is resolved as: ``--state-dir``, else ``$RECONCILER_STATE_DIR``,
+else the file's ``stateDir``, else the default. The environment variable ranks
+above the file because it is how clients find the daemon's socket: a daemon
+and a CLI started with the same environment must meet in the same place.
+
+This module imports nothing else from the package: the CLI and the daemon both
+use it.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+ENV_STATE_DIR = "RECONCILER_STATE_DIR"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the file and key path."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceConfig:
+    repo: str
+    branch: str = "main"
+    path: str = "."
+    interval: float = 15.0  # seconds between polls of a remote repository
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeConfig:
+    name: str
+    url: str
+    pod_cidr: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllowConfig:
+    privileged: bool = False
+    host_path: bool = False
+    host_network: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    source: SourceConfig
+    state_dir: Path
+    # Empty means "the local podman"; the daemon decides what that is.
+    nodes: tuple[NodeConfig, ...] = ()
+    service_cidr: str = "127.96.0.0/16"
+    node_port_address: str = "127.0.0.1"
+    allow: AllowConfig = AllowConfig()
+    auto_rollback: bool = False
+    webhook_listen: str | None = None
+    metrics_listen: str | None = None
+
+
+# --------------------------------------------------------------------------- durations
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds in a Go-style duration ("15s", "500ms", "1m30s", "2h"); a bare number is seconds."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a duration: {text!r}")
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        raw = str(text).strip()
+        try:
+            value = float(raw)
+        except ValueError:
+            value = _parse_go_duration(raw)
+    if value != value or value < 0 or value == float("inf"):
+        raise ValueError(f"not a duration: {text!r}")
+    return value
+
+
+def _parse_go_duration(raw: str) -> float:
+    pos, total = 0, 0.0
+    while pos < len(raw):
+        match = _DURATION_PART.match(raw, pos)
+        if not match:
+            raise ValueError(f"not a duration: {raw!r} (use e.g. 15s, 500ms, 1m30s, 2h)")
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if not raw:
+        raise ValueError("not a duration: ''")
+    return total
+
+
+# --------------------------------------------------------------------------- state dir
+
+
+def default_state_dir() -> Path:
+    """`/var/lib/reconciler` as root, else `$XDG_STATE_HOME/reconciler` or `~/.local/state/reconciler`."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/reconciler")
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    # The XDG spec says relative values are invalid and must be ignored.
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "reconciler"
+    return Path.home() / ".local" / "state" / "reconciler"
+
+
+def resolve_state_dir(flag: str | os.PathLike[str] | None) -> Path:
+    """The state dir a client uses: the flag, else `$RECONCILER_STATE_DIR`, else the default."""
+    if flag:
+        return Path(flag).expanduser()
+    env = os.environ.get(ENV_STATE_DIR)
+    if env:
+        return Path(env).expanduser()
+    return default_state_dir()
+
+
+# --------------------------------------------------------------------------- loading
+
+# Override key -> the flag that sets it, so an error in a flag names the flag.
+FLAG_NAMES: dict[str, str] = {
+    "source.repo": "--repo",
+    "source.branch": "--branch",
+    "source.path": "--path",
+    "source.interval": "--interval",
+    "stateDir": "--state-dir",
+    "nodes": "--node",
+    "webhookListen": "--webhook-listen",
+    "metricsListen": "--metrics-listen",
+    "autoRollback": "--auto-rollback",
+}
+
+_TOP_KEYS = (
+    "source",
+    "stateDir",
+    "nodes",
+    "serviceCIDR",
+    "nodePortAddress",
+    "allow",
+    "autoRollback",
+    "webhookListen",
+    "metricsListen",
+)
+_SOURCE_KEYS = ("repo", "branch", "path", "interval")
+_NODE_KEYS = ("name", "url", "podCIDR", "labels")
+_ALLOW_KEYS = {"privileged": "privileged", "hostPath": "host_path", "hostNetwork": "host_network"}
+_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+class _Checker:
+    """Type checks that raise a ConfigError prefixed by where the value came from."""
+
+    def __init__(self, *, origin: str) -> None:
+        self.origin = origin
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.origin}: {key}: {message}" if key else f"{self.origin}: {message}")
+
+    def mapping(self, key: str, value: object, allowed: tuple[str, ...] | None) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"expected a mapping, got {_type_name(value)}")
+        for k in value:
+            if not isinstance(k, str):
+                raise self.fail(key, f"keys must be strings, got {k!r}")
+            if allowed is not None and k not in allowed:
+                where = f"{key}.{k}" if key else k
+                raise self.fail(where, f"unknown key (expected one of: {', '.join(allowed)})")
+        return dict(value)
+
+    def string(self, key: str, value: object, *, empty_ok: bool = False) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected a string, got {_type_name(value)}")
+        if not empty_ok and not value.strip():
+            raise self.fail(key, "must not be empty")
+        return value
+
+    def boolean(self, key: str, value: object) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"expected true or false, got {_type_name(value)}")
+        return value
+
+    def duration(self, key: str, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.fail(key, f"expected a duration like 15s, got {_type_name(value)}")
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
+        if seconds <= 0:
+            raise self.fail(key, "must be longer than 0s")
+        return seconds
+
+    def cidr(self, key: str, value: object) -> str:
+        text = self.string(key, value)
+        try:
+            network = ipaddress.ip_network(text, strict=True)
+        except ValueError:
+            raise self.fail(key, f"not a CIDR: {text!r} (expected e.g. 127.244.0.0/24)") from None
+        return str(network)
+
+    def address(self, key: str, value: object) -> str:
+        text = self.string(key, value)
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            raise self.fail(key, f"not an IP address: {text!r}") from None
+
+    def listen(self, key: str, value: object) -> str:
+        text = self.string(key, value)
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise self.fail(key, f"expected HOST:PORT, got {text!r}")
+        return text
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "nothing"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {_type_name(data)}")
+    return data
+
+
+def _parse_node_flag(value: object, checker: _Checker) -> dict[str, Any]:
+    """`--node NAME=URL` (or an already-shaped mapping from a caller)."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return {"name": value[0], "url": value[1]}
+    text = str(value)
+    name, sep, url = text.partition("=")
+    if not sep or not name or not url:
+        raise checker.fail("", f"expected NAME=URL, got {text!r}")
+    return {"name": name, "url": url}
+
+
+def _nodes(raw: object, checker: _Checker, *, key: str = "nodes") -> tuple[NodeConfig, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, (list, tuple)):
+        raise checker.fail(key, f"expected a list of nodes, got {_type_name(raw)}")
+    nodes: list[NodeConfig] = []
+    seen: set[str] = set()
+    for index, item in enumerate(raw):
+        where = f"{key}[{index}]"
+        entry = checker.mapping(where, item, _NODE_KEYS)
+        if "name" not in entry:
+            raise checker.fail(f"{where}.name", "required")
+        if "url" not in entry:
+            raise checker.fail(f"{where}.url", "required")
+        name = checker.string(f"{where}.name", entry["name"])
+        if not _NODE_NAME.match(name):
+            raise checker.fail(f"{where}.name", f"not a valid node name: {name!r} (lower-case letters, digits, '-', '.')")
+        if name in seen:
+            raise checker.fail(f"{where}.name", f"duplicate node name {name!r}")
+        seen.add(name)
+        url = checker.string(f"{where}.url", entry["url"])
+        if "://" not in url:
+            raise checker.fail(f"{where}.url", f"expected a URL like unix:///run/podman/podman.sock, got {url!r}")
+        if entry.get("podCIDR") is None:
+            pod_cidr = f"127.244.{index}.0/24"
+        else:
+            pod_cidr = checker.cidr(f"{where}.podCIDR", entry["podCIDR"])
+        labels_raw = checker.mapping(f"{where}.labels", entry.get("labels"), None)
+        labels: dict[str, str] = {}
+        for label, value in labels_raw.items():
+            labels[label] = checker.string(f"{where}.labels.{label}", value, empty_ok=True)
+        # Every Kubernetes node carries its hostname label; nodeSelectors rely on it.
+        labels[HOSTNAME_LABEL] = name
+        nodes.append(NodeConfig(name=name, url=url, pod_cidr=pod_cidr, labels=labels))
+    return tuple(nodes)
+
+
+def load_config(*, path: Path | None, overrides: Mapping[str, object]) -> Config:
+    """Read the config file (if any), apply flag overrides (None values are ignored), check all."""
+    file_data = _read_file(Path(path)) if path is not None else {}
+    file_check = _Checker(origin=str(path) if path is not None else "config")
+    file_check.mapping("", file_data, _TOP_KEYS)
+
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    for key in flags:
+        if key not in FLAG_NAMES and key not in _TOP_KEYS and not key.startswith("source."):
+            raise ConfigError(f"unknown configuration override {key!r}")
+        if key.startswith("source.") and key.split(".", 1)[1] not in _SOURCE_KEYS:
+            raise ConfigError(f"unknown configuration override {key!r}")
+
+    def pick(key: str, value_from_file: object) -> tuple[object, _Checker]:
+        """The flag's value if given (checked under the flag's name), else the file's."""
+        if key in flags:
+            return flags[key], _Checker(origin=FLAG_NAMES.get(key, "override"))
+        return value_from_file, file_check
+
+    def label(key: str, checker: _Checker) -> str:
+        # A flag's own name already says which key it sets.
+        return "" if checker.origin == FLAG_NAMES.get(key) else key
+
+    source_raw = file_check.mapping("source", file_data.get("source"), _SOURCE_KEYS)
+
+    repo, chk = pick("source.repo", source_raw.get("repo"))
+    if repo is None:
+        raise ConfigError(
+            f"{file_check.origin}: source.repo: required (give --repo PATH|URL or set source.repo in the config file)"
+            if path is not None
+            else "no source repository: give --repo PATH|URL or --config FILE"
+        )
+    repo = chk.string(label("source.repo", chk), repo)
+    source_kwargs: dict[str, Any] = {"repo": repo}
+    for key in ("branch", "path"):
+        value, chk = pick(f"source.{key}", source_raw.get(key))
+        if value is not None:
+            source_kwargs[key] = chk.string(label(f"source.{key}", chk), value)
+    value, chk = pick("source.interval", source_raw.get("interval"))
+    if value is not None:
+        source_kwargs["interval"] = chk.duration(label("source.interval", chk), value)
+    source = SourceConfig(**source_kwargs)
+
+    value, chk = pick("stateDir", None)
+    if value is not None:
+        state_dir = Path(chk.string(label("stateDir", chk), str(value))).expanduser()
+    elif os.environ.get(ENV_STATE_DIR):
+        state_dir = Path(os.environ[ENV_STATE_DIR]).expanduser()
+    elif file_data.get("stateDir") is not None:
+        state_dir = Path(file_check.string("stateDir", file_data["stateDir"])).expanduser()
+    else:
+        state_dir = default_state_dir()
+
+    if "nodes" in flags:
+        flag_check = _Checker(origin="--node")
+        raw_nodes = flags["nodes"]
+        if isinstance(raw_nodes, (str, Mapping)):
+            raw_nodes = [raw_nodes]
+        shaped = [_parse_node_flag(item, flag_check) for item in raw_nodes]  # type: ignore[union-attr]
+        nodes = _nodes(shaped, flag_check)
+    else:
+        nodes = _nodes(file_data.get("nodes"), file_check)
+
+    kwargs: dict[str, Any] = {"source": source, "state_dir": state_dir, "nodes": nodes}
+    value, chk = pick("serviceCIDR", file_data.get("serviceCIDR"))
+    if value is not None:
+        kwargs["service_cidr"] = chk.cidr(label("serviceCIDR", chk), value)
+    value, chk = pick("nodePortAddress", file_data.get("nodePortAddress"))
+    if value is not None:
+        kwargs["node_port_address"] = chk.address(label("nodePortAddress", chk), value)
+
+    value, chk = pick("allow", file_data.get("allow"))
+    allow_raw = chk.mapping("allow", value, tuple(_ALLOW_KEYS))
+    kwargs["allow"] = AllowConfig(
+        **{attr: chk.boolean(f"allow.{key}", allow_raw[key]) for key, attr in _ALLOW_KEYS.items() if key in allow_raw}
+    )
+    value, chk = pick("autoRollback", file_data.get("autoRollback"))
+    if value is not None:
+        kwargs["auto_rollback"] = chk.boolean(label("autoRollback", chk), value)
+    for key, attr in (("webhookListen", "webhook_listen"), ("metricsListen", "metrics_listen")):
+        value, chk = pick(key, file_data.get(key))
+        if value is not None:
+            kwargs[attr] = chk.listen(label(key, chk), value)
+    return Config(**kwargs)

@@ -1,0 +1,393 @@
+"""The node agent (the kubelet's role), one per node: makes the engine run the
+pods bound to its node, restarts containers per restartPolicy with Kubernetes'
+crash-loop back-off, tears down pods marked for deletion, and reports status.
+
+It learns what the engine has by relisting (one ``list_pods`` call, every
+second or so) and compares that with the store; a difference enqueues the pod's
+key. The engine's labels carry ownership, so after a restart of the daemon a
+pod that is already running is recognised by its uid and left alone.
+
+Order of teardown: the pod is marked (deletionTimestamp) first, which takes it
+out of endpoints; only then are its containers sent SIGTERM, with the grace
+period; the store object goes last, so a crash mid-way is finished on restart.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from reconciler import objects as o
+from reconciler.clock import Clock, from_rfc3339, to_rfc3339
+from reconciler.controllers.scheduler import ANN_POD_IP
+from reconciler.workqueue import Result
+from runtime.driver import (
+    ContainerRequest,
+    DriverError,
+    ImagePullError,
+    NodeDriver,
+    PodRequest,
+    PodState,
+    PortRequest,
+)
+
+log = structlog.get_logger("nodeagent")
+
+Obj = dict[str, Any]
+
+BACKOFF_START = 10.0
+BACKOFF_MAX = 300.0
+BACKOFF_RESET_AFTER = 600.0  # a container that ran this long forgets its back-off
+
+
+@dataclass
+class _Backoff:
+    delay: float = 0.0
+    until: float = 0.0
+
+
+class NodeAgent:
+    def __init__(self, *, node: str, driver: NodeDriver, store: Any, clock: Clock) -> None:
+        self.node = node
+        self.driver = driver
+        self._store = store
+        self._clock = clock
+        self._runtime: dict[tuple[str, str], PodState] = {}
+        self._listed = False
+        self._lock = threading.Lock()
+        self._backoff: dict[tuple[str, str, str], _Backoff] = {}
+        self._pull_backoff: dict[tuple[str, str], _Backoff] = {}
+        self.enqueue: Any = lambda key: None  # set by the manager
+
+    # -- relist --------------------------------------------------------------------------
+    def relist(self) -> list[tuple[str, str]]:
+        """Refresh the engine view; return the keys whose pods need attention."""
+        states = self.driver.list_pods()
+        with self._lock:
+            self._runtime = {(s.namespace, s.name): s for s in states}
+            self._listed = True
+        dirty: list[tuple[str, str]] = []
+        for pod in self._store.list("Pod"):
+            if (pod.get("spec") or {}).get("nodeName") != self.node:
+                continue
+            key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+            if o.is_terminating(pod):
+                dirty.append(key)
+                continue
+            state = self._runtime.get(key)
+            if state is None or state.uid != pod["metadata"].get("uid"):
+                dirty.append(key)
+                continue
+            if _comparable_computed(self._status_for(pod, state)) != _comparable(pod.get("status") or {}) or any(
+                    c.state != "running" for c in state.containers):
+                dirty.append(key)
+        known = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in self._store.list("Pod")}
+        for key in self._runtime:
+            if key not in known:
+                dirty.append(key)  # an orphan: the reconcile removes it
+        for key in dirty:
+            self.enqueue(key)
+        return dirty
+
+    def _state(self, key: tuple[str, str]) -> PodState | None:
+        with self._lock:
+            return self._runtime.get(key)
+
+    def _refresh(self) -> None:
+        states = self.driver.list_pods()
+        with self._lock:
+            self._runtime = {(s.namespace, s.name): s for s in states}
+            self._listed = True
+
+    # -- reconcile -------------------------------------------------------------------------
+    def reconcile(self, key: tuple[str, str]) -> Result | None:
+        namespace, name = key
+        if not self._listed:
+            self._refresh()
+        pod = self._store.get("Pod", namespace, name)
+        state = self._state(key)
+        if pod is None:
+            if state is not None and state.labels.get("reconciler.io/node", self.node) == self.node:
+                self._teardown(namespace, name, grace=int(state.labels.get("reconciler.io/grace", "10")), why="orphan")
+            return None
+        spec = pod.get("spec") or {}
+        if spec.get("nodeName") != self.node:
+            return None
+        if o.is_terminating(pod):
+            grace = int(pod["metadata"].get("deletionGracePeriodSeconds", spec.get("terminationGracePeriodSeconds", 30)))
+            if state is not None:
+                self._teardown(namespace, name, grace=grace, why="deleted")
+            self._store.delete("Pod", namespace, name)
+            self._forget(namespace, name)
+            return None
+        if state is not None and state.uid != pod["metadata"].get("uid"):
+            self._teardown(namespace, name, grace=0, why="replaced")
+            state = None
+        requeue: float | None = None
+        if state is None:
+            requeue = self._start_new(pod)
+            self._refresh()
+            state = self._state(key)
+        else:
+            requeue = self._restart_exited(pod, state)
+            if requeue == 0.0:
+                self._refresh()
+                state = self._state(key)
+                requeue = None
+        self._write_status(pod, state)
+        return Result(requeue_after=requeue) if requeue else None
+
+    # -- starting --------------------------------------------------------------------------
+    def _start_new(self, pod: Obj) -> float | None:
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        pull_key = (namespace, name)
+        backoff = self._pull_backoff.get(pull_key)
+        now = self._clock.now()
+        if backoff and backoff.until > now:
+            return backoff.until - now
+        try:
+            for container in pod["spec"].get("containers") or []:
+                self.driver.pull(container["image"], policy=container.get("imagePullPolicy", "IfNotPresent"))
+        except ImagePullError as exc:
+            b = self._pull_backoff.setdefault(pull_key, _Backoff())
+            b.delay = min(max(b.delay * 2, BACKOFF_START), BACKOFF_MAX)
+            b.until = now + b.delay
+            self._event(pod, "Warning", "Failed", f"Failed to pull image: {exc}")
+            self._set_waiting(pod, reason="ImagePullBackOff" if b.delay > BACKOFF_START else "ErrImagePull", message=str(exc))
+            return b.delay
+        self._pull_backoff.pop(pull_key, None)
+        request = self._request(pod)
+        self.driver.create_pod(request)
+        self.driver.start_pod(namespace=namespace, name=name)
+        self._event(pod, "Normal", "Started", f"Started pod on {self.node} at {request.pod_ip}")
+        log.info("pod started", object=f"pod/{name}", namespace=namespace, node=self.node, pod_ip=request.pod_ip,
+                 commit=o.annotations(pod).get(o.ANN_COMMIT, ""), action="start")
+        return None
+
+    def _request(self, pod: Obj) -> PodRequest:
+        m, spec = pod["metadata"], pod["spec"]
+        lbls = {
+            "reconciler.io/node": self.node,
+            "reconciler.io/grace": str(spec.get("terminationGracePeriodSeconds", 30)),
+        }
+        rs = o.owner_name(pod, "ReplicaSet")
+        if rs:
+            lbls["reconciler.io/replicaset"] = rs
+            tmpl_hash = o.labels(pod).get(o.LABEL_TEMPLATE_HASH)
+            if tmpl_hash:
+                lbls["reconciler.io/pod-template-hash"] = tmpl_hash
+                lbls["reconciler.io/deployment"] = rs[: -(len(tmpl_hash) + 1)] if rs.endswith("-" + tmpl_hash) else ""
+        commit = o.annotations(pod).get(o.ANN_COMMIT)
+        if commit:
+            lbls["reconciler.io/commit"] = commit
+        containers = []
+        for c in spec.get("containers") or []:
+            env = tuple((e["name"], str(e.get("value", ""))) for e in c.get("env") or [] if "name" in e)
+            ports = tuple(PortRequest(container_port=int(p["containerPort"]), protocol=p.get("protocol", "TCP"),
+                                      name=p.get("name")) for p in c.get("ports") or [])
+            containers.append(ContainerRequest(
+                name=c["name"], image=c["image"], image_pull_policy=c.get("imagePullPolicy", "IfNotPresent"),
+                command=tuple(c["command"]) if c.get("command") else None,
+                args=tuple(c["args"]) if c.get("args") else None,
+                env=env, ports=ports, working_dir=c.get("workingDir")))
+        return PodRequest(namespace=m["namespace"], name=m["name"], uid=m.get("uid", ""),
+                          pod_ip=o.annotations(pod).get(ANN_POD_IP, "127.0.0.1"), labels=lbls,
+                          containers=tuple(containers),
+                          termination_grace_period_seconds=int(spec.get("terminationGracePeriodSeconds", 30)))
+
+    def _restart_exited(self, pod: Obj, state: PodState) -> float | None:
+        """Restart exited containers per restartPolicy, after the crash-loop back-off.
+        Returns 0.0 if something was started, a delay to come back, or None."""
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        policy = pod["spec"].get("restartPolicy", "Always")
+        now = self._clock.now()
+        started_any = False
+        wait: float | None = None
+        for c in state.containers:
+            if c.state == "running":
+                b = self._backoff.get((namespace, name, c.name))
+                started = from_rfc3339(c.started_at)
+                if b and started and now - started > BACKOFF_RESET_AFTER:
+                    self._backoff.pop((namespace, name, c.name), None)
+                continue
+            if c.state == "waiting":
+                # Created but never started (e.g. the daemon died between create and start).
+                self.driver.start_container(namespace=namespace, name=name, container=c.name)
+                started_any = True
+                continue
+            if policy == "Never" or (policy == "OnFailure" and c.exit_code == 0):
+                continue
+            b = self._backoff.setdefault((namespace, name, c.name), _Backoff())
+            if b.until > now:
+                wait = min(wait or b.until - now, b.until - now)
+                continue
+            self.driver.start_container(namespace=namespace, name=name, container=c.name)
+            self._bump_restart(pod, c.name)
+            b.delay = min(max(b.delay * 2, BACKOFF_START), BACKOFF_MAX)
+            b.until = now + b.delay
+            started_any = True
+            self._event(pod, "Warning" if c.exit_code else "Normal", "BackOff" if c.exit_code else "Restarted",
+                        f"Restarted container {c.name} (exit code {c.exit_code}); next restart no sooner than {int(b.delay)}s")
+        if started_any:
+            return 0.0
+        return wait
+
+    def _bump_restart(self, pod: Obj, container: str) -> None:
+        """restartCount lives only in the store: the engine's container is the same
+        one started again, so the engine cannot count our restarts for us."""
+        def mutate(cur: Obj) -> Obj:
+            statuses = cur.setdefault("status", {}).setdefault("containerStatuses", [])
+            for cs in statuses:
+                if cs.get("name") == container:
+                    cs["restartCount"] = int(cs.get("restartCount", 0)) + 1
+                    return cur
+            statuses.append({"name": container, "restartCount": 1})
+            return cur
+
+        self._store.update("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], mutate)
+
+    # -- teardown ----------------------------------------------------------------------------
+    def _teardown(self, namespace: str, name: str, *, grace: int, why: str) -> None:
+        try:
+            self.driver.stop_pod(namespace=namespace, name=name, grace_seconds=grace)
+        except DriverError as exc:
+            log.warning("stop failed", object=f"pod/{name}", namespace=namespace, error=str(exc))
+        self.driver.remove_pod(namespace=namespace, name=name)
+        with self._lock:
+            self._runtime.pop((namespace, name), None)
+        log.info("pod removed", object=f"pod/{name}", namespace=namespace, node=self.node, reason=why, action="remove")
+
+    def _forget(self, namespace: str, name: str) -> None:
+        self._pull_backoff.pop((namespace, name), None)
+        for k in [k for k in self._backoff if k[0] == namespace and k[1] == name]:
+            self._backoff.pop(k, None)
+
+    # -- status --------------------------------------------------------------------------------
+    def _status_for(self, pod: Obj, state: PodState | None) -> dict[str, Any]:
+        """The pod status the engine implies (without timestamps that only we set)."""
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        previous = {cs.get("name"): cs for cs in (pod.get("status") or {}).get("containerStatuses") or []}
+        policy = (pod.get("spec") or {}).get("restartPolicy", "Always")
+        now = self._clock.now()
+        statuses = []
+        running = terminated = succeeded = 0
+        by_name = {c.name: c for c in (state.containers if state else ())}
+        for spec_c in (pod.get("spec") or {}).get("containers") or []:
+            cname = spec_c["name"]
+            c = by_name.get(cname)
+            restarts = int(previous.get(cname, {}).get("restartCount", 0))
+            entry: dict[str, Any] = {"name": cname, "image": spec_c.get("image", ""), "restartCount": restarts,
+                                     "ready": False, "started": False}
+            if c is None:
+                entry["state"] = {"waiting": {"reason": "ContainerCreating"}}
+            elif c.state == "running":
+                running += 1
+                entry.update(ready=True, started=True, containerID=f"podman://{c.container_id}",
+                             state={"running": {"startedAt": c.started_at}})
+            elif c.state == "terminated":
+                terminated += 1
+                if c.exit_code == 0:
+                    succeeded += 1
+                term = {"exitCode": c.exit_code, "reason": c.reason or ("Completed" if c.exit_code == 0 else "Error"),
+                        "startedAt": c.started_at, "finishedAt": c.finished_at}
+                b = self._backoff.get((namespace, name, cname))
+                restartable = policy == "Always" or (policy == "OnFailure" and c.exit_code != 0)
+                if restartable and b and b.until > now:
+                    entry["state"] = {"waiting": {"reason": "CrashLoopBackOff",
+                                                  "message": f"back-off {int(b.delay)}s restarting failed container={cname}"}}
+                    entry["lastState"] = {"terminated": term}
+                else:
+                    entry["state"] = {"terminated": term}
+                entry["containerID"] = f"podman://{c.container_id}"
+            else:
+                entry["state"] = {"waiting": {"reason": c.reason or "ContainerCreating"}}
+            statuses.append(entry)
+        total = len(statuses)
+        if state is None:
+            phase = "Pending"
+        elif total and terminated == total and (policy == "Never" or (policy == "OnFailure" and succeeded == total)):
+            phase = "Succeeded" if succeeded == total else "Failed"
+        elif running or any(cs.get("restartCount") for cs in statuses) or terminated:
+            phase = "Running"
+        else:
+            phase = "Pending"
+        ready = total > 0 and running == total
+        return {
+            "phase": phase,
+            "podIP": state.pod_ip if state else None,
+            "ready": ready,
+            "containerStatuses": statuses,
+        }
+
+    def _write_status(self, pod: Obj, state: PodState | None) -> None:
+        computed = self._status_for(pod, state)
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        now = self._clock.now()
+
+        def mutate(cur: Obj) -> Obj | None:
+            if o.is_terminating(cur):
+                return None
+            status = cur.setdefault("status", {})
+            before = _comparable(status)
+            stored_counts = {cs["name"]: cs.get("restartCount", 0) for cs in status.get("containerStatuses") or []}
+            for cs in computed["containerStatuses"]:
+                cs["restartCount"] = int(stored_counts.get(cs["name"], 0))
+            status["phase"] = computed["phase"]
+            if computed["podIP"]:
+                status["podIP"] = computed["podIP"]
+                status["podIPs"] = [{"ip": computed["podIP"]}]
+                status["hostIP"] = computed["podIP"]
+            status["containerStatuses"] = computed["containerStatuses"]
+            if state is not None and not status.get("startTime"):
+                status["startTime"] = to_rfc3339(now)
+            flag = "True" if computed["ready"] else "False"
+            o.set_condition(status, {"type": "Initialized", "status": "True"}, now=now)
+            o.set_condition(status, {"type": "ContainersReady", "status": flag}, now=now)
+            o.set_condition(status, {"type": "Ready", "status": flag}, now=now)
+            if _comparable(status) == before:
+                return None
+            return cur
+
+        self._store.update("Pod", namespace, name, mutate)
+
+    def _set_waiting(self, pod: Obj, *, reason: str, message: str) -> None:
+        def mutate(cur: Obj) -> Obj | None:
+            status = cur.setdefault("status", {})
+            statuses = [{"name": c["name"], "image": c.get("image", ""), "ready": False, "restartCount": 0,
+                         "state": {"waiting": {"reason": reason, "message": message}}}
+                        for c in (cur.get("spec") or {}).get("containers") or []]
+            if status.get("containerStatuses") == statuses:
+                return None
+            status["containerStatuses"] = statuses
+            status["phase"] = "Pending"
+            return cur
+
+        self._store.update("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], mutate)
+
+    def _event(self, pod: Obj, etype: str, reason: str, message: str) -> None:
+        self._store.record_event(kind="Pod", namespace=pod["metadata"]["namespace"], name=pod["metadata"]["name"],
+                                 uid=pod["metadata"].get("uid", ""), type=etype, reason=reason, message=message)
+
+
+def _comparable(status: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a pod status the engine determines, for change detection."""
+    ready = o.get_condition(status, "Ready")
+    return {
+        "phase": status.get("phase"),
+        "podIP": status.get("podIP"),
+        "ready": bool(ready and ready.get("status") == "True"),
+        "containerStatuses": [{k: v for k, v in cs.items() if k != "restartCount"}
+                              for cs in status.get("containerStatuses") or []],
+    }
+
+
+def _comparable_computed(computed: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "phase": computed["phase"],
+        "podIP": computed["podIP"],
+        "ready": computed["ready"],
+        "containerStatuses": [{k: v for k, v in cs.items() if k != "restartCount"}
+                              for cs in computed["containerStatuses"]],
+    }

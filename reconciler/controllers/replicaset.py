@@ -1,0 +1,170 @@
+"""The ReplicaSet controller: keeps the number of active pods equal to spec.replicas.
+
+New pods are created unscheduled (the scheduler binds them); surplus pods are
+marked for graceful deletion (``deletionTimestamp``), picked in Kubernetes'
+order: unscheduled, pending, not ready, ready for the shortest time, most
+restarts, newest. The node agent then takes the pod out of endpoints, stops its
+containers with the grace period, and only then removes the object.
+
+Pod names are ``<replicaset>-<5 random chars>`` like Kubernetes'; ownership is
+the ownerReference (uid), never the name.
+"""
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import structlog
+
+from reconciler import objects as o
+from reconciler.clock import Clock, to_rfc3339
+from reconciler.labels import SelectorError, from_label_selector
+from reconciler.workqueue import Result
+
+log = structlog.get_logger("replicaset")
+
+Obj = dict[str, Any]
+_SUFFIX = "bcdfghjklmnpqrstvwxz2456789"
+_PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
+
+
+class ReplicaSetController:
+    def __init__(self, *, store: Any, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def reconcile(self, key: tuple[str, str]) -> Result | None:
+        namespace, name = key
+        rs = self._store.get("ReplicaSet", namespace, name)
+        if rs is None or o.is_terminating(rs):
+            return None
+        owner = o.owner_uid(rs, "Deployment")
+        if owner is not None and not self._owner_exists(namespace, "Deployment", o.owner_name(rs, "Deployment"), owner):
+            # Garbage collection: the Deployment is gone, so are its ReplicaSets.
+            self._delete_replicaset(rs)
+            return None
+        pods = self._owned_pods(rs)
+        active = [p for p in pods if o.pod_is_active(p)]
+        want = int(rs["spec"].get("replicas", 0) or 0)
+        diff = len(active) - want
+        if diff < 0:
+            for _ in range(-diff):
+                active.append(self._create_pod(rs))
+        elif diff > 0:
+            for pod in self._victims(active, diff):
+                self.mark_for_deletion(pod, reason="scale down")
+                active.remove(pod)
+        return self._update_status(rs, pods_after=self._owned_pods(rs))
+
+    # -- pods ---------------------------------------------------------------------------
+    def _owned_pods(self, rs: Obj) -> list[Obj]:
+        uid = rs["metadata"].get("uid")
+        return [p for p in self._store.list("Pod", rs["metadata"]["namespace"]) if o.owner_uid(p, "ReplicaSet") == uid]
+
+    def _owner_exists(self, namespace: str, kind: str, name: str | None, uid: str) -> bool:
+        owner = self._store.get(kind, namespace, name or "")
+        return owner is not None and owner["metadata"].get("uid") == uid
+
+    def _create_pod(self, rs: Obj) -> Obj:
+        template = rs["spec"].get("template") or {}
+        tmeta = template.get("metadata") or {}
+        namespace = rs["metadata"]["namespace"]
+        while True:
+            name = f"{rs['metadata']['name']}-{''.join(secrets.choice(_SUFFIX) for _ in range(5))}"
+            if self._store.get("Pod", namespace, name) is None:
+                break
+        annotations = dict(tmeta.get("annotations") or {})
+        commit = o.annotations(rs).get(o.ANN_COMMIT)
+        if commit:
+            annotations[o.ANN_COMMIT] = commit
+        pod: Obj = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": dict(tmeta.get("labels") or {}),
+                "annotations": annotations,
+                "ownerReferences": [o.owner_reference(rs)],
+            },
+            "spec": dict(template.get("spec") or {}),
+            "status": {"phase": "Pending"},
+        }
+        created = self._store.put(pod)
+        self._store.record_event(kind="ReplicaSet", namespace=namespace, name=rs["metadata"]["name"],
+                                 uid=rs["metadata"].get("uid", ""), reason="SuccessfulCreate", message=f"Created pod: {name}")
+        log.info("pod created", object=f"replicaset/{rs['metadata']['name']}", namespace=namespace, pod=name,
+                 action="create", commit=commit or "")
+        return created
+
+    def _victims(self, pods: list[Obj], count: int) -> list[Obj]:
+        def rank(pod: Obj) -> tuple:
+            status = pod.get("status") or {}
+            ready_since = o.pod_ready_since(pod)
+            return (
+                1 if (pod.get("spec") or {}).get("nodeName") else 0,
+                _PHASE_RANK.get(status.get("phase", "Pending"), 0),
+                1 if ready_since is not None else 0,
+                -(ready_since or 0.0),  # ready more recently goes first
+                -o.restart_count(pod),
+                -o.created(pod),  # newer goes first
+            )
+
+        return sorted(pods, key=rank)[:count]
+
+    def mark_for_deletion(self, pod: Obj, *, reason: str) -> None:
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        grace = int((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+        now = self._clock.now()
+
+        def mutate(cur: Obj) -> Obj | None:
+            if o.is_terminating(cur):
+                return None
+            cur["metadata"]["deletionTimestamp"] = to_rfc3339(now + grace)
+            cur["metadata"]["deletionGracePeriodSeconds"] = grace
+            return cur
+
+        self._store.update("Pod", namespace, name, mutate)
+        owner = o.owner_name(pod, "ReplicaSet")
+        if owner:
+            self._store.record_event(kind="ReplicaSet", namespace=namespace, name=owner, reason="SuccessfulDelete",
+                                     message=f"Deleted pod: {name}")
+        log.info("pod deleting", object=f"pod/{name}", namespace=namespace, action="delete", reason=reason)
+
+    def _delete_replicaset(self, rs: Obj) -> None:
+        for pod in self._owned_pods(rs):
+            self.mark_for_deletion(pod, reason="owner deleted")
+        self._store.delete("ReplicaSet", rs["metadata"]["namespace"], rs["metadata"]["name"])
+
+    # -- status ------------------------------------------------------------------------------
+    def _update_status(self, rs: Obj, *, pods_after: list[Obj]) -> Result | None:
+        now = self._clock.now()
+        min_ready = int(rs["spec"].get("minReadySeconds", 0) or 0)
+        active = [p for p in pods_after if o.pod_is_active(p)]
+        try:
+            selector = from_label_selector(rs["spec"].get("selector"))
+        except SelectorError:
+            selector = None
+        ready = [p for p in active if o.pod_is_ready(p)]
+        available = [p for p in active if o.pod_is_available(p, min_ready_seconds=min_ready, now=now)]
+        status = {
+            "replicas": len(active),
+            "fullyLabeledReplicas": sum(1 for p in active if selector is None or selector.matches(o.labels(p))),
+            "readyReplicas": len(ready),
+            "availableReplicas": len(available),
+            "terminatingReplicas": sum(1 for p in pods_after if o.is_terminating(p)),
+            "observedGeneration": int(rs["metadata"].get("generation", 1)),
+        }
+
+        def mutate(cur: Obj) -> Obj | None:
+            if cur.get("status") == status:
+                return None
+            cur["status"] = status
+            return cur
+
+        self._store.update("ReplicaSet", rs["metadata"]["namespace"], rs["metadata"]["name"], mutate)
+        if min_ready and len(ready) > len(available):
+            # Requeue for the moment the next ready pod becomes available.
+            waits = [(o.pod_ready_since(p) or now) + min_ready - now for p in ready if p not in available]
+            return Result(requeue_after=max(min(waits), 0.0) + 0.01)
+        return None

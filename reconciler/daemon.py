@@ -1,0 +1,163 @@
+"""The daemon: wires source, applier, store, controllers, node agents and the API.
+
+A commit flows: SourceWatcher (filesystem events or poll) → the "source" work
+item → Applier.apply(commit) writes desired objects → store watchers enqueue
+keys → Deployment → ReplicaSet → scheduler → node agent → podman. Status flows
+back the same way, from the node agents' relists.
+
+Stopping the daemon stops only the control plane: pods keep running, as when a
+kubelet restarts; the next start recognises them by their engine labels.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from reconciler import log as logsetup
+from reconciler.api.server import ApiServer
+from reconciler.applier import Applier
+from reconciler.clock import SystemClock
+from reconciler.config import Config
+from reconciler.controllers.manager import ControllerManager
+from reconciler.controllers.node import NodeBinding
+from reconciler.manifests import Allow
+from reconciler.notify import notify
+from reconciler.source import GitSource, SourceError, SourceWatcher
+from reconciler.store import Store
+from reconciler.workqueue import Result, WorkQueue
+
+log = structlog.get_logger("daemon")
+
+SOURCE_KEY = "source"
+
+
+class Daemon:
+    """One running control plane. ``start()`` returns once the first sync is done."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.clock = SystemClock()
+        state_dir = Path(config.state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir = state_dir
+        self.store = Store(state_dir / "store.db")
+        self.nodes = self._bind_nodes()
+        self.source = GitSource(repo=config.source.repo, branch=config.source.branch, path=config.source.path)
+        allow = Allow(privileged=config.allow.privileged, host_path=config.allow.host_path,
+                      host_network=config.allow.host_network)
+        self.applier = Applier(store=self.store, source=self.source, clock=self.clock, allow=allow)
+        self.manager = ControllerManager(store=self.store, clock=self.clock, nodes=self.nodes)
+        self.sync_queue = WorkQueue(name="source", handler=self._sync, workers=1, clock=self.clock)
+        self.watcher = SourceWatcher(source=self.source, on_change=lambda sha: self.sync_queue.add(SOURCE_KEY),
+                                     poll_interval=config.source.interval)
+        self.api = ApiServer(store=self.store, socket_path=state_dir / "api.sock", actions=self)
+        self._first_sync = threading.Event()
+
+    def _bind_nodes(self) -> list[NodeBinding]:
+        from runtime.podman import PodmanDriver  # podman-py is only needed by a real daemon
+
+        configured = list(self.config.nodes)
+        if not configured:
+            from runtime.podman_service import ensure_local_service
+            from reconciler.config import NodeConfig
+
+            url = ensure_local_service()
+            name = socket.gethostname() or "local"
+            configured = [NodeConfig(name=name, url=url, pod_cidr="127.244.0.0/24",
+                                     labels={"kubernetes.io/hostname": name})]
+        return [NodeBinding(name=n.name, url=n.url, pod_cidr=n.pod_cidr, labels=dict(n.labels),
+                            driver=PodmanDriver(url=n.url)) for n in configured]
+
+    # -- the source work item ------------------------------------------------------------
+    def _sync(self, _key: Any) -> Result | None:
+        try:
+            sha = self.source.head()
+        except SourceError as exc:
+            self.store.update_sync_state(errors=[{"commit": "", "file": "", "line": 0, "message": str(exc)}])
+            log.error("source unavailable", error=str(exc))
+            self._first_sync.set()
+            return Result(requeue_after=self.config.source.interval)
+        self.store.update_sync_state(lastSeenCommit=sha)
+        state = self.store.sync_state()
+        if state.get("lastAttemptedCommit") != sha:
+            started = self.clock.now()
+            outcome = self.applier.apply(sha)
+            log.info("commit applied" if outcome.ok else "commit applied with errors", commit=sha,
+                     changes=len(outcome.changes), errors=len(outcome.errors),
+                     duration=round(self.clock.now() - started, 4), action="sync")
+            notify(f"STATUS=applied {sha[:12]}" + (f" with {len(outcome.errors)} errors" if outcome.errors else ""))
+        self._first_sync.set()
+        return None
+
+    # -- DaemonActions for the API -------------------------------------------------------------
+    def sync(self) -> dict:
+        self.watcher.trigger()
+        self.sync_queue.add(SOURCE_KEY)
+        return {"commit": self.store.sync_state().get("lastSeenCommit")}
+
+    def status(self) -> dict:
+        state = self.store.sync_state()
+        nodes = []
+        for node in self.store.list("Node"):
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                        for c in (node.get("status") or {}).get("conditions") or [])
+            nodes.append({"name": node["metadata"]["name"], "ready": ready})
+        return {
+            "source": {"url": self.source.url, "branch": self.source.branch, "path": self.source.path},
+            "lastSeenCommit": state.get("lastSeenCommit"),
+            "lastAttemptedCommit": state.get("lastAttemptedCommit"),
+            "lastAppliedCommit": state.get("lastAppliedCommit"),
+            "errors": state.get("errors") or [],
+            "warnings": state.get("warnings") or [],
+            "nodes": nodes,
+        }
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self, *, first_sync_timeout: float = 120.0) -> None:
+        self.api.start()
+        self.manager.start()
+        self.sync_queue.start()
+        self.sync_queue.add(SOURCE_KEY)
+        self._first_sync.wait(timeout=first_sync_timeout)
+        self.watcher.start()
+        log.info("daemon started", source=self.source.url, branch=self.source.branch, path=self.source.path,
+                 nodes=[n.name for n in self.nodes], state_dir=str(self.state_dir))
+
+    def stop(self) -> None:
+        notify("STOPPING=1")
+        self.watcher.stop()
+        self.sync_queue.stop()
+        self.manager.stop()
+        self.api.stop()
+        self.store.close()
+        log.info("daemon stopped; workloads left running")
+
+
+def run_daemon(config: Config) -> int:
+    """The `reconciler daemon` command: run until SIGTERM/SIGINT."""
+    Path(config.state_dir).mkdir(parents=True, exist_ok=True)
+    logsetup.configure(state_dir=Path(config.state_dir))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: log.info("SIGHUP: configuration reload is not supported yet"))
+    try:
+        daemon = Daemon(config)
+    except SourceError as exc:
+        log.error("cannot start", error=str(exc))
+        print(f"reconciler: {exc}", file=__import__("sys").stderr)
+        return 1
+    daemon.start()
+    notify("READY=1")
+    notify(f"STATUS=watching {daemon.source.url}@{daemon.source.branch}; applied "
+           f"{(daemon.store.sync_state().get('lastAppliedCommit') or 'nothing')[:12]}")
+    while not stop.wait(timeout=1.0):
+        pass
+    daemon.stop()
+    return 0

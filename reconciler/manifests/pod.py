@@ -1,0 +1,282 @@
+"""Pod, PodSpec, Container and the parts inside them, with Kubernetes' defaults.
+
+Shapes and per-field rules live here; rules that relate several fields (unique names,
+mounts that refer to volumes, one probe handler...) are in ``checks.py`` so each error can
+point at the exact field and line. Defaults that depend on other fields (imagePullPolicy
+from the image tag, requests from limits) are applied after validation.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from .fields import (Bool, ConfigKey, DNSLabel, DNSSubdomain, EnvName, FileMode, Image, IPAddress,
+                     KubeModel, Labels, NonEmptyStr, NonNegInt32, NonNegInt64, PortName, PortNumber, PortOrName,
+                     PosInt32, PosInt64, Quantity, Str, invalid)
+from .meta import ObjectMeta, TemplateMeta
+
+
+class ContainerPort(KubeModel):
+    container_port: PortNumber
+    name: Optional[PortName] = None
+    protocol: Literal["TCP", "UDP"] = "TCP"
+    host_port: Optional[PortNumber] = None
+    host_ip: Optional[IPAddress] = Field(default=None, alias="hostIP")
+
+
+class KeySelector(KubeModel):
+    """configMapKeyRef / secretKeyRef: one key of a ConfigMap or Secret."""
+    name: DNSSubdomain
+    key: ConfigKey
+    optional: Optional[Bool] = None
+
+
+_FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName",
+                "spec.serviceAccountName", "status.hostIP", "status.hostIPs", "status.podIP",
+                "status.podIPs")
+
+
+class ObjectFieldSelector(KubeModel):
+    """fieldRef: the downward API, limited to the fields Kubernetes allows in env."""
+    api_version: Str = "v1"
+    field_path: Str
+
+    @model_validator(mode="after")
+    def _known_path(self) -> ObjectFieldSelector:
+        path = self.field_path
+        if path in _FIELD_PATHS:
+            return self
+        for prefix in ("metadata.labels['", "metadata.annotations['"):
+            if path.startswith(prefix) and path.endswith("']") and len(path) > len(prefix) + 2:
+                return self
+        raise invalid(f"fieldPath {path[:80]!r} is not supported; use one of {', '.join(_FIELD_PATHS)}, "
+                       "metadata.labels['KEY'] or metadata.annotations['KEY']")
+
+
+class EnvVarSource(KubeModel):
+    config_map_key_ref: Optional[KeySelector] = None
+    secret_key_ref: Optional[KeySelector] = None
+    field_ref: Optional[ObjectFieldSelector] = None
+
+
+class EnvVar(KubeModel):
+    name: EnvName
+    value: Optional[Str] = None
+    value_from: Optional[EnvVarSource] = None
+
+
+class NamedReference(KubeModel):
+    """configMapRef / secretRef in envFrom."""
+    name: DNSSubdomain
+    optional: Optional[Bool] = None
+
+
+class EnvFromSource(KubeModel):
+    prefix: Optional[Str] = None
+    config_map_ref: Optional[NamedReference] = None
+    secret_ref: Optional[NamedReference] = None
+
+
+class HTTPHeader(KubeModel):
+    name: NonEmptyStr
+    value: Str
+
+
+class HTTPGetAction(KubeModel):
+    path: Str = "/"
+    port: PortOrName
+    host: Optional[Str] = None
+    scheme: Literal["HTTP", "HTTPS"] = "HTTP"
+    http_headers: Optional[list[HTTPHeader]] = None
+
+
+class TCPSocketAction(KubeModel):
+    port: PortOrName
+    host: Optional[Str] = None
+
+
+class ExecAction(KubeModel):
+    command: list[Str] = Field(min_length=1)
+
+
+class Probe(KubeModel):
+    http_get: Optional[HTTPGetAction] = None
+    tcp_socket: Optional[TCPSocketAction] = None
+    exec: Optional[ExecAction] = None
+    initial_delay_seconds: NonNegInt32 = 0
+    timeout_seconds: PosInt32 = 1
+    period_seconds: PosInt32 = 10
+    success_threshold: PosInt32 = 1
+    failure_threshold: PosInt32 = 3
+    termination_grace_period_seconds: Optional[PosInt64] = None
+
+
+class ResourceList(KubeModel):
+    cpu: Optional[Quantity] = None
+    memory: Optional[Quantity] = None
+
+
+class ResourceRequirements(KubeModel):
+    limits: Optional[ResourceList] = None
+    requests: Optional[ResourceList] = None
+
+    @model_validator(mode="after")
+    def _requests_default_to_limits(self) -> ResourceRequirements:
+        # Kubernetes: a limit without a request sets the request to the limit.
+        if self.limits is not None:
+            requests = self.requests or ResourceList()
+            cpu = requests.cpu if requests.cpu is not None else self.limits.cpu
+            memory = requests.memory if requests.memory is not None else self.limits.memory
+            if cpu is not None or memory is not None:
+                self._default("requests", ResourceList.model_construct(cpu=cpu, memory=memory))
+        return self
+
+
+class VolumeMount(KubeModel):
+    name: DNSLabel
+    mount_path: NonEmptyStr
+    read_only: Optional[Bool] = None
+    sub_path: Optional[Str] = None
+
+
+class Capabilities(KubeModel):
+    add: Optional[list[Str]] = None
+    drop: Optional[list[Str]] = None
+
+
+class SecurityContext(KubeModel):
+    privileged: Optional[Bool] = None
+    run_as_user: Optional[NonNegInt64] = None
+    run_as_group: Optional[NonNegInt64] = None
+    run_as_non_root: Optional[Bool] = None
+    read_only_root_filesystem: Optional[Bool] = None
+    allow_privilege_escalation: Optional[Bool] = None
+    capabilities: Optional[Capabilities] = None
+
+
+class PodSecurityContext(KubeModel):
+    run_as_user: Optional[NonNegInt64] = None
+    run_as_group: Optional[NonNegInt64] = None
+    run_as_non_root: Optional[Bool] = None
+    fs_group: Optional[NonNegInt64] = None
+    supplemental_groups: Optional[list[NonNegInt64]] = None
+
+
+def default_pull_policy(image: str) -> str:
+    """Kubernetes: Always for ':latest' or no tag, else IfNotPresent (a digest counts as a tag)."""
+    if "@" in image:
+        return "IfNotPresent"
+    last = image.rsplit("/", 1)[-1]
+    tag = last.rpartition(":")[2] if ":" in last else ""
+    return "Always" if tag in ("", "latest") else "IfNotPresent"
+
+
+class Container(KubeModel):
+    name: DNSLabel
+    image: Image
+    image_pull_policy: Optional[Literal["Always", "IfNotPresent", "Never"]] = None
+    command: Optional[list[Str]] = None
+    args: Optional[list[Str]] = None
+    working_dir: Optional[Str] = None
+    env: Optional[list[EnvVar]] = None
+    env_from: Optional[list[EnvFromSource]] = None
+    ports: Optional[list[ContainerPort]] = None
+    readiness_probe: Optional[Probe] = None
+    liveness_probe: Optional[Probe] = None
+    startup_probe: Optional[Probe] = None
+    resources: Optional[ResourceRequirements] = None
+    volume_mounts: Optional[list[VolumeMount]] = None
+    security_context: Optional[SecurityContext] = None
+
+    @model_validator(mode="after")
+    def _pull_policy(self) -> Container:
+        if self.image_pull_policy is None:
+            self._default("image_pull_policy", default_pull_policy(self.image))
+        return self
+
+
+class KeyToPath(KubeModel):
+    key: ConfigKey
+    path: NonEmptyStr
+    mode: Optional[FileMode] = None
+
+
+class EmptyDirVolumeSource(KubeModel):
+    medium: Optional[Literal["", "Memory"]] = None
+    size_limit: Optional[Quantity] = None
+
+
+class ConfigMapVolumeSource(KubeModel):
+    name: DNSSubdomain
+    items: Optional[list[KeyToPath]] = None
+    default_mode: FileMode = 0o644
+    optional: Optional[Bool] = None
+
+
+class SecretVolumeSource(KubeModel):
+    secret_name: DNSSubdomain
+    items: Optional[list[KeyToPath]] = None
+    default_mode: FileMode = 0o644
+    optional: Optional[Bool] = None
+
+
+class HostPathVolumeSource(KubeModel):
+    path: NonEmptyStr
+    type: Optional[Literal["", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket",
+                           "CharDevice", "BlockDevice"]] = None
+
+
+VOLUME_SOURCES = {"emptyDir": "empty_dir", "configMap": "config_map", "secret": "secret", "hostPath": "host_path"}
+
+
+class Volume(KubeModel):
+    name: DNSLabel
+    empty_dir: Optional[EmptyDirVolumeSource] = None
+    config_map: Optional[ConfigMapVolumeSource] = None
+    secret: Optional[SecretVolumeSource] = None
+    host_path: Optional[HostPathVolumeSource] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _supported_source(cls, data: Any) -> Any:
+        # A volume whose only source is one we cannot run (persistentVolumeClaim, nfs...)
+        # must not quietly become the emptyDir Kubernetes defaults a source-less volume to.
+        if isinstance(data, dict) and not any(data.get(key) is not None for key in VOLUME_SOURCES):
+            others = sorted(str(key) for key, value in data.items() if key != "name" and value is not None)
+            if others:
+                raise invalid(f"unsupported volume type {', '.join(others)[:120]} "
+                              f"(supported: {', '.join(VOLUME_SOURCES)})")
+        return data
+
+    @model_validator(mode="after")
+    def _default_source(self) -> Volume:
+        if all(getattr(self, name) is None for name in VOLUME_SOURCES.values()):
+            self._default("empty_dir", EmptyDirVolumeSource())
+        return self
+
+
+class PodSpec(KubeModel):
+    containers: list[Container] = Field(min_length=1)
+    init_containers: Optional[list[Container]] = None
+    restart_policy: Literal["Always", "OnFailure", "Never"] = "Always"
+    termination_grace_period_seconds: NonNegInt64 = 30
+    dns_policy: Literal["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"] = "ClusterFirst"
+    node_selector: Optional[Labels] = None
+    host_network: Optional[Bool] = None
+    hostname: Optional[DNSLabel] = None
+    volumes: Optional[list[Volume]] = None
+    security_context: Optional[PodSecurityContext] = None
+
+
+class PodTemplateSpec(KubeModel):
+    metadata: TemplateMeta = Field(default_factory=TemplateMeta)
+    spec: PodSpec
+
+
+class Pod(KubeModel):
+    api_version: Literal["v1"]
+    kind: Literal["Pod"]
+    metadata: ObjectMeta
+    spec: PodSpec
+    status: Any = Field(default=None, exclude=True)

@@ -1,0 +1,306 @@
+"""An in-memory NodeDriver for controller tests and benchmarks.
+
+Design: the fake behaves like PodmanDriver where the control plane can tell
+(create needs the image present, start makes containers run, stop terminates
+them, restarts are the caller's job) and nothing more. It is deterministic:
+no threads, no randomness; ids come from counters and times from an injectable
+clock. Tests steer it through a few controls (``crash``, ``set_image_pull_fails``,
+``set_reachable``, ``remove_container``, ``add_image``) and read the ``calls`` log.
+Every method takes one lock, so it is thread-safe; ``list_pods`` returns cached
+immutable states, so polling thousands of pods every second stays cheap.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Iterator
+
+from runtime.driver import (
+    ContainerRequest,
+    ContainerState,
+    DriverError,
+    ImagePullError,
+    NodeInfo,
+    NodeUnreachable,
+    PodRequest,
+    PodState,
+)
+
+_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FakeCall:
+    """One recorded driver call: the method name and its arguments."""
+    method: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+class _Container:
+    """Mutable per-container record; turned into a frozen ContainerState on demand."""
+    __slots__ = ("request", "container_id", "state", "reason", "exit_code", "started_at", "finished_at", "log")
+
+    def __init__(self, *, request: ContainerRequest, container_id: str) -> None:
+        self.request = request
+        self.container_id = container_id
+        self.state = "waiting"
+        self.reason = "Created"
+        self.exit_code: int | None = None
+        self.started_at: str | None = None
+        self.finished_at: str | None = None
+        self.log: list[str] = []
+
+    def snapshot(self) -> ContainerState:
+        return ContainerState(name=self.request.name, image=self.request.image, state=self.state,
+                              reason=self.reason, exit_code=self.exit_code, started_at=self.started_at,
+                              finished_at=self.finished_at if self.state == "terminated" else None,
+                              container_id=self.container_id)
+
+
+class _Pod:
+    __slots__ = ("request", "runtime_id", "containers", "cached")
+
+    def __init__(self, *, request: PodRequest, runtime_id: str) -> None:
+        self.request = request
+        self.runtime_id = runtime_id
+        self.containers: dict[str, _Container] = {}
+        self.cached: PodState | None = None
+
+    def snapshot(self) -> PodState:
+        if self.cached is None:
+            request = self.request
+            self.cached = PodState(namespace=request.namespace, name=request.name, uid=request.uid,
+                                   pod_ip=request.pod_ip, labels=dict(request.labels),
+                                   containers=tuple(c.snapshot() for c in self.containers.values()),
+                                   runtime_id=self.runtime_id)
+        return self.cached
+
+
+def _rfc3339(unix_seconds: float) -> str:
+    return datetime.fromtimestamp(unix_seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class FakeDriver:
+    """NodeDriver kept in memory. ``images`` are present from the start."""
+
+    def __init__(self, *, hostname: str = "fake-node", cpus: int = 4, memory_bytes: int = 8 << 30,
+                 images: Iterable[str] = (), clock: Callable[[], float] = time.time,
+                 record_calls: bool = True, stop_exit_code: int = 0) -> None:
+        self._lock = threading.RLock()
+        self._info = NodeInfo(hostname=hostname, cpus=cpus, memory_bytes=memory_bytes, engine_version="fake")
+        self._clock = clock
+        self._record = record_calls
+        self._stop_exit_code = stop_exit_code
+        self._images: set[str] = set(images)
+        self._pull_fails: set[str] = set()
+        self._reachable = True
+        self._pods: dict[tuple[str, str], _Pod] = {}
+        self._list_cache: list[PodState] | None = None
+        self._calls: list[FakeCall] = []
+        self._next_id = 0
+
+    # --- test controls ------------------------------------------------------------------
+
+    @property
+    def calls(self) -> list[FakeCall]:
+        """A copy of the calls made so far, oldest first."""
+        with self._lock:
+            return list(self._calls)
+
+    def clear_calls(self) -> None:
+        with self._lock:
+            self._calls.clear()
+
+    def calls_to(self, method: str) -> list[FakeCall]:
+        """The recorded calls of one method."""
+        with self._lock:
+            return [c for c in self._calls if c.method == method]
+
+    @property
+    def images(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._images)
+
+    def add_image(self, image: str) -> None:
+        """Make ``image`` present, as if pulled earlier."""
+        with self._lock:
+            self._images.add(image)
+
+    def set_image_pull_fails(self, image: str, fails: bool = True) -> None:
+        """Every pull of ``image`` fails from now on (or works again with ``fails=False``)."""
+        with self._lock:
+            (self._pull_fails.add if fails else self._pull_fails.discard)(image)
+
+    def set_reachable(self, reachable: bool) -> None:
+        """An unreachable fake raises NodeUnreachable from every call and pings False."""
+        with self._lock:
+            self._reachable = reachable
+
+    def crash(self, *, namespace: str, name: str, container: str, exit_code: int = 1) -> None:
+        """The container exits on its own with ``exit_code``."""
+        with self._lock:
+            self._terminate(self._container(namespace=namespace, name=name, container=container),
+                            exit_code=exit_code)
+            self._touch(namespace=namespace, name=name)
+
+    def remove_container(self, *, namespace: str, name: str, container: str) -> None:
+        """The container is removed by hand (drift), leaving the pod."""
+        with self._lock:
+            pod = self._pod(namespace=namespace, name=name)
+            if pod.containers.pop(container, None) is None:
+                raise DriverError(f"container {container} of pod {namespace}/{name} does not exist.")
+            self._touch(namespace=namespace, name=name)
+
+    def append_log(self, *, namespace: str, name: str, container: str, line: str) -> None:
+        with self._lock:
+            self._container(namespace=namespace, name=name, container=container).log.append(line)
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _enter(self, method: str, **args: Any) -> None:
+        """Called under the lock at the start of every driver method."""
+        if self._record:
+            self._calls.append(FakeCall(method=method, args=args))
+        if not self._reachable:
+            raise NodeUnreachable(f"fake node {self._info.hostname} does not answer.")
+
+    def _new_id(self, prefix: str) -> str:
+        self._next_id += 1
+        return f"{prefix}-{self._next_id:08d}"
+
+    def _now(self) -> str:
+        return _rfc3339(self._clock())
+
+    def _touch(self, *, namespace: str, name: str) -> None:
+        pod = self._pods.get((namespace, name))
+        if pod is not None:
+            pod.cached = None
+        self._list_cache = None
+
+    def _pod(self, *, namespace: str, name: str) -> _Pod:
+        pod = self._pods.get((namespace, name))
+        if pod is None:
+            raise DriverError(f"pod {namespace}/{name} does not exist on the node.")
+        return pod
+
+    def _container(self, *, namespace: str, name: str, container: str) -> _Container:
+        record = self._pod(namespace=namespace, name=name).containers.get(container)
+        if record is None:
+            raise DriverError(f"container {container} of pod {namespace}/{name} does not exist on the node.")
+        return record
+
+    def _start(self, record: _Container) -> None:
+        if record.state == "running":
+            return
+        record.state, record.reason, record.exit_code = "running", "", None
+        record.started_at, record.finished_at = self._now(), None
+        record.log.append(f"{record.request.image} started")
+
+    def _terminate(self, record: _Container, *, exit_code: int) -> None:
+        record.state, record.exit_code = "terminated", exit_code
+        record.reason = "Completed" if exit_code == 0 else "Error"
+        record.finished_at = self._now()
+
+    def _add_containers(self, pod: _Pod, request: PodRequest) -> None:
+        missing = [c for c in request.containers if c.name not in pod.containers]
+        for container in missing:
+            if container.image not in self._images:
+                raise ImagePullError(f"image {container.image} is not present on the node; pull it first.")
+        for container in missing:
+            pod.containers[container.name] = _Container(request=container, container_id=self._new_id("ctr"))
+
+    # --- NodeDriver -----------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        with self._lock:
+            try:
+                self._enter("ping")
+            except NodeUnreachable:
+                return False
+            return True
+
+    def info(self) -> NodeInfo:
+        with self._lock:
+            self._enter("info")
+            return self._info
+
+    def pull(self, image: str, *, policy: str = "IfNotPresent") -> None:
+        with self._lock:
+            self._enter("pull", image=image, policy=policy)
+            if policy not in _POLICIES:
+                raise ImagePullError(f"imagePullPolicy {policy!r} is not one of Always, IfNotPresent, Never.")
+            present = image in self._images
+            if policy == "Never":
+                if not present:
+                    raise ImagePullError(f"image {image} is not present on the node and imagePullPolicy is Never.")
+                return
+            if policy == "IfNotPresent" and present:
+                return
+            if image in self._pull_fails:
+                raise ImagePullError(f"cannot pull image {image}: the fake registry refuses it.")
+            self._images.add(image)
+
+    def create_pod(self, request: PodRequest) -> PodState:
+        with self._lock:
+            self._enter("create_pod", request=request)
+            key = (request.namespace, request.name)
+            pod = self._pods.get(key)
+            if pod is not None and pod.request.uid != request.uid:
+                del self._pods[key]
+                pod = None
+            if pod is None:
+                for container in request.containers:
+                    if container.image not in self._images:
+                        raise ImagePullError(f"image {container.image} is not present on the node; pull it first.")
+                pod = _Pod(request=request, runtime_id=self._new_id("pod"))
+                self._pods[key] = pod
+            # Same uid: like the podman driver, finish a half-made pod.
+            self._add_containers(pod, request)
+            self._touch(namespace=request.namespace, name=request.name)
+            return pod.snapshot()
+
+    def start_pod(self, *, namespace: str, name: str) -> None:
+        with self._lock:
+            self._enter("start_pod", namespace=namespace, name=name)
+            for record in self._pod(namespace=namespace, name=name).containers.values():
+                self._start(record)
+            self._touch(namespace=namespace, name=name)
+
+    def start_container(self, *, namespace: str, name: str, container: str) -> None:
+        with self._lock:
+            self._enter("start_container", namespace=namespace, name=name, container=container)
+            self._start(self._container(namespace=namespace, name=name, container=container))
+            self._touch(namespace=namespace, name=name)
+
+    def stop_pod(self, *, namespace: str, name: str, grace_seconds: int) -> None:
+        with self._lock:
+            self._enter("stop_pod", namespace=namespace, name=name, grace_seconds=grace_seconds)
+            pod = self._pods.get((namespace, name))
+            if pod is None:
+                return
+            for record in pod.containers.values():
+                if record.state == "running":
+                    self._terminate(record, exit_code=self._stop_exit_code)
+            self._touch(namespace=namespace, name=name)
+
+    def remove_pod(self, *, namespace: str, name: str) -> None:
+        with self._lock:
+            self._enter("remove_pod", namespace=namespace, name=name)
+            if self._pods.pop((namespace, name), None) is not None:
+                self._list_cache = None
+
+    def list_pods(self) -> list[PodState]:
+        with self._lock:
+            self._enter("list_pods")
+            if self._list_cache is None:
+                self._list_cache = [pod.snapshot() for pod in self._pods.values()]
+            return list(self._list_cache)
+
+    def logs(self, *, namespace: str, name: str, container: str, follow: bool = False) -> Iterator[str]:
+        with self._lock:
+            self._enter("logs", namespace=namespace, name=name, container=container, follow=follow)
+            lines = list(self._container(namespace=namespace, name=name, container=container).log)
+        # The fake never blocks: follow yields what there is and ends.
+        return iter(lines)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: host set-up, the package and its test
+# dependencies, the example images in the local registry, then pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup-host.sh
+python3 -m pip install -q -e '.[test]'
+./scripts/build-images.sh
+exec python3 -m pytest -q "$@"

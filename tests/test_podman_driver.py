@@ -1,0 +1,453 @@
+"""PodmanDriver against a real, private podman service and the local registry.
+
+Every test uses its own pod names and pod IPs in 127.244.250.0/24 (far from the
+per-node CIDRs other tests use), waits on conditions with deadlines, and checks
+what podman really did through the driver and, where it matters, the podman CLI.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import pytest
+
+from runtime.driver import (
+    LABEL_MANAGED,
+    ContainerRequest,
+    ContainerState,
+    DriverError,
+    ImagePullError,
+    NodeUnreachable,
+    PodRequest,
+    PodState,
+    PortRequest,
+)
+from runtime.podman import PodmanDriver, engine_container_name, engine_pod_name
+from runtime.podman_service import (
+    PodmanService,
+    PodmanServiceError,
+    default_socket_url,
+    ensure_local_service,
+    ping_socket,
+)
+from podman_fixtures import remove_podman_dir, short_tmp_dir
+
+pytestmark = pytest.mark.podman
+
+T = TypeVar("T")
+_ip_octets = itertools.count(1)
+_uids = itertools.count(1)
+
+
+def wait_for(predicate: Callable[[], T | None], *, timeout: float, what: str) -> T:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def http_get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def make_request(*, name: str, containers: tuple[ContainerRequest, ...], uid: str | None = None,
+                 labels: dict[str, str] | None = None, grace: int = 30,
+                 hosts: tuple[tuple[str, str], ...] = ()) -> PodRequest:
+    return PodRequest(namespace="drv", name=name, uid=uid or f"uid-{next(_uids)}",
+                      pod_ip=f"127.244.250.{next(_ip_octets)}", labels=labels or {"app": name},
+                      containers=containers, termination_grace_period_seconds=grace, hosts=hosts)
+
+
+def hello(image: str, *, name: str = "web", port: int = 8080, **extra: object) -> ContainerRequest:
+    env = (("PORT", str(port)),) if port != 8080 else ()
+    return ContainerRequest(name=name, image=image, ports=(PortRequest(container_port=port),), env=env,
+                            **extra)  # type: ignore[arg-type]
+
+
+def find_pod(driver: PodmanDriver, name: str) -> PodState | None:
+    return next((p for p in driver.list_pods() if p.namespace == "drv" and p.name == name), None)
+
+
+def container_of(driver: PodmanDriver, pod: str, container: str = "web") -> ContainerState | None:
+    state = find_pod(driver, pod)
+    return next((c for c in state.containers if c.name == container), None) if state else None
+
+
+@pytest.fixture(scope="module")
+def driver(podman_node, images) -> Iterator[PodmanDriver]:  # type: ignore[no-untyped-def]
+    driver = PodmanDriver(url=podman_node.url)
+    driver.pull(images.hello_v1)
+    driver.pull(images.crash)
+    yield driver
+    driver.close()
+
+
+@pytest.fixture
+def cleanup(driver: PodmanDriver) -> Iterator[list[str]]:
+    """Names appended here are removed after the test, pass or fail."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        driver.remove_pod(namespace="drv", name=name)
+
+
+def test_pod_serves_http_on_its_pod_ip_and_is_listed_with_labels(driver, images, podman_node, cleanup) -> None:
+    request = make_request(name="web-a", containers=(hello(images.hello_v1),),
+                           labels={"app": "web", "pod-template-hash": "abc123"})
+    cleanup.append(request.name)
+
+    created = driver.create_pod(request)
+    assert created.uid == request.uid and created.pod_ip == request.pod_ip
+    assert [(c.name, c.state) for c in created.containers] == [("web", "waiting")]
+
+    driver.start_pod(namespace="drv", name="web-a")
+    body = wait_for(lambda: http_get(f"http://{request.pod_ip}:8080/"), timeout=15, what="the pod's HTTP page")
+    assert body == "hello v1 from web-a\n"
+
+    listed = find_pod(driver, "web-a")
+    assert listed is not None
+    assert listed.labels == {"app": "web", "pod-template-hash": "abc123"}
+    assert (listed.uid, listed.pod_ip, listed.runtime_id) == (request.uid, request.pod_ip, created.runtime_id)
+    (web,) = listed.containers
+    assert (web.name, web.image, web.state, web.exit_code) == ("web", images.hello_v1, "running", None)
+    assert web.started_at and web.started_at.endswith("Z") and web.container_id
+
+    # Ownership is on podman's objects themselves, pod and containers alike.
+    pod_labels = podman_node.cli("pod", "inspect", "--format", "{{json .Labels}}", "drv_web-a", check=True).stdout
+    ctr_labels = podman_node.cli("inspect", "--format", "{{json .Config.Labels}}", "drv_web-a_web",
+                                 check=True).stdout
+    for labels in (pod_labels, ctr_labels):
+        assert f'"{LABEL_MANAGED}":"true"' in labels and '"pod-template-hash":"abc123"' in labels
+        assert f'"{request.uid}"' in labels
+
+
+def test_engine_names_are_deterministic_and_unambiguous() -> None:
+    assert engine_pod_name(namespace="default", name="web-1") == "default_web-1"
+    assert engine_container_name(namespace="default", name="a-b", container="c") != \
+        engine_container_name(namespace="default", name="a", container="b-c")
+
+
+def test_a_new_driver_rebuilds_pods_from_labels_alone(driver, images, podman_node, cleanup) -> None:
+    request = make_request(name="rebuild", containers=(hello(images.hello_v1),))
+    cleanup.append(request.name)
+    driver.create_pod(request)
+    # A pod podman runs for someone else is not ours.
+    podman_node.cli("pod", "create", "--name", "not-managed", check=True)
+    try:
+        fresh = PodmanDriver(url=podman_node.url)
+        try:
+            listed = {(p.namespace, p.name): p for p in fresh.list_pods()}
+        finally:
+            fresh.close()
+        assert listed[("drv", "rebuild")] == find_pod(driver, "rebuild")
+        assert listed[("drv", "rebuild")].uid == request.uid
+        assert all(name != "not-managed" for _, name in listed)
+        # Nor is it ours to replace when its name collides with one of ours.
+        podman_node.cli("pod", "create", "--name", "drv_foreign", check=True)
+        with pytest.raises(DriverError, match="does not manage"):
+            driver.create_pod(make_request(name="foreign", containers=(hello(images.hello_v1),)))
+        assert podman_node.cli("pod", "exists", "drv_foreign").returncode == 0
+    finally:
+        podman_node.cli("pod", "rm", "--force", "not-managed", "drv_foreign")
+
+
+def test_create_pod_is_idempotent_and_replaces_a_different_uid(driver, images, podman_node, cleanup) -> None:
+    request = make_request(name="idem", containers=(hello(images.hello_v1),))
+    cleanup.append(request.name)
+    first = driver.create_pod(request)
+    again = driver.create_pod(request)
+    assert again.runtime_id == first.runtime_id
+
+    replacement = PodRequest(**{**request.__dict__, "uid": "another-uid"})
+    replaced = driver.create_pod(replacement)
+    assert replaced.uid == "another-uid" and replaced.runtime_id != first.runtime_id
+    names = podman_node.cli("pod", "ps", "--format", "{{.Name}}", check=True).stdout.split()
+    assert names.count("drv_idem") == 1
+
+
+def test_create_pod_finishes_a_half_made_pod(driver, images, podman_node, cleanup) -> None:
+    request = make_request(name="half", containers=(hello(images.hello_v1), hello(images.hello_v1, name="two",
+                                                                                   port=8081)))
+    cleanup.append(request.name)
+    first = driver.create_pod(request)
+    podman_node.cli("rm", "--force", "drv_half_two", check=True)  # as if the first attempt died midway
+    assert [c.name for c in find_pod(driver, "half").containers] == ["web"]
+
+    finished = driver.create_pod(request)
+    assert finished.runtime_id == first.runtime_id
+    assert [c.name for c in finished.containers] == ["web", "two"]
+
+
+def test_containers_share_the_pod_ip(driver, images, cleanup) -> None:
+    request = make_request(name="duo", containers=(hello(images.hello_v1),
+                                                   hello(images.hello_v1, name="side", port=8081)))
+    cleanup.append(request.name)
+    driver.create_pod(request)
+    driver.start_pod(namespace="drv", name="duo")
+    for port in (8080, 8081):
+        body = wait_for(lambda: http_get(f"http://{request.pod_ip}:{port}/"), timeout=15, what=f"port {port}")
+        assert body == "hello v1 from duo\n"
+    assert [c.name for c in find_pod(driver, "duo").containers] == ["web", "side"]
+
+
+def test_one_driver_serves_many_threads(driver, images, cleanup) -> None:
+    requests_ = [make_request(name=f"par-{i}", containers=(hello(images.hello_v1),)) for i in range(6)]
+    cleanup.extend(r.name for r in requests_)
+    errors: list[BaseException] = []
+
+    def lifecycle(request: PodRequest) -> None:
+        try:
+            driver.create_pod(request)
+            driver.start_pod(namespace="drv", name=request.name)
+            driver.list_pods()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=lifecycle, args=(r,)) for r in requests_]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    for request in requests_:
+        assert wait_for(lambda: http_get(f"http://{request.pod_ip}:8080/"), timeout=15,
+                        what=f"{request.name}'s page") == f"hello v1 from {request.name}\n"
+
+
+def test_graceful_stop_is_prompt_and_closes_the_pod_ip(driver, images, cleanup) -> None:
+    request = make_request(name="graceful", containers=(hello(images.hello_v1),), grace=30)
+    cleanup.append(request.name)
+    driver.create_pod(request)
+    driver.start_pod(namespace="drv", name="graceful")
+    wait_for(lambda: http_get(f"http://{request.pod_ip}:8080/"), timeout=15, what="the pod's HTTP page")
+
+    started = time.monotonic()
+    driver.stop_pod(namespace="drv", name="graceful", grace_seconds=30)
+    assert time.monotonic() - started < 5, "the image handles SIGTERM, so stopping must not wait for the grace"
+
+    web = container_of(driver, "graceful")
+    assert (web.state, web.exit_code, web.reason) == ("terminated", 0, "Completed")
+    assert web.finished_at is not None
+    assert http_get(f"http://{request.pod_ip}:8080/") is None
+
+    # A stopped pod starts again (infra first, which podman does for us).
+    driver.start_pod(namespace="drv", name="graceful")
+    wait_for(lambda: http_get(f"http://{request.pod_ip}:8080/"), timeout=15, what="the restarted pod")
+
+
+def test_stop_kills_what_ignores_sigterm_after_the_grace(driver, images, cleanup) -> None:
+    # `sleep` as PID 1 has no SIGTERM handler, so the kernel drops SIGTERM: only SIGKILL ends it.
+    request = make_request(name="stubborn", grace=1, containers=(
+        ContainerRequest(name="web", image=images.hello_v1, command=("sleep", "600")),))
+    cleanup.append(request.name)
+    driver.create_pod(request)
+    driver.start_pod(namespace="drv", name="stubborn")
+    wait_for(lambda: getattr(container_of(driver, "stubborn"), "state", None) == "running", timeout=15,
+             what="the container to run")
+
+    started = time.monotonic()
+    driver.stop_pod(namespace="drv", name="stubborn", grace_seconds=1)
+    elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 10
+    web = container_of(driver, "stubborn")
+    assert (web.state, web.exit_code, web.reason) == ("terminated", 137, "Error")
+
+
+def test_crash_is_reported_with_its_exit_code_and_start_container_restarts(driver, images, cleanup) -> None:
+    request = make_request(name="crashy", containers=(ContainerRequest(name="web", image=images.crash),))
+    cleanup.append(request.name)
+    driver.create_pod(request)
+    driver.start_pod(namespace="drv", name="crashy")
+    crashed = wait_for(lambda: (c := container_of(driver, "crashy")) and c.state == "terminated" and c,
+                       timeout=15, what="the crash")
+    assert (crashed.exit_code, crashed.reason) == (1, "Error")
+    assert crashed.started_at and crashed.finished_at and crashed.started_at <= crashed.finished_at
+
+    # Containers have restart policy "no": podman leaves it dead, the agent decides.
+    assert container_of(driver, "crashy").state == "terminated"
+    driver.start_container(namespace="drv", name="crashy", container="web")
+    wait_for(lambda: sum("starting" in line for line in driver.logs(namespace="drv", name="crashy",
+                                                                   container="web")) == 2,
+             timeout=15, what="a second run of the container")
+
+
+def test_logs_follow_ends_when_the_container_exits(driver, images, cleanup) -> None:
+    request = make_request(name="follow", containers=(ContainerRequest(name="web", image=images.crash),))
+    cleanup.append(request.name)
+    driver.create_pod(request)
+    driver.start_pod(namespace="drv", name="follow")
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(driver.logs(namespace="drv", name="follow",
+                                                                      container="web", follow=True)),
+                              daemon=True)
+    reader.start()
+    reader.join(timeout=15)
+    assert not reader.is_alive(), "following the logs of an exited container must end"
+    assert lines == ["crash: starting, will exit 1 in 1 s", "crash: exiting 1"]
+
+
+def test_command_args_env_working_dir_and_hosts(driver, images, cleanup) -> None:
+    script = 'echo "greeting=$GREETING pwd=$(pwd) args=$0,$1"; grep svc /etc/hosts; sleep 600'
+    request = make_request(name="spec", hosts=(("web.drv.svc", "127.96.0.10"),), containers=(
+        ContainerRequest(name="web", image=images.hello_v1, command=("sh", "-c", script), args=("a0", "a1"),
+                         env=(("GREETING", "hi there"),), working_dir="/www"),))
+    cleanup.append(request.name)
+    driver.create_pod(request)
+    driver.start_pod(namespace="drv", name="spec")
+    logs = wait_for(lambda: (lines := list(driver.logs(namespace="drv", name="spec", container="web")))
+                    and len(lines) >= 2 and lines, timeout=15, what="the container's output")
+    assert logs[0] == "greeting=hi there pwd=/www args=a0,a1"
+    assert "127.96.0.10" in logs[1] and "web.drv.svc" in logs[1]
+
+
+def test_remove_pod_removes_everything_and_absent_is_fine(driver, images, podman_node) -> None:
+    request = make_request(name="gone", containers=(hello(images.hello_v1),))
+    driver.create_pod(request)
+    driver.start_pod(namespace="drv", name="gone")
+    started = time.monotonic()
+    driver.remove_pod(namespace="drv", name="gone")
+    assert time.monotonic() - started < 5
+    assert find_pod(driver, "gone") is None
+    assert podman_node.cli("pod", "exists", "drv_gone").returncode == 1
+    assert podman_node.cli("container", "exists", "drv_gone_web").returncode == 1
+    driver.remove_pod(namespace="drv", name="gone")
+    driver.stop_pod(namespace="drv", name="gone", grace_seconds=1)
+
+
+def test_operations_on_an_absent_pod_fail_clearly(driver) -> None:
+    with pytest.raises(DriverError, match="does not exist"):
+        driver.start_pod(namespace="drv", name="never-made")
+    with pytest.raises(DriverError, match="does not exist"):
+        driver.start_container(namespace="drv", name="never-made", container="web")
+    with pytest.raises(DriverError, match="does not exist"):
+        list(driver.logs(namespace="drv", name="never-made", container="web"))
+
+
+def test_create_pod_with_an_absent_image_leaves_nothing_behind(driver, podman_node) -> None:
+    request = make_request(name="noimage", containers=(
+        ContainerRequest(name="web", image="localhost:5000/hello:never-pulled"),))
+    with pytest.raises(ImagePullError, match="not present"):
+        driver.create_pod(request)
+    assert podman_node.cli("pod", "exists", "drv_noimage").returncode == 1
+
+
+def test_pull_policies(driver, images, podman_node) -> None:
+    # An image that is present but whose registry does not exist: any real pull of it fails.
+    local_only = "127.0.0.1:5999/local-only:v1"
+    podman_node.cli("tag", images.hello_v1, local_only, check=True)
+    driver.pull(local_only, policy="IfNotPresent")
+    driver.pull(local_only, policy="Never")
+    with pytest.raises(ImagePullError, match="cannot pull"):
+        driver.pull(local_only, policy="Always")
+
+    with pytest.raises(ImagePullError, match="Never"):
+        driver.pull("localhost:5000/hello:never-pulled", policy="Never")
+    with pytest.raises(ImagePullError, match="manifest unknown"):
+        driver.pull("localhost:5000/hello:no-such-tag", policy="IfNotPresent")
+    with pytest.raises(ImagePullError, match="imagePullPolicy"):
+        driver.pull(images.hello_v1, policy="Sometimes")
+
+    driver.pull(images.hello_v2, policy="Always")
+    assert driver.image_present(images.hello_v2)
+    assert podman_node.cli("image", "exists", images.hello_v2).returncode == 0
+
+
+def test_info_and_ping(driver) -> None:
+    assert driver.ping()
+    info = driver.info()
+    assert info.cpus > 0 and info.memory_bytes > 0 and info.hostname
+    assert info.engine_version.split(".")[0].isdigit()
+
+
+def test_unreachable_socket_raises_node_unreachable(tmp_path: Path) -> None:
+    missing = PodmanDriver(url=f"unix://{tmp_path / 'missing.sock'}")
+    assert missing.ping() is False
+    with pytest.raises(NodeUnreachable, match="does not answer"):
+        missing.list_pods()
+
+    # A socket file nobody listens on any more: connection refused.
+    stale_path = tmp_path / "stale.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(stale_path))
+    stale.close()
+    refused = PodmanDriver(url=f"unix://{stale_path}")
+    with pytest.raises(NodeUnreachable):
+        refused.create_pod(make_request(name="x", containers=()))
+    with pytest.raises(NodeUnreachable):
+        refused.pull("localhost:5000/hello:v1")
+
+
+def test_podman_service_starts_answers_and_stops(podman_host) -> None:
+    base = short_tmp_dir("reconciler-svc-")
+    service = PodmanService(root=base / "root", runroot=base / "run", socket=base / "api.sock",
+                            log_path=base / "service.log")
+    try:
+        assert service.start(timeout=60) == f"unix://{base / 'api.sock'}"
+        assert ping_socket(base / "api.sock")
+        assert service.start() == service.url  # already running: nothing new
+        assert PodmanDriver(url=service.url).list_pods() == []
+    finally:
+        service.stop()
+        remove_podman_dir(base)
+    assert not ping_socket(base / "api.sock")
+
+
+def test_podman_service_refuses_a_long_runroot_clearly(tmp_path: Path) -> None:
+    service = PodmanService(runroot=tmp_path / ("x" * 60), socket=tmp_path / "api.sock")
+    with pytest.raises(PodmanServiceError, match="longer than 50"):
+        service.start()
+
+
+def test_ensure_local_service_reuses_an_answering_service(podman_node) -> None:
+    before = _service_pids()
+    assert ensure_local_service(url=podman_node.url) == podman_node.url
+    assert _service_pids() == before
+
+
+def test_ensure_local_service_starts_one_when_none_answers(tmp_path: Path, podman_host) -> None:
+    sock = tmp_path / "local.sock"
+    url = ensure_local_service(url=f"unix://{sock}", timeout=60)
+    try:
+        assert url == f"unix://{sock}" and ping_socket(sock)
+    finally:
+        for pid in _service_pids(str(sock)):  # the detached service we just started, by its pid
+            os.kill(pid, signal.SIGTERM)
+
+
+def test_default_socket_url_rootful_and_rootless(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert default_socket_url() == "unix:///run/podman/podman.sock"
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
+    assert default_socket_url() == "unix:///run/user/1000/podman/podman.sock"
+
+
+def _service_pids(marker: str = "system service") -> set[int]:
+    """Pids of podman API services whose command line contains ``marker``."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "podman" in cmdline and "system service" in cmdline and marker in cmdline:
+                pids.add(int(entry.name))
+    return pids
