@@ -22,11 +22,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import yaml
 
-from reconciler import printers
+from reconciler import labels, printers
 from reconciler.api import socket_path
 from reconciler.api.client import ApiClient, ApiError, DaemonUnreachable
 from reconciler.api.kinds import KINDS, KindInfo, UnknownKind, lookup
@@ -40,6 +40,7 @@ EXIT_UNREACHABLE = 3
 _POLL_SECONDS = 0.5
 _DEPLOYMENT = KINDS["deployments"]
 _POD = KINDS["pods"]
+_ALL = [KINDS["pods"], KINDS["services"], KINDS["deployments"], KINDS["replicasets"]]
 
 
 class UsageError(Exception):
@@ -91,13 +92,11 @@ def _split_target(text: str) -> tuple[KindInfo, str | None]:
 
 def _deployment_name(args: argparse.Namespace) -> str:
     """`deployment/NAME` or `deployment NAME` for the rollout commands."""
-    target = list(args.target)
+    target = [args.target] + ([args.name] if args.name else [])
     if len(target) == 2 and "/" not in target[0]:
         info, name = lookup(target[0]), target[1]
-    elif len(target) == 1:
-        info, name = _split_target(target[0])
     else:
-        raise UsageError("expected deployment/NAME")
+        info, name = _split_target(target[0])
     if info.kind != "Deployment":
         raise UsageError(f"rollout works on deployments only, not {info.plural}")
     if not name:
@@ -197,12 +196,21 @@ def cmd_sync(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- get
 
 
+def _check_selector(text: str | None) -> None:
+    """A malformed -l is the user's typo (exit 2), caught before asking the daemon."""
+    if text:
+        try:
+            labels.parse(text)
+        except labels.SelectorError as exc:
+            raise UsageError(f"-l: {exc}") from None
+
+
 def _get_targets(args: argparse.Namespace) -> list[tuple[KindInfo, list[str]]]:
     """`get KIND [NAME...]`, `get KIND1,KIND2`, or `get KIND/NAME...` -> [(kind, names)]."""
-    first, rest = args.targets[0], args.targets[1:]
+    first, rest = args.kind, list(args.names)
     if "/" in first:
         groups: list[tuple[KindInfo, list[str]]] = []
-        for target in args.targets:
+        for target in (first, *rest):
             if "/" not in target:
                 raise UsageError("there is no need to specify a resource type as a separate argument "
                                  "when passing arguments in resource/name form")
@@ -214,7 +222,12 @@ def _get_targets(args: argparse.Namespace) -> list[tuple[KindInfo, list[str]]]:
             else:
                 groups.append((info, [name or ""]))
         return groups
-    infos = [lookup(word) for word in first.split(",") if word]
+    infos: list[KindInfo] = []
+    for word in (w for w in first.split(",") if w):
+        # kubectl's `all`: the workload kinds, in its order.
+        for info in (_ALL if word.lower() == "all" else [lookup(word)]):
+            if info not in infos:
+                infos.append(info)
     if not infos:
         raise UsageError("expected a KIND")
     if len(infos) > 1 and rest:
@@ -229,6 +242,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         raise UsageError("a resource cannot be retrieved by name across all namespaces")
     if named and args.selector:
         raise UsageError("names cannot be given together with a label selector (-l)")
+    _check_selector(args.selector)
     client = _client(args)
     namespace = None if args.all_namespaces else _namespace(args)
     now = time.time()
@@ -286,13 +300,13 @@ def cmd_get(args: argparse.Namespace) -> int:
         if printed:
             _out()
         _out(printers.get_table(
-            info,
-            items,
+            info=info,
+            items=items,
             now=now,
             wide=args.output == "wide",
             all_namespaces=args.all_namespaces,
             show_labels=args.show_labels,
-            name_prefix=f"{info.singular_resource}/" if len(collected) > 1 else "",
+            name_prefix=f"{info.singular_resource}/" if len(groups) > 1 else "",
             context=context,
         ), end="")
         printed = True
@@ -360,6 +374,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
                 _err(f"Error from server (NotFound): {exc.message}")
                 failed = True
     else:
+        _check_selector(args.selector)
         path = _query(info.collection_path(namespace=namespace), {"labelSelector": args.selector})
         objects = list(client.get(path).get("items") or [])
         if not objects:
@@ -371,7 +386,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
             _out()
         obj_ns = (obj.get("metadata") or {}).get("namespace") or namespace
         _out(printers.describe(
-            info, obj, events=_events_for(client, info, obj), related=_related(client, info, obj, obj_ns), now=now,
+            info=info, obj=obj, events=_events_for(client, info, obj), related=_related(client, info, obj, obj_ns), now=now,
         ), end="")
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -456,7 +471,7 @@ def cmd_rollout_history(args: argparse.Namespace) -> int:
          r.get("subject") or printers.NONE, ",".join(r.get("images") or []) or printers.NONE]
         for r in revisions
     ]
-    _out(printers.table(["REVISION", "COMMIT", "SUBJECT", "IMAGES"], rows), end="")
+    _out(printers.table(headers=["REVISION", "COMMIT", "SUBJECT", "IMAGES"], rows=rows), end="")
     return EXIT_OK
 
 
@@ -512,14 +527,15 @@ def _pick_pod(client: ApiClient, info: KindInfo, name: str, namespace: str) -> s
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    info, name = _split_target(args.target)
-    if name is None:  # `logs NAME` means a pod
+    if "/" in args.target:
+        info, name = _split_target(args.target)
+    else:  # `logs NAME` means a pod
         info, name = _POD, args.target
     client = _client(args)
     namespace = _namespace(args)
     if info.kind in ("Deployment", "ReplicaSet"):
         name = _pick_pod(client, info, name, namespace)
-    elif info.kind != "Pod":
+    elif info.kind != "Pod" or not name:
         raise UsageError(f"logs works on pods, deployments and replicasets, not {info.plural}")
     path = _query(f"{_POD.object_path(namespace=namespace, name=name)}/log", {
         "container": args.container,
@@ -578,11 +594,21 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("reconciler")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="reconciler", description="GitOps reconciler for podman nodes, with kubectl's verbs.")
     parser.add_argument("--state-dir", dest="state_dir", default=None,
                         help="the daemon's state dir (default: $RECONCILER_STATE_DIR, else the system default)")
     parser.add_argument("-n", "--namespace", dest="namespace", default=None, help="namespace (default: default)")
+    parser.add_argument("--version", action="version", version=f"reconciler {_version()}")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def sub(p: argparse._SubParsersAction, name: str, help_text: str, *, namespaced: bool = True
@@ -611,7 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub(subs, "get", "list objects")
-    p.add_argument("targets", nargs="+", metavar="KIND [NAME...]")
+    p.add_argument("kind", metavar="KIND", help="e.g. pods, deploy, svc; or KIND/NAME")
+    p.add_argument("names", nargs="*", default=[], metavar="NAME")
     p.add_argument("-A", "--all-namespaces", action="store_true", help="list across all namespaces")
     p.add_argument("-l", "--selector", help="label selector, e.g. app=web,tier!=db")
     p.add_argument("-o", "--output", choices=["wide", "json", "yaml", "name"])
@@ -620,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub(subs, "describe", "show an object in detail, with its events")
     p.add_argument("kind", metavar="KIND")
-    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("names", nargs="*", default=[], metavar="NAME")
     p.add_argument("-l", "--selector", help="label selector")
     p.set_defaults(func=cmd_describe)
 
@@ -628,17 +655,20 @@ def build_parser() -> argparse.ArgumentParser:
     rollout = p.add_subparsers(dest="rollout_command", metavar="SUBCOMMAND", parser_class=_Parser)
     rollout.required = True
     r = sub(rollout, "status", "wait for a rollout to finish")
-    r.add_argument("target", nargs="+", metavar="deployment/NAME")
+    r.add_argument("target", metavar="deployment/NAME")
+    r.add_argument("name", nargs="?", help=argparse.SUPPRESS)
     r.add_argument("--timeout", default="0s", metavar="DURATION", help="give up after this long (0: never)")
     r.add_argument("-w", "--watch", type=_bool, default=True, metavar="BOOL",
                    help="keep watching until done (default true)")
     r.set_defaults(func=cmd_rollout_status)
     r = sub(rollout, "history", "list a deployment's revisions")
-    r.add_argument("target", nargs="+", metavar="deployment/NAME")
+    r.add_argument("target", metavar="deployment/NAME")
+    r.add_argument("name", nargs="?", help=argparse.SUPPRESS)
     r.add_argument("-o", "--output", choices=["json"])
     r.set_defaults(func=cmd_rollout_history)
     r = sub(rollout, "undo", "roll back with a revert commit")
-    r.add_argument("target", nargs="+", metavar="deployment/NAME")
+    r.add_argument("target", metavar="deployment/NAME")
+    r.add_argument("name", nargs="?", help=argparse.SUPPRESS)
     r.add_argument("--to-revision", type=_non_negative_int, default=0, metavar="N",
                    help="revision to return to (default: the previous one)")
     r.set_defaults(func=_rollout_action("undo", "rolled back"))
@@ -646,7 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     ("pause", "paused", "pause a deployment's rollout"),
                                     ("resume", "resumed", "resume a paused rollout")):
         r = sub(rollout, action, help_text)
-        r.add_argument("target", nargs="+", metavar="deployment/NAME")
+        r.add_argument("target", metavar="deployment/NAME")
+        r.add_argument("name", nargs="?", help=argparse.SUPPRESS)
         r.set_defaults(func=_rollout_action(action, past))
 
     p = sub(subs, "diff", "show what the daemon would change", namespaced=False)

@@ -67,7 +67,7 @@ def tabwrite(lines: Sequence[str], *, minwidth: int, padding: int) -> str:
     return "\n".join(out) + ("\n" if out else "")
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+def table(*, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """kubectl get's layout: minimum width 6, three spaces between columns."""
     lines = ["\t".join(headers)] + ["\t".join(_cell(c) for c in row) for row in rows]
     return tabwrite(lines, minwidth=6, padding=3)
@@ -397,9 +397,9 @@ _TABLES: dict[str, tuple[list[str], Row, list[str], Row | None]] = {
 
 
 def get_table(
+    *,
     info: KindInfo,
     items: Sequence[Obj],
-    *,
     now: float,
     wide: bool = False,
     all_namespaces: bool = False,
@@ -439,7 +439,7 @@ def get_table(
         if all_namespaces and info.namespaced:
             cells.insert(0, meta.get("namespace") or "")
         rows.append(cells)
-    return table(headers, rows)
+    return table(headers=headers, rows=rows)
 
 
 def _events_table(items: Sequence[Obj], *, now: float, all_namespaces: bool) -> str:
@@ -459,7 +459,7 @@ def _events_table(items: Sequence[Obj], *, now: float, all_namespaces: bool) -> 
         if all_namespaces:
             cells.insert(0, _meta(ev).get("namespace") or "")
         rows.append(cells)
-    return table(headers, rows)
+    return table(headers=headers, rows=rows)
 
 
 # --------------------------------------------------------------------------- describe
@@ -961,7 +961,7 @@ _DESCRIBERS: dict[str, Callable[[_Text, Obj, Mapping[str, Any], float], None]] =
 }
 
 
-def describe(info: KindInfo, obj: Obj, *, events: Sequence[Obj], related: Mapping[str, Any], now: float) -> str:
+def describe(*, info: KindInfo, obj: Obj, events: Sequence[Obj], related: Mapping[str, Any], now: float) -> str:
     """kubectl describe's text for one object, its Events at the bottom."""
     t = _Text()
     _DESCRIBERS[info.kind](t, obj, related, now)

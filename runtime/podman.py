@@ -66,8 +66,8 @@ _BOOKKEEPING_LABELS = frozenset({
 
 API_VERSION = "4.0.0"
 _MAX_IDLE_CLIENTS = 16
-_CALL_TIMEOUT = 60.0  # ordinary calls; a podman that takes longer is treated as unreachable
 _PULL_TIMEOUT = 600.0
+_DEFAULT_TIMEOUT = object()  # "the driver's call_timeout"; None would mean "wait forever"
 _MANAGED_FILTER = json.dumps({"label": [f"{LABEL_MANAGED}=true"]})
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 # Registries on this host that speak plain HTTP; podman is told not to insist on TLS.
@@ -128,6 +128,24 @@ def _error_message(response: Any) -> str:
     return f"HTTP {response.status_code}"
 
 
+def _transport_reason(exc: BaseException) -> str:
+    """A short reason for a failed connection, out of requests' and podman-py's nested wrappers."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    if any(isinstance(e, (requests.Timeout, TimeoutError)) for e in chain):
+        return "it did not reply in time"
+    text = " ".join(str(e) for e in chain)
+    errno_text = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    if errno_text:
+        return errno_text.group(1).strip().lower()
+    if "Unable to make connection to UDS" in text:
+        return "nothing accepts connections on its socket"
+    return str(exc)[:200]
+
+
 def _container_state(container: dict[str, Any]) -> ContainerState:
     """Map one entry of podman's container list to a Kubernetes-style container state."""
     labels = container.get("Labels") or {}
@@ -171,8 +189,10 @@ def _pod_state(pod: dict[str, Any], containers: list[dict[str, Any]], *, pod_id:
 class PodmanDriver:
     """NodeDriver for one podman service, reached at ``url`` (unix://, ssh://, tcp://)."""
 
-    def __init__(self, *, url: str) -> None:
+    def __init__(self, *, url: str, call_timeout: float = 60.0) -> None:
+        """``call_timeout``: seconds an ordinary call may take before the node counts as unreachable."""
         self.url = url
+        self.call_timeout = call_timeout
         self._lock = threading.Lock()
         self._idle: list[Any] = []  # APIClients not in use by any thread right now
 
@@ -202,8 +222,10 @@ class PodmanDriver:
             api.close()
 
     def _call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-              body: Any = None, timeout: float | None = _CALL_TIMEOUT, stream: bool = False) -> Any:
+              body: Any = None, timeout: float | None | object = _DEFAULT_TIMEOUT, stream: bool = False) -> Any:
         """One API request; transport failures become NodeUnreachable, HTTP errors are the caller's."""
+        if timeout is _DEFAULT_TIMEOUT:
+            timeout = self.call_timeout
         kwargs: dict[str, Any] = {"params": params, "timeout": timeout, "stream": stream}
         if body is not None:
             kwargs["data"] = json.dumps(body)
@@ -215,8 +237,7 @@ class PodmanDriver:
             return getattr(api, method)(path, **kwargs)
         except (requests.RequestException, OSError) as exc:
             # podman-py wraps transport errors (refused, missing socket, timeout) in APIError.
-            cause = exc.__cause__ or exc
-            raise NodeUnreachable(f"podman at {self.url} does not answer: {cause}") from None
+            raise NodeUnreachable(f"podman at {self.url} does not answer: {_transport_reason(exc)}.") from None
         finally:
             self._release(api)
 
@@ -248,7 +269,7 @@ class PodmanDriver:
 
     def ping(self) -> bool:
         try:
-            response = self._call("get", "/_ping", timeout=5.0)
+            response = self._call("get", "/_ping", timeout=min(5.0, self.call_timeout))
         except DriverError:
             return False
         return response.status_code == 200
@@ -454,7 +475,7 @@ class PodmanDriver:
     def _stop_container(self, container_id: str, *, grace: int, pod: str) -> None:
         # podman sends the stop signal, waits `t` seconds, then SIGKILLs.
         response = self._call("post", f"/containers/{container_id}/stop", params={"t": grace},
-                              timeout=grace + _CALL_TIMEOUT)
+                              timeout=grace + self.call_timeout)
         if response.status_code in (200, 204, 304, 404):
             return
         raise DriverError(f"podman could not stop a container of pod {pod}: {_error_message(response)}")
@@ -487,7 +508,7 @@ class PodmanDriver:
         engine_name = engine_container_name(namespace=namespace, name=name, container=container)
         params = {"stdout": "true", "stderr": "true", "follow": "true" if follow else "false"}
         response = self._call("get", f"/containers/{engine_name}/logs", params=params,
-                              timeout=None if follow else _CALL_TIMEOUT, stream=True)
+                              timeout=None if follow else self.call_timeout, stream=True)
         if response.status_code == 404:
             response.close()
             raise DriverError(f"container {container} of pod {namespace}/{name} does not exist on the node.")

@@ -371,3 +371,9 @@ def test_kind_paths() -> None:
     assert KINDS["no"].object_path(namespace="ns", name="n1") == "/api/v1/nodes/n1"
     assert KINDS["po"].collection_path(namespace=None) == "/api/v1/pods"
     assert KINDS["ns"].collection_path(namespace="x") == "/api/v1/namespaces"
+
+
+def test_odd_names_stay_names(client: ApiClient) -> None:
+    with pytest.raises(ApiError) as info:
+        client.get(KINDS["deploy"].object_path(namespace="default", name="web?labelSelector=x"))
+    assert info.value.message == 'deployments.apps "web?labelSelector=x" not found'

@@ -5,7 +5,6 @@ import json
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import types
 from pathlib import Path
@@ -247,6 +246,8 @@ def test_get_namespace_and_selector(capsys: pytest.CaptureFixture[str], server: 
     assert [r[0] for r in rows(run(capsys, "-n", "prod", "get", "pods")[1])[1:]] == ["other-1"]
     code, out, err = run(capsys, "get", "pods", "-l", "app=nothing")
     assert (code, out, err) == (0, "", "No resources found in default namespace.\n")
+    code, out, err = run(capsys, "get", "pods", "-l", "app in (web")
+    assert code == 2 and err.startswith("error: -l: cannot parse selector")
     code, out, _ = run(capsys, "get", "pods", "-l", "app=web", "-o", "name")
     assert out.split() == ["pod/web-abc-1", "pod/web-abc-2", "pod/web-abc-3", "pod/web-abc-4"]
 
@@ -270,6 +271,20 @@ def test_get_other_kinds(capsys: pytest.CaptureFixture[str], server: ApiServer) 
     assert events[0] == ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
     assert events[1][1:] == ["Normal", "ScalingReplicaSet", "deployment/web", "Scaled up replica set web-abc to 3"]
     assert events[2][1:4] == ["Warning", "BackOff", "pod/web-abc-2"]
+
+
+def test_get_all_and_several_kinds(capsys: pytest.CaptureFixture[str], server: ApiServer) -> None:
+    code, out, _ = run(capsys, "get", "all")
+    assert code == 0
+    tables = out.split("\n\n")
+    assert [t.splitlines()[1].split()[0] for t in tables] == [
+        "pod/web-abc-1", "service/web", "deployment.apps/web", "replicaset.apps/web-abc"]
+    code, out, _ = run(capsys, "get", "svc,deploy")
+    assert [t.splitlines()[0].split()[0] for t in out.split("\n\n")] == ["NAME", "NAME"]
+    assert "service/web" in out and "deployment.apps/web" in out
+    code, out, err = run(capsys, "get", "deploy/web", "svc/web", "deploy/nope")
+    assert code == 1 and "deployment.apps/web" in out and "service/web" in out
+    assert 'deployments.apps "nope" not found' in err
 
 
 def test_get_json_and_yaml(capsys: pytest.CaptureFixture[str], server: ApiServer) -> None:
@@ -326,9 +341,9 @@ def test_describe_pod_service_node(capsys: pytest.CaptureFixture[str], server: A
     assert "Endpoints:" in out and "127.244.0.2:8080" in out and "NodePort:" in out
     assert out.rstrip().endswith("Events:            <none>")
     code, out, _ = run(capsys, "describe", "node", "node1")
-    assert "PodCIDR:" in out and "(3 in total)" in out
+    assert "PodCIDR:" in out and "(4 in total)" in out
     code, out, _ = run(capsys, "describe", "secret", "pw")
-    assert "password:  8 bytes" in out and "hunter2" not in out and "aHVudGVyMg" not in out
+    assert "password:  7 bytes" in out and "hunter2" not in out and "aHVudGVyMg" not in out
 
 
 def test_describe_missing(capsys: pytest.CaptureFixture[str], server: ApiServer) -> None:
@@ -664,3 +679,41 @@ def test_no_traceback_on_unexpected_errors(capsys: pytest.CaptureFixture[str], m
     monkeypatch.setattr(cli, "cmd_sync", explode)
     code, out, err = run(capsys, "sync")
     assert code == 1 and err == "error: RuntimeError: something odd\n"
+
+
+# --------------------------------------------------------------------------- printers
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (-5, "<invalid>"), (-0.5, "0s"), (0, "0s"), (119, "119s"), (120, "2m"), (150, "2m30s"), (600, "10m"),
+    (10799, "179m"), (3 * 3600, "3h"), (3 * 3600 + 300, "3h5m"), (8 * 3600, "8h"), (47 * 3600, "47h"),
+    (48 * 3600, "2d"), (50 * 3600, "2d2h"), (8 * 86400, "8d"), (400 * 86400, "400d"),
+    (800 * 86400, "2y70d"), (9 * 365 * 86400, "9y"),
+])
+def test_human_duration(seconds: float, text: str) -> None:
+    from reconciler.printers import human_duration
+
+    assert human_duration(seconds) == text
+
+
+def test_tabwrite_aligns_blocks_like_go() -> None:
+    from reconciler.printers import tabwrite
+
+    lines = ["Name:\tweb", "Namespace:\tdefault", "Pod Template:", "  Labels:\tapp=web", "  Containers:",
+             "   web:", "    Image:\tnginx", "    Environment:\t<none>", "  Volumes:\t<none>"]
+    assert tabwrite(lines, minwidth=0, padding=2).splitlines() == [
+        "Name:       web",
+        "Namespace:  default",
+        "Pod Template:",
+        "  Labels:  app=web",
+        "  Containers:",
+        "   web:",
+        "    Image:        nginx",
+        "    Environment:  <none>",
+        "  Volumes:        <none>",
+    ]
+    # kubectl get: at least 6 wide, 3 spaces of padding, the last column unpadded.
+    assert tabwrite(["A\tBB\tC", "DDDDDDD\tE\tF"], minwidth=6, padding=3).splitlines() == [
+        "A         BB    C",
+        "DDDDDDD   E     F",
+    ]

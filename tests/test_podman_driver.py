@@ -388,6 +388,8 @@ def test_unreachable_socket_raises_node_unreachable(tmp_path: Path) -> None:
     stale.bind(str(stale_path))
     stale.close()
     refused = PodmanDriver(url=f"unix://{stale_path}")
+    with pytest.raises(NodeUnreachable, match="connection refused"):
+        refused.list_pods()
     with pytest.raises(NodeUnreachable):
         refused.create_pod(make_request(name="x", containers=()))
     with pytest.raises(NodeUnreachable):
@@ -451,3 +453,19 @@ def _service_pids(marker: str = "system service") -> set[int]:
             if "podman" in cmdline and "system service" in cmdline and marker in cmdline:
                 pids.add(int(entry.name))
     return pids
+
+
+def test_a_service_that_hangs_is_unreachable_after_the_call_timeout(tmp_path: Path) -> None:
+    hung_path = tmp_path / "hung.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(hung_path))
+    listener.listen(8)  # accepts connections (the kernel does) but never replies
+    try:
+        hung = PodmanDriver(url=f"unix://{hung_path}", call_timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(NodeUnreachable, match="in time"):
+            hung.list_pods()
+        assert time.monotonic() - started < 5
+        assert hung.ping() is False
+    finally:
+        listener.close()

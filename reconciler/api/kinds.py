@@ -7,6 +7,7 @@ can never disagree about a name.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
 CORE = "/api/v1"
 APPS = "/apis/apps/v1"
@@ -37,12 +38,14 @@ class KindInfo:
     def collection_path(self, *, namespace: str | None) -> str:
         """The list URL; namespace None lists all namespaces (ignored for cluster kinds)."""
         if self.namespaced and namespace is not None:
-            return f"{self.group_path}/namespaces/{namespace}/{self.plural}"
+            return f"{self.group_path}/namespaces/{quote(namespace, safe='')}/{self.plural}"
         return f"{self.group_path}/{self.plural}"
 
     def object_path(self, *, namespace: str, name: str) -> str:
+        # Quoted: a typo such as "web?x" must name an object, not start a query string.
+        name = quote(name, safe="")
         if self.namespaced:
-            return f"{self.group_path}/namespaces/{namespace}/{self.plural}/{name}"
+            return f"{self.group_path}/namespaces/{quote(namespace, safe='')}/{self.plural}/{name}"
         return f"{self.group_path}/{self.plural}/{name}"
 
 

@@ -4,7 +4,7 @@ Kubernetes decodes YAML strictly: a number where a string belongs is an error, n
 conversion, so the models are strict. Field names are snake_case attributes with the
 camelCase Kubernetes names as aliases; manifests are validated by alias only (so
 ``image_pull_policy`` in YAML is an unknown field, as it is for kubectl). Unknown fields
-are ignored by the models; ``unknown.py`` finds them in the raw document so they become
+are ignored by the models; ``unknown_fields.py`` finds them in the raw document so they become
 warnings even when the object has errors too. An explicit ``null`` for a field means
 "not set", as in Kubernetes. Models are frozen because parsed objects are shared by
 every controller.
@@ -33,7 +33,7 @@ class KubeModel(BaseModel):
         extra="ignore",
         frozen=True,
         strict=True,
-        # Kubernetes never validates defaults; ours are known-good.
+        # Defaults are known-good values; validating them again would only cost time.
         validate_default=False,
     )
 

@@ -50,6 +50,6 @@ def unsupported_kind_message(kind: str) -> str:
     return f"{kind[:80]!r} is not a supported kind (supported: {supported})"
 
 
-def unsupported_version_message(info: KindInfo, api_version: str) -> str:
+def unsupported_version_message(info: KindInfo, *, api_version: str) -> str:
     also = f"; also accepted: {', '.join(info.accepted[1:])}" if len(info.accepted) > 1 else ""
     return f"{api_version[:80]!r} is not supported for {info.kind} (use {info.api_version}{also})"

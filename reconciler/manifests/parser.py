@@ -4,7 +4,7 @@ The pipeline per document: YAML events -> plain data with line numbers (document
 identify kind/apiVersion (kinds.py), normalize what Kubernetes normalizes before
 validating (apiVersion, default namespace, legacy selector), validate the typed model,
 then cross-field rules (checks.py), the daemon's permissions (policy.py) and unknown
-fields (unknown.py). Every failure becomes a Problem on the line of the field at fault:
+fields (unknown_fields.py). Every failure becomes a Problem on the line of the field at fault:
 one bad document never hides the others, and no input makes this module raise.
 """
 from __future__ import annotations
@@ -16,14 +16,13 @@ from typing import Any, Iterable
 from pydantic import ValidationError
 
 from .checks import check
-from .documents import MAX_FILE_BYTES, Document, UnreadableFile, read_documents
+from .documents import MAX_ERRORS_PER_DOCUMENT, MAX_FILE_BYTES, Document, UnreadableFile, read_documents
 from .kinds import KINDS, KindInfo, unsupported_kind_message, unsupported_version_message
 from .messages import describe_error, describe_value, format_path
 from .policy import Allow, denials
 from .results import Key, ParsedObject, ParseResult, Problem
-from .unknown import unknown_fields
+from .unknown_fields import unknown_fields
 
-MAX_ERRORS_PER_DOCUMENT = 20
 _SUFFIXES = (".yaml", ".yml")
 
 
@@ -213,12 +212,12 @@ class _Document:
         elif not isinstance(api_version, str):
             self._error_at(("apiVersion",), f"must be a string, not {describe_value(api_version)}")
         elif api_version not in self.info.accepted:
-            self._error_at(("apiVersion",), unsupported_version_message(self.info, api_version))
+            self._error_at(("apiVersion",), unsupported_version_message(self.info, api_version=api_version))
         if self.errors or self.info is None:
             return None
         assert isinstance(api_version, str)
         info = self.info
-        for path in unknown_fields(info.model, data):
+        for path in unknown_fields(info.model, data=data):
             self.warnings.append((doc.line_of(path), f"{format_path(path)}: unknown field"))
         model = self._validate(info, self._normalized(info, api_version, data))
         if model is None:

@@ -51,7 +51,7 @@ class ObjectFieldSelector(KubeModel):
             if path.startswith(prefix) and path.endswith("']") and len(path) > len(prefix) + 2:
                 return self
         raise invalid(f"fieldPath {path[:80]!r} is not supported; use one of {', '.join(_FIELD_PATHS)}, "
-                       "metadata.labels['KEY'] or metadata.annotations['KEY']")
+                      "metadata.labels['KEY'] or metadata.annotations['KEY']")
 
 
 class EnvVarSource(KubeModel):

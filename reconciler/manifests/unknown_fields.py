@@ -22,7 +22,7 @@ MAX_REPORTED = 50
 _Schema = dict[str, "tuple[bool, type[BaseModel]] | None"]
 
 
-def unknown_fields(model: type[BaseModel], data: Any) -> list[Path]:
+def unknown_fields(model: type[BaseModel], *, data: Any) -> list[Path]:
     """Paths (with Kubernetes names) of the keys in ``data`` that ``model`` does not know."""
     found: list[Path] = []
     _walk(model, data, (), found)
