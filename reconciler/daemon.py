@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import structlog
 
 from reconciler import log as logsetup
-from reconciler.api.server import ApiServer
+from reconciler.api.server import ApiServer, ApiServerError
 from reconciler.applier import Applier
 from reconciler.clock import SystemClock
 from reconciler.config import Config
@@ -29,8 +30,9 @@ from reconciler.controllers.node import NodeBinding
 from reconciler.manifests import Allow
 from reconciler.notify import notify
 from reconciler.source import GitSource, SourceError, SourceWatcher
-from reconciler.store import Store
+from reconciler.store import Store, StoreError
 from reconciler.workqueue import Result, WorkQueue
+from runtime.driver import DriverError
 
 log = structlog.get_logger("daemon")
 
@@ -149,11 +151,11 @@ def run_daemon(config: Config) -> int:
     signal.signal(signal.SIGHUP, lambda *_: log.info("SIGHUP: configuration reload is not supported yet"))
     try:
         daemon = Daemon(config)
-    except SourceError as exc:
+        daemon.start()
+    except (SourceError, ApiServerError, StoreError, DriverError) as exc:
         log.error("cannot start", error=str(exc))
-        print(f"reconciler: {exc}", file=__import__("sys").stderr)
+        print(f"reconciler: {exc}", file=sys.stderr)
         return 1
-    daemon.start()
     notify("READY=1")
     notify(f"STATUS=watching {daemon.source.url}@{daemon.source.branch}; applied "
            f"{(daemon.store.sync_state().get('lastAppliedCommit') or 'nothing')[:12]}")

@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 ./scripts/setup-host.sh
 python3 -m pip install -q -e '.[test]'
 ./scripts/build-images.sh
+lint-imports --no-cache >/dev/null || lint-imports --no-cache  # the layering contract in .importlinter
 exec python3 -m pytest -q "$@"

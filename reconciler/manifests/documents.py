@@ -336,7 +336,8 @@ def _decode(data: bytes) -> str:
         except UnicodeDecodeError:
             raise UnreadableFile(line=1, message="file is not valid UTF-16 text") from None
     try:
-        return data.decode("utf-8-sig")
+        # Editors that re-save a file can stack byte-order marks; none of them is content.
+        return data.decode("utf-8-sig").lstrip("\ufeff")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise UnreadableFile(line=line, message=f"file is not valid UTF-8 text "
