@@ -70,10 +70,14 @@ class Daemon:
 
     def start(self) -> "Daemon":
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "reconciler", "daemon", "--repo", str(self.repo), "--branch", "main",
-                "--state-dir", str(self.state_dir), *self.extra]
-        for name, url in self.nodes.items():
-            args += ["--node", f"{name}={url}"]
+        # Test nodes take pod CIDRs from 127.245.0.0/16, so a daemon running on the host
+        # with the default 127.244.N.0/24 ranges never shares a published address with them.
+        config = self.state_dir.parent / f"{self.state_dir.name}-config.yaml"
+        config.write_text(json.dumps({"nodes": [
+            {"name": name, "url": url, "podCIDR": f"127.245.{i}.0/24"} for i, (name, url) in enumerate(self.nodes.items())
+        ]}))
+        args = [sys.executable, "-m", "reconciler", "daemon", "--config", str(config), "--repo", str(self.repo),
+                "--branch", "main", "--state-dir", str(self.state_dir), *self.extra]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
         wait_for(lambda: self.cli("status", "-o", "json").returncode == 0, timeout=60, what="the daemon's API")
