@@ -14,6 +14,7 @@ Status fields follow Flux: ``lastAttemptedCommit`` before applying,
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,11 +69,14 @@ class _Plan:
 
 
 class Applier:
-    def __init__(self, *, store: Any, source: GitSource, clock: Clock, allow: Allow = Allow()) -> None:
+    def __init__(self, *, store: Any, source: GitSource, clock: Clock, allow: Allow = Allow(),
+                 apply_lock: Any = None) -> None:
         self._store = store
         self._source = source
         self._clock = clock
         self._allow = allow
+        # Shared with the Deployment controller: no rollout step sees half a commit.
+        self._apply_lock = apply_lock or threading.RLock()
 
     # -- planning (also what `diff` shows) -----------------------------------------------
     def plan(self, sha: str) -> _Plan:
@@ -91,6 +95,8 @@ class Applier:
         unchanged = 0
         for key, body in desired.items():
             live = self._store.get(*key)
+            if live is not None and key[0] == "Service":
+                _carry_allocations(body, live)
             if live is None:
                 changes.append(Change(kind=key[0], namespace=key[1], name=key[2], action="create"))
                 continue
@@ -128,16 +134,17 @@ class Applier:
         info = self._source.commit_info(sha)
         self._store.kv_set(f"commit:{sha}", {"subject": info.subject, "author": info.author, "timestamp": info.timestamp})
         self._store.update_sync_state(lastAttemptedCommit=sha)
-        plan = self.plan(sha)
+        with self._apply_lock:
+            plan = self.plan(sha)
+            for change in plan.changes:
+                key = (change.kind, change.namespace, change.name)
+                if change.action == "delete":
+                    self._prune(key, sha)
+                else:
+                    self._write(key, plan.desired[key], sha, create=change.action == "create")
+                log.info("applied", commit=sha, object=f"{change.kind.lower()}/{change.name}",
+                         namespace=change.namespace, action=change.action)
         assert plan.parsed is not None
-        for change in plan.changes:
-            key = (change.kind, change.namespace, change.name)
-            if change.action == "delete":
-                self._prune(key, sha)
-            else:
-                self._write(key, plan.desired[key], sha, create=change.action == "create")
-            log.info("applied", commit=sha, object=f"{change.kind.lower()}/{change.name}", namespace=change.namespace,
-                     action=change.action)
         errors = tuple({"commit": sha, "file": p.file, "line": p.line, "message": f"{p.kind}/{p.name}: {p.message}"}
                        for p in plan.parsed.errors)
         warnings = tuple(str(p) for p in plan.parsed.warnings)
@@ -211,6 +218,20 @@ class Applier:
             pod = self._store.get("Pod", namespace, name)
             if pod is not None and not (pod.get("spec") or {}).get("nodeName"):
                 self._store.delete("Pod", namespace, name)  # never scheduled: nothing to stop
+
+
+def _carry_allocations(desired: Obj, live: Obj) -> None:
+    """A Service's ClusterIP and nodePorts are allocated once and kept for its life:
+    when Git does not declare them, the re-applied Service keeps what it holds."""
+    spec, live_spec = desired.setdefault("spec", {}), live.get("spec") or {}
+    for fld in ("clusterIP", "clusterIPs"):
+        if fld not in spec and fld in live_spec:
+            spec[fld] = live_spec[fld]
+    live_ports = {(p.get("name"), p.get("port")): p for p in live_spec.get("ports") or []}
+    for port in spec.get("ports") or []:
+        old = live_ports.get((port.get("name"), port.get("port")))
+        if old and "nodePort" not in port and "nodePort" in old and spec.get("type") in ("NodePort", "LoadBalancer"):
+            port["nodePort"] = old["nodePort"]
 
 
 def _owned_view(obj: Obj) -> Obj:

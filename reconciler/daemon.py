@@ -53,8 +53,11 @@ class Daemon:
         self.source = GitSource(repo=config.source.repo, branch=config.source.branch, path=config.source.path)
         allow = Allow(privileged=config.allow.privileged, host_path=config.allow.host_path,
                       host_network=config.allow.host_network)
-        self.applier = Applier(store=self.store, source=self.source, clock=self.clock, allow=allow)
-        self.manager = ControllerManager(store=self.store, clock=self.clock, nodes=self.nodes)
+        apply_lock = threading.RLock()
+        self.applier = Applier(store=self.store, source=self.source, clock=self.clock, allow=allow,
+                               apply_lock=apply_lock)
+        self.manager = ControllerManager(store=self.store, clock=self.clock, nodes=self.nodes, apply_lock=apply_lock,
+                                         volumes_dir=state_dir / "volumes")
         self.sync_queue = WorkQueue(name="source", handler=self._sync, workers=1, clock=self.clock)
         self.watcher = SourceWatcher(source=self.source, on_change=lambda sha: self.sync_queue.add(SOURCE_KEY),
                                      poll_interval=config.source.interval)

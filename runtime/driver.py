@@ -37,6 +37,19 @@ class PortRequest:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Mount:
+    """A bind mount of a host directory or file into a container.
+
+    The node agent turns every Kubernetes volume into one: emptyDir, configMap and
+    secret become host dirs it materialises under its state dir, hostPath is used as
+    given. ``source`` must exist on the node when the container is created.
+    """
+    source: str  # absolute path on the node
+    target: str  # absolute path in the container
+    read_only: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class ContainerRequest:
     name: str
     image: str
@@ -46,6 +59,21 @@ class ContainerRequest:
     env: tuple[tuple[str, str], ...] = ()
     ports: tuple[PortRequest, ...] = ()
     working_dir: str | None = None
+    mounts: tuple[Mount, ...] = ()
+    # resources.limits: enforced by the engine (CPU quota, memory limit: OOM-killed above it).
+    cpu_millicores: int | None = None
+    memory_bytes: int | None = None
+    # resources.requests: weights, not limits (CPU shares, memory reservation where the engine has one).
+    cpu_request_millicores: int | None = None
+    memory_request_bytes: int | None = None
+    # securityContext
+    run_as_user: int | None = None  # None: the image's USER
+    run_as_group: int | None = None  # None: the user's primary group
+    read_only_root_filesystem: bool = False
+    privileged: bool = False
+    capabilities_add: tuple[str, ...] = ()  # Kubernetes names, e.g. "NET_ADMIN" ("CAP_" prefix optional)
+    capabilities_drop: tuple[str, ...] = ()  # "ALL" drops every capability
+    stop_signal: str | None = None  # e.g. "SIGINT"; None: the image's STOPSIGNAL, else SIGTERM
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +87,10 @@ class PodRequest:
     termination_grace_period_seconds: int = 30
     # Extra /etc/hosts entries (hostname, ip) for every container, e.g. Service names.
     hosts: tuple[tuple[str, str], ...] = ()
+    # More TCP ports to publish on pod_ip, beyond the declared containerPorts (e.g. probe ports).
+    extra_ports: tuple[int, ...] = ()
+    # hostNetwork: the containers use the node's network (and hostname); nothing is published.
+    host_network: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +103,8 @@ class ContainerState:
     started_at: str | None = None  # RFC 3339, UTC
     finished_at: str | None = None
     container_id: str = ""
+    restart_count: int = 0  # restarts the engine itself made (informational; the agent counts its own)
+    oom_killed: bool = False  # killed for exceeding its memory limit (reason "OOMKilled")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +148,9 @@ class NodeDriver(Protocol):
     def start_container(self, *, namespace: str, name: str, container: str) -> None:
         """(Re)start one container of the pod."""
 
+    def stop_container(self, *, namespace: str, name: str, container: str, grace_seconds: int) -> None:
+        """SIGTERM one container, SIGKILL after grace_seconds (a liveness restart)."""
+
     def stop_pod(self, *, namespace: str, name: str, grace_seconds: int) -> None:
         """SIGTERM every container, SIGKILL those still running after grace_seconds."""
 
@@ -125,3 +162,15 @@ class NodeDriver(Protocol):
 
     def logs(self, *, namespace: str, name: str, container: str, follow: bool = False) -> Iterator[str]:
         """Lines of one container's output."""
+
+    def exec(self, *, namespace: str, name: str, container: str, command: tuple[str, ...] | list[str],
+             timeout: float) -> tuple[int, str]:
+        """Run ``command`` in a running container: (exit code, stdout and stderr interleaved).
+
+        After ``timeout`` seconds the answer is (-1, "timed out after Ns") and the
+        driver kills the command where it can. DriverError when the container does
+        not exist or does not run."""
+
+    def netns_path(self, *, namespace: str, name: str) -> str | None:
+        """The path of the pod's network namespace on the node (e.g. /run/netns/...),
+        or None when unknown (pod absent or stopped) or the pod uses the host network."""

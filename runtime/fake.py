@@ -5,7 +5,9 @@ Design: the fake behaves like PodmanDriver where the control plane can tell
 them, restarts are the caller's job) and nothing more. It is deterministic:
 no threads, no randomness; ids come from counters and times from an injectable
 clock. Tests steer it through a few controls (``crash``, ``set_image_pull_fails``,
-``set_reachable``, ``remove_container``, ``add_image``) and read the ``calls`` log.
+``set_reachable``, ``remove_container``, ``add_image``, ``set_exec_handler``) and read
+the ``calls`` log (or ``pod_request``: every request field is kept as given, mounts,
+resources and securityContext included, though the fake enforces none of them).
 Every method takes one lock, so it is thread-safe; ``list_pods`` returns cached
 immutable states, so polling thousands of pods every second stays cheap.
 """
@@ -40,7 +42,8 @@ class FakeCall:
 
 class _Container:
     """Mutable per-container record; turned into a frozen ContainerState on demand."""
-    __slots__ = ("request", "container_id", "state", "reason", "exit_code", "started_at", "finished_at", "log")
+    __slots__ = ("request", "container_id", "state", "reason", "exit_code", "started_at", "finished_at", "log",
+                 "oom_killed")
 
     def __init__(self, *, request: ContainerRequest, container_id: str) -> None:
         self.request = request
@@ -51,12 +54,13 @@ class _Container:
         self.started_at: str | None = None
         self.finished_at: str | None = None
         self.log: list[str] = []
+        self.oom_killed = False
 
     def snapshot(self) -> ContainerState:
         return ContainerState(name=self.request.name, image=self.request.image, state=self.state,
                               reason=self.reason, exit_code=self.exit_code, started_at=self.started_at,
                               finished_at=self.finished_at if self.state == "terminated" else None,
-                              container_id=self.container_id)
+                              container_id=self.container_id, oom_killed=self.oom_killed)
 
 
 class _Pod:
@@ -76,6 +80,14 @@ class _Pod:
                                    containers=tuple(c.snapshot() for c in self.containers.values()),
                                    runtime_id=self.runtime_id)
         return self.cached
+
+
+ExecHandler = Callable[..., tuple[int, str]]
+"""Answers ``exec``: called as fn(namespace=, name=, container=, command=(tuple), timeout=)."""
+
+
+def _exec_succeeds(**_: Any) -> tuple[int, str]:
+    return 0, ""
 
 
 def _rfc3339(unix_seconds: float) -> str:
@@ -100,6 +112,7 @@ class FakeDriver:
         self._list_cache: list[PodState] | None = None
         self._calls: list[FakeCall] = []
         self._next_id = 0
+        self._exec_handler: ExecHandler = _exec_succeeds
 
     # --- test controls ------------------------------------------------------------------
 
@@ -138,12 +151,27 @@ class FakeDriver:
         with self._lock:
             self._reachable = reachable
 
-    def crash(self, *, namespace: str, name: str, container: str, exit_code: int = 1) -> None:
-        """The container exits on its own with ``exit_code``."""
+    def crash(self, *, namespace: str, name: str, container: str, exit_code: int = 1,
+              oom_killed: bool = False) -> None:
+        """The container exits on its own with ``exit_code`` (an OOM kill: 137 and reason OOMKilled)."""
         with self._lock:
-            self._terminate(self._container(namespace=namespace, name=name, container=container),
-                            exit_code=exit_code)
+            record = self._container(namespace=namespace, name=name, container=container)
+            self._terminate(record, exit_code=137 if oom_killed else exit_code)
+            if oom_killed:
+                record.oom_killed, record.reason = True, "OOMKilled"
             self._touch(namespace=namespace, name=name)
+
+    def set_exec_handler(self, fn: ExecHandler | None) -> None:
+        """``exec`` answers with fn(namespace=, name=, container=, command=, timeout=) -> (exit code,
+        output) from now on; None restores the default (exit 0, no output). The handler runs outside
+        the fake's lock, so it may block (a slow probe) or call the fake (a probe that kills)."""
+        with self._lock:
+            self._exec_handler = fn or _exec_succeeds
+
+    def pod_request(self, *, namespace: str, name: str) -> PodRequest:
+        """The request the pod on the node was created from."""
+        with self._lock:
+            return self._pod(namespace=namespace, name=name).request
 
     def remove_container(self, *, namespace: str, name: str, container: str) -> None:
         """The container is removed by hand (drift), leaving the pod."""
@@ -194,7 +222,7 @@ class FakeDriver:
     def _start(self, record: _Container) -> None:
         if record.state == "running":
             return
-        record.state, record.reason, record.exit_code = "running", "", None
+        record.state, record.reason, record.exit_code, record.oom_killed = "running", "", None, False
         record.started_at, record.finished_at = self._now(), None
         record.log.append(f"{record.request.image} started")
 
@@ -274,6 +302,15 @@ class FakeDriver:
             self._start(self._container(namespace=namespace, name=name, container=container))
             self._touch(namespace=namespace, name=name)
 
+    def stop_container(self, *, namespace: str, name: str, container: str, grace_seconds: int) -> None:
+        with self._lock:
+            self._enter("stop_container", namespace=namespace, name=name, container=container,
+                        grace_seconds=grace_seconds)
+            record = self._container(namespace=namespace, name=name, container=container)
+            if record.state == "running":
+                self._terminate(record, exit_code=self._stop_exit_code)
+            self._touch(namespace=namespace, name=name)
+
     def stop_pod(self, *, namespace: str, name: str, grace_seconds: int) -> None:
         with self._lock:
             self._enter("stop_pod", namespace=namespace, name=name, grace_seconds=grace_seconds)
@@ -304,3 +341,25 @@ class FakeDriver:
             lines = list(self._container(namespace=namespace, name=name, container=container).log)
         # The fake never blocks: follow yields what there is and ends.
         return iter(lines)
+
+    def exec(self, *, namespace: str, name: str, container: str, command: tuple[str, ...] | list[str],
+             timeout: float) -> tuple[int, str]:
+        argv = tuple(str(arg) for arg in command)
+        with self._lock:
+            self._enter("exec", namespace=namespace, name=name, container=container, command=argv,
+                        timeout=timeout)
+            record = self._container(namespace=namespace, name=name, container=container)
+            where = f"container {container} of pod {namespace}/{name}"
+            if not argv:
+                raise DriverError(f"cannot exec in {where}: the command is empty.")
+            if record.state != "running":
+                # Like podman: exec needs a running container.
+                raise DriverError(f"{where} is not running, so nothing can be executed in it.")
+            handler = self._exec_handler
+        return handler(namespace=namespace, name=name, container=container, command=argv, timeout=timeout)
+
+    def netns_path(self, *, namespace: str, name: str) -> str | None:
+        with self._lock:
+            self._enter("netns_path", namespace=namespace, name=name)
+            # The fake has no network namespaces; callers must cope with "unknown".
+            return None

@@ -13,26 +13,44 @@ Design:
   that lost its store still finds what it runs. ``PodState.labels`` gives back the
   caller's labels exactly (bookkeeping labels removed).
 - Networking: the pod's infra container owns the network namespace; every
-  declared containerPort is published on ``pod_ip:port`` (host port = container
-  port), so a pod answers on its pod IP like in Kubernetes.
+  declared containerPort (and every ``extra_ports`` entry, for probes) is
+  published on ``pod_ip:port`` (host port = container port), so a pod answers on
+  its pod IP like in Kubernetes. A hostNetwork pod shares the node's network and
+  UTS namespaces instead and publishes nothing. ``netns_path`` names the pod's
+  namespace file, so the service proxy can open listeners inside it.
+- The rest of the pod spec maps onto libpod's spec generator: volumes arrive as
+  bind mounts (the agent materialises them), resources as cgroup limits (CPU
+  quota and shares computed as the kubelet does), securityContext as user,
+  read-only rootfs, privileged and capabilities.
+- Exec (for exec probes): libpod's exec session API, attached, with the output
+  read by a helper thread so the caller's deadline holds; a command that
+  overruns is SIGKILLed with its descendants (by pid when the node is this host,
+  else by a second exec of ``kill``).
 - Restarts belong to the node agent above: containers get restart policy "no".
 - Cheap polling: ``list_pods`` is two API calls (pods, containers), whatever the
-  number of pods.
+  number of pods, plus one inspect per failed container exit, ever (the list does
+  not say whether it was an OOM kill; the answer is remembered).
 - podman-py 5.x against a podman 4.3 service: the high-level managers assume
   5.x behaviour, so this driver sends libpod JSON itself through podman-py's
   APIClient, pinned to API version 4.0.0 (accepted by 4.x and 5.x services).
   Two 4.3 quirks shape the code: ``pods/{id}/stop`` does nothing (304) unless
   every container runs, so stop_pod stops containers one by one; and a forced
   pod removal waits each container's stop timeout, so remove_pod SIGKILLs first.
+  Exec sessions leave a conmon behind for about 5 minutes (podman's exit command
+  delay, so the exit code can still be read), and removing a pod that has such
+  leftovers takes about 3 s longer; there is no API to end a session early.
 - Thread safety: a pool of podman-py APIClients (requests Sessions), each used by
   one request at a time.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import struct
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Iterator
@@ -46,6 +64,7 @@ from runtime.driver import (
     ContainerState,
     DriverError,
     ImagePullError,
+    Mount,
     NodeInfo,
     NodeUnreachable,
     PodRequest,
@@ -74,6 +93,15 @@ _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _INSECURE_REGISTRY_RE = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+)(:\d+)?$")
 _RUNNING_STATES = frozenset({"running", "paused", "stopping"})
 _TERMINATED_STATES = frozenset({"exited", "stopped", "removing"})
+# The kubelet's CPU maths: CFS period 100 ms, quota at least 1 ms, shares = millicores * 1024 / 1000
+# clamped to the kernel's range 2..262144.
+_CPU_PERIOD_US = 100_000
+_MIN_CPU_QUOTA_US = 1_000
+_MIN_CPU_SHARES, _MAX_CPU_SHARES = 2, 262_144
+_CAPABILITY_RE = re.compile(r"^CAP_[A-Z0-9_]+$")
+# The kubelet keeps this much of an exec probe's output; a chatty command cannot grow memory.
+_EXEC_OUTPUT_LIMIT = 10 * 1024
+_OOM_CACHE_LIMIT = 4096
 
 
 def engine_pod_name(*, namespace: str, name: str) -> str:
@@ -146,30 +174,50 @@ def _transport_reason(exc: BaseException) -> str:
     return str(exc)[:200]
 
 
-def _container_state(container: dict[str, Any]) -> ContainerState:
-    """Map one entry of podman's container list to a Kubernetes-style container state."""
+def _container_state(container: dict[str, Any], *, oom_killed: bool = False) -> ContainerState:
+    """Map one entry of podman's container list to a Kubernetes-style container state.
+
+    ``oom_killed`` comes from an inspect (the list does not say); restarts are only
+    listed by podman 5 ("Restarts"), and count the engine's own restarts, which
+    restart policy "no" makes rare.
+    """
     labels = container.get("Labels") or {}
     state = str(container.get("State", "")).lower()
     common = {
         "name": labels.get(LABEL_CONTAINER_NAME, ""),
         "image": labels.get(LABEL_CONTAINER_IMAGE) or container.get("Image", ""),
         "container_id": container.get("Id", ""),
+        "restart_count": int(container.get("Restarts") or 0),
     }
     if state in _RUNNING_STATES:
         return ContainerState(state="running",
                               started_at=_rfc3339(container.get("StartedAt")), **common)
     if state in _TERMINATED_STATES or container.get("Exited"):
         exit_code = int(container.get("ExitCode") or 0)
-        return ContainerState(state="terminated", reason="Completed" if exit_code == 0 else "Error",
-                              exit_code=exit_code, started_at=_rfc3339(container.get("StartedAt")),
+        reason = "OOMKilled" if oom_killed else "Completed" if exit_code == 0 else "Error"
+        return ContainerState(state="terminated", reason=reason, exit_code=exit_code, oom_killed=oom_killed,
+                              started_at=_rfc3339(container.get("StartedAt")),
                               finished_at=_rfc3339(container.get("ExitedAt")), **common)
     # created / configured / initialized: made but not (successfully) started.
     return ContainerState(state="waiting", reason="Created" if state in ("created", "configured", "initialized")
                           else state.capitalize() or "Unknown", **common)
 
 
-def _pod_state(pod: dict[str, Any], containers: list[dict[str, Any]], *, pod_id: str) -> PodState | None:
-    """Build a PodState from a pod's labels and its containers' list entries; None if not ours."""
+def _is_terminated(container: dict[str, Any]) -> bool:
+    return str(container.get("State", "")).lower() in _TERMINATED_STATES or bool(container.get("Exited"))
+
+
+def _oom_key(container: dict[str, Any]) -> str:
+    """One termination of one container: its id and when it exited."""
+    return f"{container.get('Id', '')}@{container.get('ExitedAt', '')}"
+
+
+def _pod_state(pod: dict[str, Any], containers: list[dict[str, Any]], *, pod_id: str,
+               oom_killed: frozenset[str] = frozenset()) -> PodState | None:
+    """Build a PodState from a pod's labels and its containers' list entries; None if not ours.
+
+    ``oom_killed``: ids of the containers whose last termination was an OOM kill.
+    """
     labels = pod.get("Labels") or {}
     if labels.get(LABEL_MANAGED) != "true" or LABEL_POD_NAME not in labels:
         return None
@@ -181,7 +229,7 @@ def _pod_state(pod: dict[str, Any], containers: list[dict[str, Any]], *, pod_id:
         uid=labels.get(LABEL_POD_UID, ""),
         pod_ip=labels.get(LABEL_POD_IP, ""),
         labels={k: v for k, v in labels.items() if k not in _BOOKKEEPING_LABELS},
-        containers=tuple(_container_state(c) for c in apps),
+        containers=tuple(_container_state(c, oom_killed=c.get("Id") in oom_killed) for c in apps),
         runtime_id=pod_id,
     )
 
@@ -195,6 +243,8 @@ class PodmanDriver:
         self.call_timeout = call_timeout
         self._lock = threading.Lock()
         self._idle: list[Any] = []  # APIClients not in use by any thread right now
+        # Whether a termination (see _oom_key) was an OOM kill: asked once per termination, not per poll.
+        self._oom_cache: dict[str, bool] = {}
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -255,12 +305,39 @@ class PodmanDriver:
             raise DriverError(f"podman could not list containers: {_error_message(response)}")
         return response.json() or []
 
+    def _oom_killed(self, containers: list[dict[str, Any]]) -> frozenset[str]:
+        """Ids of the terminated containers podman marks OOMKilled.
+
+        The container list does not say, so each failed termination is inspected
+        once and remembered; an OOM kill of any process in the container counts
+        (as in Kubernetes), whatever PID 1's exit code, hence every non-zero exit.
+        """
+        killed: set[str] = set()
+        for container in containers:
+            if container.get("IsInfra") or not _is_terminated(container) or not container.get("ExitCode"):
+                continue
+            key = _oom_key(container)
+            with self._lock:
+                known = self._oom_cache.get(key)
+            if known is None:
+                response = self._call("get", f"/containers/{container.get('Id', '')}/json")
+                if response.status_code != 200:
+                    continue  # removed meanwhile; the next poll will not list it
+                known = bool((response.json().get("State") or {}).get("OOMKilled"))
+                with self._lock:
+                    if len(self._oom_cache) >= _OOM_CACHE_LIMIT:
+                        self._oom_cache.clear()  # crude but bounded; entries are cheap to re-learn
+                    self._oom_cache[key] = known
+            if known:
+                killed.add(str(container.get("Id", "")))
+        return frozenset(killed)
+
     def _state_of(self, engine_name: str) -> PodState:
         pod = self._inspect_pod(engine_name)
         if pod is None:
             raise DriverError(f"pod {engine_name} vanished while it was being created.")
         containers = self._list_containers(filters=json.dumps({"pod": [pod["Id"]]}))
-        state = _pod_state(pod, containers, pod_id=pod["Id"])
+        state = _pod_state(pod, containers, pod_id=pod["Id"], oom_killed=self._oom_killed(containers))
         if state is None:
             raise DriverError(f"podman pod {engine_name} exists but is not managed by reconciler.")
         return state
@@ -332,8 +409,15 @@ class PodmanDriver:
         for name in (engine_name, *(c.name for c in request.containers)):
             if not _NAME_RE.match(name):
                 raise DriverError(f"{name!r} is not a valid name for a podman pod or container.")
-        if request.containers and any(c.ports for c in request.containers) and not request.pod_ip:
+        publishes = request.extra_ports or any(c.ports for c in request.containers)
+        if publishes and not request.pod_ip and not request.host_network:
             raise DriverError(f"pod {request.namespace}/{request.name} declares ports but has no pod IP.")
+        for port in request.extra_ports:
+            if not 1 <= port <= 65535:
+                raise DriverError(f"pod {request.namespace}/{request.name}: port {port} is not in 1-65535.")
+        # Check every container's spec before podman makes anything, so a bad field leaves nothing behind.
+        for container in request.containers:
+            _check_container(container, pod=f"{request.namespace}/{request.name}")
         for _attempt in range(3):
             existing = self._inspect_pod(engine_name)
             if existing is not None:
@@ -373,6 +457,14 @@ class PodmanDriver:
                 LABEL_POD_NAME: request.name, LABEL_POD_UID: request.uid, LABEL_POD_IP: request.pod_ip}
 
     def _pod_spec(self, request: PodRequest, engine_name: str) -> dict[str, Any]:
+        spec: dict[str, Any] = {"name": engine_name, "labels": self._bookkeeping(request)}
+        if request.host_network:
+            # Kubernetes: a hostNetwork pod has the node's network and hostname; its ports are the
+            # node's, so there is nothing to publish. podman 4.3 ignores a pod's hostadd in this mode,
+            # so the extra hosts go on each container instead (_container_spec).
+            spec["netns"] = {"nsmode": "host"}
+            spec["utsns"] = {"nsmode": "host"}
+            return spec
         mappings: dict[tuple[int, str], dict[str, Any]] = {}
         for container in request.containers:
             for port in container.ports:
@@ -380,13 +472,12 @@ class PodmanDriver:
                 mappings[(port.container_port, protocol)] = {
                     "host_ip": request.pod_ip, "container_port": port.container_port,
                     "host_port": port.container_port, "protocol": protocol}
-        spec: dict[str, Any] = {
-            "name": engine_name,
-            "labels": self._bookkeeping(request),
-            # Kubernetes sets a pod's hostname to its name (a DNS label, at most 63 characters).
-            "hostname": request.name[:63].rstrip(".-"),
-            "portmappings": list(mappings.values()),
-        }
+        for extra in request.extra_ports:
+            mappings.setdefault((extra, "tcp"), {"host_ip": request.pod_ip, "container_port": extra,
+                                                 "host_port": extra, "protocol": "tcp"})
+        # Kubernetes sets a pod's hostname to its name (a DNS label, at most 63 characters).
+        spec["hostname"] = request.name[:63].rstrip(".-")
+        spec["portmappings"] = list(mappings.values())
         if request.hosts:
             spec["hostadd"] = [f"{host}:{ip}" for host, ip in request.hosts]
         return spec
@@ -430,7 +521,53 @@ class PodmanDriver:
             spec["command"] = list(container.args)
         if container.working_dir:
             spec["work_dir"] = container.working_dir
+        if request.host_network and request.hosts:
+            spec["hostadd"] = [f"{host}:{ip}" for host, ip in request.hosts]
+        if container.mounts:
+            spec["mounts"] = [_mount_spec(mount) for mount in container.mounts]
+        resources = _resource_limits(container)
+        if resources:
+            spec["resource_limits"] = resources
+        user = self._user_spec(container)
+        if user:
+            spec["user"] = user
+        if container.read_only_root_filesystem:
+            # Only the rootfs: podman adds no writable tmpfs on /tmp etc. for API-made containers,
+            # which is what Kubernetes does too (users mount an emptyDir where they need to write).
+            spec["read_only_filesystem"] = True
+        if container.privileged:
+            spec["privileged"] = True
+        if container.capabilities_add:
+            spec["cap_add"] = [_capability(c) for c in container.capabilities_add]
+        if container.capabilities_drop:
+            spec["cap_drop"] = [_capability(c) for c in container.capabilities_drop]
+        if container.stop_signal:
+            # libpod wants the number (syscall.Signal); Linux numbers, as on the nodes we drive.
+            spec["stop_signal"] = _signal_number(container.stop_signal)
         return spec
+
+    def _user_spec(self, container: ContainerRequest) -> str | None:
+        """podman's "user[:group]" for runAsUser/runAsGroup; None keeps the image's USER."""
+        if container.run_as_user is None and container.run_as_group is None:
+            return None
+        if container.run_as_user is not None:
+            user = str(container.run_as_user)
+        else:
+            # runAsGroup alone keeps the image's user; podman needs it spelled out to add a group.
+            user = self._image_user(container.image) or "0"
+        if container.run_as_group is not None:
+            user += f":{container.run_as_group}"
+        return user
+
+    def _image_user(self, image: str) -> str:
+        """The user part of the image's USER ("" when it has none)."""
+        response = self._call("get", f"/images/{normalize_image(image)}/json")
+        if response.status_code == 404:
+            raise ImagePullError(f"image {image} is not present on the node; pull it first.")
+        if response.status_code != 200:
+            raise DriverError(f"podman could not inspect image {image}: {_error_message(response)}")
+        user = str((response.json().get("Config") or {}).get("User") or "")
+        return user.partition(":")[0]
 
     def start_pod(self, *, namespace: str, name: str) -> None:
         engine_name = engine_pod_name(namespace=namespace, name=name)
@@ -451,6 +588,10 @@ class PodmanDriver:
             raise DriverError(f"container {container} of pod {namespace}/{name} does not exist on the node.")
         raise DriverError(f"podman could not start container {container} of pod {namespace}/{name}: "
                           f"{_error_message(response)}")
+
+    def stop_container(self, *, namespace: str, name: str, container: str, grace_seconds: int) -> None:
+        engine_name = engine_container_name(namespace=namespace, name=name, container=container)
+        self._stop_container(engine_name, grace=max(0, int(grace_seconds)), pod=f"{namespace}/{name}")
 
     def stop_pod(self, *, namespace: str, name: str, grace_seconds: int) -> None:
         engine_name = engine_pod_name(namespace=namespace, name=name)
@@ -495,11 +636,14 @@ class PodmanDriver:
             raise DriverError(f"podman could not list pods: {_error_message(response)}")
         pods = response.json() or []
         by_pod: dict[str, list[dict[str, Any]]] = {}
-        for container in self._list_containers(filters=_MANAGED_FILTER):
+        containers = self._list_containers(filters=_MANAGED_FILTER)
+        for container in containers:
             by_pod.setdefault(container.get("Pod", ""), []).append(container)
+        oom_killed = self._oom_killed(containers)
         states = []
         for pod in pods:
-            state = _pod_state(pod, by_pod.get(pod.get("Id", ""), []), pod_id=pod.get("Id", ""))
+            state = _pod_state(pod, by_pod.get(pod.get("Id", ""), []), pod_id=pod.get("Id", ""),
+                               oom_killed=oom_killed)
             if state is not None:
                 states.append(state)
         return states
@@ -517,6 +661,279 @@ class PodmanDriver:
             response.close()
             raise DriverError(f"podman could not read logs of {container} in pod {namespace}/{name}: {message}")
         return _log_lines(response)
+
+    def exec(self, *, namespace: str, name: str, container: str, command: tuple[str, ...] | list[str],
+             timeout: float) -> tuple[int, str]:
+        argv = [str(arg) for arg in command]
+        where = f"container {container} of pod {namespace}/{name}"
+        if not argv:
+            raise DriverError(f"cannot exec in {where}: the command is empty.")
+        deadline = time.monotonic() + max(0.0, timeout)
+        engine_name = engine_container_name(namespace=namespace, name=name, container=container)
+        response = self._call("post", f"/containers/{engine_name}/exec", body={
+            "AttachStdin": False, "AttachStdout": True, "AttachStderr": True, "Tty": False, "Cmd": argv})
+        if response.status_code not in (200, 201):
+            raise _exec_error(response, where=where)
+        exec_id = str(response.json().get("Id", ""))
+        # Attached start: the body streams the command's output and ends when it exits. The read
+        # timeout only bounds a silent stream; the caller's deadline is kept by joining the reader.
+        stream = self._call("post", f"/exec/{exec_id}/start", body={"Detach": False, "Tty": False},
+                            stream=True, timeout=(self.call_timeout, max(0.0, timeout) + self.call_timeout))
+        if stream.status_code != 200:
+            error = _exec_error(stream, where=where)
+            stream.close()
+            raise error
+        output = _ExecOutput(limit=_EXEC_OUTPUT_LIMIT)
+        reader = threading.Thread(target=output.drain, args=(stream,), name=f"exec-{exec_id[:12]}", daemon=True)
+        reader.start()
+        reader.join(max(0.0, deadline - time.monotonic()))
+        exit_code = None if reader.is_alive() else self._exec_exit_code(exec_id, where=where, deadline=deadline)
+        if exit_code is None:
+            output.abandon()  # the reader closes the stream once the killed command's output ends
+            self._kill_exec(exec_id)
+            return -1, f"timed out after {timeout:g}s"
+        return exit_code, output.text()
+
+    def _exec_exit_code(self, exec_id: str, *, where: str, deadline: float) -> int | None:
+        """The exit code of an exec session whose stream ended; None if it still runs at the deadline.
+
+        podman records the code as the stream ends, so the first look normally has it; the
+        session runs on only if the stream broke off early (e.g. a proxy dropped it).
+        """
+        while True:
+            response = self._call("get", f"/exec/{exec_id}/json")
+            if response.status_code != 200:
+                raise DriverError(f"podman lost the exec session in {where}: {_error_message(response)}")
+            body = response.json()
+            if not body.get("Running"):
+                return int(body.get("ExitCode") or 0)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.02)
+
+    def _kill_exec(self, exec_id: str) -> None:
+        """SIGKILL an exec session's process and its descendants; best effort, never raises.
+
+        podman has no API to end an exec session. The process tree comes from the
+        container's `top` (pids in the container and on the host); when those host
+        pids are visible here and lie in the container's cgroup, they are killed
+        directly, else a second exec runs the image's `kill` (absent in distroless
+        images: then the command runs on until it ends by itself).
+        """
+        try:
+            response = self._call("get", f"/exec/{exec_id}/json")
+            if response.status_code != 200:
+                return
+            session = response.json()
+            host_pid, container_id = int(session.get("Pid") or 0), str(session.get("ContainerID") or "")
+            if not session.get("Running") or host_pid <= 0 or not container_id:
+                return
+            top = self._call("get", f"/containers/{container_id}/top", params={"ps_args": "pid,ppid,hpid"})
+            if top.status_code != 200:
+                return
+            # Rows are [pid, ppid, hpid] as strings; the exec's own row is found by its host pid.
+            rows = [(int(r[0]), int(r[1]), int(r[2])) for r in top.json().get("Processes") or []
+                    if len(r) == 3 and all(str(v).isdigit() for v in r)]
+            tree = _descendants(rows, host_pid=host_pid)
+            if not tree:
+                return
+            if _kill_local(host_pids=[hpid for _, hpid in tree], container_id=container_id):
+                return
+            killer = self._call("post", f"/containers/{container_id}/exec", body={
+                "AttachStdout": False, "AttachStderr": False, "Tty": False,
+                "Cmd": ["kill", "-KILL", *(str(pid) for pid, _ in tree)]})
+            if killer.status_code in (200, 201):
+                self._call("post", f"/exec/{killer.json().get('Id', '')}/start", body={"Detach": True})
+        except (DriverError, ValueError, KeyError, TypeError):
+            pass  # the timeout is the answer; a process we could not kill is the engine's to reap
+
+    def netns_path(self, *, namespace: str, name: str) -> str | None:
+        pod = self._inspect_pod(engine_pod_name(namespace=namespace, name=name))
+        infra_id = (pod or {}).get("InfraContainerID")
+        if not infra_id:
+            return None
+        response = self._call("get", f"/containers/{infra_id}/json")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise DriverError(f"podman could not inspect the sandbox of pod {namespace}/{name}: "
+                              f"{_error_message(response)}")
+        infra = response.json()
+        if str((infra.get("HostConfig") or {}).get("NetworkMode", "")) == "host":
+            return None
+        # Empty while the sandbox is stopped: its namespace is gone until it starts again.
+        return str((infra.get("NetworkSettings") or {}).get("SandboxKey") or "") or None
+
+
+def _check_container(container: ContainerRequest, *, pod: str) -> None:
+    """Refuse fields podman would reject late or misread; each a one-sentence message."""
+    where = f"container {container.name} of pod {pod}"
+    for mount in container.mounts:
+        if not mount.source.startswith("/") or not mount.target.startswith("/"):
+            raise DriverError(f"{where}: mount {mount.source!r} -> {mount.target!r} needs absolute paths.")
+    for field_name in ("cpu_millicores", "memory_bytes", "cpu_request_millicores", "memory_request_bytes"):
+        value = getattr(container, field_name)
+        if value is not None and value < 0:
+            raise DriverError(f"{where}: {field_name} must not be negative, not {value}.")
+    # A limit of 0 means "no limit", as in the CRI; only a real limit bounds the request.
+    if container.memory_bytes and container.memory_request_bytes is not None \
+            and container.memory_request_bytes > container.memory_bytes:
+        raise DriverError(f"{where}: the memory request ({container.memory_request_bytes} bytes) is above "
+                          f"the limit ({container.memory_bytes} bytes).")
+    if container.cpu_millicores and container.cpu_request_millicores is not None \
+            and container.cpu_request_millicores > container.cpu_millicores:
+        raise DriverError(f"{where}: the CPU request ({container.cpu_request_millicores}m) is above "
+                          f"the limit ({container.cpu_millicores}m).")
+    for uid_field in ("run_as_user", "run_as_group"):
+        value = getattr(container, uid_field)
+        if value is not None and value < 0:
+            raise DriverError(f"{where}: {uid_field} must not be negative, not {value}.")
+    for capability in (*container.capabilities_add, *container.capabilities_drop):
+        _capability(capability, where=where)
+    if container.stop_signal:
+        _signal_number(container.stop_signal, where=where)
+
+
+def _mount_spec(mount: Mount) -> dict[str, Any]:
+    # rbind: submounts of a hostPath come along, as with Kubernetes' (rprivate) bind mounts.
+    return {"type": "bind", "source": mount.source, "destination": mount.target,
+            "options": ["rbind", "ro" if mount.read_only else "rw"]}
+
+
+def _resource_limits(container: ContainerRequest) -> dict[str, Any]:
+    """libpod's resource_limits (an OCI LinuxResources) for a container's requests and limits.
+
+    A limit of 0 means no limit (the CRI's convention); a request of 0 gets the minimum weight.
+    """
+    cpu: dict[str, int] = {}
+    if container.cpu_millicores:
+        cpu["period"] = _CPU_PERIOD_US
+        cpu["quota"] = max(_MIN_CPU_QUOTA_US, container.cpu_millicores * _CPU_PERIOD_US // 1000)
+    # Kubernetes defaults a missing request to the limit, so a limit alone weighs the same.
+    cpu_request = container.cpu_request_millicores
+    if cpu_request is None and container.cpu_millicores:
+        cpu_request = container.cpu_millicores
+    if cpu_request is not None:
+        cpu["shares"] = min(_MAX_CPU_SHARES, max(_MIN_CPU_SHARES, cpu_request * 1024 // 1000))
+    memory: dict[str, int] = {}
+    if container.memory_bytes:
+        memory["limit"] = container.memory_bytes
+        # swap is memory+swap in OCI terms: equal to the limit means no swap, as on a Kubernetes node
+        # (podman drops it with a warning where the kernel cannot limit swap).
+        memory["swap"] = container.memory_bytes
+    if container.memory_request_bytes:
+        # A soft limit (cgroup v1 memory.soft_limit_in_bytes, v2 memory.low): reclaim prefers others.
+        memory["reservation"] = container.memory_request_bytes
+    resources: dict[str, Any] = {}
+    if cpu:
+        resources["cpu"] = cpu
+    if memory:
+        resources["memory"] = memory
+    return resources
+
+
+def _capability(name: str, *, where: str = "") -> str:
+    """A Kubernetes capability name ("NET_ADMIN", "ALL") as podman spells it ("CAP_NET_ADMIN", "ALL")."""
+    text = name.strip().upper()
+    if text == "ALL":
+        return text
+    normalized = text if text.startswith("CAP_") else f"CAP_{text}"
+    if not _CAPABILITY_RE.match(normalized):
+        raise DriverError(f"{where + ': ' if where else ''}{name!r} is not a capability name.")
+    return normalized
+
+
+def _signal_number(name: str, *, where: str = "") -> int:
+    """A signal given as "SIGINT", "INT" or "2", as its number."""
+    text = name.strip().upper()
+    if text.isdigit() and 1 <= int(text) <= 64:
+        return int(text)
+    try:
+        return int(signal.Signals[text if text.startswith("SIG") else f"SIG{text}"])
+    except KeyError:
+        raise DriverError(f"{where + ': ' if where else ''}stop signal {name!r} is not a signal name.") from None
+
+
+def _exec_error(response: Any, *, where: str) -> DriverError:
+    message = _error_message(response)
+    if response.status_code == 404:
+        return DriverError(f"{where} does not exist on the node.")
+    if response.status_code == 409 or "state improper" in message or "not running" in message:
+        return DriverError(f"{where} is not running, so nothing can be executed in it.")
+    return DriverError(f"podman could not exec in {where}: {message}")
+
+
+class _ExecOutput:
+    """An exec session's output as the reader thread collects it (the first ``limit`` bytes)."""
+
+    def __init__(self, *, limit: int) -> None:
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._abandoned = threading.Event()
+
+    def abandon(self) -> None:
+        """Nobody waits any more: the reader stops at the next frame (or when the stream ends)."""
+        self._abandoned.set()
+
+    def drain(self, response: Any) -> None:
+        """Read the multiplexed frames (stdout and stderr alike) until the stream ends; closes it."""
+        try:
+            raw = response.raw
+            while not self._abandoned.is_set():
+                header = _read_exact(raw, 8)
+                if len(header) < 8:
+                    break
+                (size,) = struct.unpack(">I", header[4:])
+                payload = _read_exact(raw, size)
+                if self._size < self._limit:
+                    kept = payload[: self._limit - self._size]
+                    self._chunks.append(kept)
+                    self._size += len(kept)
+                if len(payload) < size:
+                    break
+        except Exception:  # noqa: BLE001 - a broken or timed-out stream just ends the output
+            pass
+        finally:
+            response.close()
+
+    def text(self) -> str:
+        return b"".join(self._chunks).decode("utf-8", "replace")
+
+
+def _descendants(rows: list[tuple[int, int, int]], *, host_pid: int) -> list[tuple[int, int]]:
+    """(container pid, host pid) of the process with ``host_pid`` and all its descendants."""
+    by_host = {hpid: pid for pid, _, hpid in rows}
+    if host_pid not in by_host:
+        return []
+    children: dict[int, list[tuple[int, int]]] = {}
+    for pid, ppid, hpid in rows:
+        children.setdefault(ppid, []).append((pid, hpid))
+    tree, todo = [], [(by_host[host_pid], host_pid)]
+    while todo and len(tree) < len(rows):  # bounded even if pids were to form a cycle
+        node = todo.pop()
+        tree.append(node)
+        todo.extend(children.get(node[0], []))
+    return tree
+
+
+def _kill_local(*, host_pids: list[int], container_id: str) -> bool:
+    """SIGKILL the pids if this host runs them inside the container; False if they are not visible here.
+
+    The cgroup check makes sure a pid names the container's process on this host,
+    not an unrelated one (another host's pid, or a pid reused since).
+    """
+    killed_any = False
+    for pid in host_pids:
+        try:
+            with open(f"/proc/{pid}/cgroup") as cgroup:
+                if container_id not in cgroup.read():
+                    continue
+            os.kill(pid, signal.SIGKILL)
+            killed_any = True
+        except (OSError, ValueError):
+            continue  # gone already, or not ours to signal
+    return killed_any
 
 
 def _log_lines(response: Any) -> Iterator[str]:

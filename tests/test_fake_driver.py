@@ -16,6 +16,7 @@ from runtime.driver import (
     ContainerRequest,
     DriverError,
     ImagePullError,
+    Mount,
     NodeDriver,
     NodeUnreachable,
     PodRequest,
@@ -217,6 +218,98 @@ def test_fast_with_thousands_of_pods() -> None:
     for _ in range(200):  # a second of 5 000 pods polled, many times over
         assert len(driver.list_pods()) == 5000
     assert time.perf_counter() - started < 5
+
+
+def test_full_pod_spec_fields_are_accepted_and_kept() -> None:
+    driver = FakeDriver(images=[IMAGE])
+    container = ContainerRequest(
+        name="web", image=IMAGE, mounts=(Mount(source="/var/lib/r/vol/cfg", target="/etc/cfg", read_only=True),),
+        cpu_millicores=500, memory_bytes=64 << 20, cpu_request_millicores=250, memory_request_bytes=32 << 20,
+        run_as_user=1000, run_as_group=2000, read_only_root_filesystem=True, privileged=False,
+        capabilities_add=("NET_BIND_SERVICE",), capabilities_drop=("ALL",), stop_signal="SIGINT")
+    request = PodRequest(namespace="default", name="full", uid="u", pod_ip="", containers=(container,),
+                         extra_ports=(9090,), host_network=True, hosts=(("web", "127.96.0.1"),))
+    driver.create_pod(request)
+    assert driver.pod_request(namespace="default", name="full") == request
+    assert driver.calls_to("create_pod")[0].args["request"].containers[0].mounts == container.mounts
+    assert driver.netns_path(namespace="default", name="full") is None
+    # Old callers that set none of the new fields get the old behaviour.
+    plain = ContainerRequest(name="web", image=IMAGE)
+    assert (plain.mounts, plain.cpu_millicores, plain.memory_bytes, plain.run_as_user, plain.privileged,
+            plain.read_only_root_filesystem, plain.capabilities_add, plain.stop_signal) == (
+        (), None, None, None, False, False, (), None)
+
+
+def test_exec_answers_from_the_handler_and_needs_a_running_container() -> None:
+    driver = FakeDriver(images=[IMAGE])
+    driver.create_pod(pod_request())
+    with pytest.raises(DriverError, match="not running"):
+        driver.exec(namespace="default", name="web-1", container="web", command=["true"], timeout=1)
+    driver.start_pod(namespace="default", name="web-1")
+    assert driver.exec(namespace="default", name="web-1", container="web", command=["true"], timeout=1) == (0, "")
+
+    seen: list[dict[str, object]] = []
+
+    def handler(**kwargs: object) -> tuple[int, str]:
+        seen.append(kwargs)
+        return 3, "not ready\n"
+
+    driver.set_exec_handler(handler)
+    assert driver.exec(namespace="default", name="web-1", container="web", command=["cat", "/ready"],
+                       timeout=2.5) == (3, "not ready\n")
+    assert seen == [{"namespace": "default", "name": "web-1", "container": "web", "command": ("cat", "/ready"),
+                     "timeout": 2.5}]
+    assert driver.calls_to("exec")[-1].args["command"] == ("cat", "/ready")
+    driver.set_exec_handler(None)
+    assert driver.exec(namespace="default", name="web-1", container="web", command=["x"], timeout=1) == (0, "")
+
+    with pytest.raises(DriverError, match="does not exist"):
+        driver.exec(namespace="default", name="web-1", container="nope", command=["true"], timeout=1)
+    with pytest.raises(DriverError, match="empty"):
+        driver.exec(namespace="default", name="web-1", container="web", command=[], timeout=1)
+    driver.set_reachable(False)
+    with pytest.raises(NodeUnreachable):
+        driver.exec(namespace="default", name="web-1", container="web", command=["true"], timeout=1)
+    with pytest.raises(NodeUnreachable):
+        driver.netns_path(namespace="default", name="web-1")
+
+
+def test_a_slow_exec_handler_does_not_block_the_fake() -> None:
+    driver = FakeDriver(images=[IMAGE])
+    driver.create_pod(pod_request())
+    driver.start_pod(namespace="default", name="web-1")
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(**_: object) -> tuple[int, str]:
+        entered.set()
+        release.wait(10)
+        return 0, "late"
+
+    driver.set_exec_handler(slow)
+    results: list[tuple[int, str]] = []
+    worker = threading.Thread(target=lambda: results.append(
+        driver.exec(namespace="default", name="web-1", container="web", command=["probe"], timeout=10)))
+    worker.start()
+    assert entered.wait(5)
+    assert len(driver.list_pods()) == 1  # would deadlock if the handler ran under the fake's lock
+    release.set()
+    worker.join(5)
+    assert results == [(0, "late")]
+
+
+def test_oom_kill_is_reported_and_cleared_by_a_restart() -> None:
+    driver = FakeDriver(images=[IMAGE])
+    driver.create_pod(pod_request())
+    driver.start_pod(namespace="default", name="web-1")
+    driver.crash(namespace="default", name="web-1", container="web", oom_killed=True)
+    killed = state_of(driver)
+    assert (killed.state, killed.exit_code, killed.reason, killed.oom_killed) == ("terminated", 137, "OOMKilled",
+                                                                                  True)
+    driver.start_container(namespace="default", name="web-1", container="web")
+    assert (state_of(driver).oom_killed, state_of(driver).reason) == (False, "")
+    driver.crash(namespace="default", name="web-1", container="web", exit_code=2)
+    assert (state_of(driver).oom_killed, state_of(driver).reason, state_of(driver).restart_count) == (
+        False, "Error", 0)
 
 
 _NAMES = st.sampled_from(["a", "b", "c"])

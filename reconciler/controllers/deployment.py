@@ -15,13 +15,16 @@ the store's history so ``rollout history`` survives ReplicaSet clean-up.
 """
 from __future__ import annotations
 
+import copy
+import threading
 from typing import Any
 
 import structlog
 
 from reconciler import objects as o
 from reconciler import rollout
-from reconciler.clock import Clock, from_rfc3339, to_rfc3339
+from reconciler.clock import Clock, from_rfc3339
+from reconciler.controllers.podenv import config_hash
 from reconciler.labels import SelectorError, from_label_selector
 from reconciler.workqueue import Result
 
@@ -30,13 +33,38 @@ log = structlog.get_logger("deployment")
 Obj = dict[str, Any]
 
 
+ANN_CONFIG_HASH = "reconciler.io/config-hash"
+ANN_ROLLOUT_ON_CONFIG = "reconciler.io/rollout-on-config-change"
+
+
 class DeploymentController:
-    def __init__(self, *, store: Any, clock: Clock) -> None:
+    def __init__(self, *, store: Any, clock: Clock, apply_lock: Any = None) -> None:
         self._store = store
         self._clock = clock
+        # Held by the applier while it writes one commit: a Deployment is never rolled
+        # against half a commit (say, its new ConfigMap but its old template).
+        self._apply_lock = apply_lock or threading.RLock()
 
     # -- entry point ------------------------------------------------------------
     def reconcile(self, key: tuple[str, str]) -> Result | None:
+        with self._apply_lock:
+            return self._reconcile(key)
+
+    def effective_template(self, d: Obj) -> dict[str, Any]:
+        """The Deployment's template plus a digest of the ConfigMaps and Secrets it reads.
+        Kubernetes does not roll pods when their configuration changes (users add checksum
+        annotations or a reloader); here a changed ConfigMap is a new template, so it rolls,
+        and reverting the ConfigMap finds the old ReplicaSet again."""
+        template = copy.deepcopy(d["spec"].get("template") or {})
+        if o.annotations(d).get(ANN_ROLLOUT_ON_CONFIG) == "false":
+            return template
+        digest = config_hash(template_spec=template.get("spec") or {}, namespace=d["metadata"]["namespace"],
+                             store=self._store)
+        if digest:
+            template.setdefault("metadata", {}).setdefault("annotations", {})[ANN_CONFIG_HASH] = digest
+        return template
+
+    def _reconcile(self, key: tuple[str, str]) -> Result | None:
         namespace, name = key
         d = self._store.get("Deployment", namespace, name)
         if d is None or o.is_terminating(d):
@@ -89,7 +117,7 @@ class DeploymentController:
     def _split(self, d: Obj, all_rss: list[Obj]) -> tuple[Obj | None, list[Obj]]:
         """The new ReplicaSet is the OLDEST whose template equals the Deployment's
         (ignoring pod-template-hash); everything else is old."""
-        template = d["spec"].get("template") or {}
+        template = self.effective_template(d)
         matching = sorted(
             (rs for rs in all_rss if o.templates_equal(rs["spec"].get("template") or {}, template)),
             key=lambda rs: (o.created(rs), rs["metadata"]["name"]),
@@ -158,7 +186,7 @@ class DeploymentController:
     def _create_new(self, d: Obj, old: list[Obj], *, revision: int, commit: str) -> Obj:
         spec = d["spec"]
         namespace, dname = d["metadata"]["namespace"], d["metadata"]["name"]
-        template = o.template_without_hash(spec.get("template") or {})
+        template = o.template_without_hash(self.effective_template(d))
         phash = o.template_hash(template)
         template.setdefault("metadata", {}).setdefault("labels", {})[o.LABEL_TEMPLATE_HASH] = phash
         selector = dict(spec.get("selector") or {})

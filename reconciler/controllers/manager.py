@@ -12,6 +12,7 @@ deterministic.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any, Sequence
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -28,12 +29,13 @@ from reconciler.workqueue import WorkQueue
 
 class ControllerManager:
     def __init__(self, *, store: Any, clock: Clock, nodes: Sequence[NodeBinding], threaded: bool = True,
-                 relist_interval: float = 1.0, heartbeat_interval: float = 5.0, resync_interval: float = 10.0) -> None:
+                 relist_interval: float = 1.0, heartbeat_interval: float = 5.0, resync_interval: float = 10.0,
+                 apply_lock: Any = None, volumes_dir: Path | None = None) -> None:
         self.store = store
         self.clock = clock
         self._threaded = threaded
         self._intervals = (relist_interval, heartbeat_interval, resync_interval)
-        self.deployments = DeploymentController(store=store, clock=clock)
+        self.deployments = DeploymentController(store=store, clock=clock, apply_lock=apply_lock)
         self.replicasets = ReplicaSetController(store=store, clock=clock)
         self.scheduler = Scheduler(store=store, clock=clock)
         self.nodes = NodeController(store=store, clock=clock, nodes=list(nodes))
@@ -45,7 +47,8 @@ class ControllerManager:
         }
         for binding in nodes:
             assert binding.driver is not None
-            agent = NodeAgent(node=binding.name, driver=binding.driver, store=store, clock=clock)
+            agent = NodeAgent(node=binding.name, driver=binding.driver, store=store, clock=clock,
+                              volumes_dir=(volumes_dir / binding.name) if volumes_dir else None)
             queue = WorkQueue(name=f"node/{binding.name}", handler=agent.reconcile, workers=8, clock=clock)
             agent.enqueue = queue.add
             self.agents[binding.name] = agent
@@ -84,6 +87,10 @@ class ControllerManager:
                 self.queues[f"node/{node}"].add(key)
             if rs_name:
                 self.queues["replicaset"].add((namespace, rs_name))
+        elif kind in ("ConfigMap", "Secret"):
+            # A Deployment's effective template includes a digest of what it reads.
+            for d in self.store.list("Deployment", namespace):
+                self.queues["deployment"].add((namespace, d["metadata"]["name"]))
         elif kind == "Node":
             # A node turning Ready may unblock pending pods.
             for pod in self.store.list("Pod"):
@@ -113,6 +120,8 @@ class ControllerManager:
     # -- running -----------------------------------------------------------------------
     def start(self) -> None:
         self.heartbeat_all()
+        for agent in self.agents.values():
+            agent.prober.start()
         for queue in self.queues.values():
             queue.start()
         relist, heartbeat, resync = self._intervals
@@ -129,11 +138,14 @@ class ControllerManager:
             self._scheduler = None
         for queue in self.queues.values():
             queue.stop()
+        for agent in self.agents.values():
+            agent.prober.stop()
 
     def run_until_idle(self, *, max_rounds: int = 10_000) -> None:
         """Simulation: process every due item of every queue until all are idle."""
         for _ in range(max_rounds):
-            if sum(queue.run_until_idle() for queue in self.queues.values()) == 0:
+            probes = sum(agent.prober.run_due() for agent in self.agents.values())
+            if sum(queue.run_until_idle() for queue in self.queues.values()) == 0 and probes == 0:
                 return
         raise RuntimeError("controllers did not settle")
 

@@ -13,25 +13,21 @@ period; the store object goes last, so a crash mid-way is finished on restart.
 """
 from __future__ import annotations
 
+import tempfile
 import threading
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import structlog
 
 from reconciler import objects as o
 from reconciler.clock import Clock, from_rfc3339, to_rfc3339
-from reconciler.controllers.scheduler import ANN_POD_IP
+from reconciler.controllers.podenv import ConfigError
+from reconciler.controllers.podrequest import build_request, remove_volumes
+from reconciler.probes import ProbeEvent, Prober, ProbeTarget
 from reconciler.workqueue import Result
-from runtime.driver import (
-    ContainerRequest,
-    DriverError,
-    ImagePullError,
-    NodeDriver,
-    PodRequest,
-    PodState,
-    PortRequest,
-)
+from runtime.driver import DriverError, ImagePullError, NodeDriver, PodState
 
 log = structlog.get_logger("nodeagent")
 
@@ -40,6 +36,7 @@ Obj = dict[str, Any]
 BACKOFF_START = 10.0
 BACKOFF_MAX = 300.0
 BACKOFF_RESET_AFTER = 600.0  # a container that ran this long forgets its back-off
+DRAIN_WAIT_MAX = 2.0  # never hold a teardown longer than this for the proxy to let go
 
 
 @dataclass
@@ -49,8 +46,15 @@ class _Backoff:
 
 
 class NodeAgent:
-    def __init__(self, *, node: str, driver: NodeDriver, store: Any, clock: Clock) -> None:
+    def __init__(self, *, node: str, driver: NodeDriver, store: Any, clock: Clock,
+                 volumes_dir: Path | None = None) -> None:
         self.node = node
+        self.volumes_dir = volumes_dir or Path(tempfile.gettempdir()) / "reconciler-volumes"
+        # Set by the manager: is this pod IP still a backend of a load-balanced Service?
+        # Teardown waits (briefly) until it is not, so no request is sent to a stopping pod.
+        self.still_serving: Callable[[str], bool] = lambda ip: False
+        self._drain_started: dict[tuple[str, str], float] = {}
+        self.prober = Prober(clock=clock, on_change=lambda key: self.enqueue(key), on_event=self._probe_event)
         self.driver = driver
         self._store = store
         self._clock = clock
@@ -116,10 +120,18 @@ class NodeAgent:
         if spec.get("nodeName") != self.node:
             return None
         if o.is_terminating(pod):
+            ip = (pod.get("status") or {}).get("podIP")
+            if state is not None and ip and self.still_serving(ip):
+                # Zero-downtime order: out of the load balancer first, then SIGTERM.
+                first = self._drain_started.setdefault(key, self._clock.now())
+                if self._clock.now() - first < DRAIN_WAIT_MAX:
+                    return Result(requeue_after=0.05)
+            self._drain_started.pop(key, None)
             grace = int(pod["metadata"].get("deletionGracePeriodSeconds", spec.get("terminationGracePeriodSeconds", 30)))
             if state is not None:
                 self._teardown(namespace, name, grace=grace, why="deleted")
             self._store.delete("Pod", namespace, name)
+            remove_volumes(uid=pod["metadata"].get("uid", "nouid"), volumes_dir=self.volumes_dir)
             self._forget(namespace, name)
             return None
         if state is not None and state.uid != pod["metadata"].get("uid"):
@@ -132,6 +144,8 @@ class NodeAgent:
             state = self._state(key)
         else:
             requeue = self._restart_exited(pod, state)
+            if requeue is None and self._restart_unhealthy(pod, state):
+                requeue = 0.0
             if requeue == 0.0:
                 self._refresh()
                 state = self._state(key)
@@ -158,7 +172,12 @@ class NodeAgent:
             self._set_waiting(pod, reason="ImagePullBackOff" if b.delay > BACKOFF_START else "ErrImagePull", message=str(exc))
             return b.delay
         self._pull_backoff.pop(pull_key, None)
-        request = self._request(pod)
+        try:
+            request = build_request(pod=pod, store=self._store, volumes_dir=self.volumes_dir, labels=self._labels(pod))
+        except ConfigError as exc:
+            self._event(pod, "Warning", "Failed", f"Error: {exc}")
+            self._set_waiting(pod, reason="CreateContainerConfigError", message=str(exc))
+            return 5.0
         self.driver.create_pod(request)
         self.driver.start_pod(namespace=namespace, name=name)
         self._event(pod, "Normal", "Started", f"Started pod on {self.node} at {request.pod_ip}")
@@ -166,8 +185,9 @@ class NodeAgent:
                  commit=o.annotations(pod).get(o.ANN_COMMIT, ""), action="start")
         return None
 
-    def _request(self, pod: Obj) -> PodRequest:
-        m, spec = pod["metadata"], pod["spec"]
+    def _labels(self, pod: Obj) -> dict[str, str]:
+        """Ownership labels for the engine: enough to rebuild the pod's place from podman alone."""
+        spec = pod.get("spec") or {}
         lbls = {
             "reconciler.io/node": self.node,
             "reconciler.io/grace": str(spec.get("terminationGracePeriodSeconds", 30)),
@@ -182,20 +202,7 @@ class NodeAgent:
         commit = o.annotations(pod).get(o.ANN_COMMIT)
         if commit:
             lbls["reconciler.io/commit"] = commit
-        containers = []
-        for c in spec.get("containers") or []:
-            env = tuple((e["name"], str(e.get("value", ""))) for e in c.get("env") or [] if "name" in e)
-            ports = tuple(PortRequest(container_port=int(p["containerPort"]), protocol=p.get("protocol", "TCP"),
-                                      name=p.get("name")) for p in c.get("ports") or [])
-            containers.append(ContainerRequest(
-                name=c["name"], image=c["image"], image_pull_policy=c.get("imagePullPolicy", "IfNotPresent"),
-                command=tuple(c["command"]) if c.get("command") else None,
-                args=tuple(c["args"]) if c.get("args") else None,
-                env=env, ports=ports, working_dir=c.get("workingDir")))
-        return PodRequest(namespace=m["namespace"], name=m["name"], uid=m.get("uid", ""),
-                          pod_ip=o.annotations(pod).get(ANN_POD_IP, "127.0.0.1"), labels=lbls,
-                          containers=tuple(containers),
-                          termination_grace_period_seconds=int(spec.get("terminationGracePeriodSeconds", 30)))
+        return lbls
 
     def _restart_exited(self, pod: Obj, state: PodState) -> float | None:
         """Restart exited containers per restartPolicy, after the crash-loop back-off.
@@ -248,6 +255,54 @@ class NodeAgent:
 
         self._store.update("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], mutate)
 
+    def _restart_unhealthy(self, pod: Obj, state: PodState) -> bool:
+        """Restart containers whose liveness (or startup) probe ran out of attempts."""
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        grace = int((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+        restarted = False
+        for c in state.containers:
+            if c.state != "running":
+                continue
+            probe_state = self.prober.state(pod_key=(namespace, name), container=c.name)
+            if not probe_state.restart_needed:
+                continue
+            self._event(pod, "Normal", "Killing",
+                        f"Container {c.name} failed its liveness or startup probe, will be restarted")
+            self.driver.stop_container(namespace=namespace, name=name, container=c.name, grace_seconds=grace)
+            self.driver.start_container(namespace=namespace, name=name, container=c.name)
+            self._bump_restart(pod, c.name)
+            log.info("container restarted", object=f"pod/{name}", namespace=namespace, container=c.name,
+                     reason=probe_state.message, action="restart")
+            restarted = True
+        return restarted
+
+    def _sync_probes(self, pod: Obj, state: PodState | None) -> None:
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        running = {c.name: c for c in (state.containers if state else ()) if c.state == "running"}
+        pod_ip = state.pod_ip if state else ""
+        for spec_c in (pod.get("spec") or {}).get("containers") or []:
+            cname = spec_c["name"]
+            c = running.get(cname)
+            ports = {p["name"]: int(p["containerPort"]) for p in spec_c.get("ports") or [] if p.get("name")}
+            target = ProbeTarget(pod_ip=pod_ip, ports_by_name=ports, exec_fn=self._exec_fn(namespace, name, cname))
+            self.prober.sync_container(pod_key=(namespace, name), container=cname, spec=spec_c, target=target,
+                                       started_at=from_rfc3339(c.started_at) if c else None, running=c is not None)
+
+    def _exec_fn(self, namespace: str, name: str, container: str) -> Callable[[list[str], float], tuple[int, str]]:
+        def run(command: list[str], timeout: float) -> tuple[int, str]:
+            code, output = self.driver.exec(namespace=namespace, name=name, container=container,
+                                            command=command, timeout=timeout)
+            if code == -1 and "timed out" in output:
+                raise TimeoutError(output)
+            return code, output
+
+        return run
+
+    def _probe_event(self, event: ProbeEvent) -> None:
+        namespace, name = event.pod_key
+        self._store.record_event(kind="Pod", namespace=namespace, name=name, type=event.type, reason=event.reason,
+                                 message=event.message)
+
     # -- teardown ----------------------------------------------------------------------------
     def _teardown(self, namespace: str, name: str, *, grace: int, why: str) -> None:
         try:
@@ -260,6 +315,7 @@ class NodeAgent:
         log.info("pod removed", object=f"pod/{name}", namespace=namespace, node=self.node, reason=why, action="remove")
 
     def _forget(self, namespace: str, name: str) -> None:
+        self.prober.forget_pod((namespace, name))
         self._pull_backoff.pop((namespace, name), None)
         for k in [k for k in self._backoff if k[0] == namespace and k[1] == name]:
             self._backoff.pop(k, None)
@@ -272,8 +328,9 @@ class NodeAgent:
         policy = (pod.get("spec") or {}).get("restartPolicy", "Always")
         now = self._clock.now()
         statuses = []
-        running = terminated = succeeded = 0
+        running = terminated = succeeded = ready_count = 0
         by_name = {c.name: c for c in (state.containers if state else ())}
+        self._sync_probes(pod, state)
         for spec_c in (pod.get("spec") or {}).get("containers") or []:
             cname = spec_c["name"]
             c = by_name.get(cname)
@@ -284,7 +341,9 @@ class NodeAgent:
                 entry["state"] = {"waiting": {"reason": "ContainerCreating"}}
             elif c.state == "running":
                 running += 1
-                entry.update(ready=True, started=True, containerID=f"podman://{c.container_id}",
+                probes = self.prober.state(pod_key=(namespace, name), container=cname)
+                ready_count += 1 if probes.ready else 0
+                entry.update(ready=probes.ready, started=probes.started, containerID=f"podman://{c.container_id}",
                              state={"running": {"startedAt": c.started_at}})
             elif c.state == "terminated":
                 terminated += 1
@@ -313,7 +372,7 @@ class NodeAgent:
             phase = "Running"
         else:
             phase = "Pending"
-        ready = total > 0 and running == total
+        ready = total > 0 and ready_count == total
         return {
             "phase": phase,
             "podIP": state.pod_ip if state else None,

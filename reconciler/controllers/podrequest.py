@@ -1,0 +1,206 @@
+"""From a Pod object to a node driver request: env, volumes, limits, security, hosts.
+
+The node agent calls ``build_request`` when it is about to create a pod. Volumes
+become host directories under ``volumes_dir/<pod uid>/<volume>`` that are
+bind-mounted: emptyDir as an empty directory, configMap and secret as one file
+per key (mode 0644 and 0400 unless ``defaultMode``/``items[].mode`` say
+otherwise), hostPath as the path itself (only ever present when the config's
+allow-list let the manifest through).
+
+Service names resolve inside the pod through /etc/hosts entries to the
+Service's ClusterIP; the service proxy listens on that address inside the pod's
+own network namespace (see ``reconciler/proxy.py``), so ``wget http://web/``
+works from a container as it does in Kubernetes.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from reconciler import objects as o
+from reconciler.controllers.podenv import ConfigError, container_env, expand
+from reconciler.controllers.scheduler import ANN_POD_IP
+from reconciler.manifests.quantity import QuantityError, parse_cpu, parse_memory
+from runtime.driver import ContainerRequest, Mount, PodRequest, PortRequest
+
+Obj = dict[str, Any]
+CLUSTER_DOMAIN = "cluster.local"
+
+
+def service_hosts(*, namespace: str, services: list[Obj]) -> tuple[tuple[str, str], ...]:
+    """/etc/hosts entries: short names for the pod's namespace, qualified names for all."""
+    entries: list[tuple[str, str]] = []
+    for svc in services:
+        ip = (svc.get("spec") or {}).get("clusterIP")
+        if not ip or ip == "None":
+            continue
+        name, ns = svc["metadata"]["name"], svc["metadata"].get("namespace", "default")
+        names = [f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.{CLUSTER_DOMAIN}"]
+        if ns == namespace:
+            names.insert(0, name)
+        entries += [(n, ip) for n in names]
+    return tuple(entries)
+
+
+def _mode(value: Any, default: int) -> int:
+    return int(value) if isinstance(value, int) and 0 <= value <= 0o777 else default
+
+
+def _write_files(directory: Path, files: dict[str, tuple[bytes, int]]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for rel, (content, mode) in files.items():
+        target = directory / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(content)
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+
+
+def _volume_files(volume: Obj, *, namespace: str, store: Any) -> dict[str, tuple[bytes, int]]:
+    if "configMap" in volume:
+        src = volume["configMap"]
+        obj = store.get("ConfigMap", namespace, src.get("name", ""))
+        default = _mode(src.get("defaultMode"), 0o644)
+        if obj is None:
+            if src.get("optional"):
+                return {}
+            raise ConfigError(f'configmap "{src.get("name")}" not found')
+        data = {k: str(v).encode() for k, v in (obj.get("data") or {}).items()}
+        data.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
+    else:
+        src = volume["secret"]
+        obj = store.get("Secret", namespace, src.get("secretName", ""))
+        default = _mode(src.get("defaultMode"), 0o400)
+        if obj is None:
+            if src.get("optional"):
+                return {}
+            raise ConfigError(f'secret "{src.get("secretName")}" not found')
+        data = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+        data.update({k: str(v).encode() for k, v in (obj.get("stringData") or {}).items()})
+    items = src.get("items")
+    if not items:
+        return {k: (v, default) for k, v in data.items()}
+    files: dict[str, tuple[bytes, int]] = {}
+    for item in items:
+        key = item.get("key")
+        if key not in data:
+            if src.get("optional"):
+                continue
+            raise ConfigError(f"key {key!r} not found in {volume.get('name')}")
+        files[item.get("path") or key] = (data[key], _mode(item.get("mode"), default))
+    return files
+
+
+def prepare_volumes(*, pod: Obj, store: Any, volumes_dir: Path) -> dict[str, str]:
+    """Materialise the pod's volumes as host paths; returns volume name -> host path."""
+    namespace, uid = pod["metadata"]["namespace"], pod["metadata"].get("uid", "nouid")
+    base = volumes_dir / uid
+    paths: dict[str, str] = {}
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        name = volume.get("name", "")
+        if "hostPath" in volume:
+            path = volume["hostPath"].get("path", "")
+            if volume["hostPath"].get("type") in ("DirectoryOrCreate",):
+                Path(path).mkdir(parents=True, exist_ok=True)
+            paths[name] = path
+            continue
+        directory = base / name
+        if "configMap" in volume or "secret" in volume:
+            _write_files(directory, _volume_files(volume, namespace=namespace, store=store))
+        else:  # emptyDir, and anything the parser turned into one
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(directory, 0o777)  # like Kubernetes' emptyDir: any runAsUser may write
+        paths[name] = str(directory)
+    return paths
+
+
+def remove_volumes(*, uid: str, volumes_dir: Path) -> None:
+    shutil.rmtree(volumes_dir / uid, ignore_errors=True)
+
+
+def _resources(container: Obj) -> dict[str, int | None]:
+    res = container.get("resources") or {}
+    limits, requests = res.get("limits") or {}, res.get("requests") or {}
+    out: dict[str, int | None] = {}
+    try:
+        out["cpu_millicores"] = parse_cpu(limits["cpu"]) if "cpu" in limits else None
+        out["memory_bytes"] = parse_memory(limits["memory"]) if "memory" in limits else None
+        out["cpu_request_millicores"] = parse_cpu(requests["cpu"]) if "cpu" in requests else None
+        out["memory_request_bytes"] = parse_memory(requests["memory"]) if "memory" in requests else None
+    except (QuantityError, ValueError, TypeError) as exc:
+        raise ConfigError(f"invalid resources: {exc}") from None
+    return out
+
+
+def _probe_ports(container: Obj) -> set[int]:
+    by_name = {p.get("name"): int(p["containerPort"]) for p in container.get("ports") or [] if p.get("name")}
+    ports: set[int] = set()
+    for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+        probe = container.get(kind) or {}
+        for handler in ("httpGet", "tcpSocket"):
+            port = (probe.get(handler) or {}).get("port")
+            if isinstance(port, int):
+                ports.add(port)
+            elif isinstance(port, str):
+                if port.isdigit():
+                    ports.add(int(port))
+                elif port in by_name:
+                    ports.add(by_name[port])
+    return ports
+
+
+def build_request(*, pod: Obj, store: Any, volumes_dir: Path, labels: dict[str, str]) -> PodRequest:
+    """Raises ConfigError when a referenced ConfigMap/Secret/key is missing."""
+    meta, spec = pod["metadata"], pod.get("spec") or {}
+    namespace = meta["namespace"]
+    pod_ip = o.annotations(pod).get(ANN_POD_IP, "127.0.0.1")
+    volume_paths = prepare_volumes(pod=pod, store=store, volumes_dir=volumes_dir)
+    pod_security = spec.get("securityContext") or {}
+    declared: set[int] = set()
+    probe_ports: set[int] = set()
+    containers: list[ContainerRequest] = []
+    for c in spec.get("containers") or []:
+        env = container_env(pod=pod, container=c, store=store, pod_ip=pod_ip)
+        env_map = dict(env)
+        ports = tuple(PortRequest(container_port=int(p["containerPort"]), protocol=p.get("protocol", "TCP"),
+                                  name=p.get("name")) for p in c.get("ports") or [])
+        declared |= {p.container_port for p in ports if p.protocol == "TCP"}
+        probe_ports |= _probe_ports(c)
+        mounts = []
+        for vm in c.get("volumeMounts") or []:
+            source = volume_paths.get(vm.get("name", ""))
+            if source is None:
+                raise ConfigError(f"volumeMount {vm.get('name')!r} refers to no volume")
+            if vm.get("subPath"):
+                source = os.path.join(source, vm["subPath"])
+            mounts.append(Mount(source=source, target=vm["mountPath"], read_only=bool(vm.get("readOnly"))))
+        for vol in spec.get("volumes") or []:
+            if "configMap" in vol or "secret" in vol:
+                # Configuration volumes are read-only in Kubernetes whatever the mount says.
+                mounts = [Mount(source=m.source, target=m.target, read_only=True)
+                          if m.source.startswith(volume_paths.get(vol.get("name", ""), "\0")) else m for m in mounts]
+        sc = {**pod_security, **(c.get("securityContext") or {})}
+        caps = sc.get("capabilities") or {}
+        containers.append(ContainerRequest(
+            name=c["name"], image=c["image"], image_pull_policy=c.get("imagePullPolicy", "IfNotPresent"),
+            command=tuple(expand(a, env_map) for a in c["command"]) if c.get("command") else None,
+            args=tuple(expand(a, env_map) for a in c["args"]) if c.get("args") else None,
+            env=tuple(env), ports=ports, working_dir=c.get("workingDir"), mounts=tuple(mounts),
+            run_as_user=sc.get("runAsUser"), run_as_group=sc.get("runAsGroup"),
+            read_only_root_filesystem=bool(sc.get("readOnlyRootFilesystem")),
+            privileged=bool(sc.get("privileged")),
+            capabilities_add=tuple(caps.get("add") or ()), capabilities_drop=tuple(caps.get("drop") or ()),
+            **_resources(c)))
+    services = store.list("Service")
+    return PodRequest(
+        namespace=namespace, name=meta["name"], uid=meta.get("uid", ""), pod_ip=pod_ip, labels=labels,
+        containers=tuple(containers),
+        termination_grace_period_seconds=int(spec.get("terminationGracePeriodSeconds", 30)),
+        hosts=service_hosts(namespace=namespace, services=services),
+        extra_ports=tuple(sorted(probe_ports - declared)),
+        host_network=bool(spec.get("hostNetwork")),
+    )
