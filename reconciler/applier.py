@@ -24,6 +24,7 @@ from deepdiff import DeepDiff
 from reconciler import objects as o
 from reconciler.clock import Clock, to_rfc3339
 from reconciler.manifests import Allow, ParseResult, parse_files
+from reconciler.serviceallocation import carry_allocations
 from reconciler.source import GitSource
 
 log = structlog.get_logger("applier")
@@ -96,7 +97,7 @@ class Applier:
         for key, body in desired.items():
             live = self._store.get(*key)
             if live is not None and key[0] == "Service":
-                _carry_allocations(body, live)
+                body = desired[key] = carry_allocations(desired=body, live=live)
             if live is None:
                 changes.append(Change(kind=key[0], namespace=key[1], name=key[2], action="create"))
                 continue
@@ -218,20 +219,6 @@ class Applier:
             pod = self._store.get("Pod", namespace, name)
             if pod is not None and not (pod.get("spec") or {}).get("nodeName"):
                 self._store.delete("Pod", namespace, name)  # never scheduled: nothing to stop
-
-
-def _carry_allocations(desired: Obj, live: Obj) -> None:
-    """A Service's ClusterIP and nodePorts are allocated once and kept for its life:
-    when Git does not declare them, the re-applied Service keeps what it holds."""
-    spec, live_spec = desired.setdefault("spec", {}), live.get("spec") or {}
-    for fld in ("clusterIP", "clusterIPs"):
-        if fld not in spec and fld in live_spec:
-            spec[fld] = live_spec[fld]
-    live_ports = {(p.get("name"), p.get("port")): p for p in live_spec.get("ports") or []}
-    for port in spec.get("ports") or []:
-        old = live_ports.get((port.get("name"), port.get("port")))
-        if old and "nodePort" not in port and "nodePort" in old and spec.get("type") in ("NodePort", "LoadBalancer"):
-            port["nodePort"] = old["nodePort"]
 
 
 def _owned_view(obj: Obj) -> Obj:

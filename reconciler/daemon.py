@@ -29,6 +29,8 @@ from reconciler.controllers.manager import ControllerManager
 from reconciler.controllers.node import NodeBinding
 from reconciler.manifests import Allow
 from reconciler.notify import notify
+from reconciler.proxy import ServiceProxy
+from reconciler.proxysync import ProxySync
 from reconciler.source import GitSource, SourceError, SourceWatcher
 from reconciler.store import Store, StoreError
 from reconciler.workqueue import Result, WorkQueue
@@ -57,7 +59,14 @@ class Daemon:
         self.applier = Applier(store=self.store, source=self.source, clock=self.clock, allow=allow,
                                apply_lock=apply_lock)
         self.manager = ControllerManager(store=self.store, clock=self.clock, nodes=self.nodes, apply_lock=apply_lock,
-                                         volumes_dir=state_dir / "volumes")
+                                         volumes_dir=state_dir / "volumes", service_cidr=config.service_cidr)
+        self.proxy = ServiceProxy(node_port_address=config.node_port_address)
+        local = {n.name: n.driver for n in self.nodes if n.url.startswith("unix://") and n.driver is not None}
+        self.proxy_sync = ProxySync(store=self.store, proxy=self.proxy, local_drivers=local)
+        self.proxy_queue = WorkQueue(name="proxy", handler=self.proxy_sync.reconcile, workers=1, clock=self.clock)
+        self.manager.on_network_change = lambda: self.proxy_queue.add("all")
+        for agent in self.manager.agents.values():
+            agent.still_serving = self.proxy_sync.still_serving
         self.sync_queue = WorkQueue(name="source", handler=self._sync, workers=1, clock=self.clock)
         self.watcher = SourceWatcher(source=self.source, on_change=lambda sha: self.sync_queue.add(SOURCE_KEY),
                                      poll_interval=config.source.interval)
@@ -126,6 +135,9 @@ class Daemon:
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self, *, first_sync_timeout: float = 120.0) -> None:
         self.api.start()
+        self.proxy.start()
+        self.proxy_queue.start()
+        self.proxy_queue.add("all")
         self.manager.start()
         self.sync_queue.start()
         self.sync_queue.add(SOURCE_KEY)
@@ -139,6 +151,8 @@ class Daemon:
         self.watcher.stop()
         self.sync_queue.stop()
         self.manager.stop()
+        self.proxy_queue.stop()
+        self.proxy.stop()
         self.api.stop()
         self.store.close()
         log.info("daemon stopped; workloads left running")

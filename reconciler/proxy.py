@@ -297,6 +297,7 @@ class _Connection(asyncio.Protocol):
         self.backend: asyncio.Transport | None = None
         self.client_eof = self.backend_eof = False
         self.closed = False
+        self.endpoint_ip: str | None = None  # whom this connection is forwarded to, once connected
         self._task: asyncio.Task | None = None
 
     # client transport callbacks
@@ -345,6 +346,7 @@ class _Connection(asyncio.Protocol):
                 transport.close()
                 return
             self.backend = transport  # type: ignore[assignment]
+            self.endpoint_ip = endpoint.ip
             pool.chose(client_ip, endpoint, proxy._clock())
             c = proxy._counters
             c.forwarded += 1
@@ -774,6 +776,14 @@ class ServiceProxy:
         if self._loop is None:
             return []
         return self._call(self._snapshot(lambda: sorted(self._problems.values())))
+
+    def open_connections_to(self, ip: str) -> int:
+        """Connections still forwarded to ``ip``: a pod leaving the load balancer drains them
+        before its containers get SIGTERM."""
+        if self._loop is None:
+            return 0
+        return self._call(self._snapshot(
+            lambda: sum(1 for conn in self._connections if conn.endpoint_ip == ip and not conn.closed)))
 
     def stats(self) -> ProxyStats:
         if self._loop is None:

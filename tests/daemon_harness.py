@@ -73,7 +73,7 @@ class Daemon:
         # Test nodes take pod CIDRs from 127.245.0.0/16, so a daemon running on the host
         # with the default 127.244.N.0/24 ranges never shares a published address with them.
         config = self.state_dir.parent / f"{self.state_dir.name}-config.yaml"
-        config.write_text(json.dumps({"nodes": [
+        config.write_text(json.dumps({"serviceCIDR": "127.97.0.0/16", "nodes": [
             {"name": name, "url": url, "podCIDR": f"127.245.{i}.0/24"} for i, (name, url) in enumerate(self.nodes.items())
         ]}))
         args = [sys.executable, "-m", "reconciler", "daemon", "--config", str(config), "--repo", str(self.repo),

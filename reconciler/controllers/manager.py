@@ -20,17 +20,20 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from reconciler import objects as o
 from reconciler.clock import Clock
 from reconciler.controllers.deployment import DeploymentController
+from reconciler.controllers.endpoints import EndpointsController
 from reconciler.controllers.node import NodeBinding, NodeController
 from reconciler.controllers.nodeagent import NodeAgent
 from reconciler.controllers.replicaset import ReplicaSetController
 from reconciler.controllers.scheduler import Scheduler
+from reconciler.controllers.service import ServiceController
 from reconciler.workqueue import WorkQueue
 
 
 class ControllerManager:
     def __init__(self, *, store: Any, clock: Clock, nodes: Sequence[NodeBinding], threaded: bool = True,
                  relist_interval: float = 1.0, heartbeat_interval: float = 5.0, resync_interval: float = 10.0,
-                 apply_lock: Any = None, volumes_dir: Path | None = None) -> None:
+                 apply_lock: Any = None, volumes_dir: Path | None = None,
+                 service_cidr: str = "127.96.0.0/16") -> None:
         self.store = store
         self.clock = clock
         self._threaded = threaded
@@ -38,12 +41,19 @@ class ControllerManager:
         self.deployments = DeploymentController(store=store, clock=clock, apply_lock=apply_lock)
         self.replicasets = ReplicaSetController(store=store, clock=clock)
         self.scheduler = Scheduler(store=store, clock=clock)
+        self.services = ServiceController(store=store, clock=clock, service_cidr=service_cidr)
+        self.endpoints = EndpointsController(store=store, clock=clock)
+        # Set by the daemon: the service proxy's sync, woken by Service/Endpoints/Pod changes.
+        self.on_network_change: Any = lambda: None
         self.nodes = NodeController(store=store, clock=clock, nodes=list(nodes))
         self.agents: dict[str, NodeAgent] = {}
         self.queues: dict[str, WorkQueue] = {
             "deployment": WorkQueue(name="deployment", handler=self.deployments.reconcile, workers=2, clock=clock),
             "replicaset": WorkQueue(name="replicaset", handler=self.replicasets.reconcile, workers=2, clock=clock),
             "scheduler": WorkQueue(name="scheduler", handler=self.scheduler.reconcile, workers=1, clock=clock),
+            # One worker: allocations of ClusterIPs and nodePorts must not race.
+            "service": WorkQueue(name="service", handler=self.services.reconcile, workers=1, clock=clock),
+            "endpoints": WorkQueue(name="endpoints", handler=self.endpoints.reconcile, workers=2, clock=clock),
         }
         for binding in nodes:
             assert binding.driver is not None
@@ -87,6 +97,17 @@ class ControllerManager:
                 self.queues[f"node/{node}"].add(key)
             if rs_name:
                 self.queues["replicaset"].add((namespace, rs_name))
+            # Endpoints follow pods; every Service of the namespace looks again (a pod that
+            # lost a label or went away must leave the ones that selected it).
+            for svc in self.store.list("Service", namespace):
+                self.queues["endpoints"].add((namespace, svc["metadata"]["name"]))
+            self.on_network_change()
+        elif kind == "Service":
+            self.queues["service"].add(key)
+            self.queues["endpoints"].add(key)
+            self.on_network_change()
+        elif kind == "Endpoints":
+            self.on_network_change()
         elif kind in ("ConfigMap", "Secret"):
             # A Deployment's effective template includes a digest of what it reads.
             for d in self.store.list("Deployment", namespace):
@@ -103,6 +124,9 @@ class ControllerManager:
             self.queues["deployment"].add((d["metadata"]["namespace"], d["metadata"]["name"]))
         for rs in self.store.list("ReplicaSet"):
             self.queues["replicaset"].add((rs["metadata"]["namespace"], rs["metadata"]["name"]))
+        for svc in self.store.list("Service"):
+            self.queues["service"].add((svc["metadata"]["namespace"], svc["metadata"]["name"]))
+            self.queues["endpoints"].add((svc["metadata"]["namespace"], svc["metadata"]["name"]))
         for pod in self.store.list("Pod"):
             self._on_change("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"])
 

@@ -36,7 +36,7 @@ Obj = dict[str, Any]
 BACKOFF_START = 10.0
 BACKOFF_MAX = 300.0
 BACKOFF_RESET_AFTER = 600.0  # a container that ran this long forgets its back-off
-DRAIN_WAIT_MAX = 2.0  # never hold a teardown longer than this for the proxy to let go
+DRAIN_WAIT_MAX = 5.0  # never hold a teardown longer than this (or the grace period) for the proxy to let go
 
 
 @dataclass
@@ -124,7 +124,8 @@ class NodeAgent:
             if state is not None and ip and self.still_serving(ip):
                 # Zero-downtime order: out of the load balancer first, then SIGTERM.
                 first = self._drain_started.setdefault(key, self._clock.now())
-                if self._clock.now() - first < DRAIN_WAIT_MAX:
+                grace_now = int(pod["metadata"].get("deletionGracePeriodSeconds", 30))
+                if self._clock.now() - first < min(DRAIN_WAIT_MAX, grace_now):
                     return Result(requeue_after=0.05)
             self._drain_started.pop(key, None)
             grace = int(pod["metadata"].get("deletionGracePeriodSeconds", spec.get("terminationGracePeriodSeconds", 30)))
