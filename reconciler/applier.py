@@ -24,6 +24,7 @@ from deepdiff import DeepDiff
 from reconciler import objects as o
 from reconciler.clock import Clock, to_rfc3339
 from reconciler.manifests import Allow, ParseResult, parse_files
+from reconciler.rollback import clear_pin, pinned_body
 from reconciler.serviceallocation import carry_allocations
 from reconciler.source import GitSource
 
@@ -67,6 +68,7 @@ class _Plan:
     desired: dict[Key, Obj] = field(default_factory=dict)
     parsed: ParseResult | None = None
     unchanged: int = 0
+    stale_pins: tuple[Key, ...] = ()  # auto-rollback pins whose Deployment's manifest has changed since
 
 
 class Applier:
@@ -84,6 +86,7 @@ class Applier:
         files = self._source.manifest_files(sha)
         parsed = parse_files(((f.path, f.content) for f in files), allow=self._allow)
         desired: dict[Key, Obj] = {}
+        stale_pins: list[Key] = []
         for obj in parsed.objects:
             body = _strip_none(dict(obj.body))
             meta = body.setdefault("metadata", {})
@@ -91,6 +94,10 @@ class Applier:
             meta.setdefault("annotations", {})
             meta["annotations"][o.ANN_SOURCE_FILE] = obj.file
             meta["annotations"][o.ANN_MANAGED_BY] = o.MANAGER
+            if obj.kind == "Deployment":
+                body, stale = pinned_body(self._store, body)
+                if stale:
+                    stale_pins.append(obj.key)
             desired[obj.key] = body
         changes: list[Change] = []
         unchanged = 0
@@ -101,7 +108,7 @@ class Applier:
             if live is None:
                 changes.append(Change(kind=key[0], namespace=key[1], name=key[2], action="create"))
                 continue
-            diff = DeepDiff(_owned_view(live), _owned_view(body), ignore_order=False, verbose_level=2)
+            diff = DeepDiff(owned_view(live), owned_view(body), ignore_order=False, verbose_level=2)
             if diff:
                 changes.append(Change(kind=key[0], namespace=key[1], name=key[2], action="update",
                                       diff=diff.to_dict() if hasattr(diff, "to_dict") else dict(diff)))
@@ -111,7 +118,8 @@ class Applier:
             changes.append(Change(kind=key[0], namespace=key[1], name=key[2], action="delete"))
         order = {k: i for i, k in enumerate(KIND_ORDER)}
         changes.sort(key=lambda c: (c.action == "delete", order.get(c.kind, 99), c.namespace, c.name))
-        return _Plan(changes=tuple(changes), desired=desired, parsed=parsed, unchanged=unchanged)
+        return _Plan(changes=tuple(changes), desired=desired, parsed=parsed, unchanged=unchanged,
+                     stale_pins=tuple(stale_pins))
 
     def _prunable(self, desired: dict[Key, Obj], parsed: ParseResult) -> list[Key]:
         keys: list[Key] = []
@@ -137,6 +145,8 @@ class Applier:
         self._store.update_sync_state(lastAttemptedCommit=sha)
         with self._apply_lock:
             plan = self.plan(sha)
+            for _, namespace, name in plan.stale_pins:
+                clear_pin(self._store, namespace=namespace, name=name)
             for change in plan.changes:
                 key = (change.kind, change.namespace, change.name)
                 if change.action == "delete":
@@ -221,7 +231,7 @@ class Applier:
                 self._store.delete("Pod", namespace, name)  # never scheduled: nothing to stop
 
 
-def _owned_view(obj: Obj) -> Obj:
+def owned_view(obj: Obj) -> Obj:
     """The fields Git owns: everything but status and the bookkeeping metadata."""
     meta = obj.get("metadata") or {}
     view = {k: v for k, v in obj.items() if k not in ("metadata", "status")}

@@ -29,6 +29,7 @@ from reconciler.controllers.manager import ControllerManager
 from reconciler.controllers.node import NodeBinding
 from reconciler.manifests import Allow
 from reconciler.notify import notify
+from reconciler.operations import Operations
 from reconciler.proxy import ServiceProxy
 from reconciler.proxysync import ProxySync
 from reconciler.source import GitSource, SourceError, SourceWatcher
@@ -70,6 +71,9 @@ class Daemon:
         self.sync_queue = WorkQueue(name="source", handler=self._sync, workers=1, clock=self.clock)
         self.watcher = SourceWatcher(source=self.source, on_change=lambda sha: self.sync_queue.add(SOURCE_KEY),
                                      poll_interval=config.source.interval)
+        self.operations = Operations(store=self.store, source=self.source, applier=self.applier,
+                                     drivers={n.name: n.driver for n in self.nodes if n.driver is not None},
+                                     sync=self.sync)
         self.api = ApiServer(store=self.store, socket_path=state_dir / "api.sock", actions=self)
         self._first_sync = threading.Event()
 
@@ -114,6 +118,27 @@ class Daemon:
         self.watcher.trigger()
         self.sync_queue.add(SOURCE_KEY)
         return {"commit": self.store.sync_state().get("lastSeenCommit")}
+
+    # The rest of the API's actions live in Operations; the daemon only forwards them.
+    def diff(self) -> dict:
+        return self.operations.diff()
+
+    def rollout_undo(self, *, namespace: str, name: str, to_revision: int) -> dict:
+        return self.operations.rollout_undo(namespace=namespace, name=name, to_revision=to_revision)
+
+    def rollout_restart(self, *, namespace: str, name: str) -> dict:
+        return self.operations.rollout_restart(namespace=namespace, name=name)
+
+    def rollout_pause(self, *, namespace: str, name: str) -> dict:
+        return self.operations.rollout_pause(namespace=namespace, name=name)
+
+    def rollout_resume(self, *, namespace: str, name: str) -> dict:
+        return self.operations.rollout_resume(namespace=namespace, name=name)
+
+    def pod_log(self, *, namespace: str, name: str, container: str | None, follow: bool,
+                tail_lines: int | None) -> Any:
+        return self.operations.pod_log(namespace=namespace, name=name, container=container, follow=follow,
+                                       tail_lines=tail_lines)
 
     def status(self) -> dict:
         state = self.store.sync_state()

@@ -201,3 +201,72 @@ def test_killed_container_is_restarted_and_counted(sim):
     sim.settle()
     cs = sim.store.get("Pod", "default", pod["metadata"]["name"])["status"]["containerStatuses"][0]
     assert cs["restartCount"] == 1 and "running" in cs["state"]
+
+
+def test_container_removed_behind_our_back_is_recreated(sim):
+    start(sim, replicas=1)
+    pod = sim.pods()[0]
+    sim.driver.remove_container(namespace="default", name=pod["metadata"]["name"], container="app")
+    sim.settle()
+    state = [p for p in sim.driver.list_pods() if p.name == pod["metadata"]["name"]][0]
+    assert [c.state for c in state.containers] == ["running"]
+    assert sim.store.get("Pod", "default", pod["metadata"]["name"])["status"]["containerStatuses"][0]["restartCount"] == 1
+
+
+def test_stray_engine_pod_is_removed(sim):
+    from runtime.driver import ContainerRequest, PodRequest
+    start(sim, replicas=1)
+    sim.driver.add_image("hello:v1")
+    sim.driver.create_pod(PodRequest(namespace="default", name="stray", uid="u-stray", pod_ip="127.244.0.99",
+                                     containers=(ContainerRequest(name="app", image="hello:v1"),)))
+    sim.driver.start_pod(namespace="default", name="stray")
+    sim.settle()
+    assert [p.name for p in sim.driver.list_pods()] == [sim.pods()[0]["metadata"]["name"]]
+
+
+def auto(d: dict) -> dict:
+    d["metadata"]["annotations"]["reconciler.io/auto-rollback"] = "true"
+    return d
+
+
+def test_auto_rollback_on_progress_deadline_returns_to_last_complete_revision(sim):
+    from reconciler.rollback import pinned_body, failures
+    sim.apply(auto(deployment(replicas=3, surge=1, unavailable=0, pds=30)))
+    sim.settle()
+    sim.driver.crashing.add("hello:bad")
+    bad = auto(deployment(replicas=3, image="hello:bad", surge=1, unavailable=0, pds=30, commit="c2"))
+    sim.apply(bad)
+    sim.settle()
+    for _ in range(5):
+        sim.advance(10)
+    d = sim.deployment()
+    assert d["spec"]["template"]["spec"]["containers"][0]["image"] == "hello:v1"
+    assert d["metadata"]["annotations"]["reconciler.io/rolled-back-from"] == "c2"
+    sim.settle()
+    assert sim.sizes("hello:v1", "hello:bad") == (3, 0)
+    assert [f["commit"] for f in failures(sim.store)] == ["c2"]
+    # Git still says hello:bad: the applier keeps the good template (not retried) ...
+    body, stale = pinned_body(sim.store, {"metadata": {"name": "web", "namespace": "default"}, "spec": bad["spec"]})
+    assert not stale and body["spec"]["template"]["spec"]["containers"][0]["image"] == "hello:v1"
+    # ... until the manifest changes: then the pin is stale and Git applies as it is.
+    fixed = deployment(replicas=3, image="hello:v2", commit="c3")
+    body, stale = pinned_body(sim.store, {"metadata": {"name": "web", "namespace": "default"}, "spec": fixed["spec"]})
+    assert stale and body["spec"]["template"]["spec"]["containers"][0]["image"] == "hello:v2"
+
+
+def test_auto_rollback_is_off_without_the_annotation(sim):
+    start(sim, replicas=3, pds=30)
+    sim.driver.crashing.add("hello:bad")
+    sim.apply(deployment(replicas=3, image="hello:bad", pds=30, commit="c2"))
+    sim.settle()
+    for _ in range(5):
+        sim.advance(10)
+    assert sim.deployment()["spec"]["template"]["spec"]["containers"][0]["image"] == "hello:bad"
+    assert sim.condition("Progressing")["reason"] == "ProgressDeadlineExceeded"
+
+
+def test_new_commit_supersedes_a_stuck_rollout_at_once(sim):
+    crashloop(sim)
+    sim.apply(deployment(replicas=10, image="hello:v2", surge=3, unavailable=2, commit="c3"))
+    sim.settle()
+    assert sim.sizes("hello:v1", "hello:bad", "hello:v2") == (0, 0, 10)

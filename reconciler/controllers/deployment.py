@@ -26,6 +26,7 @@ from reconciler import rollout
 from reconciler.clock import Clock, from_rfc3339
 from reconciler.controllers.podenv import config_hash
 from reconciler.labels import SelectorError, from_label_selector
+from reconciler.rollback import AutoRollback
 from reconciler.workqueue import Result
 
 log = structlog.get_logger("deployment")
@@ -44,11 +45,30 @@ class DeploymentController:
         # Held by the applier while it writes one commit: a Deployment is never rolled
         # against half a commit (say, its new ConfigMap but its old template).
         self._apply_lock = apply_lock or threading.RLock()
+        self.auto_rollback = AutoRollback(store=store, clock=clock)
 
     # -- entry point ------------------------------------------------------------
     def reconcile(self, key: tuple[str, str]) -> Result | None:
         with self._apply_lock:
-            return self._reconcile(key)
+            result = self._reconcile(key)
+            self._check_rollout_outcome(key)
+            return result
+
+    def _check_rollout_outcome(self, key: tuple[str, str]) -> None:
+        """After each step: remember a completed revision, or roll a failed rollout back."""
+        d = self._store.get("Deployment", *key)
+        if d is None or d["spec"].get("paused"):
+            return
+        all_rss = self._owned_replicasets(d)
+        new, _ = self._split(d, all_rss)
+        if new is None:
+            return
+        progressing = o.get_condition(d.get("status") or {}, "Progressing") or {}
+        if progressing.get("reason") == "NewReplicaSetAvailable" and self._complete(d, d.get("status") or {}):
+            self.auto_rollback.note_complete(d, revision=self._revision(new))
+            return
+        new_pods = self._pods_by_rs(key[0], [new]).get(new["metadata"]["name"], [])
+        self.auto_rollback.check(d, new_pods=new_pods)
 
     def effective_template(self, d: Obj) -> dict[str, Any]:
         """The Deployment's template plus a digest of the ConfigMaps and Secrets it reads.

@@ -213,6 +213,24 @@ class NodeAgent:
         now = self._clock.now()
         started_any = False
         wait: float | None = None
+        present = {c.name for c in state.containers}
+        missing = [c["name"] for c in pod["spec"].get("containers") or [] if c["name"] not in present]
+        if missing:
+            # Drift: a container removed behind our back (podman rm -f). The driver's
+            # create_pod with the same uid recreates exactly the missing ones.
+            try:
+                request = build_request(pod=pod, store=self._store, volumes_dir=self.volumes_dir, labels=self._labels(pod))
+            except ConfigError as exc:
+                self._set_waiting(pod, reason="CreateContainerConfigError", message=str(exc))
+                return 5.0
+            self.driver.create_pod(request)
+            self.driver.start_pod(namespace=namespace, name=name)
+            for cname in missing:
+                self._bump_restart(pod, cname)
+                self._event(pod, "Warning", "DriftCorrected", f"Container {cname} was removed outside reconciler; recreated")
+                log.info("drift corrected", object=f"pod/{name}", namespace=namespace, container=cname,
+                         action="recreate")
+            started_any = True
         for c in state.containers:
             if c.state == "running":
                 b = self._backoff.get((namespace, name, c.name))

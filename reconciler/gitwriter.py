@@ -1,0 +1,163 @@
+"""Writing to the watched branch: the daemon's only way to change desired state.
+
+``rollout undo``, ``restart``, ``pause`` and ``resume`` become commits, so Git
+stays the truth and the daemon never fights its own source (Argo CD's rollback
+is undone by its auto-sync; ours is a commit like any other).
+
+Two ways to commit, chosen by what the repository is:
+- a working tree with the watched branch checked out: the file is written there
+  and committed with ``git commit --only`` (refused if the user has uncommitted
+  changes to that file, so nothing of theirs is swept in);
+- otherwise (a bare repository, another branch checked out, or a remote
+  source's mirror): plumbing with a private index, then ``update-ref`` guarded
+  by the old value; a remote source then pushes the commit.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import git
+
+from reconciler.source import GitSource, SourceError
+
+BOT = {"GIT_AUTHOR_NAME": "reconciler", "GIT_AUTHOR_EMAIL": "reconciler@localhost",
+       "GIT_COMMITTER_NAME": "reconciler", "GIT_COMMITTER_EMAIL": "reconciler@localhost"}
+
+
+class WriteError(Exception):
+    """The commit could not be made; the message says why in one sentence."""
+
+
+def _identity_env(repo: git.Repo) -> dict[str, str]:
+    """Use the repository's configured identity; fall back to the daemon's own."""
+    env = dict(os.environ)
+    reader = repo.config_reader()
+    if not (reader.has_option("user", "name") and reader.has_option("user", "email")):
+        for key, value in BOT.items():
+            env.setdefault(key, value)
+    return env
+
+
+def _worktree(repo: git.Repo, branch: str) -> Path | None:
+    if repo.bare:
+        return None
+    try:
+        if repo.head.is_detached or repo.active_branch.name != branch:
+            return None
+    except TypeError:
+        return None
+    return Path(repo.working_tree_dir) if repo.working_tree_dir else None
+
+
+def commit_files(*, source: GitSource, changes: dict[str, bytes], message: str) -> str:
+    """Commit ``changes`` (repo-relative path -> new content) on the watched branch; returns the SHA."""
+    if not source.is_local:
+        source.fetch()
+    repo = git.Repo(str(source.git_dir))
+    old = source.head()
+    worktree = _worktree(repo, source.branch) if source.is_local else None
+    env = _identity_env(repo)
+    if worktree is not None:
+        wt_repo = git.Repo(str(worktree))
+        dirty = wt_repo.git.status("--porcelain", "--", *changes.keys())
+        if dirty.strip():
+            raise WriteError(f"{', '.join(changes)} has uncommitted changes in {worktree}; commit or stash them first.")
+        for rel, content in changes.items():
+            target = worktree / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        try:
+            wt_repo.git.add("--", *changes.keys())
+            wt_repo.git.commit("-q", "-m", message, "--only", "--", *changes.keys(), env=env)
+        except git.GitCommandError as exc:
+            raise WriteError(f"git commit failed in {worktree}: {exc.stderr.strip() or exc}") from None
+        return wt_repo.head.commit.hexsha
+    with tempfile.TemporaryDirectory(prefix="reconciler-index-") as tmp:
+        index_env = {**env, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        try:
+            repo.git.read_tree(old, env=index_env)
+            for rel, content in changes.items():
+                blob = subprocess.run(["git", "--git-dir", str(source.git_dir), "hash-object", "-w", "--stdin"],
+                                      input=content, capture_output=True, check=True).stdout.decode().strip()
+                repo.git.update_index("--add", "--cacheinfo", f"100644,{blob},{rel}", env=index_env)
+            tree = repo.git.write_tree(env=index_env)
+            new = repo.git.commit_tree(tree, "-p", old, "-m", message, env=index_env)
+            repo.git.update_ref(f"refs/heads/{source.branch}", new, old)
+        except (git.GitCommandError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", "") or str(exc)
+            raise WriteError(f"cannot commit to branch {source.branch}: {str(detail).strip()}") from None
+    if not source.is_local:
+        push = getattr(source, "push", None)
+        if push is None:
+            raise WriteError(f"cannot push to {source.url}: pushing is not supported for this source.")
+        try:
+            push(sha=new, expected_old=old)
+        except SourceError as exc:
+            raise WriteError(str(exc)) from None
+    return new
+
+
+def replace_document(text: str, *, kind: str, namespace: str, name: str, document: str | None) -> str:
+    """Replace (or append, or with ``document=None`` remove) one object's YAML document in a
+    multi-document file, leaving every other document as it was written."""
+    import yaml
+
+    bodies: list[str] = []
+    found = False
+    for chunk in _split(text):
+        body = _body(chunk)
+        if not found and _matches(chunk, kind=kind, namespace=namespace, name=name, yaml=yaml):
+            found = True
+            if document is not None:
+                bodies.append(document)
+            continue
+        if body.strip():
+            bodies.append(body)
+    if not found and document is not None:
+        bodies.append(document)
+    return "---\n".join(b.strip("\n") + "\n" for b in bodies)
+
+
+def _body(chunk: str) -> str:
+    """A document without its leading ``---`` line."""
+    if chunk.startswith("---"):
+        return chunk.split("\n", 1)[1] if "\n" in chunk else ""
+    return chunk
+
+
+def find_document(text: str, *, kind: str, namespace: str, name: str) -> str | None:
+    import yaml
+
+    for chunk in _split(text):
+        if _matches(chunk, kind=kind, namespace=namespace, name=name, yaml=yaml):
+            return _body(chunk).strip("\n") + "\n"
+    return None
+
+
+def _split(text: str) -> list[str]:
+    chunks: list[str] = []
+    current: list[str] = []
+    for line in text.split("\n"):
+        if line.startswith("---") and line[3:].strip() == "" and current:
+            chunks.append("\n".join(current))
+            current = [line]
+        else:
+            current.append(line)
+    if current:
+        chunks.append("\n".join(current))
+    return chunks
+
+
+def _matches(chunk: str, *, kind: str, namespace: str, name: str, yaml: Any) -> bool:
+    try:
+        doc = yaml.safe_load(chunk)
+    except yaml.YAMLError:
+        return False
+    if not isinstance(doc, dict) or doc.get("kind") != kind:
+        return False
+    meta = doc.get("metadata") or {}
+    return meta.get("name") == name and (meta.get("namespace") or "default") == namespace

@@ -1,0 +1,207 @@
+"""What the daemon does when asked through its API, beyond reading objects:
+``diff``, ``rollout undo|restart|pause|resume`` and pod logs.
+
+Every change is a commit on the watched branch (see ``gitwriter``): a rollback
+restores the Deployment's manifest as it was at the target revision's commit,
+``restart`` stamps ``kubectl.kubernetes.io/restartedAt`` on the pod template as
+kubectl does, ``pause``/``resume`` set ``spec.paused`` — each edits only that
+object's document, keeping the file's other documents and comments.
+"""
+from __future__ import annotations
+
+import difflib
+import io
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator, Mapping
+
+import structlog
+import yaml
+from ruamel.yaml import YAML
+
+from reconciler import objects as o
+from reconciler.api.server import ApiStatusError
+from reconciler.applier import Applier, owned_view
+from reconciler.gitwriter import WriteError, commit_files, find_document, replace_document
+from reconciler.source import GitSource, SourceError
+from runtime.driver import DriverError, NodeDriver
+
+log = structlog.get_logger("operations")
+
+Obj = dict[str, Any]
+
+
+class Operations:
+    def __init__(self, *, store: Any, source: GitSource, applier: Applier, drivers: Mapping[str, NodeDriver],
+                 sync: Callable[[], Any]) -> None:
+        self._store = store
+        self._source = source
+        self._applier = applier
+        self._drivers = dict(drivers)
+        self._sync = sync
+
+    # -- diff ------------------------------------------------------------------------------
+    def diff(self) -> dict:
+        """What the next sync would do with the source's newest commit, without doing it."""
+        try:
+            if not self._source.is_local:
+                self._source.fetch()
+            head = self._source.head()
+        except SourceError as exc:
+            raise ApiStatusError(503, str(exc)) from None
+        plan = self._applier.plan(head)
+        changes = []
+        for change in plan.changes:
+            key = (change.kind, change.namespace, change.name)
+            live = self._store.get(*key)
+            desired = plan.desired.get(key)
+            before = _yaml(owned_view(live)) if live is not None else ""
+            after = _yaml(owned_view(desired)) if desired is not None else ""
+            label = f"{change.kind.lower()}/{change.name}"
+            text = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
+                                                fromfile=f"live/{label}", tofile=f"{head[:12]}/{label}"))
+            changes.append({"kind": change.kind, "namespace": change.namespace, "name": change.name,
+                            "action": change.action, "diff": text})
+        errors = [str(p) for p in plan.parsed.errors] if plan.parsed else []
+        return {"commit": head, "changes": changes, "errors": errors}
+
+    # -- rollouts as commits -------------------------------------------------------------
+    def _deployment(self, namespace: str, name: str) -> Obj:
+        d = self._store.get("Deployment", namespace, name)
+        if d is None:
+            raise ApiStatusError(404, f'deployments.apps "{name}" not found', reason="NotFound")
+        return d
+
+    def _file_of(self, d: Obj) -> str:
+        path = o.annotations(d).get(o.ANN_SOURCE_FILE)
+        if not path:
+            raise ApiStatusError(409, f"deployment {d['metadata']['name']} did not come from Git, so it cannot be changed by a commit")
+        return path
+
+    def _read(self, sha: str, path: str) -> str | None:
+        for f in self._source.manifest_files(sha):
+            if f.path == path:
+                return f.content.decode("utf-8", errors="replace")
+        return None
+
+    def _commit(self, *, path: str, text: str, message: str) -> str:
+        try:
+            sha = commit_files(source=self._source, changes={path: text.encode()}, message=message)
+        except (WriteError, SourceError) as exc:
+            raise ApiStatusError(409, str(exc)) from None
+        log.info("commit written", commit=sha, file=path, message=message.splitlines()[0], action="commit")
+        self._sync()
+        return sha
+
+    def rollout_undo(self, *, namespace: str, name: str, to_revision: int) -> dict:
+        d = self._deployment(namespace, name)
+        path = self._file_of(d)
+        history = {r["revision"]: r for r in self._store.revisions(namespace=namespace, deployment=name)}
+        if not history:
+            raise ApiStatusError(400, f"no rollout history found for deployment {name}")
+        current = max(history)
+        if to_revision:
+            if to_revision not in history:
+                raise ApiStatusError(400, f"unable to find the specified revision {to_revision} for deployment {name}")
+            target = to_revision
+        else:
+            older = [r for r in history if r < current]
+            if not older:
+                raise ApiStatusError(400, f"no previous revision to roll back to for deployment {name}")
+            target = max(older)
+        commit = history[target]["commit"]
+        if not commit:
+            raise ApiStatusError(400, f"revision {target} of deployment {name} is not tied to a commit")
+        old_doc = None
+        for f in self._source.manifest_files(commit):
+            old_doc = find_document(f.content.decode("utf-8", errors="replace"), kind="Deployment",
+                                    namespace=namespace, name=name)
+            if old_doc is not None:
+                break
+        if old_doc is None:
+            raise ApiStatusError(400, f"commit {commit[:12]} holds no manifest for deployment {name}")
+        head = self._source.head()
+        current_text = self._read(head, path) or ""
+        new_text = replace_document(current_text, kind="Deployment", namespace=namespace, name=name, document=old_doc)
+        if new_text == current_text:
+            raise ApiStatusError(400, f"deployment {name} already has the manifest of revision {target}")
+        sha = self._commit(path=path, text=new_text,
+                           message=f"Roll back deployment/{name} to revision {target}\n\n"
+                                   f"Restores its manifest from {commit} (reconciler rollout undo).")
+        return {"message": f"deployment.apps/{name} rolled back to revision {target} by commit {sha}", "commit": sha}
+
+    def _edit(self, *, namespace: str, name: str, verb: str, edit: Callable[[Any], bool]) -> dict:
+        d = self._deployment(namespace, name)
+        path = self._file_of(d)
+        head = self._source.head()
+        text = self._read(head, path)
+        doc_text = None if text is None else find_document(text, kind="Deployment", namespace=namespace, name=name)
+        if text is None or doc_text is None:
+            raise ApiStatusError(409, f"{path} at {head[:12]} holds no manifest for deployment {name}")
+        rt = YAML()
+        rt.preserve_quotes = True
+        doc = rt.load(doc_text)
+        if not edit(doc):
+            return {"message": f"deployment.apps/{name} is already {verb}"}
+        out = io.StringIO()
+        rt.dump(doc, out)
+        new_text = replace_document(text, kind="Deployment", namespace=namespace, name=name, document=out.getvalue())
+        sha = self._commit(path=path, text=new_text, message=f"{verb.capitalize()} deployment/{name} (reconciler rollout)")
+        return {"message": f"deployment.apps/{name} {verb} by commit {sha}", "commit": sha}
+
+    def rollout_restart(self, *, namespace: str, name: str) -> dict:
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        def edit(doc: Any) -> bool:
+            template = doc.setdefault("spec", {}).setdefault("template", {})
+            meta = template.setdefault("metadata", {})
+            meta.setdefault("annotations", {})["kubectl.kubernetes.io/restartedAt"] = stamp
+            return True
+
+        return self._edit(namespace=namespace, name=name, verb="restarted", edit=edit)
+
+    def rollout_pause(self, *, namespace: str, name: str) -> dict:
+        def edit(doc: Any) -> bool:
+            if doc.get("spec", {}).get("paused") is True:
+                return False
+            doc.setdefault("spec", {})["paused"] = True
+            return True
+
+        return self._edit(namespace=namespace, name=name, verb="paused", edit=edit)
+
+    def rollout_resume(self, *, namespace: str, name: str) -> dict:
+        def edit(doc: Any) -> bool:
+            spec = doc.setdefault("spec", {})
+            if not spec.get("paused"):
+                return False
+            del spec["paused"]
+            return True
+
+        return self._edit(namespace=namespace, name=name, verb="resumed", edit=edit)
+
+    # -- logs ----------------------------------------------------------------------------------
+    def pod_log(self, *, namespace: str, name: str, container: str | None, follow: bool,
+                tail_lines: int | None) -> Iterator[str]:
+        pod = self._store.get("Pod", namespace, name)
+        if pod is None:
+            raise ApiStatusError(404, f'pods "{name}" not found', reason="NotFound")
+        names = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
+        if container is None:
+            if len(names) != 1:
+                raise ApiStatusError(400, f"a container name must be specified for pod {name}, choose one of: {names}")
+            container = names[0]
+        elif container not in names:
+            raise ApiStatusError(400, f"container {container} is not valid for pod {name}")
+        driver = self._drivers.get((pod.get("spec") or {}).get("nodeName") or "")
+        if driver is None:
+            raise ApiStatusError(409, f"pod {name} is not running on any node yet")
+        try:
+            lines = driver.logs(namespace=namespace, name=name, container=container, follow=follow)
+            if tail_lines is not None and not follow:
+                lines = iter(list(lines)[-tail_lines:] if tail_lines > 0 else [])
+        except DriverError as exc:
+            raise ApiStatusError(502, str(exc)) from None
+        return (line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def _yaml(obj: Obj) -> str:
+    return yaml.safe_dump(obj, sort_keys=True, default_flow_style=False)

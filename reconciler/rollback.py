@@ -1,0 +1,142 @@
+"""Automatic rollback: a rollout that fails goes back to the last revision that completed.
+
+Kubernetes only reports ``ProgressDeadlineExceeded``; Argo CD cannot roll back
+automatically at all, and its manual rollback is undone by its own auto-sync.
+Here, for a Deployment annotated ``reconciler.io/auto-rollback: "true"`` (or
+with the config's ``autoRollback``), a rollout whose progress deadline passes,
+or whose new pods crash-loop, is rolled back to the template of the last
+revision that completed.
+
+Git still holds the failed manifest, so the failure is *remembered*: a "pin"
+(the failed spec, and the good template to use instead) lives in the store.
+While the Deployment's manifest in Git is still the failed one, the applier
+keeps the good template — the failed commit is never retried. The next commit
+that changes the Deployment's manifest clears the pin and is applied normally.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import structlog
+
+from reconciler import objects as o
+from reconciler.clock import Clock, to_rfc3339
+
+log = structlog.get_logger("autorollback")
+
+Obj = dict[str, Any]
+CRASHLOOP_RESTARTS = 2  # restarts of a new pod's container that count as crash-looping
+ANN_ROLLED_BACK_FROM = "reconciler.io/rolled-back-from"
+FAILURES_KEY = "rollback/failures"
+
+
+def pin_key(namespace: str, name: str) -> str:
+    return f"rollback/pin/{namespace}/{name}"
+
+
+def completed_key(namespace: str, name: str) -> str:
+    return f"rollback/completed/{namespace}/{name}"
+
+
+class AutoRollback:
+    def __init__(self, *, store: Any, clock: Clock, default_enabled: bool = False) -> None:
+        self._store = store
+        self._clock = clock
+        self.default_enabled = default_enabled
+
+    def enabled(self, d: Obj) -> bool:
+        value = o.annotations(d).get(o.ANN_AUTO_ROLLBACK)
+        if value in ("true", "false"):
+            return value == "true"
+        return self.default_enabled
+
+    def note_complete(self, d: Obj, *, revision: int) -> None:
+        """Remember the template of a revision that completed: where a failed rollout returns to."""
+        ns, name = d["metadata"]["namespace"], d["metadata"]["name"]
+        record = {"revision": revision, "commit": o.annotations(d).get(o.ANN_COMMIT, ""),
+                  "template": d["spec"].get("template") or {}}
+        if self._store.kv_get(completed_key(ns, name)) != record:
+            self._store.kv_set(completed_key(ns, name), record)
+
+    def failure_reason(self, d: Obj, *, new_pods: list[Obj]) -> str | None:
+        cond = o.get_condition(d.get("status") or {}, "Progressing") or {}
+        if cond.get("reason") == "ProgressDeadlineExceeded":
+            return "its progress deadline was exceeded"
+        for pod in new_pods:
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                waiting = (cs.get("state") or {}).get("waiting") or {}
+                if int(cs.get("restartCount", 0)) >= CRASHLOOP_RESTARTS and (
+                        waiting.get("reason") == "CrashLoopBackOff" or "terminated" in (cs.get("state") or {})):
+                    return f"its new pods crash-loop (pod {pod['metadata']['name']})"
+        return None
+
+    def check(self, d: Obj, *, new_pods: list[Obj]) -> bool:
+        """Roll back if the rollout failed; True when it did."""
+        if not self.enabled(d):
+            return False
+        reason = self.failure_reason(d, new_pods=new_pods)
+        if reason is None:
+            return False
+        ns, name = d["metadata"]["namespace"], d["metadata"]["name"]
+        good = self._store.kv_get(completed_key(ns, name))
+        if not isinstance(good, dict) or good.get("template") == d["spec"].get("template"):
+            return False  # nothing that completed to go back to
+        failed_commit = o.annotations(d).get(o.ANN_COMMIT, "")
+        self._store.kv_set(pin_key(ns, name), {"failedSpec": d["spec"], "commit": failed_commit,
+                                               "goodTemplate": good["template"], "revision": good["revision"],
+                                               "goodCommit": good.get("commit", "")})
+        message = (f"deployment/{name}: the rollout of commit {failed_commit[:12]} failed because {reason}; "
+                   f"rolled back to revision {good['revision']} and this commit will not be retried")
+        failures = [f for f in (self._store.kv_get(FAILURES_KEY) or [])
+                    if not (f.get("namespace") == ns and f.get("name") == name)]
+        failures.append({"commit": failed_commit, "file": o.annotations(d).get(o.ANN_SOURCE_FILE, ""), "line": 0,
+                         "message": message, "namespace": ns, "name": name,
+                         "at": to_rfc3339(self._clock.now())})
+        self._store.kv_set(FAILURES_KEY, failures)
+
+        def mutate(cur: Obj) -> Obj:
+            cur["spec"]["template"] = copy.deepcopy(good["template"])
+            ann = cur["metadata"].setdefault("annotations", {})
+            ann[ANN_ROLLED_BACK_FROM] = failed_commit
+            if good.get("commit"):
+                ann[o.ANN_COMMIT] = good["commit"]
+            return cur
+
+        self._store.update("Deployment", ns, name, mutate)
+        self._store.record_event(kind="Deployment", namespace=ns, name=name, uid=d["metadata"].get("uid", ""),
+                                 type="Warning", reason="RolledBack", message=message)
+        log.error("rollout failed, rolled back", object=f"deployment/{name}", namespace=ns, commit=failed_commit,
+                  revision=good["revision"], reason=reason, action="rollback")
+        return True
+
+
+def pinned_body(store: Any, body: Obj) -> tuple[Obj, bool]:
+    """The applier's half. Returns (body to apply, whether a pin is now stale): while Git
+    still declares the failed spec the good template is kept; once the manifest
+    changes the pin is stale, and the caller clears it when it applies."""
+    ns, name = body["metadata"].get("namespace", "default"), body["metadata"]["name"]
+    pin = store.kv_get(pin_key(ns, name))
+    if not isinstance(pin, dict):
+        return body, False
+    if body.get("spec") == pin.get("failedSpec"):
+        pinned = copy.deepcopy(body)
+        pinned["spec"]["template"] = copy.deepcopy(pin["goodTemplate"])
+        ann = pinned["metadata"].setdefault("annotations", {})
+        ann[ANN_ROLLED_BACK_FROM] = pin.get("commit", "")
+        if pin.get("goodCommit"):
+            ann[o.ANN_COMMIT] = pin["goodCommit"]
+        return pinned, False
+    return body, True
+
+
+def clear_pin(store: Any, *, namespace: str, name: str) -> None:
+    store.kv_set(pin_key(namespace, name), None)
+    failures = [f for f in (store.kv_get(FAILURES_KEY) or [])
+                if not (f.get("namespace") == namespace and f.get("name") == name)]
+    store.kv_set(FAILURES_KEY, failures)
+
+
+def failures(store: Any) -> list[dict]:
+    """Failed rollouts still remembered, for `status`."""
+    return [{k: f[k] for k in ("commit", "file", "line", "message")} for f in store.kv_get(FAILURES_KEY) or []]
