@@ -118,14 +118,31 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "webhookListen": args.webhook_listen,
         "metricsListen": args.metrics_listen,
     }
+    config_path = Path(args.config) if args.config else None
     try:
-        config = load_config(path=Path(args.config) if args.config else None, overrides=overrides)
+        config = load_config(path=config_path, overrides=overrides)
     except ConfigError as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE
     from reconciler.daemon import run_daemon  # lazily: the other commands never need it
 
-    return int(run_daemon(config) or 0)
+    def reload_config() -> Any:
+        # SIGHUP: the same file and the same flags, read again (flags still win).
+        return load_config(path=config_path, overrides=overrides)
+
+    return int(run_daemon(config, reload_config=reload_config if config_path else None) or 0)
+
+
+def cmd_install_service(args: argparse.Namespace) -> int:
+    from reconciler.install import InstallError, install_service  # lazily, like the daemon
+
+    try:
+        report = install_service(unit_dir=Path(args.dest), config_path=Path(args.config), bin_path=Path(args.bin))
+    except InstallError as exc:
+        raise Failed(str(exc)) from None
+    for line in report.lines():
+        _out(line)
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- status / sync
@@ -631,6 +648,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-listen", metavar="HOST:PORT", help="listen for Git webhooks")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics")
     p.set_defaults(func=cmd_daemon)
+
+    p = sub(subs, "install-service", "install the systemd unit, an example config and the launcher",
+            namespaced=False)
+    p.add_argument("--dest", default="/etc/systemd/system", metavar="DIR",
+                   help="where to write reconciler.service (default: /etc/systemd/system)")
+    p.add_argument("--config", default="/etc/reconciler/config.yaml", metavar="FILE",
+                   help="the config file the unit uses; an example is written if it is absent")
+    p.add_argument("--bin", default="/usr/local/bin/reconciler", metavar="FILE",
+                   help="the launcher the unit runs; written if absent")
+    p.set_defaults(func=cmd_install_service)
 
     p = sub(subs, "status", "show the Git source, applied commit, errors and nodes", namespaced=False)
     p.add_argument("-o", "--output", choices=["json"])

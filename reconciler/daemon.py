@@ -7,28 +7,40 @@ back the same way, from the node agents' relists.
 
 Stopping the daemon stops only the control plane: pods keep running, as when a
 kubelet restarts; the next start recognises them by their engine labels.
+
+Life cycle under systemd (``run_daemon``): READY=1 once the first sync has
+finished or failed cleanly; STATUS= after every sync; WATCHDOG=1 from the main
+loop, and only while every work queue makes progress; SIGHUP reloads the config
+file (RELOADING=1 … READY=1), rebuilding only what the change touches and never
+touching workloads; SIGTERM stops within 10 s. A ``kill -9`` at any moment is
+safe: every step is idempotent and the store is SQLite in WAL mode, and a commit
+whose apply was cut short is applied again at the next start (``COMPLETED_KEY``).
 """
 from __future__ import annotations
 
-import os
+import dataclasses
 import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import structlog
 
 from reconciler import log as logsetup
+from reconciler import rollback
 from reconciler.api.server import ApiServer, ApiServerError
 from reconciler.applier import Applier
 from reconciler.clock import SystemClock
-from reconciler.config import Config
+from reconciler.config import Config, ConfigError, NodeConfig
 from reconciler.controllers.manager import ControllerManager
 from reconciler.controllers.node import NodeBinding
 from reconciler.manifests import Allow
-from reconciler.notify import notify
+from reconciler.metrics import (DriftCountingDriver, Metrics, MetricsError, MetricsServer, RolloutObserver,
+                                StateCollector)
+from reconciler.notify import Health, Notifier, ProgressWatchdog
 from reconciler.operations import Operations
 from reconciler.proxy import ServiceProxy
 from reconciler.proxysync import ProxySync
@@ -40,78 +52,191 @@ from runtime.driver import DriverError
 log = structlog.get_logger("daemon")
 
 SOURCE_KEY = "source"
+# The last commit whose apply ran to its end, written after Applier.apply returns.
+# lastAttemptedCommit is written before the apply, so it cannot tell "applied" from
+# "killed half-way"; this can, and a cut-short commit is applied again (the applier
+# writes only what differs, so a second apply of the same commit is harmless).
+COMPLETED_KEY = "daemon/completedCommit"
+STOP_BUDGET = 8.0  # seconds from SIGTERM to exit: inside the 10 s promise and TimeoutStopSec
+RELOAD_DRAIN = 10.0  # seconds a reload gives in-flight reconciles of replaced controllers
 
 
 class Daemon:
     """One running control plane. ``start()`` returns once the first sync is done."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, notifier: Notifier | None = None) -> None:
         self.config = config
         self.clock = SystemClock()
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics()
         state_dir = Path(config.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir = state_dir
         self.store = Store(state_dir / "store.db")
-        self.nodes = self._bind_nodes()
+        self.nodes = self._bind_nodes(config)
         self.source = GitSource(repo=config.source.repo, branch=config.source.branch, path=config.source.path)
-        allow = Allow(privileged=config.allow.privileged, host_path=config.allow.host_path,
-                      host_network=config.allow.host_network)
-        apply_lock = threading.RLock()
-        self.applier = Applier(store=self.store, source=self.source, clock=self.clock, allow=allow,
-                               apply_lock=apply_lock)
-        self.manager = ControllerManager(store=self.store, clock=self.clock, nodes=self.nodes, apply_lock=apply_lock,
-                                         volumes_dir=state_dir / "volumes", service_cidr=config.service_cidr)
+        # Shared by the applier and the Deployment controller, across rebuilds: a rollout
+        # step never sees half a commit.
+        self._apply_lock = threading.RLock()
+        # Held while a commit is applied and while a reload swaps parts, so a reload
+        # never replaces the source, applier or controllers under a running apply.
+        self._swap_lock = threading.RLock()
+        self.applier = self._new_applier(config)
         self.proxy = ServiceProxy(node_port_address=config.node_port_address)
-        local = {n.name: n.driver for n in self.nodes if n.url.startswith("unix://") and n.driver is not None}
-        self.proxy_sync = ProxySync(store=self.store, proxy=self.proxy, local_drivers=local)
-        self.proxy_queue = WorkQueue(name="proxy", handler=self.proxy_sync.reconcile, workers=1, clock=self.clock)
-        self.manager.on_network_change = lambda: self.proxy_queue.add("all")
-        for agent in self.manager.agents.values():
-            agent.still_serving = self.proxy_sync.still_serving
-        self.sync_queue = WorkQueue(name="source", handler=self._sync, workers=1, clock=self.clock)
-        self.watcher = SourceWatcher(source=self.source, on_change=lambda sha: self.sync_queue.add(SOURCE_KEY),
-                                     poll_interval=config.source.interval)
-        self.operations = Operations(store=self.store, source=self.source, applier=self.applier,
-                                     drivers={n.name: n.driver for n in self.nodes if n.driver is not None},
-                                     sync=self.sync)
+        self.sync_queue = WorkQueue(name="source", handler=self._sync, workers=1, clock=self.clock,
+                                    on_done=self.metrics.queue_observer("source"))
+        self._build_control_plane(config)
+        self.operations = self._new_operations()
+        self._noticed: dict[str, float] = {}  # commit -> when it was first seen, for the sync lag
+        self._noticed_lock = threading.Lock()
+        self.watcher = self._new_watcher(config, last_seen=None)
         self.api = ApiServer(store=self.store, socket_path=state_dir / "api.sock", actions=self)
         self._first_sync = threading.Event()
+        # Metrics that watch rather than get told.
+        self.rollouts = RolloutObserver(store=self.store, metrics=self.metrics)
+        self.store.watch(self.rollouts.on_change)
+        self.metrics.registry.register(StateCollector(nodes=lambda: self.store.list("Node"), queues=self.queues))
+        self.metrics.poll_interval.set(config.source.interval)
+        self.metrics_server = (MetricsServer(listen=config.metrics_listen, registry=self.metrics.registry)
+                               if config.metrics_listen else None)
+        self.watchdog = ProgressWatchdog(queues=self.queues, now=self.clock.now, notifier=self.notifier)
+        self._health = Health(ok=True)
 
-    def _bind_nodes(self) -> list[NodeBinding]:
+    # -- building (also what a reload rebuilds) ---------------------------------------------
+    def _bind_nodes(self, config: Config) -> list[NodeBinding]:
         from runtime.podman import PodmanDriver  # podman-py is only needed by a real daemon
 
-        configured = list(self.config.nodes)
+        configured = list(config.nodes)
         if not configured:
             from runtime.podman_service import ensure_local_service
-            from reconciler.config import NodeConfig
 
             url = ensure_local_service()
             name = socket.gethostname() or "local"
             configured = [NodeConfig(name=name, url=url, pod_cidr="127.244.0.0/24",
                                      labels={"kubernetes.io/hostname": name})]
         return [NodeBinding(name=n.name, url=n.url, pod_cidr=n.pod_cidr, labels=dict(n.labels),
-                            driver=PodmanDriver(url=n.url)) for n in configured]
+                            driver=DriftCountingDriver(PodmanDriver(url=n.url), store=self.store,
+                                                       on_drift=self.metrics.drift_corrected))
+                for n in configured]
+
+    def _new_applier(self, config: Config) -> Applier:
+        allow = Allow(privileged=config.allow.privileged, host_path=config.allow.host_path,
+                      host_network=config.allow.host_network)
+        return Applier(store=self.store, source=self.source, clock=self.clock, allow=allow,
+                       apply_lock=self._apply_lock)
+
+    def _new_operations(self) -> Operations:
+        return Operations(store=self.store, source=self.source, applier=self.applier,
+                          drivers={n.name: n.driver for n in self.nodes if n.driver is not None},
+                          sync=self.sync)
+
+    def _new_watcher(self, config: Config, *, last_seen: str | None) -> SourceWatcher:
+        def on_change(sha: str) -> None:
+            self._notice(sha)
+            self.sync_queue.add(SOURCE_KEY)
+
+        return SourceWatcher(source=self.source, on_change=on_change, poll_interval=config.source.interval,
+                             last_seen=last_seen)
+
+    def _build_control_plane(self, config: Config) -> None:
+        """The parts bound to the node list: controllers, node agents, the proxy's sync loop."""
+        self.manager = ControllerManager(store=self.store, clock=self.clock, nodes=self.nodes,
+                                         apply_lock=self._apply_lock, volumes_dir=self.state_dir / "volumes",
+                                         service_cidr=config.service_cidr)
+        self.manager.deployments.auto_rollback.default_enabled = config.auto_rollback
+        local = {n.name: n.driver for n in self.nodes if n.url.startswith("unix://") and n.driver is not None}
+        self.proxy_sync = ProxySync(store=self.store, proxy=self.proxy, local_drivers=local)
+        self.proxy_queue = WorkQueue(name="proxy", handler=self.proxy_sync.reconcile, workers=1, clock=self.clock)
+        self.manager.on_network_change = lambda: self.proxy_queue.add("all")
+        for agent in self.manager.agents.values():
+            agent.still_serving = self.proxy_sync.still_serving
+        for queue in (*self.manager.queues.values(), self.proxy_queue):
+            queue.on_done = self.metrics.queue_observer(queue.name)
+
+    def _start_control_plane(self) -> None:
+        self.proxy_queue.start()
+        self.proxy_queue.add("all")
+        self.manager.start()
+
+    def _halt_control_plane(self, *, budget: float) -> None:
+        _halt(queues=[*self.manager.queues.values(), self.proxy_queue], also=self.manager.stop, budget=budget)
+
+    def queues(self) -> list[WorkQueue]:
+        """Every work queue of the reconcile loop: what the watchdog and metrics look at."""
+        return [self.sync_queue, *self.manager.queues.values(), self.proxy_queue]
 
     # -- the source work item ------------------------------------------------------------
+    def _notice(self, sha: str) -> float:
+        with self._noticed_lock:
+            return self._noticed.setdefault(sha, time.time())
+
     def _sync(self, _key: Any) -> Result | None:
+        with self._swap_lock:
+            return self._sync_locked()
+
+    def _sync_locked(self) -> Result | None:
         try:
             sha = self.source.head()
         except SourceError as exc:
             self.store.update_sync_state(errors=[{"commit": "", "file": "", "line": 0, "message": str(exc)}])
-            log.error("source unavailable", error=str(exc))
+            log.error("source unavailable", error=str(exc), action="sync")
+            self.metrics.sync_failed()
             self._first_sync.set()
+            self.notifier.status(self.status_line())
             return Result(requeue_after=self.config.source.interval)
+        noticed = self._notice(sha)
         self.store.update_sync_state(lastSeenCommit=sha)
-        state = self.store.sync_state()
-        if state.get("lastAttemptedCommit") != sha:
-            started = self.clock.now()
-            outcome = self.applier.apply(sha)
+        if self.store.kv_get(COMPLETED_KEY) != sha:
+            started = time.monotonic()
+            try:
+                outcome = self.applier.apply(sha)
+            except Exception:
+                # The queue retries with back-off; READY must not wait for that.
+                self.metrics.sync_failed()
+                self._first_sync.set()
+                raise
+            self.store.kv_set(COMPLETED_KEY, sha)
+            duration = time.monotonic() - started
+            actions = [c.action for c in outcome.changes]
+            valid = sum(1 for a in actions if a != "delete") + outcome.unchanged
+            self.metrics.commit_applied(commit=sha, lag=time.time() - noticed, ok=outcome.ok, changes=actions,
+                                        declared=valid + len(outcome.errors), failed=len(outcome.errors),
+                                        now=time.time())
             log.info("commit applied" if outcome.ok else "commit applied with errors", commit=sha,
-                     changes=len(outcome.changes), errors=len(outcome.errors),
-                     duration=round(self.clock.now() - started, 4), action="sync")
-            notify(f"STATUS=applied {sha[:12]}" + (f" with {len(outcome.errors)} errors" if outcome.errors else ""))
+                     subject=self._subject(sha), changes=len(outcome.changes), errors=len(outcome.errors),
+                     duration=round(duration, 4), action="sync")
+        with self._noticed_lock:
+            # Commits noticed before this one are superseded by it.
+            self._noticed = {k: v for k, v in self._noticed.items() if v > noticed}
         self._first_sync.set()
+        self.notifier.status(self.status_line())
         return None
+
+    def _subject(self, sha: str) -> str:
+        info = self.store.kv_get(f"commit:{sha}")
+        return str(info.get("subject", "")) if isinstance(info, dict) else ""
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: the applied commit, problems, nodes."""
+        state = self.store.sync_state()
+        applied = state.get("lastAppliedCommit") or ""
+        attempted = state.get("lastAttemptedCommit") or ""
+        parts = [f'applied {applied[:12]} "{self._subject(applied)}"' if applied else "no commit applied yet"]
+        errors = state.get("errors") or []
+        if errors and not attempted:
+            parts.append(str(errors[0].get("message", "")))
+        elif errors:
+            parts.append(f"commit {attempted[:12]} has {len(errors)} error{'s' if len(errors) != 1 else ''}")
+        failed = rollback.failures(self.store)
+        if failed:
+            parts.append(f"{len(failed)} rollout{'s' if len(failed) != 1 else ''} rolled back")
+        nodes = self.store.list("Node")
+        ready = sum(1 for n in nodes if any(c.get("type") == "Ready" and c.get("status") == "True"
+                                             for c in (n.get("status") or {}).get("conditions") or []))
+        parts.append(f"nodes {ready}/{len(nodes)} ready")
+        if not self._health.ok:
+            parts.append(self._health.describe())
+        return "; ".join(parts)
 
     # -- DaemonActions for the API -------------------------------------------------------------
     def sync(self) -> dict:
@@ -152,56 +277,218 @@ class Daemon:
             "lastSeenCommit": state.get("lastSeenCommit"),
             "lastAttemptedCommit": state.get("lastAttemptedCommit"),
             "lastAppliedCommit": state.get("lastAppliedCommit"),
-            "errors": state.get("errors") or [],
+            "errors": (state.get("errors") or []) + rollback.failures(self.store),
             "warnings": state.get("warnings") or [],
             "nodes": nodes,
         }
 
     # -- lifecycle --------------------------------------------------------------------------------
-    def start(self, *, first_sync_timeout: float = 120.0) -> None:
+    def start(self, *, first_sync_timeout: float = 120.0, stop: threading.Event | None = None) -> None:
+        """Start everything; return once the first sync is done (or ``stop`` is set, or the timeout)."""
+        if self.metrics_server is not None:
+            self.metrics_server.start()  # first: a taken port fails start-up before anything runs
         self.api.start()
         self.proxy.start()
-        self.proxy_queue.start()
-        self.proxy_queue.add("all")
-        self.manager.start()
+        self._start_control_plane()
         self.sync_queue.start()
         self.sync_queue.add(SOURCE_KEY)
-        self._first_sync.wait(timeout=first_sync_timeout)
+        deadline = time.monotonic() + first_sync_timeout
+        while not self._first_sync.wait(timeout=0.2):
+            if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+                break
         self.watcher.start()
         log.info("daemon started", source=self.source.url, branch=self.source.branch, path=self.source.path,
-                 nodes=[n.name for n in self.nodes], state_dir=str(self.state_dir))
+                 nodes=[n.name for n in self.nodes], state_dir=str(self.state_dir), action="start",
+                 commit=self.store.sync_state().get("lastAppliedCommit") or "")
+
+    def supervise(self, *, stop: threading.Event, reload_requested: threading.Event,
+                  load_config: Callable[[], Config] | None) -> None:
+        """The main thread's loop until ``stop``: reloads on request, feeds the watchdog on progress."""
+        tick = min(1.0, self.watchdog.ping_every)
+        while not stop.wait(timeout=tick):
+            if reload_requested.is_set():
+                reload_requested.clear()
+                self.reload_from(load_config)
+            self.check_health()
+
+    def check_health(self) -> Health:
+        health = self.watchdog.check()
+        self.metrics.loop_healthy.set(1 if health.ok else 0)
+        if health != self._health:
+            if health.ok:
+                log.info("reconcile loop making progress again; feeding the watchdog", action="watchdog")
+            else:
+                log.error("reconcile loop stalled; no longer feeding the watchdog", queues=list(health.stalled),
+                          stalled_for_more_than=self.watchdog.stall_after, action="watchdog")
+            self._health = health
+            self.notifier.status(self.status_line())
+        return health
 
     def stop(self) -> None:
-        notify("STOPPING=1")
-        self.watcher.stop()
-        self.sync_queue.stop()
-        self.manager.stop()
-        self.proxy_queue.stop()
+        self.notifier.stopping()
+        deadline = time.monotonic() + STOP_BUDGET
+        self.watcher.stop(timeout=2.0)
+        # Every worker is told at once; an in-flight reconcile may finish its engine call,
+        # but none may hold up the exit (a kill -9 is safe anyway).
+        _halt(queues=[self.sync_queue, *self.manager.queues.values(), self.proxy_queue], also=self.manager.stop,
+              budget=max(deadline - time.monotonic() - 2.0, 0.5))
         self.proxy.stop()
         self.api.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         self.store.close()
-        log.info("daemon stopped; workloads left running")
+        log.info("daemon stopped; workloads left running", action="stop")
+
+    # -- reload (SIGHUP) ----------------------------------------------------------------------------
+    def reload_from(self, load_config: Callable[[], Config] | None) -> bool:
+        """Re-read the config file and apply it; a bad file is logged and the running config kept."""
+        self.notifier.reloading()
+        try:
+            if load_config is None:
+                raise ConfigError("the daemon was started without --config, so there is no file to reload")
+            changes = self.reload(load_config())
+        except (ConfigError, SourceError, DriverError) as exc:
+            self.metrics.reloads.labels(result="failed").inc()
+            log.error("configuration reload failed; the running configuration is kept", error=str(exc),
+                      action="reload")
+            self.notifier.ready(f"{self.status_line()}; reload failed: {exc}")
+            return False
+        self.metrics.reloads.labels(result="ok").inc()
+        log.info("configuration reloaded", changes=changes or ["nothing changed"], action="reload")
+        self.notifier.ready(self.status_line())
+        return True
+
+    def reload(self, new: Config) -> list[str]:
+        """Apply a new configuration; returns what changed. Workloads are never touched:
+        only the parts bound to a changed setting are rebuilt."""
+        old = self.config
+        for key, running, wanted in (("stateDir", old.state_dir, new.state_dir),
+                                     ("nodePortAddress", old.node_port_address, new.node_port_address),
+                                     ("webhookListen", old.webhook_listen, new.webhook_listen)):
+            if running != wanted:
+                log.warning("this setting changes only at the next start; keeping the running value", key=key,
+                            running=str(running), configured=str(wanted), action="reload")
+        new = dataclasses.replace(new, state_dir=old.state_dir, node_port_address=old.node_port_address,
+                                  webhook_listen=old.webhook_listen)
+        source_changed = (old.source.repo, old.source.branch, old.source.path) != (
+            new.source.repo, new.source.branch, new.source.path)
+        nodes_changed = old.nodes != new.nodes or old.service_cidr != new.service_cidr
+        allow_changed = old.allow != new.allow
+        # Whatever can fail is built before anything is swapped: a failed reload changes nothing.
+        source = (GitSource(repo=new.source.repo, branch=new.source.branch, path=new.source.path)
+                  if source_changed else self.source)
+        nodes = self._bind_nodes(new) if nodes_changed else self.nodes
+        changes: list[str] = []
+        with self._swap_lock:
+            restart_watcher = source_changed or old.source.interval != new.source.interval
+            if restart_watcher:
+                self.watcher.stop(timeout=5.0)
+            if source_changed:
+                previous, self.source = self.source, source
+                previous.close()
+                changes.append(f"source: {old.source.repo} {old.source.branch}:{old.source.path} -> "
+                               f"{new.source.repo} {new.source.branch}:{new.source.path}")
+            if nodes_changed:
+                self._replace_control_plane(new, nodes)
+                changes.append(f"nodes: {', '.join(n.name for n in nodes)}; serviceCIDR {new.service_cidr}")
+            self.config = new
+            if source_changed or allow_changed:
+                self.applier = self._new_applier(new)
+                # What the old allow-list (or source) decided must be judged again.
+                self.store.kv_set(COMPLETED_KEY, None)
+            if allow_changed:
+                changes.append(f"allow: {dataclasses.asdict(new.allow)}")
+            if source_changed or nodes_changed or allow_changed:
+                self.operations = self._new_operations()
+            if old.auto_rollback != new.auto_rollback:
+                self.manager.deployments.auto_rollback.default_enabled = new.auto_rollback
+                changes.append(f"autoRollback: {new.auto_rollback}")
+            if old.source.interval != new.source.interval:
+                self.metrics.poll_interval.set(new.source.interval)
+                changes.append(f"source.interval: {old.source.interval:g}s -> {new.source.interval:g}s")
+            if restart_watcher:
+                last_seen = None if source_changed else self.store.sync_state().get("lastSeenCommit")
+                self.watcher = self._new_watcher(new, last_seen=last_seen)
+                self.watcher.start()
+        if old.metrics_listen != new.metrics_listen:
+            self._replace_metrics_server(new.metrics_listen)
+            changes.append(f"metricsListen: {new.metrics_listen or 'off'}")
+        self.sync_queue.add(SOURCE_KEY)
+        return changes
+
+    def _replace_control_plane(self, config: Config, nodes: list[NodeBinding]) -> None:
+        previous = self.manager
+        self._halt_control_plane(budget=RELOAD_DRAIN)
+        _unwatch(self.store, previous._on_change)
+        gone = {n.name for n in self.nodes} - {n.name for n in nodes}
+        self.nodes = nodes
+        self._build_control_plane(config)
+        for name in gone:
+            # Nodes are declared by the config alone. Their pods are left running, untouched.
+            self.store.delete("Node", "", name)
+            log.info("node removed from the configuration", node=name, action="delete")
+        self._start_control_plane()
+
+    def _replace_metrics_server(self, listen: str | None) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
+        if listen:
+            server = MetricsServer(listen=listen, registry=self.metrics.registry)
+            try:
+                server.start()
+            except MetricsError as exc:
+                log.error("metrics are off", error=str(exc), action="reload")
+                return
+            self.metrics_server = server
 
 
-def run_daemon(config: Config) -> int:
-    """The `reconciler daemon` command: run until SIGTERM/SIGINT."""
+def _halt(*, queues: Iterable[WorkQueue], also: Callable[[], None], budget: float) -> None:
+    """Stop every queue at once (and run ``also``), waiting at most ``budget`` seconds in all.
+
+    WorkQueue.stop joins its workers one by one; run one by one, queues with a worker
+    in a long engine call would add their waits up.
+    """
+    helpers = [threading.Thread(target=q.stop, kwargs={"timeout": budget}, name=f"stop-{q.name}", daemon=True)
+               for q in queues]
+    helpers.append(threading.Thread(target=also, name="stop-controllers", daemon=True))
+    for helper in helpers:
+        helper.start()
+    deadline = time.monotonic() + budget
+    for helper in helpers:
+        helper.join(timeout=max(deadline - time.monotonic(), 0.0))
+
+
+def _unwatch(store: Any, callback: Callable[[str, str, str], None]) -> None:
+    """Remove a store watcher, so a replaced controller manager stops routing keys."""
+    unwatch = getattr(store, "unwatch", None)
+    if unwatch is not None:
+        unwatch(callback)
+        return
+    # The store has no unwatch() yet; its watcher list is guarded by its lock.
+    with store._lock:
+        if callback in store._watchers:
+            store._watchers.remove(callback)
+
+
+def run_daemon(config: Config, *, reload_config: Callable[[], Config] | None = None) -> int:
+    """The `reconciler daemon` command: run until SIGTERM/SIGINT; SIGHUP calls ``reload_config``."""
     Path(config.state_dir).mkdir(parents=True, exist_ok=True)
     logsetup.configure(state_dir=Path(config.state_dir))
     stop = threading.Event()
+    reload_requested = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: log.info("SIGHUP: configuration reload is not supported yet"))
+    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
+    notifier = Notifier()
     try:
-        daemon = Daemon(config)
-        daemon.start()
-    except (SourceError, ApiServerError, StoreError, DriverError) as exc:
-        log.error("cannot start", error=str(exc))
+        daemon = Daemon(config, notifier=notifier)
+        daemon.start(stop=stop)
+    except (SourceError, ApiServerError, StoreError, DriverError, MetricsError) as exc:
+        log.error("cannot start", error=str(exc), action="start")
         print(f"reconciler: {exc}", file=sys.stderr)
         return 1
-    notify("READY=1")
-    notify(f"STATUS=watching {daemon.source.url}@{daemon.source.branch}; applied "
-           f"{(daemon.store.sync_state().get('lastAppliedCommit') or 'nothing')[:12]}")
-    while not stop.wait(timeout=1.0):
-        pass
+    notifier.ready(daemon.status_line())
+    daemon.supervise(stop=stop, reload_requested=reload_requested, load_config=reload_config)
     daemon.stop()
     return 0

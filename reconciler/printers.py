@@ -348,12 +348,20 @@ def _node_row(node: Obj, now: float, ctx: Mapping[str, Any]) -> list[str]:
     return [node_status(node), node_roles(node), info.get("kubeletVersion") or NONE]
 
 
+def node_address(node: Obj, kind: str) -> str:
+    for address in _status(node).get("addresses") or []:
+        if address.get("type") == kind and address.get("address"):
+            return str(address["address"])
+    return NONE
+
+
 def _node_wide(node: Obj, now: float, ctx: Mapping[str, Any]) -> list[str]:
     info = _status(node).get("nodeInfo") or {}
     counts = ctx.get("pods_per_node")
     return [
         _spec(node).get("podCIDR") or NONE,
         str(counts.get(_meta(node).get("name"), 0)) if counts is not None else NONE,
+        node_address(node, "InternalIP"),
         info.get("containerRuntimeVersion") or NONE,
     ]
 
@@ -389,7 +397,7 @@ _TABLES: dict[str, tuple[list[str], Row, list[str], Row | None]] = {
     "Pod": (["READY", "STATUS", "RESTARTS"], _pod_row, ["IP", "NODE"], _pod_wide),
     "Service": (["TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"], _service_row, ["SELECTOR"], _service_wide),
     "Endpoints": (["ENDPOINTS"], _endpoints_row, [], None),
-    "Node": (["STATUS", "ROLES"], _node_row, ["POD-CIDR", "PODS", "CONTAINER-RUNTIME"], _node_wide),
+    "Node": (["STATUS", "ROLES"], _node_row, ["POD-CIDR", "PODS", "INTERNAL-IP", "CONTAINER-RUNTIME"], _node_wide),
     "ConfigMap": (["DATA"], _configmap_row, [], None),
     "Secret": (["TYPE", "DATA"], _secret_row, [], None),
     "Namespace": (["STATUS"], _namespace_row, [], None),
@@ -852,7 +860,31 @@ def _describe_endpoints(t: _Text, ep: Obj, related: Mapping[str, Any], now: floa
         t.raw("")
 
 
+def format_cpu(millicores: int) -> str:
+    """A CPU amount as kubectl prints it: whole cores plain, else millicores."""
+    return str(millicores // 1000) if millicores % 1000 == 0 else f"{millicores}m"
+
+
+def format_memory(value: int) -> str:
+    """Bytes in the largest binary unit that divides them exactly (kubectl keeps the user's unit)."""
+    if value == 0:
+        return "0"
+    for unit, size in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if value % size == 0:
+            return f"{value // size}{unit}"
+    return str(value)
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{int(part * 100 / whole)}%" if whole else "0%"
+
+
 def _describe_node(t: _Text, node: Obj, related: Mapping[str, Any], now: float) -> None:
+    # Imported here: the quantity grammar lives with the manifests, whose import would
+    # slow every other CLI command down for the sake of this one.
+    from reconciler.controllers.scheduler import (Resources, counts_for_resources, node_allocatable, pod_limits,
+                                                  pod_requests)
+
     spec, st = _spec(node), _status(node)
     _describe_meta(t, node, namespaced=False)
     t.kv(0, "Roles", node_roles(node))
@@ -862,30 +894,56 @@ def _describe_node(t: _Text, node: Obj, related: Mapping[str, Any], now: float) 
     conditions = st.get("conditions") or []
     if conditions:
         t.raw("Conditions:")
-        t.raw("  Type\tStatus\tLastHeartbeatTime\tReason\tMessage")
-        t.raw("  ----\t------\t-----------------\t------\t-------")
+        t.raw("  Type\tStatus\tLastHeartbeatTime\tLastTransitionTime\tReason\tMessage")
+        t.raw("  ----\t------\t-----------------\t------------------\t------\t-------")
         for c in conditions:
             t.raw(f"  {c.get('type')}\t{c.get('status')}\t{long_time(c.get('lastHeartbeatTime'))}\t"
-                  f"{c.get('reason') or ''}\t{_cell(c.get('message') or '')}")
+                  f"{long_time(c.get('lastTransitionTime'))}\t{c.get('reason') or ''}\t{_cell(c.get('message') or '')}")
     addresses = st.get("addresses") or []
     if addresses:
         t.raw("Addresses:")
         for a in addresses:
             t.raw(f"  {a.get('type')}:\t{a.get('address')}")
+    for title in ("Capacity", "Allocatable"):
+        values = st.get(title.lower()) or {}
+        if values:
+            t.raw(f"{title}:")
+            for key in sorted(values):
+                t.raw(f"  {key}:\t{values[key]}")
     info = st.get("nodeInfo") or {}
     if info:
         t.raw("System Info:")
         for key in sorted(info):
             t.raw(f"  {key[:1].upper() + key[1:]}:\t{info[key]}")
     t.kv(0, "PodCIDR", spec.get("podCIDR") or NONE)
-    pods = related.get("pods") or []
+    t.kv(0, "PodCIDRs", ",".join(spec.get("podCIDRs") or []) or spec.get("podCIDR") or NONE)
+    if spec.get("providerID"):
+        t.kv(0, "ProviderID", spec.get("providerID"))
+    offered = node_allocatable(node) or Resources()
+    pods = [p for p in related.get("pods") or [] if counts_for_resources(p)]
     t.raw(f"Non-terminated Pods:\t({len(pods)} in total)")
+    requested, limited = Resources(), Resources()
     if pods:
-        t.raw("  Namespace\tName\tAge")
-        t.raw("  ---------\t----\t---")
+        t.raw("  Namespace\tName\tCPU Requests\tCPU Limits\tMemory Requests\tMemory Limits\tAge")
+        t.raw("  ---------\t----\t------------\t----------\t---------------\t-------------\t---")
         for pod in pods:
             pm = _meta(pod)
-            t.raw(f"  {pm.get('namespace')}\t{pm.get('name')}\t{age(pm.get('creationTimestamp'), now=now)}")
+            req, lim = pod_requests(pod), pod_limits(pod)
+            requested, limited = requested + req, limited + lim
+            t.raw(f"  {pm.get('namespace')}\t{pm.get('name')}\t"
+                  f"{format_cpu(req.cpu_millicores)} ({_share(req.cpu_millicores, offered.cpu_millicores)})\t"
+                  f"{format_cpu(lim.cpu_millicores)} ({_share(lim.cpu_millicores, offered.cpu_millicores)})\t"
+                  f"{format_memory(req.memory_bytes)} ({_share(req.memory_bytes, offered.memory_bytes)})\t"
+                  f"{format_memory(lim.memory_bytes)} ({_share(lim.memory_bytes, offered.memory_bytes)})\t"
+                  f"{age(pm.get('creationTimestamp'), now=now)}")
+    t.raw("Allocated resources:")
+    t.raw("  (Total limits may be over 100 percent, i.e., overcommitted.)")
+    t.raw("  Resource\tRequests\tLimits")
+    t.raw("  --------\t--------\t------")
+    t.raw(f"  cpu\t{format_cpu(requested.cpu_millicores)} ({_share(requested.cpu_millicores, offered.cpu_millicores)})"
+          f"\t{format_cpu(limited.cpu_millicores)} ({_share(limited.cpu_millicores, offered.cpu_millicores)})")
+    t.raw(f"  memory\t{format_memory(requested.memory_bytes)} ({_share(requested.memory_bytes, offered.memory_bytes)})"
+          f"\t{format_memory(limited.memory_bytes)} ({_share(limited.memory_bytes, offered.memory_bytes)})")
 
 
 def _decoded_size(value: object) -> int:

@@ -56,8 +56,14 @@ class AutoRollback:
         ns, name = d["metadata"]["namespace"], d["metadata"]["name"]
         record = {"revision": revision, "commit": o.annotations(d).get(o.ANN_COMMIT, ""),
                   "template": d["spec"].get("template") or {}}
-        if self._store.kv_get(completed_key(ns, name)) != record:
-            self._store.kv_set(completed_key(ns, name), record)
+        known = self._store.kv_get(completed_key(ns, name)) or {}
+        if known.get("current") == record:
+            return
+        # Keep the one before too: pods without probes or minReadySeconds can look
+        # complete for a moment and crash afterwards; then "previous" is where to return.
+        previous = known.get("current") if (known.get("current") or {}).get("template") != record["template"] \
+            else known.get("previous")
+        self._store.kv_set(completed_key(ns, name), {"current": record, "previous": previous})
 
     def failure_reason(self, d: Obj, *, new_pods: list[Obj]) -> str | None:
         cond = o.get_condition(d.get("status") or {}, "Progressing") or {}
@@ -79,7 +85,10 @@ class AutoRollback:
         if reason is None:
             return False
         ns, name = d["metadata"]["namespace"], d["metadata"]["name"]
-        good = self._store.kv_get(completed_key(ns, name))
+        known = self._store.kv_get(completed_key(ns, name)) or {}
+        good = known.get("current")
+        if isinstance(good, dict) and good.get("template") == d["spec"].get("template"):
+            good = known.get("previous")  # the failing revision itself looked complete for a moment
         if not isinstance(good, dict) or good.get("template") == d["spec"].get("template"):
             return False  # nothing that completed to go back to
         failed_commit = o.annotations(d).get(o.ANN_COMMIT, "")

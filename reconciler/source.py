@@ -17,14 +17,33 @@ Why it looks like this:
   filesystems, watch limits) and a remote source can only be polled. All triggers
   funnel into one worker thread, so `on_change` never runs concurrently and a burst
   of events (git writes lock files, refs, reflogs for one commit) yields one check.
-- Remote URLs are not supported yet; `GitSource` keeps the seams for them (`url` as
-  given, `is_local`, `fetch()` before polling) so a mirror clone can slot in later.
+- A remote source (https://, ssh://, git@host:path, file://) is mirrored into a bare
+  repository under the daemon's cache dir, and everything above reads that mirror, so
+  reads never touch the network and a server that is down only delays new commits.
+  Only the watched branch is fetched (`+refs/heads/B:refs/heads/B`, forced: the mirror
+  follows the server even after a force-push); no remote is configured in the mirror,
+  the URL is passed on each command line, so credentials in it never land on disk.
+- Git runs with prompts off (GIT_TERMINAL_PROMPT=0, ssh BatchMode=yes): a daemon has
+  nobody to answer, and a prompt would hang the fetch until the timeout. Credentials
+  come from the user's usual Git/ssh setup (credential helpers, keys, known_hosts).
+  Each network command runs in its own process group, killed whole at the timeout,
+  so an ssh or git-remote-https child cannot outlive it.
+- Every URL that reaches a message or a log goes through `redact_url`; git's own
+  stderr is scrubbed as well, because some of its messages repeat the URL.
+- A `file://` URL without a cache dir is read in place (what it did before remote
+  sources existed); with one, it is mirrored like any other URL, which is what the
+  daemon wants: a remote source changes only when fetched (poll, webhook, `sync`).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
+import random
 import re
+import shutil
+import signal
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -34,7 +53,6 @@ from typing import Callable
 
 import git
 import structlog
-from apscheduler.schedulers.background import BackgroundScheduler
 from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
@@ -53,8 +71,16 @@ log = structlog.get_logger(__name__)
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 _SYMLINK_MODE = 0o120000
 
+DEFAULT_TIMEOUT = 60.0  # seconds for one fetch or push
+
 # A URL with a scheme, or scp-like "user@host:path": not a local path.
 _REMOTE_RE = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://|[\w.-]+@[\w.-]+:)")
+# The userinfo of a URL anywhere in a text (greedy to the last "@" before the path, as
+# curl reads an unescaped "@" in a password).
+_USERINFO_RE = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s?#'\"]*@)")
+# git's own words that add nothing to our sentence.
+_BOILERPLATE = ("Please make sure you have the correct access rights", "and the repository exists.", "hint:")
+_GENERIC_FATAL = "Could not read from remote repository."
 
 
 class SourceError(Exception):
@@ -75,6 +101,102 @@ class CommitInfo:
     timestamp: int  # author date, seconds since the epoch (what `git log` shows)
 
 
+def redact_url(text: str) -> str:
+    """`text` with the secrets of every URL in it removed.
+
+    http(s) (and ftp) URLs lose their whole userinfo, because access tokens are often
+    given as the user name (https://TOKEN@host/...). Other schemes keep a plain user
+    name, which is not secret and says which ssh account is used (ssh://git@host/...),
+    but lose any password.
+    """
+
+    def scrub(match: re.Match[str]) -> str:
+        scheme = match["scheme"]
+        userinfo = match["userinfo"][:-1]
+        if scheme.lower().startswith(("http", "ftp")):
+            return scheme
+        user = userinfo.split(":", 1)[0]
+        return f"{scheme}{user}@" if user else scheme
+
+    return _USERINFO_RE.sub(scrub, text)
+
+
+def _mirror_name(url: str) -> str:
+    """A cache folder name for a (redacted) URL: readable tail plus a hash, so two
+    repositories called `manifests` on different servers never share a mirror."""
+    tail = re.split(r"[/:]", url.rstrip("/"))[-1].removesuffix(".git")
+    tail = re.sub(r"[^A-Za-z0-9._-]+", "-", tail)[:40].strip(".-") or "repo"
+    return f"{tail}-{hashlib.sha256(url.encode()).hexdigest()[:16]}.git"
+
+
+@dataclass(frozen=True, kw_only=True)
+class _GitRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class _GitTimeout(Exception):
+    pass
+
+
+def _run_git(args: list[str], *, env: dict[str, str], timeout: float) -> _GitRun:
+    """Run git with nothing on stdin, in its own process group, killed whole at the timeout.
+
+    The process group matters: git hands the network to children (ssh,
+    git-remote-https) that would keep a dead connection open after git itself is killed.
+    """
+    proc = subprocess.Popen(
+        ["git", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,  # also: no controlling terminal, so ssh cannot prompt on it
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException as exc:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise _GitTimeout from None
+        raise
+    return _GitRun(
+        returncode=proc.returncode,
+        stdout=out.decode("utf-8", "replace"),
+        stderr=err.decode("utf-8", "replace"),
+    )
+
+
+def _git_reason(stderr: str, *, returncode: int) -> str:
+    """The one line of git's stderr that says what went wrong, as a clause."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(_BOILERPLATE)]
+    fatal = [line.split(": ", 1)[1] for line in lines if line.startswith(("fatal: ", "error: "))]
+    others = [line for line in lines if not line.startswith(("fatal: ", "error: ", "warning: "))]
+    # ssh failures end in git's generic "Could not read from remote repository"; the
+    # useful line is ssh's own, printed before it.
+    reason = next((line for line in fatal if line != _GENERIC_FATAL), None)
+    reason = reason or (others[0] if others else None) or (fatal[0] if fatal else f"git exited with status {returncode}")
+    reason = re.sub(r"^unable to access '[^']*': ", "", reason)
+    if "couldn't find remote ref" in reason:
+        reason = "the branch does not exist there"
+    elif "terminal prompts disabled" in reason:
+        reason = "the server asks for credentials and none are configured for git"
+    return redact_url(reason).rstrip(". ")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
 def _normalise_path(path: str) -> str:
     """The manifest folder as a clean posix path relative to the root ("" for the root)."""
     cleaned = posixpath.normpath((path or ".").replace("\\", "/"))
@@ -84,21 +206,47 @@ def _normalise_path(path: str) -> str:
 
 
 class GitSource:
-    """A branch and a folder of one Git repository (a local working or bare repo for now)."""
+    """A branch and a folder of one Git repository: a local working or bare repository
+    read in place, or a remote one read from its mirror in `cache_dir`."""
 
-    def __init__(self, *, repo: str, branch: str = "main", path: str = ".") -> None:
-        self._url = repo
+    def __init__(
+        self,
+        *,
+        repo: str,
+        branch: str = "main",
+        path: str = ".",
+        cache_dir: Path | str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
         self._branch = branch
         self._path = _normalise_path(path)
+        self._timeout = timeout
         # gitpython's Repo keeps persistent `git cat-file` processes that must not be
         # shared between threads; the daemon reads from several, so serialise.
         self._lock = threading.Lock()
+        # One network operation at a time on the mirror; reads do not wait for it.
+        self._net_lock = threading.Lock()
+        self._remote_url: str | None = None  # as given, credentials included: never log it
+        self._fetched = False
+        self._fetch_error: str | None = None
 
+        remote = bool(_REMOTE_RE.match(repo))
+        if remote and not (repo.startswith("file://") and cache_dir is None):
+            self._url = redact_url(repo)
+            if cache_dir is None:
+                raise SourceError(f"the remote repository {self._url} needs a cache directory to be mirrored into.")
+            self._remote_url = repo
+            self._check_branch_name()
+            self._repo = self._open_mirror(Path(cache_dir))
+            self._ssh_command = self._default_ssh_command()
+            return
+
+        self._url = repo
         local = repo
         if repo.startswith("file://"):
             local = urllib.parse.unquote(urllib.parse.urlparse(repo).path)
-        elif _REMOTE_RE.match(repo):
-            raise SourceError(f"remote repositories are not supported yet: {repo}.")
         try:
             self._repo = git.Repo(local)
         except git.NoSuchPathError:
@@ -113,15 +261,78 @@ class GitSource:
             self._repo.close()
             raise SourceError(self._explain(exc)) from None
         try:
-            self._repo.git.check_ref_format(f"refs/heads/{branch}")
-        except git.GitCommandError:
+            self._check_branch_name()
+        except SourceError:
             self._repo.close()
-            raise SourceError(f"'{branch}' is not a valid branch name.") from None
+            raise
+
+    def _check_branch_name(self) -> None:
+        try:
+            git.Git().check_ref_format(f"refs/heads/{self._branch}")
+        except git.GitCommandError:
+            raise SourceError(f"'{self._branch}' is not a valid branch name.") from None
+
+    def _open_mirror(self, cache_dir: Path) -> git.Repo:
+        """Open (or create) the bare mirror of this URL under `cache_dir`."""
+        mirror = cache_dir / _mirror_name(self._url)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SourceError(f"cannot create the cache directory {cache_dir}: {exc.strerror}.") from None
+        if mirror.exists():
+            try:
+                repo = git.Repo(mirror)
+                repo.git.rev_parse("--git-dir")
+                if repo.bare:
+                    return repo
+                repo.close()
+            except (git.InvalidGitRepositoryError, git.NoSuchPathError, git.GitCommandError):
+                pass
+            # The mirror is derived data under a name only we use: rebuilding it costs
+            # one full fetch, keeping a broken one would stop the source for good.
+            log.warning("source.mirror_rebuilt", url=self._url, mirror=str(mirror))
+            shutil.rmtree(mirror, ignore_errors=True)
+        try:
+            repo = git.Repo.init(mirror, bare=True, mkdir=True)
+            # HEAD on the watched branch, so `git log` in the mirror shows it; reflogs
+            # keep commits a force-push dropped reachable for a while (rollback targets).
+            repo.git.symbolic_ref("HEAD", f"refs/heads/{self._branch}")
+            repo.git.config("core.logAllRefUpdates", "true")
+            repo.git.config("reconciler.url", self._url)  # for humans; redacted
+        except (OSError, git.GitCommandError) as exc:
+            shutil.rmtree(mirror, ignore_errors=True)
+            detail = _stderr(exc) if isinstance(exc, git.GitCommandError) else exc.strerror
+            raise SourceError(f"cannot create the mirror of {self._url} in {mirror}: {detail}.") from None
+        return repo
+
+    def _default_ssh_command(self) -> str | None:
+        """`ssh -o BatchMode=yes` unless the user chose their own ssh command.
+
+        GIT_SSH_COMMAND would override core.sshCommand and GIT_SSH, so it is set only
+        when neither those nor GIT_SSH_COMMAND are configured; a user's own command is
+        respected as it is (it may be a wrapper that does not take ssh options).
+        """
+        if os.environ.get("GIT_SSH_COMMAND") or os.environ.get("GIT_SSH"):
+            return None
+        try:
+            configured = self._repo.git.config("--get", "core.sshCommand")
+        except git.GitCommandError:
+            configured = ""
+        return None if configured.strip() else "ssh -o BatchMode=yes"
+
+    def _network_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["GIT_TERMINAL_PROMPT"] = "0"
+        env["GCM_INTERACTIVE"] = "never"  # Git Credential Manager's own prompt switch
+        if self._ssh_command:
+            env["GIT_SSH_COMMAND"] = self._ssh_command
+        return env
 
     # ------------------------------------------------------------------ identity
 
     @property
     def url(self) -> str:
+        """The repository as configured, without credentials (safe to log and show)."""
         return self._url
 
     @property
@@ -135,15 +346,136 @@ class GitSource:
     @property
     def is_local(self) -> bool:
         """True when changes can be seen on the local filesystem (no fetch needed)."""
-        return True
+        return self._remote_url is None
 
     @property
     def git_dir(self) -> Path:
-        """The directory that holds the refs (the common dir of a linked worktree)."""
+        """The directory that holds the refs (the common dir of a linked worktree; the
+        mirror of a remote source)."""
         return Path(self._repo.common_dir).resolve()
 
+    @property
+    def fetch_error(self) -> str | None:
+        """Why the last fetch failed (one sentence), or None after a good fetch."""
+        return self._fetch_error
+
     def fetch(self) -> None:
-        """Bring the branch up to date with its origin; nothing to do for a local repo."""
+        """Bring the mirror's branch up to date with the server (local repos: nothing to do).
+
+        Raises SourceError, one sentence without credentials, if the server cannot be
+        reached or does not answer within the timeout; the mirror keeps what it had.
+        """
+        if self._remote_url is None:
+            return
+        refspec = f"+refs/heads/{self._branch}:refs/heads/{self._branch}"
+        args = [
+            "--git-dir", str(self.git_dir), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+            "--no-recurse-submodules", "--end-of-options", self._remote_url, refspec,
+        ]
+        with self._net_lock:
+            started = time.monotonic()
+            try:
+                run = _run_git(args, env=self._network_env(), timeout=self._timeout)
+                error = None if run.returncode == 0 else _git_reason(run.stderr, returncode=run.returncode)
+            except _GitTimeout:
+                error = f"no answer within {_seconds(self._timeout)} s"
+            except OSError as exc:
+                error = f"cannot run git ({exc.strerror})"
+            if error is not None:
+                self._fetch_error = f"cannot fetch {self._url} (branch {self._branch}): {error}."
+                raise SourceError(self._fetch_error)
+            self._fetched = True
+            self._fetch_error = None
+            log.debug("source.fetched", url=self._url, branch=self._branch,
+                      duration=round(time.monotonic() - started, 3))
+
+    def push(self, *, sha: str, expected_old: str) -> None:
+        """Move the watched branch from `expected_old` to `sha`, which must build on it.
+
+        Remote sources push (with a lease on `expected_old`, so a commit someone else
+        pushed meanwhile is never overwritten) and then move the mirror's branch too.
+        Local sources move the ref with the same compare-and-swap, but refuse when the
+        branch is checked out in a working tree (as `git push` into it would): moving
+        it under the user's files would make their checkout look like it undoes the
+        commit. Commit in `worktree()` instead. Failures are one-sentence SourceErrors.
+        """
+        with self._lock:
+            new = self._commit(sha).hexsha
+            old = self._commit(expected_old).hexsha
+        where = f"{self._url} (branch {self._branch})"
+        if not self.is_ancestor(ancestor=old, descendant=new):
+            raise SourceError(f"cannot push {new[:12]} to {where}: it does not build on {old[:12]}, "
+                              f"so the push would not be a fast-forward.")
+        ref = f"refs/heads/{self._branch}"
+        if self._remote_url is None:
+            checked_out = self.worktree()
+            if checked_out is not None:
+                raise SourceError(f"cannot move branch '{self._branch}' of {self._url}: it is checked out in "
+                                  f"{checked_out}; commit there instead.")
+            with self._lock:
+                try:
+                    self._repo.git.update_ref("-m", "reconciler: push", ref, new, old)
+                except git.GitCommandError:
+                    raise SourceError(f"cannot move branch '{self._branch}' of {self._url}: it is no longer at "
+                                      f"{old[:12]}.") from None
+            return
+        args = [
+            "--git-dir", str(self.git_dir), "push", "--porcelain", "--no-verify", "--no-recurse-submodules",
+            f"--force-with-lease={ref}:{old}", "--end-of-options", self._remote_url, f"{new}:{ref}",
+        ]
+        with self._net_lock:
+            try:
+                run = _run_git(args, env=self._network_env(), timeout=self._timeout)
+                error = None if run.returncode == 0 else self._push_reason(run, old=old)
+            except _GitTimeout:
+                error = f"no answer within {_seconds(self._timeout)} s"
+            except OSError as exc:
+                error = f"cannot run git ({exc.strerror})"
+            with self._lock:
+                try:
+                    if error is None:
+                        self._repo.git.update_ref("-m", "reconciler: pushed", ref, new)
+                    else:
+                        # A caller may have moved the mirror's branch to the new commit before
+                        # pushing; put it back so head() never names a commit the server lacks.
+                        self._repo.git.update_ref("-m", "reconciler: push failed", ref, old, new)
+                except git.GitCommandError:
+                    pass  # the mirror's branch was elsewhere; the next fetch sets it right
+        if error is not None:
+            raise SourceError(f"cannot push {new[:12]} to {where}: {error}.")
+        log.info("source.pushed", url=self._url, branch=self._branch, commit=new, previous=old)
+
+    def _push_reason(self, run: _GitRun, *, old: str) -> str:
+        # --porcelain: "<flag>\t<from>:<to>\t<summary> (<reason>)" on stdout for each ref.
+        for line in run.stdout.splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 3 and parts[0] == "!":
+                summary = parts[2]
+                if "stale info" in summary:
+                    return f"rejected, the branch is no longer at {old[:12]} (someone else pushed); fetch and retry"
+                if "non-fast-forward" in summary or "fetch first" in summary:
+                    return "rejected as a non-fast-forward update; fetch and retry"
+                match = re.search(r"\((.*)\)\s*$", summary)
+                return redact_url(f"rejected by the server: {match[1] if match else summary}").rstrip(". ")
+        return _git_reason(run.stderr, returncode=run.returncode)
+
+    def worktree(self) -> Path | None:
+        """The working tree that has the watched branch checked out (a local non-bare
+        repository, main or linked worktree), or None: bare, remote, or not checked out."""
+        if self._remote_url is not None:
+            return None
+        with self._lock:
+            try:
+                listing = self._repo.git.worktree("list", "--porcelain")
+            except git.GitCommandError as exc:
+                raise SourceError(self._explain(exc)) from None
+        for block in listing.split("\n\n"):
+            fields = dict(line.split(" ", 1) if " " in line else (line, "") for line in block.splitlines())
+            if "bare" in fields or "worktree" not in fields:
+                continue
+            if fields.get("branch") == f"refs/heads/{self._branch}":
+                return Path(fields["worktree"])
+        return None
 
     def close(self) -> None:
         with self._lock:
@@ -152,14 +484,28 @@ class GitSource:
     # ------------------------------------------------------------------ reads
 
     def head(self) -> str:
-        """Full SHA of refs/heads/<branch>, whatever is checked out."""
+        """Full SHA of refs/heads/<branch>, whatever is checked out.
+
+        For a remote source this is the mirror's branch as last fetched; only when the
+        mirror has never held it (first start) does head() fetch, so the first sync
+        has something to apply without waiting for the watcher.
+        """
+        sha = self._read_head()
+        if sha is None and self._remote_url is not None and not self._fetched:
+            self.fetch()
+            sha = self._read_head()
+        if sha is None:
+            raise SourceError(f"branch '{self._branch}' not found in {self._url}.")
+        return sha
+
+    def _read_head(self) -> str | None:
         with self._lock:
             try:
                 return self._repo.git.rev_parse("--verify", "--quiet", f"refs/heads/{self._branch}^{{commit}}")
             except git.GitCommandError as exc:
                 if _stderr(exc):  # --quiet: git says nothing when the branch is just missing
                     raise SourceError(self._explain(exc)) from None
-                raise SourceError(f"branch '{self._branch}' not found in {self._url}.") from None
+                return None
 
     def commit_info(self, sha: str) -> CommitInfo:
         with self._lock:
@@ -265,6 +611,9 @@ class _GitDirHandler(FileSystemEventHandler):
 class SourceWatcher:
     """Calls `on_change(sha)` whenever the branch head differs from the last one reported.
 
+    A local source is watched through filesystem events and polled; a remote one is
+    fetched and read every `poll_interval` (each wait drawn from ±10% of it, so daemons
+    started together do not poll one server in step) and at once on `trigger()`.
     The first check after `start()` reports the current head unless it equals
     `last_seen` (the head the caller has already handled). `on_change` runs in the
     watcher's own thread, one call at a time. A head that was reported is not reported
@@ -274,6 +623,7 @@ class SourceWatcher:
 
     DEBOUNCE = 0.05  # quiet time after an event before checking
     MAX_DEBOUNCE = 0.3  # a steady stream of events still gets checked this often
+    JITTER = 0.1  # each poll wait is poll_interval x (1 ± JITTER)
 
     def __init__(
         self,
@@ -300,8 +650,8 @@ class SourceWatcher:
         self._check_count = 0
         self._last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name="source-watcher", daemon=True)
+        self._poller = threading.Thread(target=self._poll_loop, name="source-poll", daemon=True)
         self._observer: Observer | None = None
-        self._scheduler: BackgroundScheduler | None = None
 
     @property
     def check_count(self) -> int:
@@ -327,18 +677,7 @@ class SourceWatcher:
         # start() has finished building what stop() tears down.
         if self._fs_events:
             self._start_observer()
-        # Jitter spreads many daemons polling one server; small so the interval holds.
-        self._scheduler = BackgroundScheduler(daemon=True)
-        self._scheduler.add_job(
-            self._poll,
-            "interval",
-            seconds=self._poll_interval,
-            jitter=min(1.0, self._poll_interval * 0.1),
-            max_instances=1,
-            coalesce=True,
-            id="source-poll",
-        )
-        self._scheduler.start()
+        self._poller.start()
         self._wake.set()  # the first check, at once
         self._thread.start()
 
@@ -375,6 +714,12 @@ class SourceWatcher:
                 self._force = True
         self._wake.set()
 
+    def _poll_loop(self) -> None:
+        # A plain timer rather than a scheduler job: each wait is drawn afresh from
+        # [0.9, 1.1] x interval, so the mean period is the interval and never drifts.
+        while not self._stopping.wait(self._poll_interval * random.uniform(1 - self.JITTER, 1 + self.JITTER)):
+            self._poll()
+
     def _poll(self) -> None:
         with self._state_lock:
             self._fetch_due = True
@@ -387,11 +732,11 @@ class SourceWatcher:
                 return
             self._stopping.set()
         self._wake.set()
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout)
+        if threading.current_thread() is not self._poller:
+            self._poller.join(timeout)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
             if self._thread.is_alive():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Hashable
 
@@ -39,6 +40,9 @@ class Result:
 
 
 Handler = Callable[[Hashable], "Result | None"]
+# Called after every handler run with (key, seconds, ok): how metrics see reconciles
+# without wrapping each controller.
+DoneHook = Callable[[Hashable, float, bool], None]
 
 
 class WorkQueue:
@@ -51,8 +55,10 @@ class WorkQueue:
         clock: Clock | None = None,
         base_delay: float = 0.005,
         max_delay: float = 1000.0,
+        on_done: DoneHook | None = None,
     ) -> None:
         self.name = name
+        self.on_done = on_done
         self._handler = handler
         self._workers = workers
         self._clock = clock or SystemClock()
@@ -127,12 +133,16 @@ class WorkQueue:
 
     def _process(self, key: Hashable) -> None:
         delay: float | None = None
+        ok = False
+        started = time.perf_counter()  # a duration, so never the (maybe manual) clock
         try:
             result = self._handler(key)
+            ok = True
             self._failures.pop(key, None)
             if result is not None and result.requeue_after is not None:
                 delay = result.requeue_after
         except TemporaryError as exc:
+            ok = True  # a chosen retry ("not yet"), not a failure
             delay = exc.delay
             log.info("requeue", queue=self.name, key=str(key), reason=str(exc), delay=delay)
         except Exception as exc:  # a bug or an engine failure must not kill the worker
@@ -142,6 +152,11 @@ class WorkQueue:
             log.warning("reconcile failed", queue=self.name, key=str(key), error=f"{type(exc).__name__}: {exc}",
                         failures=failures, retry_in=round(delay, 3))
         finally:
+            if self.on_done is not None:
+                try:
+                    self.on_done(key, time.perf_counter() - started, ok)
+                except Exception:  # an observer must never break the reconcile loop
+                    log.exception("on_done hook failed", queue=self.name)
             with self._cond:
                 self._processing.discard(key)
                 self._last_progress = self._clock.now()

@@ -143,9 +143,10 @@ def test_errors_are_clear_sentences(repo: Path, tmp_path: Path) -> None:
         GitSource(repo=str(plain))
     with pytest.raises(SourceError, match=r"^'bad\.\.name' is not a valid branch name\.$"):
         GitSource(repo=str(repo), branch="bad..name")
-    with pytest.raises(SourceError, match=r"^remote repositories are not supported yet"):
+    # Remote sources are mirrored (tests/test_source_remote.py); without a cache dir they cannot be.
+    with pytest.raises(SourceError, match=r"^the remote repository https://example\.test/org/manifests\.git needs a cache"):
         GitSource(repo="https://example.test/org/manifests.git")
-    with pytest.raises(SourceError, match=r"^remote repositories are not supported yet"):
+    with pytest.raises(SourceError, match=r"^the remote repository git@example\.test:org/manifests\.git needs a cache"):
         GitSource(repo="git@example.test:org/manifests.git")
     with pytest.raises(SourceError, match=r"must be a folder inside the repository"):
         GitSource(repo=str(repo), path="../elsewhere")

@@ -5,6 +5,13 @@ or the scheduler) and its owning ReplicaSet; a ReplicaSet change enqueues itself
 and its Deployment. Deletions carry only a key, so the owner of every pod and
 ReplicaSet seen is remembered to route its deletion too.
 
+Nodes: each node has its own heartbeat and relist jobs, so a node that hangs
+(an ssh host gone silent) delays nobody else. A node agent's work items are
+dropped while its Node is NotReady: the agent's view of that engine is stale,
+and writing status from it would undo what the node lifecycle controller says
+about the node's pods (Unknown, not ready). Nothing is lost by dropping: the
+agent's relist, once the engine answers again, finds every difference anew.
+
 With ``threaded=False`` nothing runs in the background: a simulation calls
 ``run_until_idle()`` and moves its clock, which makes the rollout scenarios
 deterministic.
@@ -12,17 +19,21 @@ deterministic.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
+from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from reconciler import objects as o
 from reconciler.clock import Clock
 from reconciler.controllers.deployment import DeploymentController
 from reconciler.controllers.endpoints import EndpointsController
-from reconciler.controllers.node import NodeBinding, NodeController
+from reconciler.controllers.node import NodeBinding, NodeController, node_is_ready
 from reconciler.controllers.nodeagent import NodeAgent
+from reconciler.controllers.nodelifecycle import DEFAULT_TOLERATION, NodeLifecycleController
 from reconciler.controllers.replicaset import ReplicaSetController
 from reconciler.controllers.scheduler import Scheduler
 from reconciler.controllers.service import ServiceController
@@ -33,7 +44,7 @@ class ControllerManager:
     def __init__(self, *, store: Any, clock: Clock, nodes: Sequence[NodeBinding], threaded: bool = True,
                  relist_interval: float = 1.0, heartbeat_interval: float = 5.0, resync_interval: float = 10.0,
                  apply_lock: Any = None, volumes_dir: Path | None = None,
-                 service_cidr: str = "127.96.0.0/16") -> None:
+                 service_cidr: str = "127.96.0.0/16", node_toleration: float = DEFAULT_TOLERATION) -> None:
         self.store = store
         self.clock = clock
         self._threaded = threaded
@@ -46,6 +57,8 @@ class ControllerManager:
         # Set by the daemon: the service proxy's sync, woken by Service/Endpoints/Pod changes.
         self.on_network_change: Any = lambda: None
         self.nodes = NodeController(store=store, clock=clock, nodes=list(nodes))
+        self.lifecycle = NodeLifecycleController(store=store, clock=clock, nodes=[n.name for n in nodes],
+                                                 toleration=node_toleration, on_pod_removed=self._forget_pod)
         self.agents: dict[str, NodeAgent] = {}
         self.queues: dict[str, WorkQueue] = {
             "deployment": WorkQueue(name="deployment", handler=self.deployments.reconcile, workers=2, clock=clock),
@@ -54,12 +67,14 @@ class ControllerManager:
             # One worker: allocations of ClusterIPs and nodePorts must not race.
             "service": WorkQueue(name="service", handler=self.services.reconcile, workers=1, clock=clock),
             "endpoints": WorkQueue(name="endpoints", handler=self.endpoints.reconcile, workers=2, clock=clock),
+            "nodelifecycle": WorkQueue(name="nodelifecycle", handler=self.lifecycle.reconcile, workers=1, clock=clock),
         }
         for binding in nodes:
             assert binding.driver is not None
             agent = NodeAgent(node=binding.name, driver=binding.driver, store=store, clock=clock,
                               volumes_dir=(volumes_dir / binding.name) if volumes_dir else None)
-            queue = WorkQueue(name=f"node/{binding.name}", handler=agent.reconcile, workers=8, clock=clock)
+            queue = WorkQueue(name=f"node/{binding.name}", handler=self._unless_not_ready(binding.name, agent.reconcile),
+                              workers=8, clock=clock)
             agent.enqueue = queue.add
             self.agents[binding.name] = agent
             self.queues[f"node/{binding.name}"] = queue
@@ -91,10 +106,13 @@ class ControllerManager:
                     rs_name, node = self._pod_owner[key]
                 else:
                     rs_name, node = self._pod_owner.pop(key, (None, None))
-            if pod is not None and not node and not o.is_terminating(pod):
-                self.queues["scheduler"].add(key)
+            if pod is not None and not node:
+                self.queues["scheduler"].add(key)  # to bind it, or to delete it if it is marked for deletion
             if node and f"node/{node}" in self.queues:
                 self.queues[f"node/{node}"].add(key)
+            if pod is not None and node and not self._node_usable(node):
+                # A pod on a lost (or unconfigured) node: its status is the lifecycle controller's.
+                self.queues["nodelifecycle"].add(node)
             if rs_name:
                 self.queues["replicaset"].add((namespace, rs_name))
             # Endpoints follow pods; every Service of the namespace looks again (a pod that
@@ -113,6 +131,7 @@ class ControllerManager:
             for d in self.store.list("Deployment", namespace):
                 self.queues["deployment"].add((namespace, d["metadata"]["name"]))
         elif kind == "Node":
+            self.queues["nodelifecycle"].add(name)
             # A node turning Ready may unblock pending pods.
             for pod in self.store.list("Pod"):
                 if not (pod.get("spec") or {}).get("nodeName") and not o.is_terminating(pod):
@@ -129,29 +148,70 @@ class ControllerManager:
             self.queues["endpoints"].add((svc["metadata"]["namespace"], svc["metadata"]["name"]))
         for pod in self.store.list("Pod"):
             self._on_change("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"])
+        for name in self.nodes.names:
+            self.queues["nodelifecycle"].add(name)
+
+    # -- nodes -------------------------------------------------------------------------
+    def _node_usable(self, name: str) -> bool:
+        """False for a node that is not configured, or whose Node says NotReady."""
+        if name not in self.nodes.names:
+            return False
+        node = self.store.get("Node", "", name)
+        return node is None or node_is_ready(node)
+
+    def _unless_not_ready(self, name: str, handler: Callable[[Hashable], Any]) -> Callable[[Hashable], Any]:
+        def run(key: Hashable) -> Any:
+            if not self._node_usable(name):
+                return None  # stale engine view; the relist finds this again once the node answers
+            return handler(key)
+
+        return run
+
+    def _forget_pod(self, node: str, key: tuple[str, str]) -> None:
+        agent = self.agents.get(node)
+        if agent is not None:
+            agent.prober.forget_pod(key)
+
+    def heartbeat(self, name: str) -> None:
+        self.nodes.heartbeat(name)
 
     def heartbeat_all(self) -> None:
-        for name in self.agents:
-            self.nodes.heartbeat(name)
+        names = sorted(self.agents)
+        if not self._threaded or len(names) < 2:
+            for name in names:
+                self.nodes.heartbeat(name)
+            return
+        # In parallel: one silent node must not make the others miss their heartbeats.
+        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="heartbeat") as pool:
+            list(pool.map(self.nodes.heartbeat, names))
+
+    def relist(self, name: str) -> None:
+        try:
+            self.agents[name].relist()
+        except Exception:  # an unreachable node is the heartbeat's business
+            pass
 
     def relist_all(self) -> None:
-        for agent in self.agents.values():
-            try:
-                agent.relist()
-            except Exception:  # an unreachable node is the heartbeat's business
-                pass
+        for name in self.agents:
+            self.relist(name)
 
     # -- running -----------------------------------------------------------------------
     def start(self) -> None:
+        self.nodes.prune_unconfigured()
         self.heartbeat_all()
         for agent in self.agents.values():
             agent.prober.start()
         for queue in self.queues.values():
             queue.start()
         relist, heartbeat, resync = self._intervals
-        self._scheduler = BackgroundScheduler(daemon=True)
-        self._scheduler.add_job(self.relist_all, "interval", seconds=relist, id="relist", max_instances=1, coalesce=True)
-        self._scheduler.add_job(self.heartbeat_all, "interval", seconds=heartbeat, id="heartbeat", max_instances=1, coalesce=True)
+        # Two jobs per node plus the resync, each in its own thread, so a slow node delays only itself.
+        self._scheduler = BackgroundScheduler(daemon=True,
+                                              executors={"default": JobExecutor(max(10, 2 * len(self.agents) + 2))})
+        for name in self.agents:
+            self._scheduler.add_job(partial(self.relist, name), "interval", seconds=relist, id=f"relist/{name}",
+                                    max_instances=1, coalesce=True)
+            self._scheduler.add_job(partial(self.heartbeat, name), "interval", seconds=heartbeat,
+                                    id=f"heartbeat/{name}", max_instances=1, coalesce=True)
         self._scheduler.add_job(self.resync, "interval", seconds=resync, id="resync", max_instances=1, coalesce=True)
         self._scheduler.start()
         self.resync()

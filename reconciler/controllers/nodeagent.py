@@ -421,6 +421,15 @@ class NodeAgent:
             if state is not None and not status.get("startTime"):
                 status["startTime"] = to_rfc3339(now)
             flag = "True" if computed["ready"] else "False"
+            latest_start = max((from_rfc3339(c.started_at) or 0.0 for c in (state.containers if state else ())
+                                if c.state == "running"), default=0.0)
+            for ctype in ("Ready", "ContainersReady"):
+                cond = o.get_condition(status, ctype)
+                if flag == "True" and cond and cond.get("status") == "True" and \
+                        latest_start > (from_rfc3339(cond.get("lastTransitionTime")) or 0.0):
+                    # A container restarted between two looks: its readiness starts again
+                    # (minReadySeconds counts from the restart, not from the first start).
+                    o.remove_condition(status, ctype)
             o.set_condition(status, {"type": "Initialized", "status": "True"}, now=now)
             o.set_condition(status, {"type": "ContainersReady", "status": flag}, now=now)
             o.set_condition(status, {"type": "Ready", "status": flag}, now=now)

@@ -1,0 +1,154 @@
+"""The node lifecycle controller: what becomes of the pods of a node that stops answering.
+
+Kubernetes' node lifecycle controller and taint manager, shrunk to what a
+podman node needs:
+
+1. A node turns NotReady (its engine missed three heartbeats): each of its pods
+   gets phase ``Unknown`` (reason ``NodeLost``) and ``Ready=False``. Not ready,
+   the pods leave their Services' endpoints at once, so the proxy stops sending
+   them traffic; they still count for their ReplicaSet, because the node may
+   only be cut off and come back with them.
+2. The node stays NotReady for the toleration (default 30 s, Kubernetes'
+   ``tolerationSeconds`` role for ``node.kubernetes.io/unreachable``; a
+   constructor parameter, from the daemon's config): its pods are deleted from
+   the store. The ReplicaSet controller then creates replacements, which the
+   scheduler places on Ready nodes. The pods are deleted outright, not marked
+   for graceful deletion, because no node agent can reach their engine to
+   finish a graceful stop; the store therefore never holds two live copies of
+   one replica.
+3. The node comes back: anything it still runs that the store does not know is
+   an orphan to its node agent, whose relist stops and removes it. Pods it
+   kept within the toleration are reported again by the agent; their NodeLost
+   reason is cleared here.
+4. A node that left the daemon's config: its pods are deleted at once (there
+   is no engine to wait for). That is how a node that died for good is retired.
+
+The key is a node name. The NotReady time is the Ready condition's
+``lastTransitionTime`` on the Node object, so a daemon restart neither resets
+nor skips the toleration. Each pass requeues itself for the moment the
+toleration runs out.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterable
+
+import structlog
+
+from reconciler import objects as o
+from reconciler.clock import Clock, from_rfc3339
+from reconciler.controllers.node import node_is_ready
+from reconciler.workqueue import Result
+
+log = structlog.get_logger("nodelifecycle")
+
+Obj = dict[str, Any]
+DEFAULT_TOLERATION = 30.0
+REASON_NODE_LOST = "NodeLost"
+
+
+class NodeLifecycleController:
+    def __init__(self, *, store: Any, clock: Clock, nodes: Iterable[str], toleration: float = DEFAULT_TOLERATION,
+                 on_pod_removed: Callable[[str, tuple[str, str]], None] | None = None) -> None:
+        if toleration < 0:
+            raise ValueError("the node toleration must not be negative.")
+        self._store = store
+        self._clock = clock
+        self._configured = frozenset(nodes)
+        self.toleration = float(toleration)
+        # Told (node, pod key) after a forced removal, so the node agent forgets its probes for it.
+        self._on_pod_removed = on_pod_removed or (lambda node, key: None)
+
+    def reconcile(self, key: str) -> Result | None:
+        name = key
+        pods = self.pods_on(name)
+        if name not in self._configured:
+            for pod in pods:
+                self._remove(pod, node=name, why=f"node {name} is no longer in the daemon's config")
+            return None
+        node = self._store.get("Node", "", name)
+        if node is None:
+            return None  # no heartbeat yet: nothing is known about the node
+        if node_is_ready(node):
+            for pod in pods:
+                self._clear_node_lost(pod)
+            return None
+        cond = o.get_condition(node.get("status") or {}, "Ready") or {}
+        now = self._clock.now()
+        since = from_rfc3339(cond.get("lastTransitionTime")) or now
+        deadline = since + self.toleration
+        if now >= deadline:
+            for pod in pods:
+                self._remove(pod, node=name, why=f"node {name} was not ready for {_seconds(self.toleration)}")
+            return None
+        for pod in pods:
+            self._mark_lost(pod, node=name)
+        return Result(requeue_after=deadline - now)
+
+    def pods_on(self, node: str) -> list[Obj]:
+        return [p for p in self._store.list("Pod") if (p.get("spec") or {}).get("nodeName") == node]
+
+    # -- steps ------------------------------------------------------------------------------
+    def _mark_lost(self, pod: Obj, *, node: str) -> None:
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        now = self._clock.now()
+
+        def mutate(cur: Obj) -> Obj | None:
+            if (cur.get("spec") or {}).get("nodeName") != node:
+                return None
+            status = cur.setdefault("status", {})
+            before = json.dumps(status, sort_keys=True)
+            if status.get("phase") not in ("Succeeded", "Failed"):
+                status["phase"] = "Unknown"
+            status["reason"] = REASON_NODE_LOST
+            status["message"] = f"Node {node} which was running pod {name} is unresponsive"
+            for ctype in ("Ready", "ContainersReady"):
+                cond = o.get_condition(status, ctype)
+                if cond is None or cond.get("status") != "False" or cond.get("reason") != "NodeNotReady":
+                    o.set_condition(status, {"type": ctype, "status": "False", "reason": "NodeNotReady"}, now=now)
+            for cs in status.get("containerStatuses") or []:
+                cs["ready"] = False
+            if json.dumps(status, sort_keys=True) == before:
+                return None
+            return cur
+
+        if self._store.update("Pod", namespace, name, mutate) is not None:
+            self._store.record_event(kind="Pod", namespace=namespace, name=name, uid=pod["metadata"].get("uid", ""),
+                                     type="Warning", reason="NodeNotReady",
+                                     message=f"Node {node} is not ready; the pod is marked not ready")
+            log.info("pod on a lost node", object=f"pod/{name}", namespace=namespace, node=node, action="mark")
+
+    def _clear_node_lost(self, pod: Obj) -> None:
+        if (pod.get("status") or {}).get("reason") != REASON_NODE_LOST:
+            return
+
+        def mutate(cur: Obj) -> Obj | None:
+            status = cur.get("status") or {}
+            if status.get("reason") != REASON_NODE_LOST:
+                return None
+            status.pop("reason", None)
+            status.pop("message", None)
+            return cur
+
+        self._store.update("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], mutate)
+
+    def _remove(self, pod: Obj, *, node: str, why: str) -> None:
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        current = self._store.get("Pod", namespace, name)
+        if current is None or current["metadata"].get("uid") != pod["metadata"].get("uid"):
+            return  # gone, or a new pod of the same name meanwhile
+        if (current.get("spec") or {}).get("nodeName") != node:
+            return
+        self._store.delete("Pod", namespace, name)
+        self._on_pod_removed(node, (namespace, name))
+        message = f"Deleted pod {namespace}/{name}: {why}"
+        self._store.record_event(kind="Pod", namespace=namespace, name=name, uid=pod["metadata"].get("uid", ""),
+                                 type="Warning", reason="NodeLost", message=message)
+        self._store.record_event(kind="Node", namespace="", name=node, type="Warning", reason="DeletingPod",
+                                 message=message)
+        log.info("pod deleted from a lost node", object=f"pod/{name}", namespace=namespace, node=node,
+                 reason=why, action="delete")
+
+
+def _seconds(value: float) -> str:
+    return f"{int(value)}s" if value == int(value) else f"{value:g}s"
