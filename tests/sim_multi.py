@@ -74,10 +74,12 @@ class MultiSim:
                                          node_toleration=toleration, volumes_dir=tmp_path / "volumes")
         self.manager.nodes.prune_unconfigured()
         self.manager.heartbeat_all()
-        self.manager.resync()
         self._next_heartbeat = self.clock.now() + HEARTBEAT
         self.checks: list[Callable[[], None]] = []
         self.store.watch(lambda *_: [check() for check in self.checks])
+        # As the daemon's start: look at everything once (a store from an earlier run may hold work).
+        self.manager.resync()
+        self.settle()
 
     # -- driving ------------------------------------------------------------------------
     def settle(self, *, rounds: int = 50) -> None:

@@ -1,0 +1,364 @@
+"""Figure 5: what the control plane costs by itself, on the fake runtime, as the repository grows.
+
+"A full pass" is the daemon's periodic safety net: ``ControllerManager.resync()``
+enqueues every Deployment, ReplicaSet and Pod, and the queues run until idle, in
+process (``threaded=False``), on a ``Store`` in a tmp dir and a ``FakeDriver`` with
+``record_calls=False``. Measured at 100, 1,000 and 5,000 Deployments of 3 replicas
+each (300, 3,000, 15,000 pods), all in one namespace:
+
+- ``nochange``: a full pass when nothing changed (it must write nothing; the number
+  of writes is checked and reported);
+- ``change``: a full pass after one Deployment's image changed (the whole rolling
+  update of its 3 pods runs inside the pass: the fake starts and stops at once);
+- ``event``: the same single change without the resync — what a commit costs the
+  controllers when nothing else is looked at;
+- ``relist``: one node-agent relist (what runs every second) over all the pods.
+
+Building thousands of Deployments through the controllers would itself take the
+O(N²) time measured here, so the cluster is built by cloning: one Deployment is
+settled by the real controllers, then its Deployment, ReplicaSet and Pods are copied
+N times with fresh names, uids, template hashes and pod IPs, the fake engine is given
+matching running pods, and the real node agent writes every pod's status. The
+no-change pass then proves the copy is settled: it writes nothing.
+
+A pass that would take longer than ``budget`` seconds is sampled instead: every queue
+runs some of its keys, and the pass is estimated as the sum over queues of keys ×
+mean time per key (marked "est." in the table). pyinstrument profiles the passes at
+1,000 Deployments.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler import objects as o
+from reconciler.clock import ManualClock
+from reconciler.controllers.deployment import DeploymentController
+from reconciler.controllers.manager import ControllerManager
+from reconciler.controllers.node import NodeBinding
+from reconciler.controllers.nodeagent import NodeAgent
+from reconciler.controllers.podrequest import build_request
+from reconciler.controllers.scheduler import ANN_POD_IP
+from reconciler.store import Store
+from runtime.fake import FakeDriver
+
+from bench.figures import Figure, Results
+
+NODE = "node1"
+# The fake never binds an address; a /16 holds the 15,000 pods of the largest size on one node.
+FAKE_CIDR = "127.247.0.0/16"
+IMAGE_V1 = "localhost:5000/hello:v1"
+IMAGE_V2 = "localhost:5000/hello:v2"
+SEED = "zzseedzz"  # a name that occurs nowhere else, so it can be replaced textually
+REPLICAS = 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class PassResult:
+    seconds: float  # CPU seconds (estimated ones: extrapolated)
+    wall: float  # wall-clock seconds actually spent
+    writes: int  # store writes during the pass
+    keys: int  # keys the resync enqueued
+    estimated: bool
+
+
+def _quiet_logs() -> None:
+    # The controllers log every pod they touch; at 15,000 pods the console would be the benchmark.
+    logging.getLogger().setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.WARNING)
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def _manifest(name: str, *, image: str = IMAGE_V1) -> dict:
+    """A Deployment as the applier writes it: defaults filled in, the commit and source file stamped."""
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default",
+                     "annotations": {o.ANN_COMMIT: "c0ffee" * 6 + "c0ff", o.ANN_MANAGED_BY: o.MANAGER,
+                                     o.ANN_SOURCE_FILE: f"apps/{name}.yaml"}},
+        "spec": {
+            "replicas": REPLICAS,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                         "spec": {"containers": [{"name": "app", "image": image, "imagePullPolicy": "IfNotPresent",
+                                                  "ports": [{"containerPort": 8080, "protocol": "TCP"}]}],
+                                  "restartPolicy": "Always", "terminationGracePeriodSeconds": 30}},
+            "minReadySeconds": 0, "progressDeadlineSeconds": 600, "revisionHistoryLimit": 10,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+        },
+    }
+
+
+def _manager(store: Store, clock: ManualClock, driver: FakeDriver, volumes: Path) -> ControllerManager:
+    manager = ControllerManager(store=store, clock=clock, threaded=False, volumes_dir=volumes,
+                                nodes=[NodeBinding(name=NODE, url=f"fake://{NODE}", pod_cidr=FAKE_CIDR, driver=driver)])
+    manager.heartbeat_all()
+    return manager
+
+
+def _settle(manager: ControllerManager, *, rounds: int = 50) -> None:
+    """Run the queues and relist until the store stops changing (as the daemon's loops would)."""
+    for _ in range(rounds):
+        manager.run_until_idle()
+        before = manager.store.resource_version
+        manager.relist_all()
+        manager.run_until_idle()
+        if manager.store.resource_version == before:
+            return
+    raise RuntimeError("the control plane did not settle")
+
+
+class Cluster:
+    """N cloned Deployments on one fake node, with the real controllers over them."""
+
+    def __init__(self, *, deployments: int, tmp: Path) -> None:
+        self.count = deployments
+        self.tmp = tmp
+        self.clock = ManualClock()
+        self.driver = FakeDriver(clock=self.clock.now, record_calls=False, images=[IMAGE_V1, IMAGE_V2])
+        self.store = Store(tmp / "store.db", clock=self.clock.now)
+        self.manager: ControllerManager | None = None
+
+    def build(self) -> float:
+        """Clone the seed ``count`` times; returns the seconds it took."""
+        started = time.perf_counter()
+        seed = _seed(self.tmp / "seed")
+        controller = DeploymentController(store=self.store, clock=self.clock)
+        agent = NodeAgent(node=NODE, driver=self.driver, store=self.store, clock=self.clock,
+                          volumes_dir=self.tmp / "volumes")
+        labels_for = getattr(agent, "_labels", lambda pod: {})
+        network = ipaddress.ip_network(FAKE_CIDR)
+        next_ip = 2  # the first host address is the node's own
+        pods_written: list[dict] = []
+        for i in range(self.count):
+            name = f"app-{i:05d}"
+            d = json.loads(seed["Deployment"].replace(SEED, name))
+            phash = o.template_hash(o.template_without_hash(controller.effective_template(d)))
+            text = {kind: seed[kind].replace(SEED, name).replace(seed["hash"], phash) for kind in ("Deployment", "ReplicaSet", "Pods")}
+            for old_uid in seed["uids"]:
+                new_uid = str(uuid.uuid4())
+                text = {k: v.replace(old_uid, new_uid) for k, v in text.items()}
+            for old_ip in seed["ips"]:
+                ip = str(network[next_ip])
+                next_ip += 1
+                text = {k: v.replace(f'"{old_ip}"', f'"{ip}"') for k, v in text.items()}
+            self.store.put(json.loads(text["Deployment"]))
+            self.store.put(json.loads(text["ReplicaSet"]))
+            for pod in json.loads(text["Pods"]):
+                pods_written.append(self.store.put(pod))
+        # The engine runs every pod, as the node agent asked it to...
+        for pod in pods_written:
+            request = build_request(pod=pod, store=self.store, volumes_dir=self.tmp / "volumes", labels=labels_for(pod))
+            self.driver.create_pod(request)
+            self.driver.start_pod(namespace=request.namespace, name=request.name)
+        # ...and the real node agent writes what the engine reports into each pod's status.
+        for pod in pods_written:
+            agent.reconcile((pod["metadata"]["namespace"], pod["metadata"]["name"]))
+        self.manager = _manager(self.store, self.clock, self.driver, self.tmp / "volumes")
+        self.manager.run_until_idle()
+        return time.perf_counter() - started
+
+    # -- measurements ------------------------------------------------------------------------
+    def full_pass(self, *, budget: float | None, profiler: Any = None) -> PassResult:
+        """resync() and run the queues until idle; sampled and estimated past ``budget`` CPU seconds.
+
+        Times are CPU seconds of this process (the pass is single-threaded and CPU-bound), so
+        other load on a shared machine does not inflate them; the wall time is kept beside.
+        """
+        manager = self.manager
+        assert manager is not None
+        rv = self.store.resource_version
+        if profiler is not None:
+            profiler.start()
+        wall, cpu = time.perf_counter(), time.process_time()
+        manager.resync()
+        resync_cpu = time.process_time() - cpu
+        lengths = {name: len(q) for name, q in manager.queues.items()}
+        keys = sum(lengths.values())
+        estimated = False
+        if budget is None:
+            manager.run_until_idle()
+            seconds = time.process_time() - cpu
+        else:
+            # A sample of every queue first, then either finish the pass or extrapolate it.
+            per_key: dict[str, float] = {}
+            for name, queue in manager.queues.items():
+                if not lengths[name]:
+                    continue
+                t = time.process_time()
+                done = queue.run_until_idle(max_items=max(5, min(50, lengths[name] // 20)))
+                per_key[name] = (time.process_time() - t) / max(done, 1)
+            projected = resync_cpu + sum(per_key[n] * lengths[n] for n in per_key)
+            if projected <= budget:
+                manager.run_until_idle()
+                seconds = time.process_time() - cpu
+            else:
+                seconds = projected
+                estimated = True
+        wall = time.perf_counter() - wall
+        if profiler is not None:
+            profiler.stop()
+        return PassResult(seconds=seconds, wall=wall, writes=self.store.resource_version - rv, keys=keys,
+                          estimated=estimated)
+
+    def change_one(self, index: int) -> None:
+        """What the applier does for a commit that changes one Deployment's image."""
+        name = f"app-{index:05d}"
+
+        def mutate(cur: dict) -> dict:
+            container = cur["spec"]["template"]["spec"]["containers"][0]
+            container["image"] = IMAGE_V2 if container["image"] == IMAGE_V1 else IMAGE_V1
+            return cur
+
+        self.store.update("Deployment", "default", name, mutate)
+
+    def event_driven_change(self, index: int, *, profiler: Any = None) -> tuple[float, int]:
+        """One Deployment's image changes; the queues (and relists) run until the rollout settles."""
+        assert self.manager is not None
+        rv = self.store.resource_version
+        if profiler is not None:
+            profiler.start()
+        started = time.process_time()
+        self.change_one(index)
+        _settle(self.manager)
+        seconds = time.process_time() - started
+        if profiler is not None:
+            profiler.stop()
+        return seconds, self.store.resource_version - rv
+
+    def relist(self) -> float:
+        assert self.manager is not None
+        started = time.process_time()
+        for agent in self.manager.agents.values():
+            agent.relist()
+        seconds = time.process_time() - started
+        self.manager.run_until_idle()
+        return seconds
+
+    def rollout_done(self, index: int) -> bool:
+        d = self.store.get("Deployment", "default", f"app-{index:05d}")
+        status = (d or {}).get("status") or {}
+        return status.get("updatedReplicas") == REPLICAS and status.get("availableReplicas") == REPLICAS \
+            and status.get("replicas") == REPLICAS
+
+    def close(self) -> None:
+        if self.manager is not None:
+            self.manager.stop()
+        self.store.close()
+
+
+def _seed(tmp: Path) -> dict[str, Any]:
+    """One Deployment settled by the real controllers, as JSON text per kind, plus what varies per copy."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    clock = ManualClock()
+    store = Store(tmp / "store.db", clock=clock.now)
+    driver = FakeDriver(clock=clock.now, record_calls=False, images=[IMAGE_V1, IMAGE_V2])
+    manager = _manager(store, clock, driver, tmp / "volumes")
+    store.put(_manifest(SEED))
+    _settle(manager)
+    d = store.get("Deployment", "default", SEED)
+    rss = store.list("ReplicaSet", "default")
+    pods = store.list("Pod", "default")
+    manager.stop()
+    store.close()
+    if d is None or len(rss) != 1 or len(pods) != REPLICAS:
+        raise RuntimeError("the seed Deployment did not settle into one ReplicaSet and its pods")
+    rs = rss[0]
+    for obj in (d, rs, *pods):
+        # The copy gets its own resourceVersion and generation from the store.
+        obj["metadata"].pop("resourceVersion", None)
+    return {
+        "Deployment": json.dumps(d), "ReplicaSet": json.dumps(rs), "Pods": json.dumps(pods),
+        "hash": o.labels(rs)[o.LABEL_TEMPLATE_HASH],
+        "uids": [d["metadata"]["uid"], rs["metadata"]["uid"], *(p["metadata"]["uid"] for p in pods)],
+        "ips": [o.annotations(p)[ANN_POD_IP] for p in pods],
+    }
+
+
+def _profile_text(profiler: Any) -> str:
+    return profiler.output_text(unicode=False, color=False, show_all=False)
+
+
+def run(*, results: Results, sizes: tuple[int, ...], budget: float, command: str, profile_at: int = 1000) -> None:
+    _quiet_logs()
+    try:
+        from pyinstrument import Profiler
+    except ImportError:  # bench/run installs it; standalone runs still measure
+        Profiler = None  # type: ignore[assignment]
+    tmp_root = Path(tempfile.mkdtemp(prefix="rb-cp-", dir="/tmp"))
+    nochange: dict[int, PassResult] = {}
+    try:
+        for size in sizes:
+            cluster = Cluster(deployments=size, tmp=tmp_root / str(size))
+            try:
+                built = cluster.build()
+                pods = len(cluster.store.list("Pod"))
+                print(f"  control plane: {size} Deployments / {pods} pods built by cloning in {built:.1f} s", flush=True)
+                profiling = Profiler is not None and size == profile_at
+                relist = cluster.relist()
+                # The event-driven change first, while the queues are empty.
+                prof_event = Profiler(interval=0.0005) if profiling else None
+                event_s, event_writes = cluster.event_driven_change(0, profiler=prof_event)
+                if not cluster.rollout_done(0):
+                    raise RuntimeError("the single change did not complete its rollout")
+                prof_nochange = Profiler(interval=0.001) if profiling else None
+                quiet = cluster.full_pass(budget=budget, profiler=prof_nochange)
+                nochange[size] = quiet
+                if quiet.estimated:
+                    change = PassResult(seconds=quiet.seconds + event_s, wall=float("nan"), writes=-1, keys=quiet.keys, estimated=True)
+                else:
+                    cluster.change_one(1)
+                    change = cluster.full_pass(budget=None)
+                    _settle(cluster.manager)  # type: ignore[arg-type]
+                    if not cluster.rollout_done(1):
+                        raise RuntimeError("the full pass with one change did not complete its rollout")
+                print(f"  control plane at {size}: no-change pass {quiet.seconds * 1000:.0f} ms"
+                      f"{' (est.)' if quiet.estimated else ''}, {quiet.writes} writes; with one change "
+                      f"{change.seconds * 1000:.0f} ms; event-driven change {event_s * 1000:.0f} ms; relist "
+                      f"{relist * 1000:.0f} ms", flush=True)
+                if quiet.writes:
+                    results.notes.append(f"the no-change pass at {size} Deployments wrote {quiet.writes} times "
+                                         "(it should write nothing)")
+                where = f"{size} Deployments / {pods} pods"
+                results.add(Figure(key=f"cp.nochange.{size}", title=f"full pass, no change, {where}",
+                                   value=quiet.seconds * 1000, unit="ms", estimated=quiet.estimated,
+                                   goal=100.0 if size == 1000 else None, goal_text="< 100 ms" if size == 1000 else "",
+                                   note=f"{quiet.keys} keys, {quiet.writes} writes, CPU time (wall {quiet.wall * 1000:,.0f} ms)",
+                                   command=command))
+                results.add(Figure(key=f"cp.change.{size}", title=f"full pass, one Deployment changed, {where}",
+                                   value=change.seconds * 1000, unit="ms", estimated=change.estimated,
+                                   baseline=quiet.seconds * 1000, baseline_title="(no change)", command=command))
+                results.add(Figure(key=f"cp.event.{size}", title=f"one Deployment changed, no resync, {where}",
+                                   value=event_s * 1000, unit="ms", note=f"{event_writes} writes", command=command))
+                results.add(Figure(key=f"cp.relist.{size}", title=f"one node-agent relist, {where}",
+                                   value=relist * 1000, unit="ms", note="runs every second in the daemon",
+                                   command=command))
+                if prof_nochange is not None:
+                    results.profiles[f"nochange.{size}"] = _profile_text(prof_nochange)
+                if prof_event is not None:
+                    results.profiles[f"event.{size}"] = _profile_text(prof_event)
+            finally:
+                cluster.close()
+                shutil.rmtree(tmp_root / str(size), ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    ordered = sorted(nochange)
+    for small, big in zip(ordered, ordered[1:]):
+        a, b = nochange[small].seconds, nochange[big].seconds
+        if a > 0 and b > 0:
+            exponent = math.log(b / a) / math.log(big / small)
+            results.add(Figure(key=f"cp.growth.{small}-{big}", title=f"no-change pass growth {small} -> {big}",
+                               value=b / a, unit="x", baseline=big / small, baseline_title="(object ratio)",
+                               note=f"time grows as N^{exponent:.2f}", command=command))
