@@ -164,11 +164,11 @@ def run(*, results: Results, engine: PrivateEngine, reps: int, sizes: tuple[int,
                        baseline_title="(by hand: last old pod removed)", goal=1.2, goal_text="ratio <= 1.2",
                        samples=tuple(samples.roll_gone), baseline_samples=tuple(samples.hand_roll_gone),
                        command=command))
-    starts = [n[0] for n in notices]
-    firsts = [n[1] for n in notices]
+    starts = [n[0] * 1000 for n in notices]
+    firsts = [n[1] * 1000 for n in notices]
     results.add(Figure(key="notice.start", title=f"commit noticed: git commit -> reconcile starts ({len(starts)} commits)",
-                       value=median(starts), unit="s", goal=1.0, goal_text="< 1 s", samples=tuple(starts),
-                       note=f"max {max(starts):.3f} s" if starts else "", command=command))
+                       value=median(starts), unit="ms", goal=1000.0, goal_text="< 1 s", samples=tuple(starts),
+                       note=f"max {max(starts):.0f} ms" if starts else "", command=command))
     results.add(Figure(key="notice.first-write", title="commit noticed: git commit -> first object written",
-                       value=median(firsts), unit="s", goal=1.0, goal_text="< 1 s", samples=tuple(firsts),
-                       note=f"max {max(firsts):.3f} s" if firsts else "", command=command))
+                       value=median(firsts), unit="ms", goal=1000.0, goal_text="< 1 s", samples=tuple(firsts),
+                       note=f"max {max(firsts):.0f} ms" if firsts else "", command=command))

@@ -118,19 +118,14 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "webhookListen": args.webhook_listen,
         "metricsListen": args.metrics_listen,
     }
-    config_path = Path(args.config) if args.config else None
     try:
-        config = load_config(path=config_path, overrides=overrides)
+        config = load_config(path=Path(args.config) if args.config else None, overrides=overrides)
     except ConfigError as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE
     from reconciler.daemon import run_daemon  # lazily: the other commands never need it
 
-    def reload_config() -> Any:
-        # SIGHUP: the same file and the same flags, read again (flags still win).
-        return load_config(path=config_path, overrides=overrides)
-
-    return int(run_daemon(config, reload_config=reload_config if config_path else None) or 0)
+    return int(run_daemon(config) or 0)
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:

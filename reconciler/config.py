@@ -42,6 +42,10 @@ class SourceConfig:
     branch: str = "main"
     path: str = "."
     interval: float = 15.0  # seconds between polls of a remote repository
+    timeout: float = 60.0  # seconds a fetch or push may take
+    verify_mode: str = "off"  # off | gpg | ssh: refuse commits not signed by a trusted key
+    gpg_keyring: str | None = None
+    allowed_signers: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +64,15 @@ class AllowConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ConfigOrigin:
+    """Where a Config came from: the file and the flags that override it. SIGHUP reads the
+    file again with the same flags, which keep winning over the file."""
+
+    path: Path | None
+    overrides: tuple[tuple[str, object], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     source: SourceConfig
     state_dir: Path
@@ -70,7 +83,11 @@ class Config:
     allow: AllowConfig = AllowConfig()
     auto_rollback: bool = False
     webhook_listen: str | None = None
+    webhook_secret_file: str | None = None
     metrics_listen: str | None = None
+    node_toleration: float = 30.0  # seconds a NotReady node's pods wait before they are replaced
+    # Not a setting: how to read this configuration again (see reload_config).
+    origin: ConfigOrigin | None = field(default=None, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------- durations
@@ -141,6 +158,7 @@ FLAG_NAMES: dict[str, str] = {
     "source.branch": "--branch",
     "source.path": "--path",
     "source.interval": "--interval",
+    "source.timeout": "--fetch-timeout",
     "stateDir": "--state-dir",
     "nodes": "--node",
     "webhookListen": "--webhook-listen",
@@ -158,8 +176,11 @@ _TOP_KEYS = (
     "autoRollback",
     "webhookListen",
     "metricsListen",
+    "webhookSecretFile",
+    "nodeToleration",
 )
-_SOURCE_KEYS = ("repo", "branch", "path", "interval")
+_SOURCE_KEYS = ("repo", "branch", "path", "interval", "timeout", "verify")
+_VERIFY_KEYS = ("mode", "gpgKeyring", "allowedSigners")
 _NODE_KEYS = ("name", "url", "podCIDR", "labels")
 _ALLOW_KEYS = {"privileged": "privileged", "hostPath": "host_path", "hostNetwork": "host_network"}
 _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -352,6 +373,19 @@ def load_config(*, path: Path | None, overrides: Mapping[str, object]) -> Config
     value, chk = pick("source.interval", source_raw.get("interval"))
     if value is not None:
         source_kwargs["interval"] = chk.duration(label("source.interval", chk), value)
+    value, chk = pick("source.timeout", source_raw.get("timeout"))
+    if value is not None:
+        source_kwargs["timeout"] = chk.duration(label("source.timeout", chk), value)
+    verify = file_check.mapping("source.verify", source_raw.get("verify"), _VERIFY_KEYS)
+    if "mode" in verify:
+        mode = file_check.string("source.verify.mode", verify["mode"])
+        if mode not in ("off", "gpg", "ssh"):
+            raise file_check.fail("source.verify.mode", f"must be off, gpg or ssh, not {mode!r}")
+        source_kwargs["verify_mode"] = mode
+    if "gpgKeyring" in verify:
+        source_kwargs["gpg_keyring"] = file_check.string("source.verify.gpgKeyring", verify["gpgKeyring"])
+    if "allowedSigners" in verify:
+        source_kwargs["allowed_signers"] = file_check.string("source.verify.allowedSigners", verify["allowedSigners"])
     source = SourceConfig(**source_kwargs)
 
     value, chk = pick("stateDir", None)
@@ -394,4 +428,18 @@ def load_config(*, path: Path | None, overrides: Mapping[str, object]) -> Config
         value, chk = pick(key, file_data.get(key))
         if value is not None:
             kwargs[attr] = chk.listen(label(key, chk), value)
+    value, chk = pick("webhookSecretFile", file_data.get("webhookSecretFile"))
+    if value is not None:
+        kwargs["webhook_secret_file"] = chk.string(label("webhookSecretFile", chk), value)
+    value, chk = pick("nodeToleration", file_data.get("nodeToleration"))
+    if value is not None:
+        kwargs["node_toleration"] = chk.duration(label("nodeToleration", chk), value)
+    kwargs["origin"] = ConfigOrigin(path=Path(path) if path is not None else None, overrides=tuple(flags.items()))
     return Config(**kwargs)
+
+
+def reload_config(config: Config) -> Config:
+    """The configuration read again from where ``config`` came from (the daemon's SIGHUP)."""
+    if config.origin is None or config.origin.path is None:
+        raise ConfigError("the daemon was started without --config, so there is no file to reload")
+    return load_config(path=config.origin.path, overrides=dict(config.origin.overrides))

@@ -19,6 +19,7 @@ whose apply was cut short is applied again at the next start (``COMPLETED_KEY``)
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import socket
 import sys
@@ -34,7 +35,7 @@ from reconciler import rollback
 from reconciler.api.server import ApiServer, ApiServerError
 from reconciler.applier import Applier
 from reconciler.clock import SystemClock
-from reconciler.config import Config, ConfigError, NodeConfig
+from reconciler.config import Config, ConfigError, NodeConfig, reload_config
 from reconciler.controllers.manager import ControllerManager
 from reconciler.controllers.node import NodeBinding
 from reconciler.manifests import Allow
@@ -44,6 +45,8 @@ from reconciler.notify import Health, Notifier, ProgressWatchdog
 from reconciler.operations import Operations
 from reconciler.proxy import ServiceProxy
 from reconciler.proxysync import ProxySync
+from reconciler.signing import SignaturePolicy, SigningConfigError, UnsignedCommit
+from reconciler.webhook import WebhookError, WebhookServer
 from reconciler.source import GitSource, SourceError, SourceWatcher
 from reconciler.store import Store, StoreError
 from reconciler.workqueue import Result, WorkQueue
@@ -74,7 +77,8 @@ class Daemon:
         self.state_dir = state_dir
         self.store = Store(state_dir / "store.db")
         self.nodes = self._bind_nodes(config)
-        self.source = GitSource(repo=config.source.repo, branch=config.source.branch, path=config.source.path)
+        self.source = self._new_source(config)
+        self.signatures = self._new_signatures(config)
         # Shared by the applier and the Deployment controller, across rebuilds: a rollout
         # step never sees half a commit.
         self._apply_lock = threading.RLock()
@@ -87,6 +91,7 @@ class Daemon:
                                     on_done=self.metrics.queue_observer("source"))
         self._build_control_plane(config)
         self.operations = self._new_operations()
+        self.webhook = self._new_webhook(config)
         self._noticed: dict[str, float] = {}  # commit -> when it was first seen, for the sync lag
         self._noticed_lock = threading.Lock()
         self.watcher = self._new_watcher(config, last_seen=None)
@@ -119,6 +124,26 @@ class Daemon:
                                                        on_drift=self.metrics.drift_corrected))
                 for n in configured]
 
+    def _new_source(self, config: Config) -> GitSource:
+        """Local repositories are read in place; remote ones are mirrored under the state dir."""
+        return GitSource(repo=config.source.repo, branch=config.source.branch, path=config.source.path,
+                         cache_dir=Path(config.state_dir) / "sources", timeout=config.source.timeout)
+
+    @staticmethod
+    def _new_signatures(config: Config) -> SignaturePolicy:
+        src = config.source
+        return SignaturePolicy(mode=src.verify_mode,
+                               gpg_keyring=Path(src.gpg_keyring) if src.gpg_keyring else None,
+                               allowed_signers=Path(src.allowed_signers) if src.allowed_signers else None)
+
+    def _new_webhook(self, config: Config) -> WebhookServer | None:
+        if not config.webhook_listen:
+            return None
+        secret = os.environ.get("RECONCILER_WEBHOOK_SECRET")
+        if config.webhook_secret_file:
+            secret = Path(config.webhook_secret_file).read_text().strip()
+        return WebhookServer(listen=config.webhook_listen, secret=secret or None, on_push=self.sync)
+
     def _new_applier(self, config: Config) -> Applier:
         allow = Allow(privileged=config.allow.privileged, host_path=config.allow.host_path,
                       host_network=config.allow.host_network)
@@ -142,7 +167,7 @@ class Daemon:
         """The parts bound to the node list: controllers, node agents, the proxy's sync loop."""
         self.manager = ControllerManager(store=self.store, clock=self.clock, nodes=self.nodes,
                                          apply_lock=self._apply_lock, volumes_dir=self.state_dir / "volumes",
-                                         service_cidr=config.service_cidr)
+                                         service_cidr=config.service_cidr, node_toleration=config.node_toleration)
         self.manager.deployments.auto_rollback.default_enabled = config.auto_rollback
         local = {n.name: n.driver for n in self.nodes if n.url.startswith("unix://") and n.driver is not None}
         self.proxy_sync = ProxySync(store=self.store, proxy=self.proxy, local_drivers=local)
@@ -186,6 +211,17 @@ class Daemon:
             return Result(requeue_after=self.config.source.interval)
         noticed = self._notice(sha)
         self.store.update_sync_state(lastSeenCommit=sha)
+        if self.signatures.enabled and self.store.kv_get(COMPLETED_KEY) != sha:
+            try:
+                self.signatures.verify(repo_git_dir=self.source.git_dir, sha=sha)
+            except UnsignedCommit as exc:
+                # Refused, recorded, never retried: the next (signed) commit is applied.
+                self.store.update_sync_state(lastAttemptedCommit=sha,
+                                             errors=[{"commit": sha, "file": "", "line": 0, "message": str(exc)}])
+                self.store.kv_set(COMPLETED_KEY, sha)
+                log.error("commit refused", commit=sha, reason=str(exc), action="verify")
+                self._first_sync.set()
+                return None
         if self.store.kv_get(COMPLETED_KEY) != sha:
             started = time.monotonic()
             try:
@@ -240,6 +276,11 @@ class Daemon:
 
     # -- DaemonActions for the API -------------------------------------------------------------
     def sync(self) -> dict:
+        if not self.source.is_local:
+            try:
+                self.source.fetch()  # so the answer names the commit this sync will apply
+            except SourceError as exc:
+                log.warning("fetch failed", error=str(exc), action="sync")
         self.watcher.trigger()
         self.sync_queue.add(SOURCE_KEY)
         return {"commit": self.store.sync_state().get("lastSeenCommit")}
@@ -297,18 +338,19 @@ class Daemon:
             if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
                 break
         self.watcher.start()
+        if self.webhook is not None:
+            self.webhook.start()
         log.info("daemon started", source=self.source.url, branch=self.source.branch, path=self.source.path,
                  nodes=[n.name for n in self.nodes], state_dir=str(self.state_dir), action="start",
                  commit=self.store.sync_state().get("lastAppliedCommit") or "")
 
-    def supervise(self, *, stop: threading.Event, reload_requested: threading.Event,
-                  load_config: Callable[[], Config] | None) -> None:
+    def supervise(self, *, stop: threading.Event, reload_requested: threading.Event) -> None:
         """The main thread's loop until ``stop``: reloads on request, feeds the watchdog on progress."""
         tick = min(1.0, self.watchdog.ping_every)
         while not stop.wait(timeout=tick):
             if reload_requested.is_set():
                 reload_requested.clear()
-                self.reload_from(load_config)
+                self.reload_from_file()
             self.check_health()
 
     def check_health(self) -> Health:
@@ -327,6 +369,8 @@ class Daemon:
     def stop(self) -> None:
         self.notifier.stopping()
         deadline = time.monotonic() + STOP_BUDGET
+        if self.webhook is not None:
+            self.webhook.stop()
         self.watcher.stop(timeout=2.0)
         # Every worker is told at once; an in-flight reconcile may finish its engine call,
         # but none may hold up the exit (a kill -9 is safe anyway).
@@ -340,13 +384,12 @@ class Daemon:
         log.info("daemon stopped; workloads left running", action="stop")
 
     # -- reload (SIGHUP) ----------------------------------------------------------------------------
-    def reload_from(self, load_config: Callable[[], Config] | None) -> bool:
-        """Re-read the config file and apply it; a bad file is logged and the running config kept."""
+    def reload_from_file(self) -> bool:
+        """Re-read the config file (flags still win) and apply it; a bad file is logged and the
+        running configuration kept."""
         self.notifier.reloading()
         try:
-            if load_config is None:
-                raise ConfigError("the daemon was started without --config, so there is no file to reload")
-            changes = self.reload(load_config())
+            changes = self.reload(reload_config(self.config))
         except (ConfigError, SourceError, DriverError) as exc:
             self.metrics.reloads.labels(result="failed").inc()
             log.error("configuration reload failed; the running configuration is kept", error=str(exc),
@@ -358,33 +401,38 @@ class Daemon:
         self.notifier.ready(self.status_line())
         return True
 
+    # Config fields a reload applies; any other field that changes is logged and keeps its
+    # running value until the next start (so a new setting is never half-applied by default).
+    RELOADABLE = frozenset({"source", "nodes", "service_cidr", "allow", "auto_rollback", "metrics_listen"})
+
     def reload(self, new: Config) -> list[str]:
         """Apply a new configuration; returns what changed. Workloads are never touched:
         only the parts bound to a changed setting are rebuilt."""
         old = self.config
-        for key, running, wanted in (("stateDir", old.state_dir, new.state_dir),
-                                     ("nodePortAddress", old.node_port_address, new.node_port_address),
-                                     ("webhookListen", old.webhook_listen, new.webhook_listen)):
-            if running != wanted:
-                log.warning("this setting changes only at the next start; keeping the running value", key=key,
-                            running=str(running), configured=str(wanted), action="reload")
-        new = dataclasses.replace(new, state_dir=old.state_dir, node_port_address=old.node_port_address,
-                                  webhook_listen=old.webhook_listen)
-        source_changed = (old.source.repo, old.source.branch, old.source.path) != (
-            new.source.repo, new.source.branch, new.source.path)
+        kept: dict[str, Any] = {}
+        for field in dataclasses.fields(Config):
+            running, wanted = getattr(old, field.name), getattr(new, field.name)
+            if field.name not in self.RELOADABLE and running != wanted:
+                log.warning("this setting changes only at the next start; keeping the running value",
+                            key=field.name, running=str(running), configured=str(wanted), action="reload")
+                kept[field.name] = running
+        new = dataclasses.replace(new, **kept)
+        # The source is rebuilt for any change but the poll interval, which only needs a new watcher.
+        source_changed = dataclasses.replace(old.source, interval=0) != dataclasses.replace(new.source, interval=0)
+        interval_changed = old.source.interval != new.source.interval
         nodes_changed = old.nodes != new.nodes or old.service_cidr != new.service_cidr
         allow_changed = old.allow != new.allow
         # Whatever can fail is built before anything is swapped: a failed reload changes nothing.
-        source = (GitSource(repo=new.source.repo, branch=new.source.branch, path=new.source.path)
-                  if source_changed else self.source)
+        source = self._new_source(new) if source_changed else self.source
         nodes = self._bind_nodes(new) if nodes_changed else self.nodes
         changes: list[str] = []
         with self._swap_lock:
-            restart_watcher = source_changed or old.source.interval != new.source.interval
+            restart_watcher = source_changed or interval_changed
             if restart_watcher:
                 self.watcher.stop(timeout=5.0)
             if source_changed:
                 previous, self.source = self.source, source
+                self.signatures = self._new_signatures(new)
                 previous.close()
                 changes.append(f"source: {old.source.repo} {old.source.branch}:{old.source.path} -> "
                                f"{new.source.repo} {new.source.branch}:{new.source.path}")
@@ -403,7 +451,7 @@ class Daemon:
             if old.auto_rollback != new.auto_rollback:
                 self.manager.deployments.auto_rollback.default_enabled = new.auto_rollback
                 changes.append(f"autoRollback: {new.auto_rollback}")
-            if old.source.interval != new.source.interval:
+            if interval_changed:
                 self.metrics.poll_interval.set(new.source.interval)
                 changes.append(f"source.interval: {old.source.interval:g}s -> {new.source.interval:g}s")
             if restart_watcher:
@@ -471,8 +519,8 @@ def _unwatch(store: Any, callback: Callable[[str, str, str], None]) -> None:
             store._watchers.remove(callback)
 
 
-def run_daemon(config: Config, *, reload_config: Callable[[], Config] | None = None) -> int:
-    """The `reconciler daemon` command: run until SIGTERM/SIGINT; SIGHUP calls ``reload_config``."""
+def run_daemon(config: Config) -> int:
+    """The `reconciler daemon` command: run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
     Path(config.state_dir).mkdir(parents=True, exist_ok=True)
     logsetup.configure(state_dir=Path(config.state_dir))
     stop = threading.Event()
@@ -484,11 +532,12 @@ def run_daemon(config: Config, *, reload_config: Callable[[], Config] | None = N
     try:
         daemon = Daemon(config, notifier=notifier)
         daemon.start(stop=stop)
-    except (SourceError, ApiServerError, StoreError, DriverError, MetricsError) as exc:
+    except (SourceError, ApiServerError, StoreError, DriverError, MetricsError, WebhookError, SigningConfigError,
+            OSError) as exc:
         log.error("cannot start", error=str(exc), action="start")
         print(f"reconciler: {exc}", file=sys.stderr)
         return 1
     notifier.ready(daemon.status_line())
-    daemon.supervise(stop=stop, reload_requested=reload_requested, load_config=reload_config)
+    daemon.supervise(stop=stop, reload_requested=reload_requested)
     daemon.stop()
     return 0

@@ -226,9 +226,13 @@ class DriftCountingDriver:
         return self._driver
 
     def remove_pod(self, *, namespace: str, name: str) -> None:
-        known = self._store.get("Pod", namespace, name) is not None
+        stray = False
+        if self._store.get("Pod", namespace, name) is None:
+            # Only a pod the engine really has counts: a second teardown of a pod already
+            # gone (a relist racing a deletion) corrects nothing.
+            stray = any(s.namespace == namespace and s.name == name for s in self._driver.list_pods())
         self._driver.remove_pod(namespace=namespace, name=name)
-        if not known:
+        if stray:
             self._on_drift("stray_pod_removed")
 
     def start_container(self, *, namespace: str, name: str, container: str) -> None:

@@ -348,7 +348,7 @@ def _node_row(node: Obj, now: float, ctx: Mapping[str, Any]) -> list[str]:
     return [node_status(node), node_roles(node), info.get("kubeletVersion") or NONE]
 
 
-def node_address(node: Obj, kind: str) -> str:
+def node_address(node: Obj, *, kind: str) -> str:
     for address in _status(node).get("addresses") or []:
         if address.get("type") == kind and address.get("address"):
             return str(address["address"])
@@ -361,7 +361,7 @@ def _node_wide(node: Obj, now: float, ctx: Mapping[str, Any]) -> list[str]:
     return [
         _spec(node).get("podCIDR") or NONE,
         str(counts.get(_meta(node).get("name"), 0)) if counts is not None else NONE,
-        node_address(node, "InternalIP"),
+        node_address(node, kind="InternalIP"),
         info.get("containerRuntimeVersion") or NONE,
     ]
 

@@ -245,12 +245,15 @@ class PodmanNode:
         return subprocess.run(["podman", *self.service.storage_args(), *args], capture_output=True, text=True,
                               timeout=timeout, check=check, env=env)
 
-    def container_ips(self) -> dict[str, str]:
-        """Container name -> its address on the node's bridge, for every running container with one."""
-        out = self.cli("ps", "--format", "{{.Names}}", check=True).stdout.split()
+    def pod_bridge_ips(self) -> dict[str, str]:
+        """Pod name -> its address on the node's bridge (held by the pod's infra container)."""
+        listed = self.cli("pod", "ps", "--format", "{{.Name}} {{.InfraId}}", check=True).stdout.splitlines()
         ips: dict[str, str] = {}
-        for name in out:
-            inspected = self.cli("inspect", "--format", "{{json .NetworkSettings.Networks}}", name)
+        for line in listed:
+            name, _, infra = line.strip().partition(" ")
+            if not infra:
+                continue
+            inspected = self.cli("inspect", "--format", "{{json .NetworkSettings.Networks}}", infra)
             if inspected.returncode != 0:
                 continue  # gone meanwhile
             for network in (json.loads(inspected.stdout or "null") or {}).values():

@@ -191,3 +191,22 @@ def test_short_toleration_replaces_quickly(tmp_path):
         assert took <= 5 + 2
     finally:
         sim.store.close()
+
+
+def test_describe_node_shows_capacity_and_what_the_pods_request(sim):
+    from reconciler import printers
+    from reconciler.api.kinds import lookup
+
+    sim.apply(replicaset(replicas=4, cpu="250m", memory="64Mi"))
+    on_node1 = [p for p in sim.pods("web") if p["spec"]["nodeName"] == "node1"]
+    text = printers.describe(info=lookup("node"), obj=sim.node("node1"), events=sim.events("node1", kind="Node"),
+                             related={"pods": on_node1}, now=sim.clock.now())
+    lines = [line.split() for line in text.splitlines()]
+    assert ["cpu:", "4"] in lines and ["pods:", "253"] in lines
+    assert ["Non-terminated", "Pods:", "(2", "in", "total)"] in lines
+    # 2 x 250m of 4 CPUs, 2 x 64Mi of 8Gi; no limits.
+    assert ["cpu", "500m", "(12%)", "0", "(0%)"] in lines
+    assert ["memory", "128Mi", "(1%)", "0", "(0%)"] in lines
+    assert any(line[:2] == ["default", on_node1[0]["metadata"]["name"]] and line[2:4] == ["250m", "(6%)"]
+               for line in lines)
+    assert ["InternalIP:", "127.244.0.1"] in lines

@@ -195,10 +195,10 @@ class DeploymentController:
                 ann[o.ANN_COMMIT] = commit
             return cur
 
+        self._record_revision(d, rs, revision=revision, commit=commit)  # before the write, as in _create_new
         updated = self._store.update("ReplicaSet", namespace, name, mutate)
         if updated is None:
             return self._store.get("ReplicaSet", namespace, name) or rs
-        self._record_revision(d, updated, revision=revision, commit=commit)
         self._event(d, "Normal", "RevisionUpdated",
                     f"ReplicaSet {name} is revision {revision} again (commit {commit[:12]})")
         return updated
@@ -249,8 +249,10 @@ class DeploymentController:
             # we adopt only an identical template and otherwise report it.
             if not o.templates_equal(existing["spec"].get("template") or {}, template) or o.owner_uid(existing, "Deployment") not in (None, d["metadata"].get("uid")):
                 raise RuntimeError(f"ReplicaSet {rs_name} exists with another template or owner")
+        # History first: a crash between the two writes must not lose the revision (a
+        # restart finds the ReplicaSet at that revision already and would not record it).
+        self._record_revision(d, rs, revision=revision, commit=commit)
         created = self._store.put(rs)
-        self._record_revision(d, created, revision=revision, commit=commit)
         self._event(d, "Normal", "ScalingReplicaSet", f"Scaled up replica set {rs_name} to {replicas}")
         self._update_status(d, lambda st: o.set_condition(st, {
             "type": "Progressing", "status": "True", "reason": "NewReplicaSetCreated",

@@ -115,6 +115,8 @@ class NodeAgent:
         if pod is None:
             if state is not None and state.labels.get("reconciler.io/node", self.node) == self.node:
                 self._teardown(namespace, name, grace=int(state.labels.get("reconciler.io/grace", "10")), why="orphan")
+                remove_volumes(uid=state.uid or "nouid", volumes_dir=self.volumes_dir)
+                self._forget(namespace, name)
             return None
         spec = pod.get("spec") or {}
         if spec.get("nodeName") != self.node:
@@ -225,7 +227,11 @@ class NodeAgent:
                 return 5.0
             self.driver.create_pod(request)
             self.driver.start_pod(namespace=namespace, name=name)
+            known = {cs.get("name") for cs in (pod.get("status") or {}).get("containerStatuses") or []
+                     if cs.get("containerID")}
             for cname in missing:
+                if cname not in known:
+                    continue  # never ran: the daemon died between creating the pod and this container
                 self._bump_restart(pod, cname)
                 self._event(pod, "Warning", "DriftCorrected", f"Container {cname} was removed outside reconciler; recreated")
                 log.info("drift corrected", object=f"pod/{name}", namespace=namespace, container=cname,

@@ -195,7 +195,7 @@ class Scheduler:
 
         node = min(fitting, key=score)
         node_name = node["metadata"]["name"]
-        ip = allocate_ip(node, bound.get(node_name, []))
+        ip = allocate_ip(node=node, pods_on_node=bound.get(node_name, []))
         if ip is None:  # the filter counted pods; this only happens with a CIDR smaller than its capacity
             raise TemporaryError(f"node {node_name} has no free pod IP", delay=RETRY_UNSCHEDULABLE)
         now = self._clock.now()
@@ -269,7 +269,7 @@ def _used_share(node: Obj, used: Resources) -> float:
     return (used.cpu_millicores / offered.cpu_millicores + used.memory_bytes / offered.memory_bytes) / 2
 
 
-def allocate_ip(node: Obj, pods_on_node: list[Obj]) -> str | None:
+def allocate_ip(*, node: Obj, pods_on_node: list[Obj]) -> str | None:
     """The lowest free address of the node's pod CIDR (the first one is the node's own)."""
     cidr = (node.get("spec") or {}).get("podCIDR")
     if not cidr:
