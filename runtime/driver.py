@@ -157,6 +157,9 @@ class NodeDriver(Protocol):
     def remove_pod(self, *, namespace: str, name: str) -> None:
         """Remove the pod and its containers (forcefully); absent is fine."""
 
+    def pod_state(self, *, namespace: str, name: str) -> PodState | None:
+        """One pod's state (None if absent): cheaper than list_pods after acting on one pod."""
+
     def list_pods(self) -> list[PodState]:
         """Every pod carrying LABEL_MANAGED, with its containers' states."""
 

@@ -328,6 +328,12 @@ class FakeDriver:
             if self._pods.pop((namespace, name), None) is not None:
                 self._list_cache = None
 
+    def pod_state(self, *, namespace: str, name: str) -> PodState | None:
+        with self._lock:
+            self._enter("pod_state", namespace=namespace, name=name)
+            pod = self._pods.get((namespace, name))
+            return pod.snapshot() if pod is not None else None
+
     def list_pods(self) -> list[PodState]:
         with self._lock:
             self._enter("list_pods")

@@ -630,6 +630,15 @@ class PodmanDriver:
             return
         raise DriverError(f"podman could not remove pod {namespace}/{name}: {_error_message(response)}")
 
+    def pod_state(self, *, namespace: str, name: str) -> PodState | None:
+        engine_name = engine_pod_name(namespace=namespace, name=name)
+        if self._inspect_pod(engine_name) is None:
+            return None
+        try:
+            return self._state_of(engine_name)
+        except DriverError:
+            return None  # vanished meanwhile, or not ours: as absent as list_pods would say
+
     def list_pods(self) -> list[PodState]:
         response = self._call("get", "/pods/json", params={"filters": _MANAGED_FILTER})
         if response.status_code != 200:

@@ -42,7 +42,7 @@ from reconciler.workqueue import WorkQueue
 
 class ControllerManager:
     def __init__(self, *, store: Any, clock: Clock, nodes: Sequence[NodeBinding], threaded: bool = True,
-                 relist_interval: float = 1.0, heartbeat_interval: float = 5.0, resync_interval: float = 10.0,
+                 relist_interval: float = 2.0, heartbeat_interval: float = 5.0, resync_interval: float = 10.0,
                  apply_lock: Any = None, volumes_dir: Path | None = None,
                  service_cidr: str = "127.96.0.0/16", node_toleration: float = DEFAULT_TOLERATION) -> None:
         self.store = store

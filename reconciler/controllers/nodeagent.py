@@ -105,6 +105,16 @@ class NodeAgent:
             self._runtime = {(s.namespace, s.name): s for s in states}
             self._listed = True
 
+    def _refresh_one(self, key: tuple[str, str]) -> PodState | None:
+        """Read back only the pod just acted on; the periodic relist covers the rest."""
+        state = self.driver.pod_state(namespace=key[0], name=key[1])
+        with self._lock:
+            if state is None:
+                self._runtime.pop(key, None)
+            else:
+                self._runtime[key] = state
+        return state
+
     # -- reconcile -------------------------------------------------------------------------
     def reconcile(self, key: tuple[str, str]) -> Result | None:
         namespace, name = key
@@ -143,15 +153,13 @@ class NodeAgent:
         requeue: float | None = None
         if state is None:
             requeue = self._start_new(pod)
-            self._refresh()
-            state = self._state(key)
+            state = self._refresh_one(key)
         else:
             requeue = self._restart_exited(pod, state)
             if requeue is None and self._restart_unhealthy(pod, state):
                 requeue = 0.0
             if requeue == 0.0:
-                self._refresh()
-                state = self._state(key)
+                state = self._refresh_one(key)
                 requeue = None
         self._write_status(pod, state)
         return Result(requeue_after=requeue) if requeue else None
