@@ -60,7 +60,9 @@ def http_get(url: str, *, timeout: float = 2.0) -> str:
 
 
 class Daemon:
-    def __init__(self, *, repo: Path, state_dir: Path, nodes: dict[str, str], extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, *, repo: Path | str, state_dir: Path, nodes: dict[str, str], extra: tuple[str, ...] = (),
+                 config_extra: dict | None = None) -> None:
+        self.config_extra = config_extra or {}
         self.repo = repo
         self.state_dir = state_dir
         self.nodes = nodes
@@ -73,7 +75,7 @@ class Daemon:
         # Test nodes take pod CIDRs from 127.245.0.0/16, so a daemon running on the host
         # with the default 127.244.N.0/24 ranges never shares a published address with them.
         config = self.state_dir.parent / f"{self.state_dir.name}-config.yaml"
-        config.write_text(json.dumps({"serviceCIDR": "127.97.0.0/16", "nodes": [
+        config.write_text(json.dumps({**self.config_extra, "serviceCIDR": "127.97.0.0/16", "nodes": [
             {"name": name, "url": url, "podCIDR": f"127.245.{i}.0/24"} for i, (name, url) in enumerate(self.nodes.items())
         ]}))
         args = [sys.executable, "-m", "reconciler", "daemon", "--config", str(config), "--repo", str(self.repo),
