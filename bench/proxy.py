@@ -4,6 +4,7 @@ How to run (from the repository root; no podman needed, loopback traffic only):
 
     python3 bench/proxy.py                       # 5000 requests, 8 concurrent clients
     python3 bench/proxy.py --requests 20000 --concurrency 16 --duration 60
+    python3 bench/proxy.py --pod 127.244.0.2:8080   # a real pod IP (see `reconciler get pods -o wide`)
 
 It starts a small asyncio HTTP server (the backend) in a process of its own, then runs
 the load generator, also in a process of its own, twice: straight at the backend, and
@@ -151,17 +152,23 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="time limit per run in seconds (default 30)")
     parser.add_argument("--backend-ip", default="127.201.0.2", help="backend address (loopback)")
     parser.add_argument("--cluster-ip", default="127.201.1.10", help="ClusterIP the proxy listens on (loopback)")
+    parser.add_argument("--pod", metavar="IP:PORT", help="use a running pod (its pod IP and port) as the backend")
     args = parser.parse_args()
+    if args.pod:
+        args.backend_ip, _, pod_port = args.pod.rpartition(":")
     for ip in (args.backend_ip, args.cluster_ip):
         if not ip.startswith("127."):
             parser.error(f"{ip} is not a loopback address; this benchmark only sends traffic to 127.0.0.0/8.")
 
     from reconciler.proxy import ServiceProxy
 
-    backend_port = free_port(args.backend_ip)
-    ctx = mp.get_context("spawn")
-    backend = ctx.Process(target=serve_backend, args=(args.backend_ip, backend_port), daemon=True)
-    backend.start()
+    if args.pod:
+        backend_port, backend = int(pod_port), None
+    else:
+        backend_port = free_port(args.backend_ip)
+        ctx = mp.get_context("spawn")
+        backend = ctx.Process(target=serve_backend, args=(args.backend_ip, backend_port), daemon=True)
+        backend.start()
     proxy = ServiceProxy()
     try:
         wait_listening(args.backend_ip, backend_port)
@@ -179,8 +186,9 @@ def main() -> int:
         proxy_user, proxy_sys = (after - before for after, before in zip(_cpu_seconds(), cpu_before))
     finally:
         proxy.stop()
-        backend.terminate()
-        backend.join(10)
+        if backend is not None:
+            backend.terminate()
+            backend.join(10)
 
     print(f"{args.concurrency} concurrent clients, one connection per request (no keep-alive)")
     print(f"{'':10}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
