@@ -36,6 +36,7 @@ Key = tuple[str, str, str]
 # Apply order: what pods consume exists before the pods (Kubernetes users rely on
 # Services existing before pods for the *_SERVICE_HOST variables).
 KIND_ORDER = ["Namespace", "ConfigMap", "Secret", "Service", "Deployment", "ReplicaSet", "Pod"]
+OBJECT_STATES_KEY = "sync/objects"  # kv: per-object sync state of the last applied commit
 OWN_ANNOTATION_PREFIXES = ("reconciler.io/commit", "reconciler.io/managed-by",
                            "deployment.kubernetes.io/", "reconciler.io/pod-ip")
 
@@ -163,11 +164,39 @@ class Applier:
             log.warning("manifest warning", commit=sha, message=w)
         for e in errors:
             log.error("manifest error", commit=sha, file=e["file"], line=e["line"], message=e["message"])
+        self._record_object_states(plan, sha)
         fields: dict[str, Any] = {"errors": list(errors), "warnings": list(warnings), "lastAttemptedAt": to_rfc3339(self._clock.now())}
         if not errors:
             fields["lastAppliedCommit"] = sha
         self._store.update_sync_state(**fields)
         return ApplyOutcome(commit=sha, changes=plan.changes, errors=errors, warnings=warnings, unchanged=plan.unchanged)
+
+    def _record_object_states(self, plan: _Plan, sha: str) -> None:
+        """Per-object sync state: Synced (the store holds what this commit declares), Failed (the
+        commit's manifest for it is invalid: the last good version stays), OutOfSync (its file did
+        not parse, so what Git wants cannot be known; the last good version stays)."""
+        assert plan.parsed is not None
+        messages: dict[Key, str] = {}
+        for problem in plan.parsed.errors:
+            messages.setdefault((problem.kind, "", problem.name), problem.message)
+        states: dict[str, dict[str, Any]] = {}
+        for kind, namespace, name in plan.desired:
+            states[f"{kind}/{namespace}/{name}"] = {"kind": kind, "namespace": namespace, "name": name,
+                                                   "state": "Synced", "commit": sha}
+        for kind, namespace, name in plan.parsed.failed_keys:
+            states[f"{kind}/{namespace}/{name}"] = {
+                "kind": kind, "namespace": namespace, "name": name, "state": "Failed", "commit": sha,
+                "message": next((m for (k, _, n), m in messages.items() if k == kind and n == name), "invalid manifest")}
+        for kind in KIND_ORDER:
+            for live in self._store.list(kind):
+                ann = o.annotations(live)
+                if ann.get(o.ANN_MANAGED_BY) != o.MANAGER or ann.get(o.ANN_SOURCE_FILE) not in plan.parsed.failed_files:
+                    continue
+                k, namespace, name = o.key_of(live)
+                states.setdefault(f"{k}/{namespace}/{name}", {
+                    "kind": k, "namespace": namespace, "name": name, "state": "OutOfSync", "commit": sha,
+                    "message": f"{ann.get(o.ANN_SOURCE_FILE)} does not parse at this commit"})
+        self._store.kv_set(OBJECT_STATES_KEY, states)
 
     def _write(self, key: Key, body: Obj, sha: str, *, create: bool) -> None:
         body = dict(body)

@@ -167,6 +167,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             lines.extend("  " + _problem_line(p).replace("\t", " ") for p in problems)
         elif key == "errors":
             lines.append(f"{title}:\t{printers.NONE}")
+    objects = status.get("objects") or []
+    synced = sum(1 for x in objects if x.get("state") == "Synced")
+    lines.append(f"Objects:\t{synced} of {len(objects)} synced")
+    for x in objects:
+        if x.get("state") != "Synced":
+            lines.append(f"  {x.get('kind', '').lower()}/{x.get('name')} ({x.get('namespace') or 'cluster'}): "
+                         f"{x.get('state')}" + (f": {x['message']}" if x.get("message") else ""))
     nodes = status.get("nodes") or []
     if nodes:
         lines.append("Nodes:")

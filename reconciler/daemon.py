@@ -33,7 +33,7 @@ import structlog
 from reconciler import log as logsetup
 from reconciler import rollback
 from reconciler.api.server import ApiServer, ApiServerError
-from reconciler.applier import Applier
+from reconciler.applier import OBJECT_STATES_KEY, Applier
 from reconciler.clock import SystemClock
 from reconciler.config import Config, ConfigError, NodeConfig, reload_config
 from reconciler.controllers.manager import ControllerManager
@@ -319,6 +319,8 @@ class Daemon:
             "lastAttemptedCommit": state.get("lastAttemptedCommit"),
             "lastAppliedCommit": state.get("lastAppliedCommit"),
             "errors": (state.get("errors") or []) + rollback.failures(self.store),
+            "objects": sorted((self.store.kv_get(OBJECT_STATES_KEY) or {}).values(),
+                              key=lambda x: (x["kind"], x["namespace"], x["name"])),
             "warnings": state.get("warnings") or [],
             "nodes": nodes,
         }

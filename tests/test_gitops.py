@@ -75,12 +75,15 @@ def test_bad_value_fails_only_its_object_and_the_fix_clears_it(cluster):
     assert status["lastSeenCommit"] == sha
     assert any(e["file"] == "a.yaml" and e["commit"] == sha and e["line"] > 1 for e in status["errors"]), status["errors"]
     assert sorted(p["metadata"]["uid"] for p in running(daemon, "alpha", images.hello_v1)) == alpha_before
+    states = {(x["kind"], x["name"]): x["state"] for x in status["objects"]}
+    assert states[("Deployment", "alpha")] == "Failed" and states[("Deployment", "beta")] == "Synced"
     # A YAML syntax error disturbs nothing either.
     sha2 = commit(repo, {"a.yaml": "kind: Deployment\nmetadata: {name: alpha\n"}, message="broken yaml")
     wait_for(lambda: daemon.json("status")["lastSeenCommit"] == sha2, timeout=30, what="the broken commit seen")
-    time.sleep(0)  # nothing to wait for: the check below must hold right away and stay so
     errs = daemon.json("status")["errors"]
     assert any(e["file"] == "a.yaml" and "YAML" in e["message"] for e in errs), errs
+    states = {(x["kind"], x["name"]): x["state"] for x in daemon.json("status")["objects"]}
+    assert states[("Deployment", "alpha")] == "OutOfSync" and states[("Deployment", "beta")] == "Synced"
     assert sorted(p["metadata"]["uid"] for p in running(daemon, "alpha", images.hello_v1)) == alpha_before
     fixed = commit(repo, {"a.yaml": app("alpha", images.hello_v1)}, message="fix alpha")
     wait_for(lambda: (s := daemon.json("status"))["lastAppliedCommit"] == fixed and not s["errors"], timeout=30,
