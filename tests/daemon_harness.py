@@ -13,7 +13,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+from tests.podman_fixtures import claim_network_slot
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Address ranges for this test session: 127.245.SLOT.0/24 for the first node and
+# 127.97.SLOT.0/24 for Services, so two sessions on one machine (or a host daemon on
+# 127.244/127.96) never publish on the same address. The slot is held with an flock for the
+# life of the process (podman_fixtures' network slots), so no concurrent session gets it.
+_SLOT_CLAIM = claim_network_slot()
+SLOT = _SLOT_CLAIM.index
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
@@ -75,8 +83,9 @@ class Daemon:
         # Test nodes take pod CIDRs from 127.245.0.0/16, so a daemon running on the host
         # with the default 127.244.N.0/24 ranges never shares a published address with them.
         config = self.state_dir.parent / f"{self.state_dir.name}-config.yaml"
-        config.write_text(json.dumps({**self.config_extra, "serviceCIDR": "127.97.0.0/16", "nodes": [
-            {"name": name, "url": url, "podCIDR": f"127.245.{i}.0/24"} for i, (name, url) in enumerate(self.nodes.items())
+        config.write_text(json.dumps({**self.config_extra, "serviceCIDR": f"127.97.{SLOT}.0/24", "nodes": [
+            {"name": name, "url": url, "podCIDR": f"127.245.{SLOT if i == 0 else claim_network_slot().index}.0/24"}
+            for i, (name, url) in enumerate(self.nodes.items())
         ]}))
         args = [sys.executable, "-m", "reconciler", "daemon", "--config", str(config), "--repo", str(self.repo),
                 "--branch", "main", "--state-dir", str(self.state_dir), *self.extra]

@@ -10,7 +10,7 @@ import urllib.error
 
 import pytest
 
-from tests.daemon_harness import Daemon, commit, http_get, init_repo, wait_for
+from tests.daemon_harness import SLOT, Daemon, commit, http_get, init_repo, wait_for
 
 pytestmark = pytest.mark.podman
 
@@ -80,7 +80,7 @@ def test_cluster_ip_balances_over_all_pods_and_node_port_answers(cluster):
     wait_for(lambda: len(ready_pods(daemon)) == 3, timeout=120, what="3 ready pods")
     svc = wait_for(lambda: (s := service(daemon))["spec"].get("clusterIP") and s, timeout=30, what="a ClusterIP")
     ip, node_port = svc["spec"]["clusterIP"], svc["spec"]["ports"][0]["nodePort"]
-    assert ipaddress.ip_address(ip) in ipaddress.ip_network("127.97.0.0/16")
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(f"127.97.{SLOT}.0/24")
     assert 30000 <= node_port <= 32767
     ep = wait_for(lambda: (e := daemon.json("get", "endpoints", "web"))["subsets"]
                   and len(e["subsets"][0].get("addresses", [])) == 3 and e, timeout=30, what="3 endpoints")

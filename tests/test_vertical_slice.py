@@ -10,7 +10,7 @@ import time
 import pytest
 
 from runtime.podman import PodmanDriver
-from tests.daemon_harness import Daemon, commit, git, http_get, init_repo, wait_for
+from tests.daemon_harness import SLOT, Daemon, commit, git, http_get, init_repo, wait_for
 
 pytestmark = pytest.mark.podman
 
@@ -76,7 +76,7 @@ def serving(daemon: Daemon, version: str, count: int = 3) -> list[dict]:
 def test_commit_runs_three_ready_pods_that_answer(cluster):
     daemon = cluster["daemon"]
     running = wait_for(lambda: serving(daemon, "v1"), timeout=120, what="3 ready v1 pods answering HTTP")
-    cidr = ipaddress.ip_network("127.245.0.0/24")  # the harness gives test nodes 127.245.N.0/24
+    cidr = ipaddress.ip_network(f"127.245.{SLOT}.0/24")  # the harness gives test nodes 127.245.SLOT+N.0/24
     assert {p["spec"]["nodeName"] for p in running} == {"node1"}
     assert all(p["status"]["phase"] == "Running" for p in running)
     ips = {p["status"]["podIP"] for p in running}
