@@ -18,6 +18,34 @@ from reconciler.store import Store
 from runtime.fake import FakeDriver
 
 
+def settle(manager: ControllerManager, store: Store, *, rounds: int = 50) -> None:
+    """Run the controllers and a relist until a whole round writes nothing."""
+    for _ in range(rounds):
+        manager.run_until_idle()
+        before = store.resource_version
+        manager.relist_all()
+        manager.run_until_idle()
+        if store.resource_version == before:
+            return
+    raise AssertionError("the cluster did not settle")
+
+
+def apply(store: Store, obj: dict) -> None:
+    """What the applier does with a changed manifest: create it, or replace its spec and annotations."""
+    live = store.get(obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+    if live is None:
+        store.put(copy.deepcopy(obj))
+        return
+
+    def mutate(cur: dict) -> dict:
+        cur["spec"] = copy.deepcopy(obj["spec"])
+        cur["metadata"]["annotations"] = {**cur["metadata"].get("annotations", {}),
+                                          **(obj["metadata"].get("annotations") or {})}
+        return cur
+
+    store.update(obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"], mutate)
+
+
 class CrashingDriver(FakeDriver):
     """Containers of the images in ``crashing`` exit 1 as soon as they start."""
 
@@ -76,29 +104,14 @@ class Sim:
 
     # -- driving ------------------------------------------------------------------------
     def settle(self, *, rounds: int = 50) -> None:
-        for _ in range(rounds):
-            self.manager.run_until_idle()
-            before = self.store.resource_version
-            self.manager.relist_all()
-            self.manager.run_until_idle()
-            if self.store.resource_version == before:
-                return
-        raise AssertionError("the cluster did not settle")
+        settle(self.manager, self.store, rounds=rounds)
 
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
         self.settle()
 
     def apply(self, obj: dict) -> None:
-        live = self.store.get(obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
-        if live is None:
-            self.store.put(copy.deepcopy(obj))
-        else:
-            def mutate(cur: dict) -> dict:
-                cur["spec"] = copy.deepcopy(obj["spec"])
-                cur["metadata"]["annotations"] = {**cur["metadata"].get("annotations", {}), **obj["metadata"]["annotations"]}
-                return cur
-            self.store.update(obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"], mutate)
+        apply(self.store, obj)
 
     # -- observing -----------------------------------------------------------------------
     def pods(self, *, image: str | None = None) -> list[dict]:

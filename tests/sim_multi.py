@@ -10,7 +10,6 @@ is only cut off, its containers stop too) and returns with ``revive()``.
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +20,7 @@ from reconciler.controllers.node import NodeBinding
 from reconciler.controllers.nodelifecycle import DEFAULT_TOLERATION
 from reconciler.store import Store
 from runtime.fake import FakeDriver
+from tests.sim import apply, settle
 
 HEARTBEAT = 5.0
 
@@ -83,14 +83,7 @@ class MultiSim:
 
     # -- driving ------------------------------------------------------------------------
     def settle(self, *, rounds: int = 50) -> None:
-        for _ in range(rounds):
-            self.manager.run_until_idle()
-            before = self.store.resource_version
-            self.manager.relist_all()
-            self.manager.run_until_idle()
-            if self.store.resource_version == before:
-                return
-        raise AssertionError("the cluster did not settle")
+        settle(self.manager, self.store, rounds=rounds)
 
     def advance(self, seconds: float) -> None:
         """Move time on in steps of at most a second, with heartbeats when they are due."""
@@ -114,14 +107,7 @@ class MultiSim:
         return self.clock.now() - started
 
     def apply(self, obj: dict) -> None:
-        live = self.store.get(obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
-        if live is None:
-            self.store.put(copy.deepcopy(obj))
-        else:
-            def mutate(cur: dict) -> dict:
-                cur["spec"] = copy.deepcopy(obj["spec"])
-                return cur
-            self.store.update(obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"], mutate)
+        apply(self.store, obj)
         self.settle()
 
     def scale(self, name: str, replicas: int) -> None:
