@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +38,13 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 
             last_error = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+def free_port(ip: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now, on a loopback address."""
+    with socket.socket() as sock:
+        sock.bind((ip, 0))
+        return sock.getsockname()[1]
 
 
 def git(repo: Path, *args: str) -> str:

@@ -4,7 +4,6 @@ commit is applied and when drift is corrected."""
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from runtime.driver import PodRequest
 from runtime.fake import FakeDriver
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from daemon_harness import Daemon, commit, http_get, init_repo, wait_for  # noqa: E402
+from daemon_harness import Daemon, commit, free_port, http_get, init_repo, wait_for  # noqa: E402
 from sim import deployment  # noqa: E402
 
 
@@ -174,12 +173,6 @@ spec:
           image: {image}
           ports: [{{containerPort: 8080}}]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:

@@ -21,7 +21,7 @@ from reconciler.workqueue import WorkQueue
 from runtime.podman import PodmanDriver
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from daemon_harness import REPO_ROOT, commit, http_get, init_repo, wait_for  # noqa: E402
+from daemon_harness import REPO_ROOT, commit, free_port, http_get, init_repo, wait_for  # noqa: E402
 
 
 class NotifySocket:
@@ -191,12 +191,6 @@ spec:
           image: {image}
           ports: [{{containerPort: 8080}}]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class NotifiedDaemon:
