@@ -9,8 +9,10 @@ on what it writes. Objects whose manifests left Git are pruned, except
 a bad commit must not delete what it could not read; and (b) objects annotated
 ``reconciler.io/prune: "false"``.
 
-Status fields follow Flux: ``lastAttemptedCommit`` before applying,
-``lastAppliedCommit`` only once the commit applied without errors.
+Status fields follow Flux: ``lastAttemptedCommit`` before applying; the
+outcome names the objects the commit declares, and ``lastAppliedCommit`` is set
+by the commit health check (``reconciler.commithealth``) only once the apply had
+no errors and those objects are ready.
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ class ApplyOutcome:
     errors: tuple[dict[str, Any], ...] = ()
     warnings: tuple[str, ...] = ()
     unchanged: int = 0
+    declared: tuple[Key, ...] = ()  # every valid object the commit declares: what the health check waits on
 
     @property
     def ok(self) -> bool:
@@ -165,11 +168,10 @@ class Applier:
         for e in errors:
             log.error("manifest error", commit=sha, file=e["file"], line=e["line"], message=e["message"])
         self._record_object_states(plan, sha)
-        fields: dict[str, Any] = {"errors": list(errors), "warnings": list(warnings), "lastAttemptedAt": to_rfc3339(self._clock.now())}
-        if not errors:
-            fields["lastAppliedCommit"] = sha
-        self._store.update_sync_state(**fields)
-        return ApplyOutcome(commit=sha, changes=plan.changes, errors=errors, warnings=warnings, unchanged=plan.unchanged)
+        self._store.update_sync_state(errors=list(errors), warnings=list(warnings),
+                                      lastAttemptedAt=to_rfc3339(self._clock.now()))
+        return ApplyOutcome(commit=sha, changes=plan.changes, errors=errors, warnings=warnings, unchanged=plan.unchanged,
+                            declared=tuple(plan.desired))
 
     def _record_object_states(self, plan: _Plan, sha: str) -> None:
         """Per-object sync state: Synced (the store holds what this commit declares), Failed (the

@@ -31,6 +31,7 @@ from reconciler.api import socket_path
 from reconciler.api.client import ApiClient, ApiError, DaemonUnreachable
 from reconciler.api.kinds import KINDS, KindInfo, UnknownKind, lookup
 from reconciler.config import ConfigError, load_config, parse_duration, resolve_state_dir
+from reconciler.readiness import deployment_readiness
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -155,7 +156,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"Last seen commit:\t{status.get('lastSeenCommit') or printers.NONE}",
         f"Last applied commit:\t{status.get('lastAppliedCommit') or printers.NONE}",
     ]
-    known = {"source", "lastSeenCommit", "lastAppliedCommit", "errors", "warnings", "nodes"}
+    health = status.get("health") or {}
+    if health.get("commit"):
+        # lastAppliedCommit moves only once a commit's objects are ready: say where the newest one is.
+        lines.append(f"Health of {str(health['commit'])[:12]}:\t{health.get('state')}: {health.get('message', '')}")
+    known = {"source", "lastSeenCommit", "lastAppliedCommit", "health", "errors", "warnings", "nodes"}
     for key, value in status.items():
         # Fields the daemon adds later still show, as long as they are simple.
         if key not in known and isinstance(value, (str, int, float, bool)):
@@ -413,37 +418,12 @@ def cmd_describe(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- rollout
 
 
-def _condition(status: dict, ctype: str) -> dict | None:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == ctype), None)
-
-
 def deployment_rollout_status(deployment: dict) -> tuple[str, bool]:
     """kubectl's deployment status viewer: (message, done); raises Failed past the deadline."""
-    meta = deployment.get("metadata") or {}
-    spec = deployment.get("spec") or {}
-    status = deployment.get("status") or {}
-    name = json.dumps(meta.get("name", ""))
-    generation = int(meta.get("generation") or 0)
-    observed = int(status.get("observedGeneration") or 0)
-    if generation <= observed:
-        progressing = _condition(status, "Progressing")
-        if progressing is not None and progressing.get("reason") == "ProgressDeadlineExceeded":
-            raise Failed(f"deployment {name} exceeded its progress deadline")
-        replicas = spec.get("replicas")
-        updated = int(status.get("updatedReplicas") or 0)
-        total = int(status.get("replicas") or 0)
-        available = int(status.get("availableReplicas") or 0)
-        if replicas is not None and updated < int(replicas):
-            return (f"Waiting for deployment {name} rollout to finish: {updated} out of {replicas} "
-                    f"new replicas have been updated..."), False
-        if total > updated:
-            return (f"Waiting for deployment {name} rollout to finish: {total - updated} old replicas "
-                    f"are pending termination..."), False
-        if available < updated:
-            return (f"Waiting for deployment {name} rollout to finish: {available} of {updated} "
-                    f"updated replicas are available..."), False
-        return f"deployment {name} successfully rolled out", True
-    return "Waiting for deployment spec update to be observed...", False
+    seen = deployment_readiness(deployment)
+    if seen.failed:
+        raise Failed(seen.message)
+    return seen.message, seen.done
 
 
 def cmd_rollout_status(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ from reconciler import rollback
 from reconciler.api.server import ApiServer, ApiServerError
 from reconciler.applier import OBJECT_STATES_KEY, Applier
 from reconciler.clock import SystemClock
+from reconciler.commithealth import WATCHED_KINDS, CommitHealth, Verdict
 from reconciler.config import Config, ConfigError, NodeConfig, reload_config
 from reconciler.controllers.manager import ControllerManager
 from reconciler.controllers.node import NodeBinding
@@ -89,6 +90,12 @@ class Daemon:
         self.proxy = ServiceProxy(node_port_address=config.node_port_address)
         self.sync_queue = WorkQueue(name="source", handler=self._sync, workers=1, clock=self.clock,
                                     on_done=self.metrics.queue_observer("source"))
+        # lastAppliedCommit waits for the commit's objects to be ready; store changes to the
+        # kinds whose readiness moves re-run the check (one key: the queue coalesces bursts).
+        self.health = CommitHealth(store=self.store, on_change=self._health_changed)
+        self.health_queue = WorkQueue(name="health", handler=self.health.check, workers=1, clock=self.clock,
+                                      on_done=self.metrics.queue_observer("health"))
+        self.store.watch(lambda kind, ns, name: self.health_queue.add("commit") if kind in WATCHED_KINDS else None)
         self._build_control_plane(config)
         self.operations = self._new_operations()
         self.webhook = self._new_webhook(config)
@@ -188,7 +195,7 @@ class Daemon:
 
     def queues(self) -> list[WorkQueue]:
         """Every work queue of the reconcile loop: what the watchdog and metrics look at."""
-        return [self.sync_queue, *self.manager.queues.values(), self.proxy_queue]
+        return [self.sync_queue, self.health_queue, *self.manager.queues.values(), self.proxy_queue]
 
     # -- the source work item ------------------------------------------------------------
     def _notice(self, sha: str) -> float:
@@ -231,6 +238,12 @@ class Daemon:
                 self.metrics.sync_failed()
                 self._first_sync.set()
                 raise
+            if outcome.ok:
+                self.health.begin(commit=sha, keys=outcome.declared)
+                self.health_queue.add("commit")
+            else:
+                count = len(outcome.errors)
+                self.health.refuse(commit=sha, message=f"the commit has {count} manifest error{'s' if count != 1 else ''}")
             self.store.kv_set(COMPLETED_KEY, sha)
             duration = time.monotonic() - started
             actions = [c.action for c in outcome.changes]
@@ -248,6 +261,9 @@ class Daemon:
         self.notifier.status(self.status_line())
         return None
 
+    def _health_changed(self, commit: str, verdict: Verdict) -> None:
+        self.notifier.status(self.status_line())
+
     def _subject(self, sha: str) -> str:
         info = self.store.kv_get(f"commit:{sha}")
         return str(info.get("subject", "")) if isinstance(info, dict) else ""
@@ -258,6 +274,11 @@ class Daemon:
         applied = state.get("lastAppliedCommit") or ""
         attempted = state.get("lastAttemptedCommit") or ""
         parts = [f'applied {applied[:12]} "{self._subject(applied)}"' if applied else "no commit applied yet"]
+        checked = self.health.status() or {}
+        if checked.get("commit") and checked["commit"] != applied and checked.get("state") != "Healthy":
+            word = "rolling out" if checked.get("state") == "Progressing" else "failed"
+            parts.append(f'{word} {str(checked["commit"])[:12]} "{self._subject(str(checked["commit"]))}": '
+                         f'{checked.get("message", "")}')
         errors = state.get("errors") or []
         if errors and not attempted:
             parts.append(str(errors[0].get("message", "")))
@@ -318,6 +339,7 @@ class Daemon:
             "lastSeenCommit": state.get("lastSeenCommit"),
             "lastAttemptedCommit": state.get("lastAttemptedCommit"),
             "lastAppliedCommit": state.get("lastAppliedCommit"),
+            "health": self.health.status(),
             "errors": (state.get("errors") or []) + rollback.failures(self.store),
             "objects": sorted((self.store.kv_get(OBJECT_STATES_KEY) or {}).values(),
                               key=lambda x: (x["kind"], x["namespace"], x["name"])),
@@ -335,6 +357,8 @@ class Daemon:
         self._start_control_plane()
         self.sync_queue.start()
         self.sync_queue.add(SOURCE_KEY)
+        self.health_queue.start()
+        self.health_queue.add("commit")  # a check cut short by a restart resumes
         deadline = time.monotonic() + first_sync_timeout
         while not self._first_sync.wait(timeout=0.2):
             if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
@@ -376,7 +400,8 @@ class Daemon:
         self.watcher.stop(timeout=2.0)
         # Every worker is told at once; an in-flight reconcile may finish its engine call,
         # but none may hold up the exit (a kill -9 is safe anyway).
-        _halt(queues=[self.sync_queue, *self.manager.queues.values(), self.proxy_queue], also=self.manager.stop,
+        _halt(queues=[self.sync_queue, self.health_queue, *self.manager.queues.values(), self.proxy_queue],
+              also=self.manager.stop,
               budget=max(deadline - time.monotonic() - 2.0, 0.5))
         self.proxy.stop()
         self.api.stop()

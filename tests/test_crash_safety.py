@@ -80,7 +80,7 @@ def test_kill_9_during_rollouts_converges_without_duplicates_orphans_or_lost_his
     daemon = Daemon(repo=repo, state_dir=tmp_path / "state", nodes={"node1": podman_node.url},
                     extra=isolated_config(tmp_path / "config.yaml", podman_node.url)).start()
     try:
-        wait_for(lambda: daemon.json("status")["lastAppliedCommit"] == commits[0], timeout=60, what="step 0 applied")
+        wait_for(lambda: daemon.json("status")["lastAppliedCommit"] == commits[0], timeout=90, what="step 0 healthy")
         kills = []
         for step in range(1, STEPS + 1):
             sha = commit(repo, {"crash.yaml": manifest(step, images)}, message=f"step {step}")
@@ -92,7 +92,9 @@ def test_kill_9_during_rollouts_converges_without_duplicates_orphans_or_lost_his
             kill_and_restart(daemon)
             # The restarted daemon applies the head before the next commit lands, so every
             # commit is applied (none superseded) and the next one meets a rollout in flight.
-            wait_for(lambda: daemon.json("status")["lastAppliedCommit"] == sha, timeout=60,
+            # "Applied" here is the apply itself (the health check has begun for it), not the
+            # rollout's end: the next commit is meant to land on a rollout in flight.
+            wait_for(lambda: (daemon.json("status").get("health") or {}).get("commit") == sha, timeout=60,
                      what=f"step {step} applied after the restart {why}")
 
         last_image = images.hello_v2 if STEPS % 2 else images.hello_v1

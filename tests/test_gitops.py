@@ -161,7 +161,7 @@ def test_auto_rollback_returns_to_the_previous_pods_and_never_retries(cluster):
         time.sleep(0.5)
     good = commit(repo, {"c.yaml": app("gamma", images.hello_v2, replicas=2, pds=15, auto=True, min_ready=3)}, message="gamma v2")
     wait_for(lambda: converged(daemon, "gamma", images.hello_v2, 2), timeout=90, what="the next commit rolling normally")
-    assert daemon.json("status")["lastAppliedCommit"] == good
+    wait_for(lambda: daemon.json("status")["lastAppliedCommit"] == good, timeout=60, what="the next commit healthy")
 
 
 def test_a_fix_supersedes_a_stuck_rollout_at_once(cluster):

@@ -76,7 +76,8 @@ def test_unsigned_commits_are_refused_when_verification_is_on(tmp_path, podman_n
         signed = commit(repo, {"cm.yaml": CM.format(name="gate", value="signed-2")}, message="signed again")
         wait_for(lambda: daemon.json("get", "cm", "gate")["data"]["value"] == "signed-2", timeout=30,
                  what="the next signed commit applied")
-        assert daemon.json("status")["lastAppliedCommit"] == signed != signed_first
+        assert signed != signed_first
+        wait_for(lambda: daemon.json("status")["lastAppliedCommit"] == signed, timeout=30, what="the signed commit healthy")
     finally:
         daemon.stop()
 

@@ -272,7 +272,10 @@ def test_notify_reload_and_stop_on_a_real_daemon(tmp_path, podman_node, images):
         # READY=1 comes once the first sync is done, and its STATUS names the applied commit.
         ready = wait_for(lambda: box.with_key("READY"), timeout=60, what="READY=1")[0]
         assert first[:12] in ready["STATUS"], ready
-        assert daemon.json("status")["lastAppliedCommit"] == first
+        # lastAppliedCommit waits for the health check (the pods ready); STATUS follows it.
+        wait_for(lambda: daemon.json("status")["lastAppliedCommit"] == first, timeout=90, what="the first commit healthy")
+        wait_for(lambda: any(f'applied {first[:12]}' in m["STATUS"] for m in box.with_key("STATUS")), timeout=30,
+                 what="STATUS naming the applied commit")
         # The watchdog is fed (8 s interval: a ping every 2 s) while the loop makes progress.
         wait_for(lambda: len(box.with_key("WATCHDOG")) >= 2, timeout=20, what="two WATCHDOG=1 pings")
         wait_for(running_pods, timeout=90, what="2 running pods")
@@ -316,7 +319,7 @@ def test_notify_reload_and_stop_on_a_real_daemon(tmp_path, podman_node, images):
         wait_for(lambda: len(driver.list_pods()) == 3 and all(c.state == "running" for p in driver.list_pods()
                                                               for c in p.containers),
                  timeout=60, what="the rebuilt controllers to scale to 3 pods")
-        wait_for(lambda: daemon.json("status")["lastAppliedCommit"] == third, timeout=10, what="commit 3 applied")
+        wait_for(lambda: daemon.json("status")["lastAppliedCommit"] == third, timeout=60, what="commit 3 applied")
         before = fingerprint()
         second = third
 

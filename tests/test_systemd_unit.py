@@ -228,8 +228,9 @@ def test_the_unit_under_real_systemd(tmp_path, podman_node, images, systemd_imag
         assert (shown["Type"], shown["ActiveState"], shown["SubState"]) == ("notify", "active", "running"), shown
         assert (shown["NotifyAccess"], shown["KillMode"], shown["WatchdogUSec"]) == ("main", "process", "2min")
         assert first[:12] in shown["StatusText"], shown
-        status = json.loads(box.ok("reconciler status -o json"))
-        assert status["lastAppliedCommit"] == first and status["nodes"] == [{"name": "node1", "ready": True}]
+        status = wait_for(lambda: (s := json.loads(box.ok("reconciler status -o json")))["lastAppliedCommit"] == first and s,
+                          timeout=90, what="the first commit healthy")
+        assert status["nodes"] == [{"name": "node1", "ready": True}]
 
         def two_running():
             pods = driver.list_pods()

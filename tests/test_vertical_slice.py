@@ -83,9 +83,10 @@ def test_commit_runs_three_ready_pods_that_answer(cluster):
     assert len(ips) == 3 and all(ipaddress.ip_address(ip) in cidr for ip in ips)
     assert all(p["metadata"]["labels"].get("pod-template-hash") for p in running)
     assert all(p["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet" for p in running)
-    status = daemon.json("status")
-    assert status["lastAppliedCommit"] == cluster["commits"][0]
-    assert status["nodes"] == [{"name": "node1", "ready": True}]
+    # lastAppliedCommit follows the health check (the Deployment rolled out), not just the apply.
+    status = wait_for(lambda: (s := daemon.json("status"))["lastAppliedCommit"] == cluster["commits"][0] and s,
+                      timeout=30, what="the first commit healthy")
+    assert status["health"]["state"] == "Healthy" and status["nodes"] == [{"name": "node1", "ready": True}]
 
 
 def test_image_change_rolls_within_surge_and_availability(cluster):
@@ -93,21 +94,31 @@ def test_image_change_rolls_within_surge_and_availability(cluster):
     second = commit(repo, {"apps/hello.yaml": MANIFEST.format(image=cluster["images"].hello_v2)}, message="hello v2")
     cluster["commits"].append(second)
     max_live, min_ready, samples = 0, 10, 0
+    held_back = 0  # samples where v2 was applied to the store but lastAppliedCommit still named v1
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         live = sum(1 for p in driver.list_pods() if any(c.state == "running" for c in p.containers))
         current = pods(daemon)
         n_ready = sum(1 for p in current if ready(p))
         max_live, min_ready, samples = max(max_live, live), min(min_ready, n_ready), samples + 1
+        status = daemon.json("status")  # read before the Deployment: completion only moves forward
         d = daemon.json("get", "deployment", "hello")
         st = d.get("status", {})
-        if (d["metadata"]["generation"] <= st.get("observedGeneration", 0) and st.get("updatedReplicas") == 3
-                and st.get("replicas") == 3 and st.get("availableReplicas") == 3
-                and all("hello:v2" in p["spec"]["containers"][0]["image"] for p in current) and len(current) == 3):
+        complete = (d["metadata"]["generation"] <= st.get("observedGeneration", 0) and st.get("updatedReplicas") == 3
+                    and st.get("replicas") == 3 and st.get("availableReplicas") == 3)
+        if status["lastAppliedCommit"] == second:
+            assert complete, f"lastAppliedCommit moved to v2 before its rollout completed: {st}"
+        elif (status.get("health") or {}).get("commit") == second and not complete:
+            assert status["lastAppliedCommit"] == cluster["commits"][0], status
+            held_back += 1
+        if (complete and all("hello:v2" in p["spec"]["containers"][0]["image"] for p in current)
+                and len(current) == 3):
             break
         time.sleep(0.1)
     else:
         pytest.fail("the rollout to v2 did not complete within 180 s")
+    assert held_back >= 1, "never saw the rollout in progress with lastAppliedCommit held back"
+    wait_for(lambda: daemon.json("status")["lastAppliedCommit"] == second, timeout=30, what="v2 healthy")
     assert samples >= 5, "the rollout was not sampled enough to mean anything"
     assert max_live <= 4, f"{max_live} live pods: more than replicas + maxSurge"
     assert min_ready >= 3, f"only {min_ready} ready pods at some point: below replicas - maxUnavailable"

@@ -1,0 +1,111 @@
+"""The commit health check: ``lastAppliedCommit`` moves only once a commit is running.
+
+Flux's rule, and the issue's: ``lastAttemptedCommit`` is set before a commit is
+applied, ``lastAppliedCommit`` only after the apply went through *and* the
+health check passed. "Applied" therefore means "what this commit declares is
+what runs": every Deployment rolled out, every Pod ready. A commit whose rollout
+is still going, or failed, leaves ``lastAppliedCommit`` on the last commit that
+did get there — which is what an operator, or `systemctl status`, needs to know.
+
+How: after a clean apply the daemon calls ``begin(commit, keys)`` with the keys of
+the objects the commit declares. The record lives in the store's kv (so a daemon
+killed mid-rollout resumes the check on restart) and its state is shown by
+``status`` as ``health``. ``check()`` is level-based — it reads the objects as
+they are now (``reconciler.readiness``), never counts events — and is called from a
+work queue fed by store changes to the kinds whose readiness can change. Once the
+commit is Healthy nothing is evaluated any more until the next commit.
+
+Failed is not final: a Deployment past its progress deadline may still finish
+(a node comes back), and then the commit becomes Healthy. An auto-rollback is
+final for that commit: its Deployment runs an older template than Git declares,
+so the commit never counts as applied; the next commit starts a new check.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import structlog
+
+from reconciler import rollback
+from reconciler.readiness import readiness
+
+log = structlog.get_logger("health")
+
+Obj = dict[str, Any]
+Key = tuple[str, str, str]
+HEALTH_KEY = "sync/health"  # kv: the commit being checked, its objects and the last verdict
+WATCHED_KINDS = frozenset({"Deployment", "ReplicaSet", "Pod"})  # kinds whose readiness changes after apply
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    state: str  # Progressing | Healthy | Failed
+    message: str
+
+
+class CommitHealth:
+    def __init__(self, *, store: Any, on_change: Callable[[str, Verdict], None] | None = None) -> None:
+        self._store = store
+        self._on_change = on_change or (lambda commit, verdict: None)
+
+    def begin(self, *, commit: str, keys: Iterable[Key]) -> None:
+        """Start checking ``commit``; it supersedes whatever commit was being checked."""
+        objects = sorted({(k, ns, n) for k, ns, n in keys})
+        self._store.kv_set(HEALTH_KEY, {"commit": commit, "objects": [list(k) for k in objects],
+                                        "state": "Progressing", "message": "health check started"})
+
+    def refuse(self, *, commit: str, message: str) -> None:
+        """The commit could not be applied cleanly: it will not become the applied one."""
+        self._store.kv_set(HEALTH_KEY, {"commit": commit, "objects": [], "state": "Failed", "message": message,
+                                        "final": True})
+        self._on_change(commit, Verdict(state="Failed", message=message))
+
+    def status(self) -> dict[str, Any] | None:
+        """What `status -o json` shows as ``health``."""
+        record = self._store.kv_get(HEALTH_KEY)
+        if not isinstance(record, dict):
+            return None
+        return {k: record.get(k) for k in ("commit", "state", "message")}
+
+    def check(self, _key: Any = None) -> None:
+        """Evaluate the pending commit; on success, it becomes ``lastAppliedCommit``."""
+        record = self._store.kv_get(HEALTH_KEY)
+        if not isinstance(record, dict) or record.get("state") == "Healthy" or record.get("final"):
+            return
+        commit = str(record.get("commit") or "")
+        verdict = self.evaluate(keys=[tuple(k) for k in record.get("objects") or []])
+        if verdict.state == record.get("state") and verdict.message == record.get("message"):
+            return
+        # Re-read before writing: a newer commit may have begun while this one was evaluated.
+        current = self._store.kv_get(HEALTH_KEY)
+        if not isinstance(current, dict) or current.get("commit") != commit:
+            return
+        self._store.kv_set(HEALTH_KEY, {**current, "state": verdict.state, "message": verdict.message})
+        if verdict.state == "Healthy":
+            self._store.update_sync_state(lastAppliedCommit=commit)
+            log.info("commit healthy", commit=commit, action="health")
+        elif verdict.state == "Failed":
+            log.error("commit health check failed", commit=commit, reason=verdict.message, action="health")
+        self._on_change(commit, verdict)
+
+    def evaluate(self, *, keys: list[Any]) -> Verdict:
+        pinned = {(f.get("namespace"), f.get("name")): f.get("message", "")
+                  for f in self._store.kv_get(rollback.FAILURES_KEY) or []}
+        waiting: list[str] = []
+        for kind, namespace, name in keys:
+            if kind == "Deployment" and (namespace, name) in pinned:
+                return Verdict(state="Failed", message=str(pinned[(namespace, name)]))
+            obj = self._store.get(kind, namespace, name)
+            if obj is None:
+                waiting.append(f"{kind.lower()}/{name} does not exist yet")
+                continue
+            seen = readiness(obj)
+            if seen.failed:
+                return Verdict(state="Failed", message=seen.message)
+            if not seen.done:
+                waiting.append(seen.message)
+        if waiting:
+            more = f" (and {len(waiting) - 1} more)" if len(waiting) > 1 else ""
+            return Verdict(state="Progressing", message=waiting[0] + more)
+        return Verdict(state="Healthy", message=f"all {len(keys)} objects are ready")
