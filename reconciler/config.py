@@ -46,6 +46,8 @@ class SourceConfig:
     verify_mode: str = "off"  # off | gpg | ssh: refuse commits not signed by a trusted key
     gpg_keyring: str | None = None
     allowed_signers: str | None = None
+    # Signs the daemon's own commits (rollout undo...): an SSH private key file or a GPG key id.
+    signing_key: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +88,9 @@ class Config:
     webhook_secret_file: str | None = None
     metrics_listen: str | None = None
     node_toleration: float = 30.0  # seconds a NotReady node's pods wait before they are replaced
+    # Seconds between the node agents' full relists of each engine (the safety net under the
+    # engine's event stream); None: the controller manager's default.
+    relist_interval: float | None = None
     # Not a setting: how to read this configuration again (see reload_config).
     origin: ConfigOrigin | None = field(default=None, compare=False, repr=False)
 
@@ -178,9 +183,10 @@ _TOP_KEYS = (
     "metricsListen",
     "webhookSecretFile",
     "nodeToleration",
+    "relistInterval",
 )
 _SOURCE_KEYS = ("repo", "branch", "path", "interval", "timeout", "verify")
-_VERIFY_KEYS = ("mode", "gpgKeyring", "allowedSigners")
+_VERIFY_KEYS = ("mode", "gpgKeyring", "allowedSigners", "signingKey")
 _NODE_KEYS = ("name", "url", "podCIDR", "labels")
 _ALLOW_KEYS = {"privileged": "privileged", "hostPath": "host_path", "hostNetwork": "host_network"}
 _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -386,6 +392,11 @@ def load_config(*, path: Path | None, overrides: Mapping[str, object]) -> Config
         source_kwargs["gpg_keyring"] = file_check.string("source.verify.gpgKeyring", verify["gpgKeyring"])
     if "allowedSigners" in verify:
         source_kwargs["allowed_signers"] = file_check.string("source.verify.allowedSigners", verify["allowedSigners"])
+    if "signingKey" in verify:
+        # The mode says what kind of key it is (a file for ssh, a key id for gpg).
+        if source_kwargs.get("verify_mode", "off") == "off":
+            raise file_check.fail("source.verify.signingKey", "needs source.verify.mode ssh or gpg")
+        source_kwargs["signing_key"] = file_check.string("source.verify.signingKey", verify["signingKey"])
     source = SourceConfig(**source_kwargs)
 
     value, chk = pick("stateDir", None)
@@ -434,6 +445,9 @@ def load_config(*, path: Path | None, overrides: Mapping[str, object]) -> Config
     value, chk = pick("nodeToleration", file_data.get("nodeToleration"))
     if value is not None:
         kwargs["node_toleration"] = chk.duration(label("nodeToleration", chk), value)
+    value, chk = pick("relistInterval", file_data.get("relistInterval"))
+    if value is not None:
+        kwargs["relist_interval"] = chk.duration(label("relistInterval", chk), value)
     kwargs["origin"] = ConfigOrigin(path=Path(path) if path is not None else None, overrides=tuple(flags.items()))
     return Config(**kwargs)
 

@@ -46,7 +46,7 @@ from reconciler.notify import Health, Notifier, ProgressWatchdog
 from reconciler.operations import Operations
 from reconciler.proxy import ServiceProxy
 from reconciler.proxysync import ProxySync
-from reconciler.signing import SignaturePolicy, SigningConfigError, UnsignedCommit
+from reconciler.signing import OwnCommits, SignaturePolicy, SigningConfigError, UnsignedCommit
 from reconciler.webhook import WebhookError, WebhookServer
 from reconciler.source import GitSource, SourceError, SourceWatcher
 from reconciler.store import Store, StoreError
@@ -136,12 +136,12 @@ class Daemon:
         return GitSource(repo=config.source.repo, branch=config.source.branch, path=config.source.path,
                          cache_dir=Path(config.state_dir) / "sources", timeout=config.source.timeout)
 
-    @staticmethod
-    def _new_signatures(config: Config) -> SignaturePolicy:
+    def _new_signatures(self, config: Config) -> SignaturePolicy:
         src = config.source
         return SignaturePolicy(mode=src.verify_mode,
                                gpg_keyring=Path(src.gpg_keyring) if src.gpg_keyring else None,
-                               allowed_signers=Path(src.allowed_signers) if src.allowed_signers else None)
+                               allowed_signers=Path(src.allowed_signers) if src.allowed_signers else None,
+                               signing_key=src.signing_key, own_commits=OwnCommits(store=self.store))
 
     def _new_webhook(self, config: Config) -> WebhookServer | None:
         if not config.webhook_listen:
@@ -160,7 +160,7 @@ class Daemon:
     def _new_operations(self) -> Operations:
         return Operations(store=self.store, source=self.source, applier=self.applier,
                           drivers={n.name: n.driver for n in self.nodes if n.driver is not None},
-                          sync=self.sync)
+                          sync=self.sync, signatures=self.signatures)
 
     def _new_watcher(self, config: Config, *, last_seen: str | None) -> SourceWatcher:
         def on_change(sha: str) -> None:
@@ -220,7 +220,10 @@ class Daemon:
         self.store.update_sync_state(lastSeenCommit=sha)
         if self.signatures.enabled and self.store.kv_get(COMPLETED_KEY) != sha:
             try:
-                self.signatures.verify(repo_git_dir=self.source.git_dir, sha=sha)
+                verdict = self.signatures.verify(repo_git_dir=self.source.git_dir, sha=sha)
+                if verdict.written_by_daemon:
+                    log.info("commit written by the daemon itself; accepted without a signature", commit=sha,
+                             action="verify")
             except UnsignedCommit as exc:
                 # Refused, recorded, never retried: the next (signed) commit is applied.
                 self.store.update_sync_state(lastAttemptedCommit=sha,
@@ -417,7 +420,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             changes = self.reload(reload_config(self.config))
-        except (ConfigError, SourceError, DriverError) as exc:
+        except (ConfigError, SourceError, DriverError, SigningConfigError) as exc:
             self.metrics.reloads.labels(result="failed").inc()
             log.error("configuration reload failed; the running configuration is kept", error=str(exc),
                       action="reload")
@@ -451,6 +454,12 @@ class Daemon:
         allow_changed = old.allow != new.allow
         # Whatever can fail is built before anything is swapped: a failed reload changes nothing.
         source = self._new_source(new) if source_changed else self.source
+        try:
+            signatures = self._new_signatures(new) if source_changed else self.signatures
+        except SigningConfigError:
+            if source is not self.source:
+                source.close()
+            raise
         nodes = self._bind_nodes(new) if nodes_changed else self.nodes
         changes: list[str] = []
         with self._swap_lock:
@@ -459,7 +468,7 @@ class Daemon:
                 self.watcher.stop(timeout=5.0)
             if source_changed:
                 previous, self.source = self.source, source
-                self.signatures = self._new_signatures(new)
+                self.signatures = signatures
                 previous.close()
                 changes.append(f"source: {old.source.repo} {old.source.branch}:{old.source.path} -> "
                                f"{new.source.repo} {new.source.branch}:{new.source.path}")

@@ -6,6 +6,10 @@ restores the Deployment's manifest as it was at the target revision's commit,
 ``restart`` stamps ``kubectl.kubernetes.io/restartedAt`` on the pod template as
 kubectl does, ``pause``/``resume`` set ``spec.paused`` — each edits only that
 object's document, keeping the file's other documents and comments.
+
+The commits go through the daemon's signature policy (``signing``), so that with
+verification on they are signed with the daemon's key, or recorded as its own,
+and the daemon does not refuse its own rollback.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from reconciler import objects as o
 from reconciler.api.server import ApiStatusError
 from reconciler.applier import Applier, owned_view
 from reconciler.gitwriter import WriteError, commit_files, find_document, replace_document
+from reconciler.signing import SignaturePolicy
 from reconciler.source import GitSource, SourceError
 from runtime.driver import DriverError, NodeDriver
 
@@ -32,8 +37,9 @@ Obj = dict[str, Any]
 
 class Operations:
     def __init__(self, *, store: Any, source: GitSource, applier: Applier, drivers: Mapping[str, NodeDriver],
-                 sync: Callable[[], Any]) -> None:
+                 sync: Callable[[], Any], signatures: SignaturePolicy | None = None) -> None:
         self._store = store
+        self._signatures = signatures
         self._source = source
         self._applier = applier
         self._drivers = dict(drivers)
@@ -85,10 +91,13 @@ class Operations:
 
     def _commit(self, *, path: str, text: str, message: str) -> str:
         try:
-            sha = commit_files(source=self._source, changes={path: text.encode()}, message=message)
+            sha = commit_files(source=self._source, changes={path: text.encode()}, message=message,
+                               policy=self._signatures)
         except (WriteError, SourceError) as exc:
             raise ApiStatusError(409, str(exc)) from None
-        log.info("commit written", commit=sha, file=path, message=message.splitlines()[0], action="commit")
+        signer = self._signatures.signer if self._signatures is not None else None
+        log.info("commit written", commit=sha, file=path, message=message.splitlines()[0],
+                 signed_with=signer.key if signer is not None else "", action="commit")
         self._sync()
         return sha
 
