@@ -17,6 +17,12 @@ Why it looks like this:
   and a copy per read is what lets callers mutate what they get without touching
   the store. marshal's format is tied to the Python version, which is fine because
   it never leaves the process; SQLite keeps JSON text.
+- Beside the cache, a few secondary indexes (`_SecondaryIndex`): objects by their
+  controller owner, by the node a pod is bound to, and by label. Controllers ask "the
+  pods of this ReplicaSet" for every key they reconcile; answered by listing and
+  filtering the namespace, that made every key O(N) and a resync pass O(N²)
+  (docs/performance.md, fix 5). The indexes hold only keys, are kept in step with the
+  cache under the store lock, and their answers are decoded copies like `list`'s.
 - One process owns the file (the daemon); the cache assumes no other writer.
 - Thread-safe: one connection guarded by a lock. Watchers run after the commit, in
   the writer's thread, outside the lock, so a watcher may read or write the store.
@@ -31,7 +37,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Hashable, Iterable, Mapping
 
 import structlog
 
@@ -92,6 +98,97 @@ CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 _MIGRATIONS: dict[int, str] = {}
 
 _Key = tuple[str, str]  # (namespace, name) within one kind
+# What a secondary index maps to keys, e.g. ("owner", "ReplicaSet", uid), ("node", name),
+# ("label", key, value); the first element names the index.
+_Term = tuple[Hashable, ...]
+
+
+def _hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _index_terms(obj: dict) -> frozenset[_Term]:
+    """The index terms of one stored object.
+
+    Owners follow `objects.owner_uid(obj, kind)` exactly: per owner kind, the first
+    ownerReference of that kind whose `controller` is true or absent. Malformed parts
+    (a non-list ownerReferences, a reference that is not a mapping, an unhashable
+    value) are skipped: an index must never make a write fail, and such an object can
+    never equal what a lookup asks for.
+    """
+    meta = obj.get("metadata") or {}
+    terms: set[_Term] = set()
+    refs = meta.get("ownerReferences")
+    if isinstance(refs, list):
+        seen: set[Hashable] = set()
+        for ref in refs:
+            if not isinstance(ref, dict):
+                continue
+            kind, uid = ref.get("kind"), ref.get("uid")
+            if not _hashable(kind) or kind in seen or not ref.get("controller", True):
+                continue
+            seen.add(kind)
+            if _hashable(uid):
+                terms.add(("owner", kind, uid))
+    spec = obj.get("spec")
+    node = spec.get("nodeName") if isinstance(spec, dict) else None
+    if node and _hashable(node):
+        terms.add(("node", node))
+    labels = meta.get("labels")
+    if isinstance(labels, dict):
+        terms.update(("label", k, v) for k, v in labels.items() if _hashable(v))
+    return frozenset(terms)
+
+
+_NO_TERMS: frozenset[_Term] = frozenset()
+
+
+class _SecondaryIndex:
+    """(kind, term) -> keys. Not thread-safe by itself: the store calls it under its lock.
+
+    It keeps no per-object record of terms (that doubled its memory): a write passes
+    the terms of the object it replaces, computed from the old object, which the store
+    has at hand (a deterministic function of what was stored).
+    """
+
+    def __init__(self) -> None:
+        self._keys: dict[tuple[str, _Term], set[_Key]] = {}
+
+    def replace(self, kind: str, key: _Key, *, old: frozenset[_Term], new: frozenset[_Term]) -> None:
+        if old == new:
+            return
+        for term in old - new:
+            keys = self._keys.get((kind, term))
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    # Empty sets would pile up for every uid ever seen.
+                    del self._keys[(kind, term)]
+        for term in new - old:
+            self._keys.setdefault((kind, term), set()).add(key)
+
+    def lookup(self, kind: str, terms: Iterable[_Term]) -> set[_Key]:
+        """Keys carrying every one of `terms` (a copy the caller may keep)."""
+        sets = []
+        for term in terms:
+            keys = self._keys.get((kind, term))
+            if not keys:
+                return set()
+            sets.append(keys)
+        if not sets:
+            return set()
+        # Smallest first: a selector pairing a rare label with a common one costs the rare one.
+        sets.sort(key=len)
+        result = set(sets[0])
+        for keys in sets[1:]:
+            result &= keys
+            if not result:
+                break
+        return result
 
 
 class StoreError(Exception):
@@ -139,6 +236,8 @@ class Store:
         # kind -> keys sorted by (namespace, name); dropped on every write to that kind
         # so list() sorts at most once per change rather than once per call.
         self._sorted: dict[str, list[_Key]] = {}
+        # Owner, node and label lookups (see _index_terms); changed with _objects, under the lock.
+        self._index = _SecondaryIndex()
         self._kv: dict[str, str] = {}
         self._sync_state: str = "{}"
         self._rv = 0
@@ -195,7 +294,10 @@ class Store:
         for kind, namespace, name, rv, data in db.execute(
             "SELECT kind, namespace, name, resource_version, data FROM objects"
         ):
-            self._objects.setdefault(kind, {})[(namespace, name)] = marshal.dumps(json.loads(data))
+            obj = json.loads(data)
+            key = (namespace, name)
+            self._objects.setdefault(kind, {})[key] = marshal.dumps(obj)
+            self._index.replace(kind, key, old=_NO_TERMS, new=_index_terms(obj))
             max_rv = max(max_rv, rv)
         row = db.execute("SELECT value FROM meta WHERE key='resource_version'").fetchone()
         # The counter and the objects are written in the same transaction, so they agree;
@@ -280,6 +382,37 @@ class Store:
                 blobs = [objects[k] for k in keys if k[0] == namespace]
         return _decode_many(blobs)
 
+    def owned_by(self, kind: str, *, owner_kind: str, owner_uid: str, namespace: str | None = None) -> list[dict]:
+        """Objects of `kind` whose controller owner of `owner_kind` has `owner_uid`,
+        sorted like `list`: the same as filtering `list(kind, namespace)` with
+        `objects.owner_uid(obj, owner_kind) == owner_uid`, without decoding the rest."""
+        return self._lookup(kind, [("owner", owner_kind, owner_uid)], namespace=namespace)
+
+    def on_node(self, kind: str, *, node: str, namespace: str | None = None) -> list[dict]:
+        """Objects of `kind` (Pods) whose spec.nodeName is `node`, sorted like `list`."""
+        if not node:
+            raise ValueError("on_node needs a node name; unbound pods are not indexed")
+        return self._lookup(kind, [("node", node)], namespace=namespace)
+
+    def with_labels(self, kind: str, *, labels: Mapping[str, str], namespace: str | None = None) -> list[dict]:
+        """Objects of `kind` whose labels include every `labels` pair (values compared
+        with ==, as an equality selector does), sorted like `list`. Empty `labels`
+        select everything, as an empty selector does."""
+        if not labels:
+            return self.list(kind, namespace)
+        return self._lookup(kind, [("label", k, v) for k, v in labels.items()], namespace=namespace)
+
+    def _lookup(self, kind: str, terms: list[_Term], *, namespace: str | None) -> list[dict]:
+        with self._lock:
+            objects = self._objects.get(kind)
+            if not objects:
+                return []
+            keys = self._index.lookup(kind, terms)
+            if namespace is not None:
+                keys = {k for k in keys if k[0] == namespace}
+            blobs = [objects[k] for k in sorted(keys)]
+        return _decode_many(blobs)
+
     def put(self, obj: dict) -> dict:
         """Insert or replace an object; the store owns uid, creationTimestamp, generation
         and resourceVersion. Returns the stored copy."""
@@ -322,11 +455,14 @@ class Store:
         namespace = meta.get("namespace") or ""
         name = meta["name"]
         key = (namespace, name)
+        # The store only fills in uid, timestamps and versions, none of which is indexed.
+        terms = _index_terms(new)
         # The lock spans the transaction and the cache update, so no other writer can
         # read the cached old object after this write has committed.
         with self._lock:
             with self._transaction() as db:
                 old_blob = self._objects.get(kind, {}).get(key)
+                old_terms = _NO_TERMS
                 if old_blob is None:
                     if not meta.get("uid"):
                         meta["uid"] = str(uuid.uuid4())
@@ -335,6 +471,7 @@ class Store:
                     meta["generation"] = 1
                 else:
                     old = marshal.loads(old_blob)
+                    old_terms = _index_terms(old)
                     old_meta = old.get("metadata") or {}
                     meta["uid"] = old_meta.get("uid")
                     meta["creationTimestamp"] = old_meta.get("creationTimestamp")
@@ -353,6 +490,7 @@ class Store:
                 blob = marshal.dumps(new)
             # Committed: now (and only now) make it visible to readers.
             self._objects.setdefault(kind, {})[key] = blob
+            self._index.replace(kind, key, old=old_terms, new=terms)
             if old_blob is None:
                 self._sorted.pop(kind, None)
         return new
@@ -362,7 +500,8 @@ class Store:
         key = (namespace, name)
         with self._lock:
             with self._transaction() as db:
-                if key not in self._objects.get(kind, {}):
+                old_blob = self._objects.get(kind, {}).get(key)
+                if old_blob is None:
                     return False
                 db.execute(
                     "DELETE FROM objects WHERE kind=? AND namespace=? AND name=?", (kind, namespace, name)
@@ -371,6 +510,7 @@ class Store:
                 # rv N" stays meaningful for anyone who tracks it.
                 self._set_rv(db, self._rv + 1)
             self._objects[kind].pop(key, None)
+            self._index.replace(kind, key, old=_index_terms(marshal.loads(old_blob)), new=_NO_TERMS)
             self._sorted.pop(kind, None)
         self._notify(kind, namespace, name)
         return True

@@ -16,6 +16,7 @@ the store's history so ``rollout history`` survives ReplicaSet clean-up.
 from __future__ import annotations
 
 import copy
+import json
 import threading
 from typing import Any
 
@@ -46,6 +47,13 @@ class DeploymentController:
         # against half a commit (say, its new ConfigMap but its old template).
         self._apply_lock = apply_lock or threading.RLock()
         self.auto_rollback = AutoRollback(store=store, clock=clock)
+        # uid -> (version, template key), for ReplicaSets and for Deployments (whose version
+        # includes their config digest): a reconcile splits new from old ReplicaSets up to
+        # three times, and comparing templates (deep copies and JSON dumps of both sides
+        # per ReplicaSet) was most of a no-change reconcile. Keyed by resourceVersion, so
+        # any write to the object makes its entry stale.
+        self._rs_template_keys: dict[str, tuple[Any, str]] = {}
+        self._template_keys: dict[str, tuple[Any, str]] = {}
 
     # -- entry point ------------------------------------------------------------
     def reconcile(self, key: tuple[str, str]) -> Result | None:
@@ -76,13 +84,31 @@ class DeploymentController:
         annotations or a reloader); here a changed ConfigMap is a new template, so it rolls,
         and reverting the ConfigMap finds the old ReplicaSet again."""
         template = copy.deepcopy(d["spec"].get("template") or {})
-        if o.annotations(d).get(ANN_ROLLOUT_ON_CONFIG) == "false":
-            return template
-        digest = config_hash(template_spec=template.get("spec") or {}, namespace=d["metadata"]["namespace"],
-                             store=self._store)
+        digest = self._config_digest(d)
         if digest:
             template.setdefault("metadata", {}).setdefault("annotations", {})[ANN_CONFIG_HASH] = digest
         return template
+
+    def _config_digest(self, d: Obj) -> str | None:
+        if o.annotations(d).get(ANN_ROLLOUT_ON_CONFIG) == "false":
+            return None
+        template = d["spec"].get("template") or {}
+        return config_hash(template_spec=template.get("spec") or {}, namespace=d["metadata"]["namespace"],
+                           store=self._store)
+
+    def _effective_template_key(self, d: Obj) -> str:
+        """`_template_key(self.effective_template(d))`, remembered per Deployment version
+        and config digest (the digest is recomputed each time: a ConfigMap may change
+        while the Deployment does not)."""
+        meta = d["metadata"]
+        uid, version, digest = meta.get("uid"), meta.get("resourceVersion"), self._config_digest(d)
+        cached = self._template_keys.get(uid) if uid else None
+        if cached is not None and version is not None and cached[0] == (version, digest):
+            return cached[1]
+        key = _template_key(self.effective_template(d))
+        if uid and version is not None:
+            _remember(self._template_keys, uid, ((version, digest), key))
+        return key
 
     def _reconcile(self, key: tuple[str, str]) -> Result | None:
         namespace, name = key
@@ -101,18 +127,19 @@ class DeploymentController:
         return self._rollout_rolling(d, all_rss, pods)
 
     # -- reading ------------------------------------------------------------------
+    # Both read through the store's owner index: listing the namespace and filtering by
+    # owner made every reconcile O(objects in the namespace) and a resync O(N²).
     def _owned_replicasets(self, d: Obj) -> list[Obj]:
-        uid = d["metadata"].get("uid")
         namespace = d["metadata"].get("namespace", "default")
-        return [rs for rs in self._store.list("ReplicaSet", namespace) if o.owner_uid(rs, "Deployment") == uid]
+        return self._store.owned_by("ReplicaSet", owner_kind="Deployment", owner_uid=d["metadata"].get("uid"),
+                                    namespace=namespace)
 
     def _pods_by_rs(self, namespace: str, rss: list[Obj]) -> dict[str, list[Obj]]:
-        uids = {rs["metadata"].get("uid"): rs["metadata"]["name"] for rs in rss}
-        result: dict[str, list[Obj]] = {name: [] for name in uids.values()}
-        for pod in self._store.list("Pod", namespace):
-            owner = o.owner_uid(pod, "ReplicaSet")
-            if owner in uids:
-                result[uids[owner]].append(pod)
+        result: dict[str, list[Obj]] = {rs["metadata"]["name"]: [] for rs in rss}
+        for rs in rss:
+            result[rs["metadata"]["name"]].extend(
+                self._store.owned_by("Pod", owner_kind="ReplicaSet", owner_uid=rs["metadata"].get("uid"),
+                                     namespace=namespace))
         return result
 
     @staticmethod
@@ -137,14 +164,25 @@ class DeploymentController:
     def _split(self, d: Obj, all_rss: list[Obj]) -> tuple[Obj | None, list[Obj]]:
         """The new ReplicaSet is the OLDEST whose template equals the Deployment's
         (ignoring pod-template-hash); everything else is old."""
-        template = self.effective_template(d)
+        template = self._effective_template_key(d)
         matching = sorted(
-            (rs for rs in all_rss if o.templates_equal(rs["spec"].get("template") or {}, template)),
+            (rs for rs in all_rss if self._rs_template_key(rs) == template),
             key=lambda rs: (o.created(rs), rs["metadata"]["name"]),
         )
         new = matching[0] if matching else None
         old = [rs for rs in all_rss if new is None or rs["metadata"]["name"] != new["metadata"]["name"]]
         return new, old
+
+    def _rs_template_key(self, rs: Obj) -> str:
+        meta = rs["metadata"]
+        uid, version = meta.get("uid"), meta.get("resourceVersion")
+        cached = self._rs_template_keys.get(uid) if uid else None
+        if cached is not None and version is not None and cached[0] == version:
+            return cached[1]
+        key = _template_key(rs["spec"].get("template") or {})
+        if uid and version is not None:
+            _remember(self._rs_template_keys, uid, (version, key))
+        return key
 
     def _view(self, rs: Obj) -> rollout.RSView:
         ann = o.annotations(rs)
@@ -555,6 +593,22 @@ class DeploymentController:
     def _event(self, d: Obj, etype: str, reason: str, message: str) -> None:
         self._store.record_event(kind="Deployment", namespace=d["metadata"]["namespace"], name=d["metadata"]["name"],
                                  uid=d["metadata"].get("uid", ""), type=etype, reason=reason, message=message)
+
+
+# Enough for every ReplicaSet of thousands of Deployments; a few hundred bytes each.
+_TEMPLATE_KEYS_MAX = 50_000
+
+
+def _remember(cache: dict[str, tuple[Any, str]], uid: str, entry: tuple[Any, str]) -> None:
+    if len(cache) >= _TEMPLATE_KEYS_MAX and uid not in cache:
+        cache.clear()  # deleted objects leave entries behind; starting over bounds the memory
+    cache[uid] = entry
+
+
+def _template_key(template: dict[str, Any]) -> str:
+    """Two templates are `objects.templates_equal` exactly when their keys are equal:
+    the same canonical JSON of the template without pod-template-hash."""
+    return json.dumps(o.template_without_hash(template), sort_keys=True, separators=(",", ":"))
 
 
 def _strip_times(status: dict[str, Any]) -> dict[str, Any]:

@@ -188,8 +188,19 @@ class EndpointsController:
                 "labels": labels,
                 "ownerReferences": [o.owner_reference(svc)],
             },
-            "subsets": desired_subsets(service=svc, pods=self._store.list("Pod", meta["namespace"])),
+            "subsets": desired_subsets(service=svc, pods=self._candidates(svc)),
         }
+
+    def _candidates(self, svc: Obj) -> list[Obj]:
+        """The pods of the Service's namespace that its selector may match: through the
+        store's label index (the selector's values as strings, as `labels.from_map`
+        compares them), so a Service of a few pods does not decode every pod of a big
+        namespace. `desired_subsets` still applies the selector itself."""
+        namespace = svc["metadata"]["namespace"]
+        selector = (svc.get("spec") or {}).get("selector")
+        if not isinstance(selector, dict):
+            return self._store.list("Pod", namespace)
+        return self._store.with_labels("Pod", labels={k: str(v) for k, v in selector.items()}, namespace=namespace)
 
 
 def _count(endpoints: Obj, field: str) -> int:

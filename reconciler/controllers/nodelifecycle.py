@@ -86,7 +86,8 @@ class NodeLifecycleController:
         return Result(requeue_after=deadline - now)
 
     def pods_on(self, node: str) -> list[Obj]:
-        return [p for p in self._store.list("Pod") if (p.get("spec") or {}).get("nodeName") == node]
+        # The store's node index: a resync reconciles every node, and each would otherwise decode every pod.
+        return self._store.on_node("Pod", node=node) if node else []
 
     # -- steps ------------------------------------------------------------------------------
     def _mark_lost(self, pod: Obj, *, node: str) -> None:

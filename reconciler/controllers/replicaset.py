@@ -58,8 +58,9 @@ class ReplicaSetController:
 
     # -- pods ---------------------------------------------------------------------------
     def _owned_pods(self, rs: Obj) -> list[Obj]:
-        uid = rs["metadata"].get("uid")
-        return [p for p in self._store.list("Pod", rs["metadata"]["namespace"]) if o.owner_uid(p, "ReplicaSet") == uid]
+        # The store's owner index: listing the namespace here made every key O(pods).
+        return self._store.owned_by("Pod", owner_kind="ReplicaSet", owner_uid=rs["metadata"].get("uid"),
+                                    namespace=rs["metadata"]["namespace"])
 
     def _owner_exists(self, namespace: str, kind: str, name: str | None, uid: str) -> bool:
         owner = self._store.get(kind, namespace, name or "")

@@ -166,11 +166,10 @@ class Scheduler:
             log.info("unscheduled pod deleted", object=f"pod/{name}", namespace=namespace, action="delete")
             return None
         nodes = self._store.list("Node")
-        bound: dict[str, list[Obj]] = {}
-        for p in self._store.list("Pod"):
-            node_name = (p.get("spec") or {}).get("nodeName")
-            if node_name:
-                bound.setdefault(node_name, []).append(p)
+        # Only the pods of configured nodes matter (the store's node index): pending pods and
+        # pods of retired nodes are not decoded.
+        bound: dict[str, list[Obj]] = {n["metadata"]["name"]: self._store.on_node("Pod", node=n["metadata"]["name"])
+                                       for n in nodes}
         request = pod_requests(pod)
         reasons: Counter[str] = Counter()
         fitting: list[Obj] = []
