@@ -238,9 +238,9 @@ class Applier:
         elif kind == "ReplicaSet":
             live = self._store.get(*key)
             if live is not None:
-                for pod in self._store.list("Pod", namespace):
-                    if o.owner_uid(pod, "ReplicaSet") == live["metadata"].get("uid"):
-                        self._mark_pod(namespace, pod["metadata"]["name"])
+                for pod in self._store.owned_by("Pod", owner_kind="ReplicaSet", owner_uid=live["metadata"].get("uid", ""),
+                                                namespace=namespace):
+                    self._mark_pod(namespace, pod["metadata"]["name"])
             self._store.delete(*key)
         else:
             # A Deployment's ReplicaSets and pods are collected by the ReplicaSet

@@ -503,7 +503,7 @@ class Daemon:
     def _replace_control_plane(self, config: Config, nodes: list[NodeBinding]) -> None:
         previous = self.manager
         self._halt_control_plane(budget=RELOAD_DRAIN)
-        _unwatch(self.store, previous._on_change)
+        self.store.unwatch(previous._on_change)
         gone = {n.name for n in self.nodes} - {n.name for n in nodes}
         self.nodes = nodes
         self._build_control_plane(config)
@@ -542,17 +542,6 @@ def _halt(*, queues: Iterable[WorkQueue], also: Callable[[], None], budget: floa
     for helper in helpers:
         helper.join(timeout=max(deadline - time.monotonic(), 0.0))
 
-
-def _unwatch(store: Any, callback: Callable[[str, str, str], None]) -> None:
-    """Remove a store watcher, so a replaced controller manager stops routing keys."""
-    unwatch = getattr(store, "unwatch", None)
-    if unwatch is not None:
-        unwatch(callback)
-        return
-    # The store has no unwatch() yet; its watcher list is guarded by its lock.
-    with store._lock:
-        if callback in store._watchers:
-            store._watchers.remove(callback)
 
 
 def run_daemon(config: Config) -> int:

@@ -539,6 +539,12 @@ class Store:
         with self._lock:
             self._watchers.append(callback)
 
+    def unwatch(self, callback: Callable[[str, str, str], None]) -> None:
+        """Stop calling `callback`: a replaced controller manager must stop routing keys."""
+        with self._lock:
+            if callback in self._watchers:
+                self._watchers.remove(callback)
+
     def _notify(self, kind: str, namespace: str, name: str) -> None:
         with self._lock:
             watchers = tuple(self._watchers)

@@ -572,3 +572,16 @@ def test_reads_are_fast_for_thousands_of_pods(store: Store) -> None:
     # The bounds leave room for slow CI machines (measured ~40 ms and ~7 ms on a small VM).
     assert list_time < 0.2, f"list of 3000 pods took {list_time * 1000:.0f} ms"
     assert get_time < 0.05, f"1000 gets took {get_time * 1000:.0f} ms"
+
+
+def test_unwatch_stops_the_callbacks(tmp_path):
+    s = Store(tmp_path / "store.db")
+    seen: list[tuple[str, str, str]] = []
+    callback = lambda kind, ns, name: seen.append((kind, ns, name))  # noqa: E731
+    s.watch(callback)
+    s.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "default"}})
+    s.unwatch(callback)
+    s.unwatch(callback)  # twice is harmless
+    s.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "default"}})
+    assert seen == [("ConfigMap", "default", "a")]
+    s.close()
