@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from deepdiff import DeepDiff
 
 from reconciler import objects as o
 from reconciler.clock import Clock, to_rfc3339
@@ -118,6 +117,10 @@ class Applier:
                 # microseconds; deepdiff (milliseconds each) only describes real differences.
                 unchanged += 1
                 continue
+            # Imported here, not at the top: deepdiff (and numpy, which it pulls in) is ~14 MB of
+            # an idle daemon's memory, and is needed only when something really changed.
+            from deepdiff import DeepDiff
+
             diff = DeepDiff(held, declared, ignore_order=False, verbose_level=2)
             if diff:
                 changes.append(Change(kind=key[0], namespace=key[1], name=key[2], action="update",
