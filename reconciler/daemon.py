@@ -174,7 +174,8 @@ class Daemon:
         """The parts bound to the node list: controllers, node agents, the proxy's sync loop."""
         self.manager = ControllerManager(store=self.store, clock=self.clock, nodes=self.nodes,
                                          apply_lock=self._apply_lock, volumes_dir=self.state_dir / "volumes",
-                                         service_cidr=config.service_cidr, node_toleration=config.node_toleration)
+                                         service_cidr=config.service_cidr, node_toleration=config.node_toleration,
+                                         relist_interval=config.relist_interval)
         self.manager.deployments.auto_rollback.default_enabled = config.auto_rollback
         local = {n.name: n.driver for n in self.nodes if n.url.startswith("unix://") and n.driver is not None}
         self.proxy_sync = ProxySync(store=self.store, proxy=self.proxy, local_drivers=local)

@@ -8,11 +8,19 @@ passes), so the state of a node can be rebuilt from the engine alone.
 Names are the caller's: a pod is addressed by (namespace, name) of the
 Kubernetes pod; drivers map that to an engine name deterministically, so that
 repeating a request after a crash finds what the first attempt made.
+
+Drift: the caller learns the engine's state by listing (``list_pods``), and
+sooner from the engine's event stream (``watch``) where the engine has one.
+Events only say *which* pod to look at again (they can be missed, so the
+caller keeps listing as a safety net). Containers that carry ``LABEL_MANAGED``
+but belong to none of our pods (``list_lone_containers``) are for the caller
+to remove; a driver never touches a container without that label.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol, runtime_checkable
+import threading
+from typing import Callable, Iterator, Protocol, runtime_checkable
 
 LABEL_MANAGED = "reconciler.io/managed"
 
@@ -27,6 +35,10 @@ class ImagePullError(DriverError):
 
 class NodeUnreachable(DriverError):
     """The engine does not answer."""
+
+
+class EventsUnsupported(DriverError):
+    """The engine (or the way it is reached) cannot stream events; listing is all there is."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,6 +131,39 @@ class PodState:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EngineEvent:
+    """Something happened to a container of one of our pods: look at that pod again.
+
+    Deliberately thin: the caller re-reads the pod's state rather than trusting
+    the event (events can be missed, repeated or reordered).
+    """
+    namespace: str
+    name: str  # the Kubernetes pod's name
+    container: str  # the spec container's name; "" for the pod's sandbox (infra) container
+    action: str  # the engine's word: "start", "died", "oom", "remove", ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoneContainer:
+    """A container carrying LABEL_MANAGED that none of our pods holds (made by hand, or left behind)."""
+    container_id: str
+    name: str  # the engine's name for it
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WatchStatus:
+    """The event stream opened (connected, no reason) or was lost (not connected, and why)."""
+    connected: bool
+    reason: str = ""
+
+
+EventHandler = Callable[[EngineEvent], None]
+WatchStatusHandler = Callable[[WatchStatus], None]
+"""Called when the stream opens or is lost; only on changes, so a caller can log each outage once."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class NodeInfo:
     hostname: str
     cpus: int
@@ -162,6 +207,24 @@ class NodeDriver(Protocol):
 
     def list_pods(self) -> list[PodState]:
         """Every pod carrying LABEL_MANAGED, with its containers' states."""
+
+    def list_lone_containers(self) -> list[LoneContainer]:
+        """Containers carrying LABEL_MANAGED outside every pod of ours: in no pod, in a pod
+        without our label, or added by hand to one of our pods. Never a container of ours
+        (nor a pod's sandbox), even while its pod is being created."""
+
+    def remove_lone_container(self, *, container_id: str, grace_seconds: int) -> bool:
+        """Stop (stop signal, SIGKILL after grace_seconds) and remove a container that carries
+        LABEL_MANAGED: True if it was removed, False if it was gone already. DriverError for a
+        container without the label."""
+
+    def watch(self, *, on_event: EventHandler, stop: threading.Event,
+              on_status: WatchStatusHandler | None = None) -> None:
+        """Call ``on_event`` for each event on our pods' containers until ``stop`` is set.
+
+        Blocks (run it on a thread of its own); returns within a few seconds of ``stop``.
+        A broken stream is reopened with back-off (an unreachable engine is waited for,
+        not an error); EventsUnsupported when the engine cannot stream events at all."""
 
     def logs(self, *, namespace: str, name: str, container: str, follow: bool = False) -> Iterator[str]:
         """Lines of one container's output."""

@@ -4,12 +4,19 @@ Design: the fake behaves like PodmanDriver where the control plane can tell
 (create needs the image present, start makes containers run, stop terminates
 them, restarts are the caller's job) and nothing more. It is deterministic:
 no threads, no randomness; ids come from counters and times from an injectable
-clock. Tests steer it through a few controls (``crash``, ``set_image_pull_fails``,
-``set_reachable``, ``remove_container``, ``add_image``, ``set_exec_handler``) and read
-the ``calls`` log (or ``pod_request``: every request field is kept as given, mounts,
-resources and securityContext included, though the fake enforces none of them).
+clock. Tests steer it through a few controls (``crash``, ``kill``, ``set_image_pull_fails``,
+``set_start_fails``, ``set_reachable``, ``remove_container``, ``add_lone_container``,
+``add_image``, ``set_exec_handler``) and read the ``calls`` log (or ``pod_request``:
+every request field is kept as given, mounts, resources and securityContext
+included, though the fake enforces none of them).
 Every method takes one lock, so it is thread-safe; ``list_pods`` returns cached
 immutable states, so polling thousands of pods every second stays cheap.
+
+Events: like podman, every change of a container's state (start, died, oom,
+remove) is an EngineEvent for the ``watch`` subscribers. They are delivered
+synchronously by the thread that made the change, after the fake's lock is
+released (a subscriber may call the fake), so a simulation that registers a
+watcher stays deterministic; ``watch`` itself only blocks until ``stop``.
 """
 from __future__ import annotations
 
@@ -20,14 +27,20 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator
 
 from runtime.driver import (
+    LABEL_MANAGED,
     ContainerRequest,
     ContainerState,
     DriverError,
+    EngineEvent,
+    EventHandler,
     ImagePullError,
+    LoneContainer,
     NodeInfo,
     NodeUnreachable,
     PodRequest,
     PodState,
+    WatchStatus,
+    WatchStatusHandler,
 )
 
 _POLICIES = ("Always", "IfNotPresent", "Never")
@@ -113,6 +126,10 @@ class FakeDriver:
         self._calls: list[FakeCall] = []
         self._next_id = 0
         self._exec_handler: ExecHandler = _exec_succeeds
+        self._start_fails: dict[str, str] = {}  # image -> the engine's message when a start fails
+        self._lone: dict[str, LoneContainer] = {}
+        self._subscribers: list[EventHandler] = []
+        self._pending: list[EngineEvent] = []  # made under the lock, delivered after it (see _flush)
 
     # --- test controls ------------------------------------------------------------------
 
@@ -125,6 +142,17 @@ class FakeDriver:
     def clear_calls(self) -> None:
         with self._lock:
             self._calls.clear()
+
+    def set_record_calls(self, record: bool) -> None:
+        """Start (or stop) recording calls, e.g. for one phase of a simulation built without."""
+        with self._lock:
+            self._record = record
+
+    @property
+    def watchers(self) -> int:
+        """How many ``watch`` calls are subscribed right now."""
+        with self._lock:
+            return len(self._subscribers)
 
     def calls_to(self, method: str) -> list[FakeCall]:
         """The recorded calls of one method."""
@@ -147,9 +175,32 @@ class FakeDriver:
             (self._pull_fails.add if fails else self._pull_fails.discard)(image)
 
     def set_reachable(self, reachable: bool) -> None:
-        """An unreachable fake raises NodeUnreachable from every call and pings False."""
+        """An unreachable fake raises NodeUnreachable from every call, pings False and sends no events."""
         with self._lock:
             self._reachable = reachable
+
+    def set_start_fails(self, image: str, *, message: str | None = "exec: no such file or directory") -> None:
+        """Starting a container of ``image`` fails with ``message`` (it stays created), as podman's
+        start does when the runtime cannot run the command; None makes starts work again."""
+        with self._lock:
+            if message is None:
+                self._start_fails.pop(image, None)
+            else:
+                self._start_fails[image] = message
+
+    def add_lone_container(self, *, name: str, labels: dict[str, str]) -> str:
+        """A container made by hand outside every pod (``podman run --label ...``); returns its id.
+        ``list_lone_containers`` reports it only if ``labels`` carry LABEL_MANAGED=true."""
+        with self._lock:
+            container_id = self._new_id("lone")
+            self._lone[container_id] = LoneContainer(container_id=container_id, name=name, labels=dict(labels))
+            return container_id
+
+    @property
+    def lone_containers(self) -> dict[str, LoneContainer]:
+        """Every container outside the pods, labelled ours or not, by id."""
+        with self._lock:
+            return dict(self._lone)
 
     def crash(self, *, namespace: str, name: str, container: str, exit_code: int = 1,
               oom_killed: bool = False) -> None:
@@ -159,7 +210,14 @@ class FakeDriver:
             self._terminate(record, exit_code=137 if oom_killed else exit_code)
             if oom_killed:
                 record.oom_killed, record.reason = True, "OOMKilled"
+                self._event(namespace, name, container, "oom")
+            self._event(namespace, name, container, "died")
             self._touch(namespace=namespace, name=name)
+        self._flush()
+
+    def kill(self, *, namespace: str, name: str, container: str) -> None:
+        """The container is killed by hand (``podman kill``): it exits 137."""
+        self.crash(namespace=namespace, name=name, container=container, exit_code=137)
 
     def set_exec_handler(self, fn: ExecHandler | None) -> None:
         """``exec`` answers with fn(namespace=, name=, container=, command=, timeout=) -> (exit code,
@@ -177,9 +235,14 @@ class FakeDriver:
         """The container is removed by hand (drift), leaving the pod."""
         with self._lock:
             pod = self._pod(namespace=namespace, name=name)
-            if pod.containers.pop(container, None) is None:
+            record = pod.containers.pop(container, None)
+            if record is None:
                 raise DriverError(f"container {container} of pod {namespace}/{name} does not exist.")
+            if record.state == "running":
+                self._event(namespace, name, container, "died")
+            self._event(namespace, name, container, "remove")
             self._touch(namespace=namespace, name=name)
+        self._flush()
 
     def append_log(self, *, namespace: str, name: str, container: str, line: str) -> None:
         with self._lock:
@@ -219,17 +282,41 @@ class FakeDriver:
             raise DriverError(f"container {container} of pod {namespace}/{name} does not exist on the node.")
         return record
 
-    def _start(self, record: _Container) -> None:
+    def _start(self, pod: _Pod, record: _Container) -> None:
         if record.state == "running":
             return
+        failure = self._start_fails.get(record.request.image)
+        if failure is not None:
+            raise DriverError(f"fake could not start container {record.request.name} of pod "
+                              f"{pod.request.namespace}/{pod.request.name}: {failure}")
         record.state, record.reason, record.exit_code, record.oom_killed = "running", "", None, False
         record.started_at, record.finished_at = self._now(), None
         record.log.append(f"{record.request.image} started")
+        self._event(pod.request.namespace, pod.request.name, record.request.name, "start")
 
     def _terminate(self, record: _Container, *, exit_code: int) -> None:
         record.state, record.exit_code = "terminated", exit_code
         record.reason = "Completed" if exit_code == 0 else "Error"
         record.finished_at = self._now()
+
+    def _stop(self, pod: _Pod, record: _Container) -> None:
+        if record.state == "running":
+            self._terminate(record, exit_code=self._stop_exit_code)
+            self._event(pod.request.namespace, pod.request.name, record.request.name, "died")
+
+    def _event(self, namespace: str, name: str, container: str, action: str) -> None:
+        """Queue an event for the subscribers (under the lock; _flush delivers it)."""
+        if self._subscribers:
+            self._pending.append(EngineEvent(namespace=namespace, name=name, container=container, action=action))
+
+    def _flush(self) -> None:
+        """Deliver the queued events, outside the lock: a subscriber may call the fake back."""
+        with self._lock:
+            events, self._pending = self._pending, []
+            subscribers = list(self._subscribers) if self._reachable else []
+        for event in events:
+            for subscriber in subscribers:
+                subscriber(event)
 
     def _add_containers(self, pod: _Pod, request: PodRequest) -> None:
         missing = [c for c in request.containers if c.name not in pod.containers]
@@ -277,6 +364,9 @@ class FakeDriver:
             pod = self._pods.get(key)
             if pod is not None and pod.request.uid != request.uid:
                 del self._pods[key]
+                for record in pod.containers.values():
+                    self._stop(pod, record)
+                    self._event(request.namespace, request.name, record.request.name, "remove")
                 pod = None
             if pod is None:
                 for container in request.containers:
@@ -287,29 +377,39 @@ class FakeDriver:
             # Same uid: like the podman driver, finish a half-made pod.
             self._add_containers(pod, request)
             self._touch(namespace=request.namespace, name=request.name)
-            return pod.snapshot()
+            state = pod.snapshot()
+        self._flush()
+        return state
 
     def start_pod(self, *, namespace: str, name: str) -> None:
         with self._lock:
             self._enter("start_pod", namespace=namespace, name=name)
-            for record in self._pod(namespace=namespace, name=name).containers.values():
-                self._start(record)
-            self._touch(namespace=namespace, name=name)
+            pod = self._pod(namespace=namespace, name=name)
+            try:
+                for record in pod.containers.values():
+                    self._start(pod, record)
+            finally:
+                self._touch(namespace=namespace, name=name)
+        self._flush()
 
     def start_container(self, *, namespace: str, name: str, container: str) -> None:
         with self._lock:
             self._enter("start_container", namespace=namespace, name=name, container=container)
-            self._start(self._container(namespace=namespace, name=name, container=container))
-            self._touch(namespace=namespace, name=name)
+            record = self._container(namespace=namespace, name=name, container=container)
+            try:
+                self._start(self._pod(namespace=namespace, name=name), record)
+            finally:
+                self._touch(namespace=namespace, name=name)
+        self._flush()
 
     def stop_container(self, *, namespace: str, name: str, container: str, grace_seconds: int) -> None:
         with self._lock:
             self._enter("stop_container", namespace=namespace, name=name, container=container,
                         grace_seconds=grace_seconds)
             record = self._container(namespace=namespace, name=name, container=container)
-            if record.state == "running":
-                self._terminate(record, exit_code=self._stop_exit_code)
+            self._stop(self._pod(namespace=namespace, name=name), record)
             self._touch(namespace=namespace, name=name)
+        self._flush()
 
     def stop_pod(self, *, namespace: str, name: str, grace_seconds: int) -> None:
         with self._lock:
@@ -318,15 +418,20 @@ class FakeDriver:
             if pod is None:
                 return
             for record in pod.containers.values():
-                if record.state == "running":
-                    self._terminate(record, exit_code=self._stop_exit_code)
+                self._stop(pod, record)
             self._touch(namespace=namespace, name=name)
+        self._flush()
 
     def remove_pod(self, *, namespace: str, name: str) -> None:
         with self._lock:
             self._enter("remove_pod", namespace=namespace, name=name)
-            if self._pods.pop((namespace, name), None) is not None:
+            pod = self._pods.pop((namespace, name), None)
+            if pod is not None:
                 self._list_cache = None
+                for record in pod.containers.values():
+                    self._stop(pod, record)
+                    self._event(namespace, name, record.request.name, "remove")
+        self._flush()
 
     def pod_state(self, *, namespace: str, name: str) -> PodState | None:
         with self._lock:
@@ -340,6 +445,36 @@ class FakeDriver:
             if self._list_cache is None:
                 self._list_cache = [pod.snapshot() for pod in self._pods.values()]
             return list(self._list_cache)
+
+    def list_lone_containers(self) -> list[LoneContainer]:
+        with self._lock:
+            self._enter("list_lone_containers")
+            return [c for c in self._lone.values() if c.labels.get(LABEL_MANAGED) == "true"]
+
+    def remove_lone_container(self, *, container_id: str, grace_seconds: int) -> bool:
+        with self._lock:
+            self._enter("remove_lone_container", container_id=container_id, grace_seconds=grace_seconds)
+            container = self._lone.get(container_id)
+            if container is None:
+                return False
+            if container.labels.get(LABEL_MANAGED) != "true":
+                raise DriverError(f"container {container_id} does not carry {LABEL_MANAGED}=true; left alone.")
+            del self._lone[container_id]
+            return True
+
+    def watch(self, *, on_event: EventHandler, stop: threading.Event,
+              on_status: WatchStatusHandler | None = None) -> None:
+        with self._lock:
+            if self._record:
+                self._calls.append(FakeCall(method="watch"))
+            self._subscribers.append(on_event)
+        try:
+            if on_status is not None:
+                on_status(WatchStatus(connected=True))
+            stop.wait()
+        finally:
+            with self._lock:
+                self._subscribers.remove(on_event)
 
     def logs(self, *, namespace: str, name: str, container: str, follow: bool = False) -> Iterator[str]:
         with self._lock:

@@ -41,6 +41,17 @@ Design:
   leftovers takes about 3 s longer; there is no API to end a session early.
 - Thread safety: a pool of podman-py APIClients (requests Sessions), each used by
   one request at a time.
+- Events (``watch``): libpod's ``/events`` stream, filtered by podman to our
+  labelled containers and the few actions that change a pod's state (start,
+  died, oom, remove). ``stop`` wakes the blocked read at once (the socket is
+  shut down); a read timeout also bounds every silent stretch, after which the
+  stream is simply reopened. Events in the few milliseconds between two streams
+  can be missed; the caller's periodic relist covers them (asking podman to
+  replay with ``since`` would make it read its whole event log on every reopen).
+- Lone containers: containers are listed before pods, so a pod being created
+  right now (pod first, then its containers) is always seen with its
+  containers, and a container whose pod is not in the later list is left for
+  the next look rather than guessed about.
 """
 from __future__ import annotations
 
@@ -48,6 +59,7 @@ import json
 import os
 import re
 import signal
+import socket as socketlib
 import struct
 import threading
 import time
@@ -63,12 +75,18 @@ from runtime.driver import (
     ContainerRequest,
     ContainerState,
     DriverError,
+    EngineEvent,
+    EventHandler,
+    EventsUnsupported,
     ImagePullError,
+    LoneContainer,
     Mount,
     NodeInfo,
     NodeUnreachable,
     PodRequest,
     PodState,
+    WatchStatus,
+    WatchStatusHandler,
 )
 
 LABEL_NAMESPACE = "reconciler.io/pod-namespace"
@@ -102,6 +120,17 @@ _CAPABILITY_RE = re.compile(r"^CAP_[A-Z0-9_]+$")
 # The kubelet keeps this much of an exec probe's output; a chatty command cannot grow memory.
 _EXEC_OUTPUT_LIMIT = 10 * 1024
 _OOM_CACHE_LIMIT = 4096
+# Events: the actions after which a pod's state may differ (a kill or stop ends in "died",
+# `rm -f` in "died" then "remove"); create/init/sync and friends change nothing we report.
+_EVENT_ACTIONS = ("start", "died", "oom", "remove")
+_EVENTS_FILTER = json.dumps({"type": ["container"], "label": [f"{LABEL_MANAGED}=true"],
+                             "event": list(_EVENT_ACTIONS)})
+# Seconds a silent stream is read before it is reopened: finds a connection that died without
+# a word (a remote node gone), and bounds the reaction to stop where the interrupter cannot act.
+_EVENTS_IDLE = 10.0
+_EVENTS_CONNECT = 10.0  # seconds to open the stream
+_EVENTS_BACKOFF_START, _EVENTS_BACKOFF_MAX = 0.5, 10.0
+_EVENTS_QUICK_END = 1.0  # a stream that ends this soon without a line counts as a failed open
 
 
 def engine_pod_name(*, namespace: str, name: str) -> str:
@@ -232,6 +261,30 @@ def _pod_state(pod: dict[str, Any], containers: list[dict[str, Any]], *, pod_id:
         containers=tuple(_container_state(c, oom_killed=c.get("Id") in oom_killed) for c in apps),
         runtime_id=pod_id,
     )
+
+
+def _is_our_pod(pod: dict[str, Any]) -> bool:
+    """A pod list entry that list_pods reports (so its containers are not lone)."""
+    labels = pod.get("Labels") or {}
+    return labels.get(LABEL_MANAGED) == "true" and LABEL_POD_NAME in labels
+
+
+def _engine_event(line: bytes | str) -> EngineEvent | None:
+    """One line of podman's event stream as an EngineEvent; None if it is not about one of our pods."""
+    try:
+        raw = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    attributes = (raw.get("Actor") or {}).get("Attributes") or {}
+    # Labels arrive among the attributes; a lone container (no pod name) is the relist's business.
+    if attributes.get(LABEL_MANAGED) != "true" or not attributes.get(LABEL_POD_NAME):
+        return None
+    return EngineEvent(namespace=str(attributes.get(LABEL_NAMESPACE) or "default"),
+                       name=str(attributes[LABEL_POD_NAME]),
+                       container=str(attributes.get(LABEL_CONTAINER_NAME) or ""),
+                       action=str(raw.get("Action") or raw.get("status") or ""))
 
 
 class PodmanDriver:
@@ -657,6 +710,119 @@ class PodmanDriver:
                 states.append(state)
         return states
 
+    def list_lone_containers(self) -> list[LoneContainer]:
+        # Containers first, then pods: see the module docstring (a pod made in between is not
+        # in the container list, so none of its containers can be mistaken for lone ones).
+        containers = self._list_containers(filters=_MANAGED_FILTER)
+        response = self._call("get", "/pods/json")
+        if response.status_code != 200:
+            raise DriverError(f"podman could not list pods: {_error_message(response)}")
+        pods = {str(p.get("Id", "")): p for p in response.json() or []}
+        lone = []
+        for container in containers:
+            labels = container.get("Labels") or {}
+            if container.get("IsInfra") or labels.get(LABEL_MANAGED) != "true":
+                continue  # a sandbox goes with its pod (list_pods' business), never on its own
+            pod_id = str(container.get("Pod") or "")
+            if pod_id:
+                pod = pods.get(pod_id)
+                if pod is None:
+                    continue  # its pod went (or came) between the two lists: look again next time
+                if _is_our_pod(pod) and LABEL_CONTAINER_NAME in labels:
+                    continue  # one of our pods' own containers
+            names = container.get("Names") or []
+            lone.append(LoneContainer(container_id=str(container.get("Id", "")),
+                                      name=str(names[0]) if names else "", labels=dict(labels)))
+        return lone
+
+    def remove_lone_container(self, *, container_id: str, grace_seconds: int) -> bool:
+        response = self._call("get", f"/containers/{container_id}/json")
+        if response.status_code == 404:
+            return False
+        if response.status_code != 200:
+            raise DriverError(f"podman could not inspect container {container_id[:12]}: {_error_message(response)}")
+        labels = (response.json().get("Config") or {}).get("Labels") or {}
+        if labels.get(LABEL_MANAGED) != "true":
+            # The caller's list may be stale, but a container without our label is never ours to remove.
+            raise DriverError(f"container {container_id[:12]} does not carry {LABEL_MANAGED}=true; left alone.")
+        grace = max(0, int(grace_seconds))
+        response = self._call("post", f"/containers/{container_id}/stop", params={"t": grace},
+                              timeout=grace + self.call_timeout)
+        if response.status_code not in (200, 204, 304, 404):
+            raise DriverError(f"podman could not stop container {container_id[:12]}: {_error_message(response)}")
+        response = self._call("delete", f"/containers/{container_id}", params={"force": "true"})
+        if response.status_code in (200, 204):
+            return True
+        if response.status_code == 404:
+            return False  # removed by someone else meanwhile
+        raise DriverError(f"podman could not remove container {container_id[:12]}: {_error_message(response)}")
+
+    def watch(self, *, on_event: EventHandler, stop: threading.Event,
+              on_status: WatchStatusHandler | None = None) -> None:
+        connected: bool | None = None
+
+        def report(status: WatchStatus) -> None:
+            nonlocal connected
+            if status.connected != connected:
+                connected = status.connected
+                if on_status is not None:
+                    on_status(status)
+
+        interrupter = _StreamInterrupter(stop=stop)
+        try:
+            self._watch(on_event=on_event, stop=stop, report=report, interrupter=interrupter)
+        finally:
+            interrupter.finish()
+
+    def _watch(self, *, on_event: EventHandler, stop: threading.Event, report: WatchStatusHandler,
+               interrupter: "_StreamInterrupter") -> None:
+        backoff = _EVENTS_BACKOFF_START
+        while not stop.is_set():
+            try:
+                response = self._call("get", "/events", params={"stream": "true", "filters": _EVENTS_FILTER},
+                                      stream=True, timeout=(min(_EVENTS_CONNECT, self.call_timeout), _EVENTS_IDLE))
+            except NodeUnreachable as exc:
+                report(WatchStatus(connected=False, reason=str(exc)))
+                stop.wait(backoff)
+                backoff = min(backoff * 2, _EVENTS_BACKOFF_MAX)
+                continue
+            if response.status_code in (404, 405, 501):
+                message = _error_message(response)
+                response.close()
+                raise EventsUnsupported(f"podman at {self.url} cannot stream events: {message}")
+            if response.status_code != 200:
+                message = _error_message(response)
+                response.close()
+                report(WatchStatus(connected=False, reason=f"podman refused the event stream: {message}"))
+                stop.wait(backoff)
+                backoff = min(backoff * 2, _EVENTS_BACKOFF_MAX)
+                continue
+            report(WatchStatus(connected=True))
+            opened, lines = time.monotonic(), 0
+            interrupter.reading(response)
+            try:
+                for line in response.iter_lines():
+                    lines += 1
+                    if stop.is_set():
+                        break
+                    event = _engine_event(line)
+                    if event is not None:
+                        on_event(event)
+            except (requests.RequestException, OSError):
+                # A read timeout (nothing happened for _EVENTS_IDLE seconds), a broken stream or
+                # the interrupter: reopen it unless stopping; if podman is gone, the reopen says so.
+                pass
+            finally:
+                interrupter.reading(None)
+                response.close()
+            if lines == 0 and time.monotonic() - opened < _EVENTS_QUICK_END:
+                # A stream that ends as soon as it opens (an engine that logs no events) must
+                # not be reopened in a tight loop.
+                stop.wait(backoff)
+                backoff = min(backoff * 2, _EVENTS_BACKOFF_MAX)
+            else:
+                backoff = _EVENTS_BACKOFF_START
+
     def logs(self, *, namespace: str, name: str, container: str, follow: bool = False) -> Iterator[str]:
         engine_name = engine_container_name(namespace=namespace, name=name, container=container)
         params = {"stdout": "true", "stderr": "true", "follow": "true" if follow else "false"}
@@ -870,6 +1036,57 @@ def _exec_error(response: Any, *, where: str) -> DriverError:
     if response.status_code == 409 or "state improper" in message or "not running" in message:
         return DriverError(f"{where} is not running, so nothing can be executed in it.")
     return DriverError(f"podman could not exec in {where}: {message}")
+
+
+class _StreamInterrupter:
+    """Ends a blocked read of the current event stream as soon as ``stop`` is set.
+
+    The read timeout alone would hold a stopping watcher for up to _EVENTS_IDLE
+    seconds. Shutting the socket down wakes the read at once (closing it from
+    another thread would not). Where the socket cannot be reached (another
+    transport), the read timeout still bounds the wait.
+    """
+
+    def __init__(self, *, stop: threading.Event) -> None:
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._response: Any = None
+        self._finished = False
+        self._thread = threading.Thread(target=self._run, name="events-interrupter", daemon=True)
+        self._thread.start()
+
+    def reading(self, response: Any) -> None:
+        """The stream being read now (None between streams)."""
+        with self._lock:
+            self._response = response
+        if response is not None and self._stop.is_set():
+            self._interrupt()
+
+    def finish(self) -> None:
+        """The watch is over: the helper thread ends within a poll."""
+        with self._lock:
+            self._finished = True
+
+    def _run(self) -> None:
+        while True:
+            if self._stop.wait(0.5):
+                self._interrupt()
+                return
+            with self._lock:
+                if self._finished:
+                    return
+
+    def _interrupt(self) -> None:
+        with self._lock:
+            response = self._response
+        connection = getattr(getattr(response, "raw", None), "connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is None:
+            return
+        try:
+            sock.shutdown(socketlib.SHUT_RDWR)
+        except OSError:
+            pass  # closed already: the read is over anyway
 
 
 class _ExecOutput:

@@ -121,5 +121,13 @@ class Daemon:
         assert result.returncode == 0, f"reconciler {' '.join(args)} failed: {result.stderr}"
         return json.loads(result.stdout)
 
+    def api(self, path: str) -> Any:
+        """GET a Kubernetes-shaped path from the daemon's API in-process: for loops that sample
+        state many times a second, where a CLI subprocess per read would be too slow."""
+        from reconciler.api import socket_path
+        from reconciler.api.client import ApiClient
+
+        return ApiClient(socket_path=socket_path(self.state_dir)).get(path)
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -98,11 +98,12 @@ def test_image_change_rolls_within_surge_and_availability(cluster):
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         live = sum(1 for p in driver.list_pods() if any(c.state == "running" for c in p.containers))
-        current = pods(daemon)
+        # In-process API reads: a CLI subprocess per read would sample a 3-pod rollout too rarely.
+        current = daemon.api("/api/v1/namespaces/default/pods?labelSelector=app%3Dhello")["items"]
         n_ready = sum(1 for p in current if ready(p))
         max_live, min_ready, samples = max(max_live, live), min(min_ready, n_ready), samples + 1
-        status = daemon.json("status")  # read before the Deployment: completion only moves forward
-        d = daemon.json("get", "deployment", "hello")
+        status = daemon.api("/status")  # read before the Deployment: completion only moves forward
+        d = daemon.api("/apis/apps/v1/namespaces/default/deployments/hello")
         st = d.get("status", {})
         complete = (d["metadata"]["generation"] <= st.get("observedGeneration", 0) and st.get("updatedReplicas") == 3
                     and st.get("replicas") == 3 and st.get("availableReplicas") == 3)
@@ -114,7 +115,7 @@ def test_image_change_rolls_within_surge_and_availability(cluster):
         if (complete and all("hello:v2" in p["spec"]["containers"][0]["image"] for p in current)
                 and len(current) == 3):
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
     else:
         pytest.fail("the rollout to v2 did not complete within 180 s")
     assert held_back >= 1, "never saw the rollout in progress with lastAppliedCommit held back"

@@ -6,19 +6,25 @@ and its Deployment. Deletions carry only a key, so the owner of every pod and
 ReplicaSet seen is remembered to route its deletion too.
 
 Nodes: each node has its own heartbeat and relist jobs, so a node that hangs
-(an ssh host gone silent) delays nobody else. A node agent's work items are
-dropped while its Node is NotReady: the agent's view of that engine is stale,
-and writing status from it would undo what the node lifecycle controller says
-about the node's pods (Unknown, not ready). Nothing is lost by dropping: the
+(an ssh host gone silent) delays nobody else. Each node also has a watcher
+thread on its engine's event stream, which hands each event to the node agent
+(a key to look at at once); the relist stays as the safety net, at the
+interval ``relist_interval`` (default 2 s; the config's ``relistInterval``).
+
+A node agent's work items are dropped while its Node is NotReady: the agent's
+view of that engine is stale, and writing status from it would undo what the
+node lifecycle controller says about the node's pods (Unknown, not ready). Nothing is lost by dropping: the
 agent's relist, once the engine answers again, finds every difference anew.
 
 With ``threaded=False`` nothing runs in the background: a simulation calls
 ``run_until_idle()`` and moves its clock, which makes the rollout scenarios
-deterministic.
+deterministic (a simulation may still ``start_watchers()``: the fake driver
+delivers its events synchronously, in the thread that made the change).
 """
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -26,6 +32,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+import structlog
 
 from reconciler import objects as o
 from reconciler.clock import Clock
@@ -38,17 +45,27 @@ from reconciler.controllers.replicaset import ReplicaSetController
 from reconciler.controllers.scheduler import Scheduler
 from reconciler.controllers.service import ServiceController
 from reconciler.workqueue import WorkQueue
+from runtime.driver import EngineEvent, EventsUnsupported
+
+log = structlog.get_logger("manager")
+
+DEFAULT_RELIST_INTERVAL = 2.0
+WATCHER_JOIN = 3.0  # seconds stop() waits for watcher threads (a watch honours stop at once, or
+# within its read timeout where the stream's socket cannot be shut down)
 
 
 class ControllerManager:
     def __init__(self, *, store: Any, clock: Clock, nodes: Sequence[NodeBinding], threaded: bool = True,
-                 relist_interval: float = 2.0, heartbeat_interval: float = 5.0, resync_interval: float = 10.0,
+                 relist_interval: float | None = None, heartbeat_interval: float = 5.0,
+                 resync_interval: float = 10.0,
                  apply_lock: Any = None, volumes_dir: Path | None = None,
                  service_cidr: str = "127.96.0.0/16", node_toleration: float = DEFAULT_TOLERATION) -> None:
         self.store = store
         self.clock = clock
         self._threaded = threaded
-        self._intervals = (relist_interval, heartbeat_interval, resync_interval)
+        self._intervals = (relist_interval or DEFAULT_RELIST_INTERVAL, heartbeat_interval, resync_interval)
+        self._watch_stop = threading.Event()
+        self._watchers: list[threading.Thread] = []
         self.deployments = DeploymentController(store=store, clock=clock, apply_lock=apply_lock)
         self.replicasets = ReplicaSetController(store=store, clock=clock)
         self.scheduler = Scheduler(store=store, clock=clock)
@@ -195,6 +212,50 @@ class ControllerManager:
         for name in self.agents:
             self.relist(name)
 
+    @property
+    def relist_interval(self) -> float:
+        return self._intervals[0]
+
+    # -- engine events -------------------------------------------------------------------
+    def start_watchers(self) -> None:
+        """One thread per node on its engine's event stream (a no-op if they run already)."""
+        if self._watchers:
+            return
+        self._watch_stop = threading.Event()
+        for name in self.agents:
+            thread = threading.Thread(target=self._watch, args=(name, self._watch_stop), name=f"watch/{name}",
+                                      daemon=True)
+            thread.start()
+            self._watchers.append(thread)
+
+    def stop_watchers(self, *, timeout: float = WATCHER_JOIN) -> None:
+        """Tell every watcher to stop; wait (within ``timeout`` in all) for them to end."""
+        self._watch_stop.set()
+        deadline = time.monotonic() + timeout  # real time: the manager's clock may be a simulation's
+        for thread in self._watchers:
+            thread.join(timeout=max(deadline - time.monotonic(), 0.0))
+        self._watchers = []
+
+    def _watch(self, name: str, stop: threading.Event) -> None:
+        agent = self.agents[name]
+
+        def on_event(event: EngineEvent) -> None:
+            # The watcher must outlive any one bad event: a failure here only costs
+            # the relist's latency for that pod.
+            try:
+                agent.on_engine_event(event)
+            except Exception:
+                log.exception("engine event handling failed", node=name, pod=f"{event.namespace}/{event.name}")
+
+        try:
+            agent.driver.watch(on_event=on_event, stop=stop, on_status=agent.on_watch_status)
+        except EventsUnsupported as exc:
+            log.info("engine events unavailable; relying on relists", node=name, reason=str(exc),
+                     relist_interval=self.relist_interval, action="watch")
+        except Exception as exc:  # a watcher bug must not take the daemon down; relists go on
+            log.warning("engine event watcher ended; relying on relists", node=name,
+                        error=f"{type(exc).__name__}: {exc}", relist_interval=self.relist_interval, action="watch")
+
     # -- running -----------------------------------------------------------------------
     def start(self) -> None:
         self.nodes.prune_unconfigured()
@@ -214,12 +275,14 @@ class ControllerManager:
                                     id=f"heartbeat/{name}", max_instances=1, coalesce=True)
         self._scheduler.add_job(self.resync, "interval", seconds=resync, id="resync", max_instances=1, coalesce=True)
         self._scheduler.start()
+        self.start_watchers()
         self.resync()
 
     def stop(self) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        self.stop_watchers()
         for queue in self.queues.values():
             queue.stop()
         for agent in self.agents.values():

@@ -7,6 +7,18 @@ second or so) and compares that with the store; a difference enqueues the pod's
 key. The engine's labels carry ownership, so after a restart of the daemon a
 pod that is already running is recognised by its uid and left alone.
 
+Sooner than the relist, the engine's event stream (``on_engine_event``, fed by
+the manager's watcher thread) marks a pod's cached state stale and enqueues its
+key: the work item is the key, never the event, and the reconcile reads the
+pod back from the engine before acting. The relist stays as the safety net for
+events that were missed. The relist also finds lone containers (our labels, no
+pod of ours; at most every few seconds, as the look costs a relist) and enqueues
+each as a ``StrayContainer`` item, which removes it.
+
+A pod whose containers the engine refuses to start (DriverError on start) shows
+``RunContainerError`` with the engine's message and is retried with the
+crash-loop back-off, not at every look.
+
 Order of teardown: the pod is marked (deletionTimestamp) first, which takes it
 out of endpoints; only then are its containers sent SIGTERM, with the grace
 period; the store object goes last, so a crash mid-way is finished on restart.
@@ -27,7 +39,17 @@ from reconciler.controllers.podenv import ConfigError
 from reconciler.controllers.podrequest import build_request, remove_volumes
 from reconciler.probes import ProbeEvent, Prober, ProbeTarget
 from reconciler.workqueue import Result
-from runtime.driver import DriverError, ImagePullError, NodeDriver, PodState
+from runtime.driver import (
+    LABEL_MANAGED,
+    DriverError,
+    EngineEvent,
+    ImagePullError,
+    LoneContainer,
+    NodeDriver,
+    NodeUnreachable,
+    PodState,
+    WatchStatus,
+)
 
 log = structlog.get_logger("nodeagent")
 
@@ -37,12 +59,36 @@ BACKOFF_START = 10.0
 BACKOFF_MAX = 300.0
 BACKOFF_RESET_AFTER = 600.0  # a container that ran this long forgets its back-off
 DRAIN_WAIT_MAX = 5.0  # never hold a teardown longer than this (or the grace period) for the proxy to let go
+# A stray container's stop grace unless it carries our grace label: the kubelet's minimum
+# grace period, as no workload of ours waits on it.
+STRAY_GRACE = 2
+LABEL_GRACE = "reconciler.io/grace"
+# Lone containers are rare and looking for them costs as much as a relist, so not every relist
+# looks: at most this often (so one is gone within about this long plus its grace).
+LONE_SCAN_INTERVAL = 5.0
 
 
 @dataclass
 class _Backoff:
     delay: float = 0.0
     until: float = 0.0
+    message: str = ""  # why, where the status shows it (RunContainerError)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StrayContainer:
+    """A node agent work item: remove this lone container (a key of its own kind, never a pod key)."""
+    container_id: str
+    name: str
+    grace_seconds: int = STRAY_GRACE
+
+
+def stray_item(container: LoneContainer) -> StrayContainer:
+    """The work item for a lone container; its grace comes from our label when it has a sane one."""
+    grace = container.labels.get(LABEL_GRACE, "")
+    seconds = int(grace) if grace.isdigit() else STRAY_GRACE
+    return StrayContainer(container_id=container.container_id, name=container.name,
+                          grace_seconds=min(seconds, 300))
 
 
 class NodeAgent:
@@ -63,11 +109,32 @@ class NodeAgent:
         self._lock = threading.Lock()
         self._backoff: dict[tuple[str, str, str], _Backoff] = {}
         self._pull_backoff: dict[tuple[str, str], _Backoff] = {}
+        self._run_backoff: dict[tuple[str, str], _Backoff] = {}  # the engine refused to start the pod's containers
+        self._stale: set[tuple[str, str]] = set()  # an engine event said: read this pod back before acting
+        self.lone_scan_interval = LONE_SCAN_INTERVAL
+        self._lone_scanned: float | None = None  # clock time of the last look for lone containers
         self.enqueue: Any = lambda key: None  # set by the manager
 
+    # -- engine events ---------------------------------------------------------------------
+    def on_engine_event(self, event: EngineEvent) -> None:
+        """Something happened to one of the pod's containers: look at the pod again, now."""
+        key = (event.namespace, event.name)
+        with self._lock:
+            self._stale.add(key)
+        self.enqueue(key)
+
+    def on_watch_status(self, status: WatchStatus) -> None:
+        """The event stream opened or was lost (called on changes only, so each outage logs once)."""
+        if status.connected:
+            log.info("engine events streaming; drift is seen at once", node=self.node, action="watch")
+        else:
+            log.warning("engine events unavailable; relying on relists", node=self.node, reason=status.reason,
+                        action="watch")
+
     # -- relist --------------------------------------------------------------------------
-    def relist(self) -> list[tuple[str, str]]:
-        """Refresh the engine view; return the keys whose pods need attention."""
+    def relist(self) -> list[tuple[str, str] | StrayContainer]:
+        """Refresh the engine view; return (and enqueue) the keys whose pods need attention,
+        and a StrayContainer item for each lone container."""
         states = self.driver.list_pods()
         with self._lock:
             self._runtime = {(s.namespace, s.name): s for s in states}
@@ -93,7 +160,14 @@ class NodeAgent:
                 dirty.append(key)  # an orphan: the reconcile removes it
         for key in dirty:
             self.enqueue(key)
-        return dirty
+        strays: list[StrayContainer] = []
+        now = self._clock.now()
+        if self._lone_scanned is None or now - self._lone_scanned >= self.lone_scan_interval:
+            strays = [stray_item(c) for c in self.driver.list_lone_containers()]
+            self._lone_scanned = now
+        for stray in strays:
+            self.enqueue(stray)
+        return [*dirty, *strays]
 
     def _state(self, key: tuple[str, str]) -> PodState | None:
         with self._lock:
@@ -116,12 +190,19 @@ class NodeAgent:
         return state
 
     # -- reconcile -------------------------------------------------------------------------
-    def reconcile(self, key: tuple[str, str]) -> Result | None:
+    def reconcile(self, key: tuple[str, str] | StrayContainer) -> Result | None:
+        if isinstance(key, StrayContainer):
+            self._remove_stray(key)
+            return None
         namespace, name = key
+        with self._lock:
+            stale = key in self._stale
+            self._stale.discard(key)
         if not self._listed:
             self._refresh()
+        # After an engine event the cached state predates it: read this one pod back.
+        state = self._refresh_one(key) if stale else self._state(key)
         pod = self._store.get("Pod", namespace, name)
-        state = self._state(key)
         if pod is None:
             if state is not None and state.labels.get("reconciler.io/node", self.node) == self.node:
                 self._teardown(namespace, name, grace=int(state.labels.get("reconciler.io/grace", "10")), why="orphan")
@@ -190,7 +271,9 @@ class NodeAgent:
             self._set_waiting(pod, reason="CreateContainerConfigError", message=str(exc))
             return 5.0
         self.driver.create_pod(request)
-        self.driver.start_pod(namespace=namespace, name=name)
+        refused = self._start_pod(pod)
+        if refused is not None:
+            return refused
         self._event(pod, "Normal", "Started", f"Started pod on {self.node} at {request.pod_ip}")
         log.info("pod started", object=f"pod/{name}", namespace=namespace, node=self.node, pod_ip=request.pod_ip,
                  commit=o.annotations(pod).get(o.ANN_COMMIT, ""), action="start")
@@ -234,7 +317,9 @@ class NodeAgent:
                 self._set_waiting(pod, reason="CreateContainerConfigError", message=str(exc))
                 return 5.0
             self.driver.create_pod(request)
-            self.driver.start_pod(namespace=namespace, name=name)
+            refused = self._start_pod(pod)
+            if refused is not None:
+                return refused
             known = {cs.get("name") for cs in (pod.get("status") or {}).get("containerStatuses") or []
                      if cs.get("containerID")}
             for cname in missing:
@@ -253,8 +338,12 @@ class NodeAgent:
                     self._backoff.pop((namespace, name, c.name), None)
                 continue
             if c.state == "waiting":
-                # Created but never started (e.g. the daemon died between create and start).
-                self.driver.start_container(namespace=namespace, name=name, container=c.name)
+                # Created but never started (e.g. the daemon died between create and start,
+                # or the engine refused to start it: then after the back-off).
+                refused = self._start_container(pod, c.name)
+                if refused is not None:
+                    wait = min(wait or refused, refused)
+                    continue
                 started_any = True
                 continue
             if policy == "Never" or (policy == "OnFailure" and c.exit_code == 0):
@@ -263,7 +352,10 @@ class NodeAgent:
             if b.until > now:
                 wait = min(wait or b.until - now, b.until - now)
                 continue
-            self.driver.start_container(namespace=namespace, name=name, container=c.name)
+            refused = self._start_container(pod, c.name)
+            if refused is not None:
+                wait = min(wait or refused, refused)
+                continue
             self._bump_restart(pod, c.name)
             b.delay = min(max(b.delay * 2, BACKOFF_START), BACKOFF_MAX)
             b.until = now + b.delay
@@ -273,6 +365,53 @@ class NodeAgent:
         if started_any:
             return 0.0
         return wait
+
+    def _start_pod(self, pod: Obj) -> float | None:
+        """Start the pod's containers; None when done, else seconds until the next attempt."""
+        return self._start(pod, container=None)
+
+    def _start_container(self, pod: Obj, container: str) -> float | None:
+        """(Re)start one container; None when done, else seconds until the next attempt."""
+        return self._start(pod, container=container)
+
+    def _start(self, pod: Obj, *, container: str | None) -> float | None:
+        """A start the engine refuses (bad command, missing mount...) is RunContainerError,
+        retried with the crash-loop back-off: it will most likely fail the same way again.
+        An unreachable engine is the node's problem, not the pod's, so it is raised."""
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        key = (namespace, name)
+        now = self._clock.now()
+        b = self._run_backoff.get(key)
+        if b is not None and b.until > now:
+            return b.until - now
+        try:
+            if container is None:
+                self.driver.start_pod(namespace=namespace, name=name)
+            else:
+                self.driver.start_container(namespace=namespace, name=name, container=container)
+        except NodeUnreachable:
+            raise
+        except DriverError as exc:
+            b = self._run_backoff.setdefault(key, _Backoff())
+            b.delay = min(max(b.delay * 2, BACKOFF_START), BACKOFF_MAX)
+            b.until, b.message = now + b.delay, str(exc)
+            self._event(pod, "Warning", "Failed", f"Error: {exc}")
+            log.warning("container start refused", object=f"pod/{name}", namespace=namespace, node=self.node,
+                        container=container or "*", error=str(exc), retry_in=b.delay, action="start")
+            return b.delay
+        self._run_backoff.pop(key, None)
+        return None
+
+    def _remove_stray(self, stray: StrayContainer) -> None:
+        """Remove a lone container: it carries our labels, but no pod of ours holds it."""
+        if not self.driver.remove_lone_container(container_id=stray.container_id, grace_seconds=stray.grace_seconds):
+            return  # gone already (a second look at the same one, or removed by hand)
+        log.info("stray container removed", node=self.node, container=stray.name, id=stray.container_id[:12],
+                 action="remove")
+        self._store.record_event(kind="Node", namespace="", name=self.node, type="Warning",
+                                 reason="RemovedStrayContainer",
+                                 message=f"Removed stray container {stray.name or stray.container_id[:12]}: it "
+                                         f"carries {LABEL_MANAGED}=true but no object owns it")
 
     def _bump_restart(self, pod: Obj, container: str) -> None:
         """restartCount lives only in the store: the engine's container is the same
@@ -350,6 +489,7 @@ class NodeAgent:
     def _forget(self, namespace: str, name: str) -> None:
         self.prober.forget_pod((namespace, name))
         self._pull_backoff.pop((namespace, name), None)
+        self._run_backoff.pop((namespace, name), None)
         for k in [k for k in self._backoff if k[0] == namespace and k[1] == name]:
             self._backoff.pop(k, None)
 
@@ -363,6 +503,7 @@ class NodeAgent:
         statuses = []
         running = terminated = succeeded = ready_count = 0
         by_name = {c.name: c for c in (state.containers if state else ())}
+        refused = self._run_backoff.get((namespace, name))
         self._sync_probes(pod, state)
         for spec_c in (pod.get("spec") or {}).get("containers") or []:
             cname = spec_c["name"]
@@ -370,7 +511,16 @@ class NodeAgent:
             restarts = int(previous.get(cname, {}).get("restartCount", 0))
             entry: dict[str, Any] = {"name": cname, "image": spec_c.get("image", ""), "restartCount": restarts,
                                      "ready": False, "started": False}
-            if c is None:
+            if refused is not None and (c is None or c.state != "running"):
+                # The engine refused to start it: say why, as the kubelet does, until a start works.
+                entry["state"] = {"waiting": {"reason": "RunContainerError", "message": refused.message}}
+                if c is not None and c.state == "terminated":
+                    entry["lastState"] = {"terminated": {
+                        "exitCode": c.exit_code, "reason": c.reason or ("Completed" if c.exit_code == 0 else "Error"),
+                        "startedAt": c.started_at, "finishedAt": c.finished_at}}
+                if c is not None:
+                    entry["containerID"] = f"podman://{c.container_id}"
+            elif c is None:
                 entry["state"] = {"waiting": {"reason": "ContainerCreating"}}
             elif c.state == "running":
                 running += 1
