@@ -70,7 +70,7 @@ class Metrics:
             self.syncs.labels(result=result)
         for result in ("complete", "failed", "rolled_back"):
             self.rollouts.labels(result=result)
-        for action in ("stray_pod_removed", "container_restarted", "pod_recreated"):
+        for action in ("stray_pod_removed", "stray_container_removed", "container_restarted", "pod_recreated"):
             self.drift.labels(action=action)
         for action in ("create", "update", "delete"):
             self.changes.labels(action=action)
@@ -210,7 +210,9 @@ class DriftCountingDriver:
       by a crash) removed;
     - ``start_container``: a container that exited or was stopped started again;
     - ``create_pod`` of a pod whose stored status shows it ran before: the engine lost it
-      (removed by hand), so it is created again.
+      (removed by hand), so it is created again;
+    - ``remove_lone_container`` that removed something: a container with our labels outside
+      our pods (run by hand) removed.
     """
 
     def __init__(self, driver: Any, *, store: Any, on_drift: Callable[[str], None]) -> None:
@@ -238,6 +240,12 @@ class DriftCountingDriver:
     def start_container(self, *, namespace: str, name: str, container: str) -> None:
         self._driver.start_container(namespace=namespace, name=name, container=container)
         self._on_drift("container_restarted")
+
+    def remove_lone_container(self, *, container_id: str, grace_seconds: int) -> bool:
+        removed = bool(self._driver.remove_lone_container(container_id=container_id, grace_seconds=grace_seconds))
+        if removed:
+            self._on_drift("stray_container_removed")
+        return removed
 
     def create_pod(self, request: Any) -> Any:
         pod = self._store.get("Pod", request.namespace, request.name)

@@ -128,7 +128,8 @@ def test_drift_counting_driver_counts_what_the_node_agent_corrects(tmp_path):
     store.put(deployment(replicas=2))
     settle()
     assert len(fake.list_pods()) == 2
-    assert (drift("container_restarted"), drift("pod_recreated"), drift("stray_pod_removed")) == (0, 0, 0)
+    assert (drift("container_restarted"), drift("pod_recreated"), drift("stray_pod_removed"),
+            drift("stray_container_removed")) == (0, 0, 0, 0)
 
     first = sorted(fake.list_pods(), key=lambda p: p.name)[0]
     fake.crash(namespace=first.namespace, name=first.name, container="app", exit_code=137)  # `podman kill`
@@ -146,6 +147,11 @@ def test_drift_counting_driver_counts_what_the_node_agent_corrects(tmp_path):
     settle()
     assert drift("stray_pod_removed") == 1
     assert "stray" not in {p.name for p in fake.list_pods()}
+
+    fake.add_lone_container(name="by-hand", labels={"reconciler.io/managed": "true"})  # `podman run --label`
+    clock.advance(60)  # past the lone-container scan interval
+    settle()
+    assert drift("stray_container_removed") == 1 and fake.list_lone_containers() == []
     assert drift("container_restarted") == 1, "a settled cluster corrects nothing more"
     store.close()
 
