@@ -230,6 +230,72 @@ def test_create_pod_finishes_a_half_made_pod(driver, images, podman_node, cleanu
     assert [c.name for c in finished.containers] == ["web", "two"]
 
 
+class CallLog:
+    """Every engine request a driver makes, as ``(method, path)``: counted by the tests below."""
+
+    def __init__(self, driver: PodmanDriver) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self._driver = driver
+        self._real = driver._call
+
+    def __enter__(self) -> "CallLog":
+        def logged(method: str, path: str, **kwargs: object) -> object:
+            self.calls.append((method, path))
+            return self._real(method, path, **kwargs)  # type: ignore[arg-type]
+
+        self._driver._call = logged  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self._driver._call  # back to the class's method
+
+
+def test_create_pod_makes_only_the_pod_and_its_containers(driver, images, cleanup) -> None:
+    request = make_request(name="lean", containers=(hello(images.hello_v1),
+                                                    hello(images.hello_v1, name="side", port=8081)))
+    cleanup.append(request.name)
+    with CallLog(driver) as log:
+        created = driver.create_pod(request)
+    # What a user would send by hand, nothing more: no inspect before, no read-back after.
+    assert log.calls == [("post", "/pods/create"), ("post", "/containers/create"), ("post", "/containers/create")]
+    # The state it returns without asking is exactly what asking gives.
+    assert created == driver.pod_state(namespace="drv", name="lean") == find_pod(driver, "lean")
+    assert [(c.name, c.state, c.reason) for c in created.containers] == [("web", "waiting", "Created"),
+                                                                         ("side", "waiting", "Created")]
+    with CallLog(driver) as log:
+        driver.pod_state(namespace="drv", name="lean")
+    assert [path for _, path in log.calls] == ["/pods/drv_lean/json", "/containers/json"]
+
+
+def test_pull_asks_once_for_a_burst_and_again_after_the_image_went(driver, images, podman_node, cleanup) -> None:
+    tag = "localhost:5000/hello:burst-check"
+    podman_node.cli("tag", images.hello_v1, tag, check=True)
+    fresh = PodmanDriver(url=podman_node.url)
+    try:
+        with CallLog(fresh) as log:
+            for _ in range(10):
+                fresh.pull(tag, policy="IfNotPresent")
+        assert log.calls == [("get", f"/images/{tag}/exists")]
+
+        # Removed behind the driver's back: the create that finds it gone says so clearly and
+        # forgets the cached answer, so the next pull asks podman (and pulls: the tag is not in
+        # the registry, so that pull fails, which proves it really asked).
+        podman_node.cli("rmi", tag, check=True)
+        request = make_request(name="gone-image", containers=(ContainerRequest(name="web", image=tag),))
+        with pytest.raises(ImagePullError, match="not present"):
+            fresh.create_pod(request)
+        assert podman_node.cli("pod", "exists", "drv_gone-image").returncode == 1
+        with CallLog(fresh) as log, pytest.raises(ImagePullError, match="cannot pull"):
+            fresh.pull(tag, policy="IfNotPresent")
+        assert log.calls[0] == ("get", f"/images/{tag}/exists") and ("post", "/images/pull") in log.calls
+        # Never trusts the cache only while the image was seen; absent now, it refuses.
+        with pytest.raises(ImagePullError, match="Never"):
+            fresh.pull(tag, policy="Never")
+    finally:
+        fresh.close()
+        podman_node.cli("rmi", "--ignore", tag)
+
+
 def test_containers_share_the_pod_ip(driver, images, cleanup) -> None:
     request = make_request(name="duo", containers=(hello(images.hello_v1),
                                                    hello(images.hello_v1, name="side", port=8081)))
@@ -726,12 +792,10 @@ def test_host_network_pod_uses_the_nodes_network(driver, images, podman_node, cl
     infra = json.loads(podman_node.cli("pod", "inspect", "drv_hostnet", check=True).stdout)["InfraConfig"]
     assert infra["HostNetwork"] is True and not infra.get("PortBindings")
 
-    def interfaces(text: str) -> set[str]:
-        return {line.split(":")[0].strip() for line in text.splitlines()[2:] if ":" in line}
-
-    code, inside = sh(driver, "hostnet", "cat /proc/net/dev")
-    with open("/proc/net/dev") as host_dev:
-        assert code == 0 and interfaces(inside) == interfaces(host_dev.read())
+    # The same network namespace as the host (compared by its inode, which other podman work on
+    # the machine cannot change between two reads, unlike the host's list of veth interfaces).
+    code, inside = sh(driver, "hostnet", "readlink /proc/self/ns/net")
+    assert code == 0 and inside.strip() == os.readlink("/proc/self/ns/net")
     assert sh(driver, "hostnet", "hostname") == (0, f"{socket.gethostname()}\n")
     code, hosts = sh(driver, "hostnet", "cat /etc/hosts")
     assert code == 0 and any(line.split() == ["127.96.0.10", "web.drv.svc"] for line in hosts.splitlines())
