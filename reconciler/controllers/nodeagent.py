@@ -4,7 +4,9 @@ crash-loop back-off, tears down pods marked for deletion, and reports status.
 
 It learns what the engine has by relisting (one ``list_pods`` call, every
 second or so) and compares that with the store; a difference enqueues the pod's
-key. The engine's labels carry ownership, so after a restart of the daemon a
+key. A relist decodes only its node's pods, once, and does not recompute the status
+of a pod whose engine state and store version are both what the previous relist
+found in step. The engine's labels carry ownership, so after a restart of the daemon a
 pod that is already running is recognised by its uid and left alone.
 
 Sooner than the relist, the engine's event stream (``on_engine_event``, fed by
@@ -110,6 +112,8 @@ class NodeAgent:
         self._backoff: dict[tuple[str, str, str], _Backoff] = {}
         self._pull_backoff: dict[tuple[str, str], _Backoff] = {}
         self._run_backoff: dict[tuple[str, str], _Backoff] = {}  # the engine refused to start the pod's containers
+        # Pods the last relist found in step with the engine: key -> (PodState, resourceVersion).
+        self._in_step: dict[tuple[str, str], tuple[PodState, Any]] = {}
         self._stale: set[tuple[str, str]] = set()  # an engine event said: read this pod back before acting
         self.lone_scan_interval = LONE_SCAN_INTERVAL
         self._lone_scanned: float | None = None  # clock time of the last look for lone containers
@@ -136,27 +140,40 @@ class NodeAgent:
         """Refresh the engine view; return (and enqueue) the keys whose pods need attention,
         and a StrayContainer item for each lone container."""
         states = self.driver.list_pods()
+        runtime = {(s.namespace, s.name): s for s in states}
         with self._lock:
-            self._runtime = {(s.namespace, s.name): s for s in states}
+            self._runtime = runtime
             self._listed = True
         dirty: list[tuple[str, str]] = []
-        for pod in self._store.list("Pod"):
-            if (pod.get("spec") or {}).get("nodeName") != self.node:
-                continue
+        # Pods found in step last time, by (engine state, store resourceVersion): while neither
+        # moved, recomputing the status (and the probe specs behind it) finds the same answer.
+        # (Prober results and back-offs change without either; they enqueue the pod themselves.)
+        before, after = self._in_step, {}
+        here: set[tuple[str, str]] = set()
+        # Only this node's pods, decoded once (the store's node index).
+        for pod in self._store.on_node("Pod", node=self.node):
             key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+            here.add(key)
             if o.is_terminating(pod):
                 dirty.append(key)
                 continue
-            state = self._runtime.get(key)
+            state = runtime.get(key)
             if state is None or state.uid != pod["metadata"].get("uid"):
                 dirty.append(key)
+                continue
+            version = pod["metadata"].get("resourceVersion")
+            seen = before.get(key)
+            if seen is not None and seen[1] == version and seen[0] == state:
+                after[key] = seen
                 continue
             if _comparable_computed(self._status_for(pod, state)) != _comparable(pod.get("status") or {}) or any(
                     c.state != "running" for c in state.containers):
                 dirty.append(key)
-        known = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in self._store.list("Pod")}
-        for key in self._runtime:
-            if key not in known:
+                continue
+            after[key] = (state, version)
+        self._in_step = after
+        for key in runtime:  # this relist's copy: reconciles replace entries of self._runtime meanwhile
+            if key not in here and self._store.get("Pod", *key) is None:
                 dirty.append(key)  # an orphan: the reconcile removes it
         for key in dirty:
             self.enqueue(key)

@@ -27,14 +27,24 @@ node holds, terminating ones included, since their containers may still hold
 the published ports. One worker runs this queue, so two pods can never be given
 the same address, nor the same last bit of capacity.
 
+Per-node aggregates (docs/performance.md, "scheduler"): what the filter and the
+score need of the pods bound to a node — how many, their requests (plain and
+non-zero), the pod IPs they hold, the active pods per owning ReplicaSet — is kept
+per node (``_NodeUsage``) and updated from the store's changes (``observe_pod``,
+called by the controller manager's watch for every Pod change), so a placement
+costs O(nodes) instead of decoding every pod of every node. Each change re-reads
+its pod under the usage lock, so changes seen out of order in threaded mode still
+end at the store's state; the first reconcile seeds the aggregates from one list.
+
 ``pod_requests`` and ``node_allocatable`` are shared with ``describe node``.
 """
 from __future__ import annotations
 
 import ipaddress
+import threading
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Container, Iterable
 
 import structlog
 
@@ -71,6 +81,10 @@ class Resources:
     def __add__(self, other: Resources) -> Resources:
         return Resources(cpu_millicores=self.cpu_millicores + other.cpu_millicores,
                          memory_bytes=self.memory_bytes + other.memory_bytes)
+
+    def __sub__(self, other: Resources) -> Resources:
+        return Resources(cpu_millicores=self.cpu_millicores - other.cpu_millicores,
+                         memory_bytes=self.memory_bytes - other.memory_bytes)
 
 
 def _quantity(value: object, parse: Any) -> int:
@@ -149,11 +163,119 @@ def unschedulable_message(*, nodes: int, reasons: Counter[str]) -> str:
     return f"0/{nodes} nodes are available: {', '.join(parts)}."
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Share:
+    """What one bound pod takes from its node (zero resources once it has finished)."""
+    node: str
+    requests: Resources
+    scoring: Resources  # with kube-scheduler's non-zero defaults
+    ip: str | None
+    owner: str | None  # its ReplicaSet's uid while it is active, for spreading
+
+
+@dataclass
+class _NodeUsage:
+    """The sums of the ``_Share``s of the pods bound to one node."""
+    pods: int = 0
+    requests: Resources = field(default_factory=Resources)
+    scoring: Resources = field(default_factory=Resources)
+    ips: Counter[str] = field(default_factory=Counter)
+    ipv4s: Counter[int] = field(default_factory=Counter)  # the canonical IPv4 ones, as integers
+    owners: Counter[str] = field(default_factory=Counter)
+
+    def add(self, share: _Share, sign: int) -> None:
+        self.pods += sign
+        if sign > 0:
+            self.requests, self.scoring = self.requests + share.requests, self.scoring + share.scoring
+        else:
+            self.requests, self.scoring = self.requests - share.requests, self.scoring - share.scoring
+        for counter, value in ((self.ips, share.ip), (self.owners, share.owner), (self.ipv4s, _ipv4_int(share.ip))):
+            if value is not None:
+                counter[value] += sign
+                if counter[value] <= 0:
+                    del counter[value]
+
+
+def _ipv4_int(text: str | None) -> int | None:
+    """The address as an integer when ``text`` is an IPv4 address spelled as hosts() spells it."""
+    if not text:
+        return None
+    try:
+        address = ipaddress.IPv4Address(text)
+    except ValueError:
+        return None
+    return int(address) if str(address) == text else None
+
+
+def _share_of(pod: Obj) -> _Share | None:
+    node = (pod.get("spec") or {}).get("nodeName")
+    if not node:
+        return None
+    holds = counts_for_resources(pod)
+    owner = o.owner_uid(pod, "ReplicaSet")
+    return _Share(node=node, requests=pod_requests(pod) if holds else Resources(),
+                  scoring=pod_requests(pod, non_zero=True) if holds else Resources(),
+                  ip=o.annotations(pod).get(ANN_POD_IP),
+                  owner=owner if owner and o.pod_is_active(pod) else None)
+
+
 class Scheduler:
     def __init__(self, *, store: Any, clock: Clock) -> None:
         self._store = store
         self._clock = clock
+        self._usage_lock = threading.Lock()
+        self._shares: dict[tuple[str, str], _Share] = {}
+        self._usage: dict[str, _NodeUsage] = {}
+        self._seeded = False
 
+    # -- the per-node aggregates ---------------------------------------------------------
+    def observe_pod(self, namespace: str, name: str) -> None:
+        """A Pod changed (or went): move its share. Before the first reconcile, nothing to do."""
+        with self._usage_lock:
+            if self._seeded:
+                self._set_share((namespace, name), self._store.get("Pod", namespace, name))
+
+    def _set_share(self, key: tuple[str, str], pod: Obj | None) -> None:
+        new = _share_of(pod) if pod is not None else None
+        old = self._shares.pop(key, None)
+        if old == new:
+            if new is not None:
+                self._shares[key] = new
+            return
+        if old is not None:
+            self._usage[old.node].add(old, -1)
+            if not self._usage[old.node].pods:
+                del self._usage[old.node]
+        if new is not None:
+            self._shares[key] = new
+            self._usage.setdefault(new.node, _NodeUsage()).add(new, +1)
+
+    def _seed_locked(self) -> None:
+        if self._seeded:
+            return
+        for pod in self._store.list("Pod"):
+            self._set_share((pod["metadata"]["namespace"], pod["metadata"]["name"]), pod)
+        self._seeded = True
+
+    def _usage_of(self, names: Iterable[str], *, owner: str | None) -> dict[str, tuple[int, Resources, Resources, int]]:
+        """Per node: (pods, requests, non-zero requests, active pods of ``owner``)."""
+        with self._usage_lock:
+            self._seed_locked()
+            result = {}
+            for name in names:
+                u = self._usage.get(name) or _NodeUsage()
+                result[name] = (u.pods, u.requests, u.scoring, u.owners.get(owner, 0) if owner else 0)
+            return result
+
+    def _free_ip(self, node: Obj) -> str | None:
+        with self._usage_lock:
+            usage = self._usage.get(node["metadata"]["name"]) or _NodeUsage()
+            network = _pod_network(node)
+            if network is not None and network.version == 4 and network.prefixlen <= 30:
+                return _lowest_free_ipv4(network, usage.ipv4s)
+            return free_ip(node=node, used=set(usage.ips))
+
+    # -- reconcile -----------------------------------------------------------------------
     def reconcile(self, key: tuple[str, str]) -> Result | None:
         namespace, name = key
         pod = self._store.get("Pod", namespace, name)
@@ -166,15 +288,15 @@ class Scheduler:
             log.info("unscheduled pod deleted", object=f"pod/{name}", namespace=namespace, action="delete")
             return None
         nodes = self._store.list("Node")
-        # Only the pods of configured nodes matter (the store's node index): pending pods and
-        # pods of retired nodes are not decoded.
-        bound: dict[str, list[Obj]] = {n["metadata"]["name"]: self._store.on_node("Pod", node=n["metadata"]["name"])
-                                       for n in nodes}
+        owner = o.owner_uid(pod, "ReplicaSet")
+        # O(nodes): the aggregates, never the pods bound to each node.
+        usage = self._usage_of([n["metadata"]["name"] for n in nodes], owner=owner)
         request = pod_requests(pod)
         reasons: Counter[str] = Counter()
         fitting: list[Obj] = []
         for node in nodes:
-            why = self._unfit(node, pod=pod, request=request, here=bound.get(node["metadata"]["name"], []))
+            count, requested, _, _ = usage[node["metadata"]["name"]]
+            why = self._unfit(node, pod=pod, request=request, count=count, used=requested)
             if why:
                 reasons.update(why)
             else:
@@ -182,19 +304,15 @@ class Scheduler:
         if not fitting:
             self._unschedulable(pod, unschedulable_message(nodes=len(nodes), reasons=reasons))
             raise TemporaryError("no node fits", delay=RETRY_UNSCHEDULABLE)
-        owner = o.owner_uid(pod, "ReplicaSet")
         scoring_request = pod_requests(pod, non_zero=True)
 
         def score(node: Obj) -> tuple[int, float, int, str]:
-            here = bound.get(node["metadata"]["name"], [])
-            same_owner = sum(1 for p in here if owner and o.owner_uid(p, "ReplicaSet") == owner
-                             and o.pod_is_active(p))
-            return (same_owner, _used_share(node, allocated(here, non_zero=True) + scoring_request),
-                    len(here), node["metadata"]["name"])
+            count, _, scoring, same_owner = usage[node["metadata"]["name"]]
+            return (same_owner, _used_share(node, scoring + scoring_request), count, node["metadata"]["name"])
 
         node = min(fitting, key=score)
         node_name = node["metadata"]["name"]
-        ip = allocate_ip(node=node, pods_on_node=bound.get(node_name, []))
+        ip = self._free_ip(node)
         if ip is None:  # the filter counted pods; this only happens with a CIDR smaller than its capacity
             raise TemporaryError(f"node {node_name} has no free pod IP", delay=RETRY_UNSCHEDULABLE)
         now = self._clock.now()
@@ -209,13 +327,16 @@ class Scheduler:
 
         if self._store.update("Pod", namespace, name, bind) is None:
             return None  # bound or deleted meanwhile
+        # The watch moves the share too; doing it here as well keeps the next placement exact
+        # when the watch is not wired (a Scheduler used on its own).
+        self.observe_pod(namespace, name)
         self._store.record_event(kind="Pod", namespace=namespace, name=name, uid=pod["metadata"].get("uid", ""),
                                  reason="Scheduled", message=f"Successfully assigned {namespace}/{name} to {node_name}")
         log.info("scheduled", object=f"pod/{name}", namespace=namespace, node=node_name, pod_ip=ip, action="bind")
         return None
 
     @staticmethod
-    def _unfit(node: Obj, *, pod: Obj, request: Resources, here: list[Obj]) -> list[str]:
+    def _unfit(node: Obj, *, pod: Obj, request: Resources, count: int, used: Resources) -> list[str]:
         """Why the pod cannot go to this node (empty: it can)."""
         if not node_is_ready(node):
             return [REASON_NOT_READY]
@@ -227,11 +348,10 @@ class Scheduler:
             return [REASON_SELECTOR]
         why: list[str] = []
         capacity = node_pod_capacity(node)
-        if capacity is not None and len(here) + 1 > capacity:
+        if capacity is not None and count + 1 > capacity:
             why.append(REASON_PODS)
         offered = node_allocatable(node)
         if offered is not None:
-            used = allocated(here)
             if request.cpu_millicores and used.cpu_millicores + request.cpu_millicores > offered.cpu_millicores:
                 why.append(REASON_CPU)
             if request.memory_bytes and used.memory_bytes + request.memory_bytes > offered.memory_bytes:
@@ -270,11 +390,16 @@ def _used_share(node: Obj, used: Resources) -> float:
 
 def allocate_ip(*, node: Obj, pods_on_node: list[Obj]) -> str | None:
     """The lowest free address of the node's pod CIDR (the first one is the node's own)."""
-    cidr = (node.get("spec") or {}).get("podCIDR")
-    if not cidr:
+    return free_ip(node=node, used={ip for p in pods_on_node if (ip := o.annotations(p).get(ANN_POD_IP))})
+
+
+def free_ip(*, node: Obj, used: set[str]) -> str | None:
+    """The lowest address of the node's pod CIDR that is not in ``used`` (the first host is the node's own)."""
+    network = _pod_network(node)
+    if network is None:
         return None
-    used = {o.annotations(p).get(ANN_POD_IP) for p in pods_on_node}
-    network = ipaddress.ip_network(cidr, strict=False)
+    if network.version == 4 and network.prefixlen <= 30:
+        return _lowest_free_ipv4(network, {n for n in map(_ipv4_int, used) if n is not None})
     for index, host in enumerate(network.hosts()):
         if index == 0:
             continue  # the first address is the node's own
@@ -282,3 +407,17 @@ def allocate_ip(*, node: Obj, pods_on_node: list[Obj]) -> str | None:
             return str(host)
     return None
 
+
+
+def _pod_network(node: Obj) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    cidr = (node.get("spec") or {}).get("podCIDR")
+    return ipaddress.ip_network(cidr, strict=False) if cidr else None
+
+
+def _lowest_free_ipv4(network: ipaddress.IPv4Network, taken: Container[int]) -> str | None:
+    """What the hosts() walk of ``free_ip`` finds, on integers: hosts() of a /30 or wider
+    are network+1 .. broadcast-1, and the first of them is the node's own."""
+    candidate, last = int(network.network_address) + 2, int(network.broadcast_address) - 1
+    while candidate <= last and candidate in taken:
+        candidate += 1
+    return str(ipaddress.IPv4Address(candidate)) if candidate <= last else None
