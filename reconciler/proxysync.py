@@ -8,6 +8,16 @@ namespace — how ``wget http://web/`` reaches a Service from inside a container
 
 It also answers the node agent's question before a teardown: is this pod IP
 still a backend the proxy may send new connections to?
+
+Cost: finding a pod's netns is two engine calls (an inspect of the pod and of its
+sandbox), and podman 4.3's inspects hold locks that slow the creates and starts
+running beside them. So nothing is looked up while no Service has a ClusterIP
+port to listen on (there would be nothing to open inside a pod): a burst of pod
+starts then costs the engine nothing here. It cannot be narrowed to the
+namespaces that have Services: a pod reaches a Service of any namespace by its
+qualified name (``web.other``) or its ClusterIP. When the first Service comes,
+its change re-runs the sync, which looks every running pod up then. A path found
+is remembered per pod uid, so each pod is looked up once while it runs.
 """
 from __future__ import annotations
 
@@ -57,7 +67,9 @@ class ProxySync:
     def _sync_netns(self, services: list[Obj]) -> None:
         listeners = cluster_ip_listeners(services)
         wanted: dict[str, str] = {}
-        for pod in self._store.list("Pod"):
+        # No ClusterIP port anywhere: nothing to serve inside any pod, so no pod is looked up
+        # (and pods served before are forgotten below, closing their listeners).
+        for pod in self._store.list("Pod") if listeners else []:
             uid = pod["metadata"].get("uid", "")
             node = (pod.get("spec") or {}).get("nodeName")
             driver = self._drivers.get(node or "")

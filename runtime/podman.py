@@ -30,6 +30,14 @@ Design:
 - Cheap polling: ``list_pods`` is two API calls (pods, containers), whatever the
   number of pods, plus one inspect per failed container exit, ever (the list does
   not say whether it was an OOM kill; the answer is remembered).
+- Cheap creation (podman 4.3's lists and inspects hold container locks and slow
+  every create and start beside them): ``create_pod`` is one call for the pod and
+  one per container, like a user's own; it inspects only when podman answers 409
+  (a retry after a crash, or a pod of another uid in the way), and returns the
+  state it just made (every container waiting, "Created") instead of reading it
+  back. ``pull`` remembers for ``IMAGE_PRESENT_TTL`` seconds that an image is
+  present, so a burst of N pods asks podman once; an image removed meanwhile
+  costs one failed create, which forgets the answer.
 - podman-py 5.x against a podman 4.3 service: the high-level managers assume
   5.x behaviour, so this driver sends libpod JSON itself through podman-py's
   APIClient, pinned to API version 4.0.0 (accepted by 4.x and 5.x services).
@@ -131,6 +139,11 @@ _EVENTS_IDLE = 10.0
 _EVENTS_CONNECT = 10.0  # seconds to open the stream
 _EVENTS_BACKOFF_START, _EVENTS_BACKOFF_MAX = 0.5, 10.0
 _EVENTS_QUICK_END = 1.0  # a stream that ends this soon without a line counts as a failed open
+# Seconds a "the image is present" answer is trusted: long enough for a burst of pod starts
+# (a rollout, a scale-up) to ask once, short enough that an image removed by hand is noticed
+# before the next burst (and a create that finds it gone forgets the answer at once).
+IMAGE_PRESENT_TTL = 5.0
+_IMAGE_CACHE_LIMIT = 256
 
 
 def engine_pod_name(*, namespace: str, name: str) -> str:
@@ -298,6 +311,8 @@ class PodmanDriver:
         self._idle: list[Any] = []  # APIClients not in use by any thread right now
         # Whether a termination (see _oom_key) was an OOM kill: asked once per termination, not per poll.
         self._oom_cache: dict[str, bool] = {}
+        # Normalized image reference -> monotonic time until which "present" is believed.
+        self._present_until: dict[str, float] = {}
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -385,15 +400,31 @@ class PodmanDriver:
                 killed.add(str(container.get("Id", "")))
         return frozenset(killed)
 
-    def _state_of(self, engine_name: str) -> PodState:
-        pod = self._inspect_pod(engine_name)
-        if pod is None:
-            raise DriverError(f"pod {engine_name} vanished while it was being created.")
+    def _state_from(self, pod: dict[str, Any], *, engine_name: str) -> PodState:
+        """The PodState of an inspected pod: one container list (filtered to it) on top."""
         containers = self._list_containers(filters=json.dumps({"pod": [pod["Id"]]}))
         state = _pod_state(pod, containers, pod_id=pod["Id"], oom_killed=self._oom_killed(containers))
         if state is None:
             raise DriverError(f"podman pod {engine_name} exists but is not managed by reconciler.")
         return state
+
+    # --- image presence cache -------------------------------------------------------------
+
+    def _believed_present(self, reference: str) -> bool:
+        with self._lock:
+            until = self._present_until.get(reference)
+        return until is not None and time.monotonic() < until
+
+    def _remember_present(self, reference: str) -> None:
+        with self._lock:
+            if len(self._present_until) >= _IMAGE_CACHE_LIMIT:
+                now = time.monotonic()
+                self._present_until = {r: t for r, t in self._present_until.items() if t > now}
+            self._present_until[reference] = time.monotonic() + IMAGE_PRESENT_TTL
+
+    def _forget_present(self, reference: str) -> None:
+        with self._lock:
+            self._present_until.pop(reference, None)
 
     # --- NodeDriver -------------------------------------------------------------------
 
@@ -426,11 +457,15 @@ class PodmanDriver:
     def pull(self, image: str, *, policy: str = "IfNotPresent") -> None:
         if policy not in ("Always", "IfNotPresent", "Never"):
             raise ImagePullError(f"imagePullPolicy {policy!r} is not one of Always, IfNotPresent, Never.")
-        if policy != "Always" and self.image_present(image):
-            return
+        reference = normalize_image(image)
+        if policy != "Always":
+            if self._believed_present(reference):
+                return
+            if self.image_present(image):
+                self._remember_present(reference)
+                return
         if policy == "Never":
             raise ImagePullError(f"image {image} is not present on the node and imagePullPolicy is Never.")
-        reference = normalize_image(image)
         params: dict[str, Any] = {"reference": reference, "quiet": "true"}
         if _INSECURE_REGISTRY_RE.match(_registry_of(reference)):
             # The local test registry is plain HTTP; do not depend on registries.conf for it.
@@ -456,6 +491,7 @@ class PodmanDriver:
             response.close()
         if not pulled:
             raise ImagePullError(f"cannot pull image {image}: podman reported no image.")
+        self._remember_present(reference)
 
     def create_pod(self, request: PodRequest) -> PodState:
         engine_name = engine_pod_name(namespace=request.namespace, name=request.name)
@@ -472,32 +508,47 @@ class PodmanDriver:
         for container in request.containers:
             _check_container(container, pod=f"{request.namespace}/{request.name}")
         for _attempt in range(3):
-            existing = self._inspect_pod(engine_name)
-            if existing is not None:
-                existing_labels = existing.get("Labels") or {}
-                if existing_labels.get(LABEL_MANAGED) != "true":
-                    raise DriverError(f"podman already has a pod named {engine_name} that reconciler does not "
-                                      "manage; remove or rename it.")
-                if existing_labels.get(LABEL_POD_UID) == request.uid:
-                    # Same pod: finish what a crashed earlier attempt may have left half done.
-                    present = {c.get("Name") for c in existing.get("Containers") or []}
-                    self._create_containers(request, engine_name, skip=present)
-                    return self._state_of(engine_name)
-                self.remove_pod(namespace=request.namespace, name=request.name)
+            # Create first: the inspect that would tell us about a pod already there is only
+            # needed when podman says the name is taken (409), which is rare (a retry after a
+            # crash, a drift repair, a pod of an older uid).
             response = self._call("post", "/pods/create", body=self._pod_spec(request, engine_name))
-            if response.status_code == 409:
-                continue  # created concurrently by someone else: look again
-            if response.status_code not in (200, 201):
+            if response.status_code in (200, 201):
+                pod_id = str((response.json() or {}).get("Id", ""))
+                try:
+                    container_ids = self._create_containers(request, engine_name, skip=set())
+                except DriverError:
+                    # Leave nothing half made behind (best effort: if podman is gone, a retry finishes it).
+                    self._safe_remove(request)
+                    raise
+                # What podman holds now, without asking: the pod and its containers, none started.
+                return self._created_state(request, pod_id=pod_id, container_ids=container_ids)
+            if not _name_taken(response):
                 raise DriverError(f"podman could not create pod {request.namespace}/{request.name}: "
                                   f"{_error_message(response)}")
-            try:
-                self._create_containers(request, engine_name, skip=set())
-            except DriverError:
-                # Leave nothing half made behind (best effort: if podman is gone, a retry finishes it).
-                self._safe_remove(request)
-                raise
-            return self._state_of(engine_name)
+            existing = self._inspect_pod(engine_name)
+            if existing is None:
+                continue  # removed between the create and the inspect: try again
+            existing_labels = existing.get("Labels") or {}
+            if existing_labels.get(LABEL_MANAGED) != "true":
+                raise DriverError(f"podman already has a pod named {engine_name} that reconciler does not "
+                                  "manage; remove or rename it.")
+            if existing_labels.get(LABEL_POD_UID) == request.uid:
+                # Same pod: finish what a crashed earlier attempt may have left half done, and
+                # report what it really holds (some containers may run already).
+                present = {c.get("Name") for c in existing.get("Containers") or []}
+                self._create_containers(request, engine_name, skip=present)
+                return self._state_from(existing, engine_name=engine_name)
+            self.remove_pod(namespace=request.namespace, name=request.name)
         raise DriverError(f"pod {request.namespace}/{request.name} kept changing while it was being created.")
+
+    def _created_state(self, request: PodRequest, *, pod_id: str, container_ids: dict[str, str]) -> PodState:
+        """The state of a pod this driver has just made: what a read-back would report."""
+        return PodState(
+            namespace=request.namespace, name=request.name, uid=request.uid, pod_ip=request.pod_ip,
+            labels=dict(request.labels), runtime_id=pod_id,
+            containers=tuple(ContainerState(name=c.name, image=c.image, state="waiting", reason="Created",
+                                            container_id=container_ids.get(c.name, ""))
+                             for c in request.containers))
 
     def _safe_remove(self, request: PodRequest) -> None:
         try:
@@ -535,7 +586,9 @@ class PodmanDriver:
             spec["hostadd"] = [f"{host}:{ip}" for host, ip in request.hosts]
         return spec
 
-    def _create_containers(self, request: PodRequest, engine_name: str, *, skip: set[str]) -> None:
+    def _create_containers(self, request: PodRequest, engine_name: str, *, skip: set[str]) -> dict[str, str]:
+        """Create the containers not in ``skip``; returns spec name -> container id of those made."""
+        made: dict[str, str] = {}
         for index, container in enumerate(request.containers):
             name = engine_container_name(namespace=request.namespace, name=request.name, container=container.name)
             if name in skip:
@@ -543,14 +596,18 @@ class PodmanDriver:
             spec = self._container_spec(request, container, index=index, engine_pod=engine_name, name=name)
             response = self._call("post", "/containers/create", body=spec)
             if response.status_code in (200, 201):
+                made[container.name] = str((response.json() or {}).get("Id", ""))
                 continue
             message = _error_message(response)
             if response.status_code == 409 or "already in use" in message:
                 continue  # made by a concurrent call with the same request
             if "image not known" in message or response.status_code == 404:
+                # Removed since pull() last looked: the next pull must ask podman again.
+                self._forget_present(normalize_image(container.image))
                 raise ImagePullError(f"image {container.image} is not present on the node; pull it first.")
             raise DriverError(f"podman could not create container {container.name} of pod "
                               f"{request.namespace}/{request.name}: {message}")
+        return made
 
     def _container_spec(self, request: PodRequest, container: ContainerRequest, *, index: int,
                         engine_pod: str, name: str) -> dict[str, Any]:
@@ -685,12 +742,13 @@ class PodmanDriver:
 
     def pod_state(self, *, namespace: str, name: str) -> PodState | None:
         engine_name = engine_pod_name(namespace=namespace, name=name)
-        if self._inspect_pod(engine_name) is None:
+        pod = self._inspect_pod(engine_name)
+        if pod is None:
             return None
         try:
-            return self._state_of(engine_name)
+            return self._state_from(pod, engine_name=engine_name)
         except DriverError:
-            return None  # vanished meanwhile, or not ours: as absent as list_pods would say
+            return None  # not ours: as absent as list_pods would say
 
     def list_pods(self) -> list[PodState]:
         response = self._call("get", "/pods/json", params={"filters": _MANAGED_FILTER})
@@ -938,6 +996,14 @@ class PodmanDriver:
             return None
         # Empty while the sandbox is stopped: its namespace is gone until it starts again.
         return str((infra.get("NetworkSettings") or {}).get("SandboxKey") or "") or None
+
+
+def _name_taken(response: Any) -> bool:
+    """podman refused a create because the name is in use (409; some versions say so with a 500)."""
+    if response.status_code == 409:
+        return True
+    message = _error_message(response).lower()
+    return "already exists" in message or "already in use" in message
 
 
 def _check_container(container: ContainerRequest, *, pod: str) -> None:

@@ -9,7 +9,7 @@ Nodes: each node has its own heartbeat and relist jobs, so a node that hangs
 (an ssh host gone silent) delays nobody else. Each node also has a watcher
 thread on its engine's event stream, which hands each event to the node agent
 (a key to look at at once); the relist stays as the safety net, at the
-interval ``relist_interval`` (default 2 s; the config's ``relistInterval``).
+interval ``relist_interval`` (default 5 s; the config's ``relistInterval``).
 
 A node agent's work items are dropped while its Node is NotReady: the agent's
 view of that engine is stale, and writing status from it would undo what the
