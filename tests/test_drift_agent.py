@@ -101,6 +101,20 @@ def test_the_event_is_only_a_key_the_pod_is_read_back_from_the_engine(sim):
     assert container_status(sim, name)["restartCount"] == 0
 
 
+def test_a_start_event_for_a_container_already_seen_running_reads_nothing(sim):
+    """Our own starts come back as start events; the pod was read back already."""
+    name = one_pod(sim)
+    agent = sim.manager.agents["node1"]
+    sim.driver.clear_calls()
+    agent.on_engine_event(EngineEvent(namespace="default", name=name, container="app", action="start"))
+    sim.manager.run_until_idle()
+    assert sim.driver.calls_to("pod_state") == []
+    # A start of a container the agent does not see running (someone else's start) is looked at.
+    agent.on_engine_event(EngineEvent(namespace="default", name=name, container="sidecar", action="start"))
+    sim.manager.run_until_idle()
+    assert [c.args for c in sim.driver.calls_to("pod_state")] == [{"namespace": "default", "name": name}]
+
+
 def test_the_fake_sends_events_for_each_change_and_none_while_unreachable():
     driver = FakeDriver(images=["img"])
     from runtime.driver import ContainerRequest, PodRequest

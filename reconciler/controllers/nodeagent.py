@@ -124,6 +124,13 @@ class NodeAgent:
         """Something happened to one of the pod's containers: look at the pod again, now."""
         key = (event.namespace, event.name)
         with self._lock:
+            if event.action == "start":
+                # Most start events are our own starts, already read back: the view shows the
+                # container running, and reading the pod again would find nothing new.
+                state = self._runtime.get(key)
+                if state is not None and any(c.name == event.container and c.state == "running"
+                                             for c in state.containers):
+                    return
             self._stale.add(key)
         self.enqueue(key)
 
