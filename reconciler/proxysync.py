@@ -18,6 +18,17 @@ namespaces that have Services: a pod reaches a Service of any namespace by its
 qualified name (``web.other``) or its ClusterIP. When the first Service comes,
 its change re-runs the sync, which looks every running pod up then. A path found
 is remembered per pod uid, so each pod is looked up once while it runs.
+
+Names stay current the same way: for each running pod on a local node (host
+network included) the Service entries its /etc/hosts should hold
+(``service_hosts``, as at creation) are compared with those last written for its
+uid, and only a difference (a Service added, removed or readdressed; or a
+container restart, after which the engine may have rewritten the file) costs a
+``set_hosts``. A pod first seen is written once, which also moves its create-time
+entries into the driver's block; while no Service has had a ClusterIP since the
+daemon started, there is nothing to write and no pod is looked up. A pod whose
+file cannot be written is reported once and tried again on the next change;
+nothing here can fail the proxy sync.
 """
 from __future__ import annotations
 
@@ -27,6 +38,7 @@ from typing import Any, Mapping
 import structlog
 
 from reconciler import objects as o
+from reconciler.controllers.podrequest import service_hosts
 from reconciler.proxy import ServiceProxy, cluster_ip_listeners
 from reconciler.workqueue import Result
 from runtime.driver import DriverError, NodeDriver
@@ -44,6 +56,10 @@ class ProxySync:
         self._serving: frozenset[str] = frozenset()
         self._netns: dict[str, str] = {}  # pod uid -> netns path we serve in
         self._listeners_for: dict[str, tuple] = {}
+        # Pod uid -> (hosts entries, restart signature) its /etc/hosts was last brought to.
+        self._hosts_written: dict[str, tuple] = {}
+        self._hosts_warned: set[str] = set()  # pod uids whose failure was logged already
+        self._had_cluster_ips = False  # some Service had a ClusterIP since the daemon started
         self._lock = threading.Lock()
 
     def still_serving(self, ip: str) -> bool:
@@ -62,7 +78,46 @@ class ProxySync:
         with self._lock:
             self._serving = serving
         self._sync_netns(services)
+        try:
+            self._sync_hosts(services)
+        except Exception as exc:  # names are a convenience: they must never stop the proxy
+            log.warning("cannot bring pods' /etc/hosts up to date", error=str(exc))
         return None
+
+    def _sync_hosts(self, services: list[Obj]) -> None:
+        if any(_has_cluster_ip(svc) for svc in services):
+            self._had_cluster_ips = True
+        running: set[str] = set()
+        for pod in self._store.list("Pod"):
+            meta, spec = pod["metadata"], pod.get("spec") or {}
+            uid = meta.get("uid", "")
+            driver = self._drivers.get(spec.get("nodeName") or "")
+            if driver is None or o.is_terminating(pod) or (pod.get("status") or {}).get("phase") != "Running":
+                continue
+            running.add(uid)
+            hosts = service_hosts(namespace=meta["namespace"], services=services)
+            wanted = (hosts, _restarts(pod))
+            if self._hosts_written.get(uid) == wanted:
+                continue
+            if uid not in self._hosts_written and not hosts and not self._had_cluster_ips:
+                # Created while no Service had an address: its file has no entries to change.
+                self._hosts_written[uid] = wanted
+                continue
+            try:
+                driver.set_hosts(namespace=meta["namespace"], name=meta["name"], hosts=hosts)
+            except Exception as exc:  # one pod's file must not stop the others
+                if uid not in self._hosts_warned:
+                    self._hosts_warned.add(uid)
+                    log.warning("cannot update /etc/hosts inside a pod", pod=f"{meta['namespace']}/{meta['name']}",
+                                error=str(exc))
+                continue
+            # False (the file is not reachable from here) is remembered too: asking again before
+            # the next change would cost the engine the same inspects for the same answer.
+            self._hosts_written[uid] = wanted
+        for uid in list(self._hosts_written):
+            if uid not in running:
+                del self._hosts_written[uid]
+        self._hosts_warned &= running
 
     def _sync_netns(self, services: list[Obj]) -> None:
         listeners = cluster_ip_listeners(services)
@@ -101,3 +156,14 @@ class ProxySync:
                 continue
             self._netns[uid] = path
             self._listeners_for[uid] = signature
+
+
+def _has_cluster_ip(service: Obj) -> bool:
+    ip = (service.get("spec") or {}).get("clusterIP")
+    return bool(ip) and ip != "None"
+
+
+def _restarts(pod: Obj) -> tuple[tuple[str, int], ...]:
+    """Each container's restart count: a restarted container may have had its hosts file rewritten."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return tuple(sorted((str(s.get("name", "")), int(s.get("restartCount") or 0)) for s in statuses))

@@ -240,3 +240,12 @@ class NodeDriver(Protocol):
     def netns_path(self, *, namespace: str, name: str) -> str | None:
         """The path of the pod's network namespace on the node (e.g. /run/netns/...),
         or None when unknown (pod absent or stopped) or the pod uses the host network."""
+
+    def set_hosts(self, *, namespace: str, name: str, hosts: tuple[tuple[str, str], ...]) -> bool:
+        """Make ``hosts`` ((hostname, ip) pairs, e.g. Service names) the pod's extra /etc/hosts
+        entries now, in every running container, replacing those given at create time or by an
+        earlier call; the engine's own lines (localhost, the pod's hostname) stay.
+
+        True when the containers' files hold exactly these entries (written, or already so);
+        False when they cannot be reached from here (a remote node, the pod absent or not
+        started). DriverError when the engine or the file refuses."""

@@ -6,7 +6,7 @@ them, restarts are the caller's job) and nothing more. It is deterministic:
 no threads, no randomness; ids come from counters and times from an injectable
 clock. Tests steer it through a few controls (``crash``, ``kill``, ``set_image_pull_fails``,
 ``set_start_fails``, ``set_reachable``, ``remove_container``, ``add_lone_container``,
-``add_image``, ``set_exec_handler``) and read the ``calls`` log (or ``pod_request``:
+``add_image``, ``set_exec_handler``) and read the ``calls`` log (or ``pod_request``, ``hosts``:
 every request field is kept as given, mounts, resources and securityContext
 included, though the fake enforces none of them).
 Every method takes one lock, so it is thread-safe; ``list_pods`` returns cached
@@ -77,11 +77,12 @@ class _Container:
 
 
 class _Pod:
-    __slots__ = ("request", "runtime_id", "containers", "cached")
+    __slots__ = ("request", "runtime_id", "containers", "cached", "hosts")
 
     def __init__(self, *, request: PodRequest, runtime_id: str) -> None:
         self.request = request
         self.runtime_id = runtime_id
+        self.hosts = request.hosts  # the extra /etc/hosts entries now (set_hosts replaces them)
         self.containers: dict[str, _Container] = {}
         self.cached: PodState | None = None
 
@@ -504,3 +505,19 @@ class FakeDriver:
             self._enter("netns_path", namespace=namespace, name=name)
             # The fake has no network namespaces; callers must cope with "unknown".
             return None
+
+    def set_hosts(self, *, namespace: str, name: str, hosts: tuple[tuple[str, str], ...]) -> bool:
+        with self._lock:
+            self._enter("set_hosts", namespace=namespace, name=name, hosts=tuple(hosts))
+            pod = self._pods.get((namespace, name))
+            # Like podman: a pod's hosts file exists once a container of it has started.
+            if pod is None or not any(c.state == "running" for c in pod.containers.values()):
+                return False
+            pod.hosts = tuple(hosts)
+            return True
+
+    def hosts(self, *, namespace: str, name: str) -> tuple[tuple[str, str], ...] | None:
+        """The pod's extra /etc/hosts entries now (None if the pod is absent): a test control."""
+        with self._lock:
+            pod = self._pods.get((namespace, name))
+            return None if pod is None else pod.hosts

@@ -18,6 +18,15 @@ Design:
   its pod IP like in Kubernetes. A hostNetwork pod shares the node's network and
   UTS namespaces instead and publishes nothing. ``netns_path`` names the pod's
   namespace file, so the service proxy can open listeners inside it.
+- Extra /etc/hosts entries (Service names): given at create time as podman's
+  ``hostadd`` (on the pod, whose infra container owns the one hosts file every
+  container of the pod bind-mounts; on each container for a hostNetwork pod,
+  whose containers have a file each). ``set_hosts`` changes them later, while the
+  pod runs: on a node whose files are on this host (a unix:// socket) it rewrites
+  each file in place (truncate and write, never rename: a new inode would not be
+  seen through the bind mount), replacing only the block between
+  ``HOSTS_BEGIN``/``HOSTS_END`` and the create-time ``hostadd`` lines, so podman's
+  own lines (localhost, the hostname, lines it appends later) stay.
 - The rest of the pod spec maps onto libpod's spec generator: volumes arrive as
   bind mounts (the agent materialises them), resources as cgroup limits (CPU
   quota and shares computed as the kubelet does), securityContext as user,
@@ -143,6 +152,9 @@ _EVENTS_QUICK_END = 1.0  # a stream that ends this soon without a line counts as
 # (a rollout, a scale-up) to ask once, short enough that an image removed by hand is noticed
 # before the next burst (and a create that finds it gone forgets the answer at once).
 IMAGE_PRESENT_TTL = 5.0
+# The block of a hosts file that set_hosts owns.
+HOSTS_BEGIN = "# reconciler services begin"
+HOSTS_END = "# reconciler services end"
 _IMAGE_CACHE_LIMIT = 256
 
 
@@ -298,6 +310,55 @@ def _engine_event(line: bytes | str) -> EngineEvent | None:
                        name=str(attributes[LABEL_POD_NAME]),
                        container=str(attributes.get(LABEL_CONTAINER_NAME) or ""),
                        action=str(raw.get("Action") or raw.get("status") or ""))
+
+
+def rewrite_hosts_block(text: str, *, hosts: tuple[tuple[str, str], ...],
+                        drop: frozenset[tuple[str, str]] = frozenset()) -> str:
+    """A hosts file's text with our block holding exactly ``hosts`` ((hostname, ip) pairs).
+
+    The block replaces the previous one in place, or goes first (where podman puts ``hostadd``
+    lines, so these names win over any later line); no entries means no block. Lines outside
+    the block are kept, except those naming only (hostname, ip) pairs of ``drop``: the
+    create-time ``hostadd`` entries, which the block takes over. Idempotent. A begin marker
+    without its end (a torn write) loses only the marker: podman's lines after it must stay.
+    """
+    lines = text.splitlines()
+    ends = [i for i, line in enumerate(lines) if line.strip() == HOSTS_END]
+    kept: list[str] = []
+    at: int | None = None
+    inside = False
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped == HOSTS_BEGIN:
+            at = len(kept) if at is None else at
+            inside = any(end > index for end in ends)
+            continue
+        if stripped == HOSTS_END:
+            inside = False
+            continue
+        if inside:
+            continue
+        fields = stripped.split("#", 1)[0].split()
+        if len(fields) >= 2 and all((host, fields[0]) in drop for host in fields[1:]):
+            continue
+        kept.append(line)
+    block = [HOSTS_BEGIN, *(f"{ip}\t{host}" for host, ip in hosts), HOSTS_END] if hosts else []
+    at = 0 if at is None else at
+    result = kept[:at] + block + kept[at:]
+    return "".join(line + "\n" for line in result)
+
+
+def _rewrite_in_place(path: str, *, hosts: tuple[tuple[str, str], ...],
+                      drop: frozenset[tuple[str, str]]) -> None:
+    """Rewrite one hosts file through its own inode (it is bind-mounted into containers)."""
+    with open(path, "r+", encoding="utf-8") as handle:
+        text = handle.read()
+        new = rewrite_hosts_block(text, hosts=hosts, drop=drop)
+        if new == text:
+            return
+        handle.seek(0)
+        handle.write(new)
+        handle.truncate()
 
 
 class PodmanDriver:
@@ -996,6 +1057,46 @@ class PodmanDriver:
             return None
         # Empty while the sandbox is stopped: its namespace is gone until it starts again.
         return str((infra.get("NetworkSettings") or {}).get("SandboxKey") or "") or None
+
+    def set_hosts(self, *, namespace: str, name: str, hosts: tuple[tuple[str, str], ...]) -> bool:
+        if not self.url.startswith("unix://"):
+            return False  # the files live on another machine
+        where = f"pod {namespace}/{name}"
+        pod = self._inspect_pod(engine_pod_name(namespace=namespace, name=name))
+        if pod is None:
+            return False
+        infra_id = str(pod.get("InfraContainerID") or "")
+        # The infra first: in a pod with its own network every container bind-mounts its file,
+        # so one inspect is enough; a hostNetwork pod's containers each have their own.
+        ids = [infra_id] if infra_id else []
+        ids += [str(c.get("Id")) for c in pod.get("Containers") or [] if c.get("Id") and c.get("Id") != infra_id]
+        files: dict[str, set[tuple[str, str]]] = {}
+        for index, container_id in enumerate(ids):
+            response = self._call("get", f"/containers/{container_id}/json")
+            if response.status_code == 404:
+                continue  # removed meanwhile
+            if response.status_code != 200:
+                raise DriverError(f"podman could not inspect a container of {where}: {_error_message(response)}")
+            inspected = response.json()
+            path = str(inspected.get("HostsPath") or "")  # empty until the container first starts
+            created: set[tuple[str, str]] = set()
+            for entry in (inspected.get("HostConfig") or {}).get("ExtraHosts") or []:
+                host, _, ip = str(entry).partition(":")
+                created.add((host, ip))
+            if path:
+                files.setdefault(path, set()).update(created)
+            if index == 0 and infra_id and str((inspected.get("HostConfig") or {}).get("NetworkMode", "")) != "host":
+                break
+        if not files or not all(os.path.isfile(path) for path in files):
+            return False  # not started yet, or podman keeps its files where this process cannot see
+        for path, created in files.items():
+            try:
+                _rewrite_in_place(path, hosts=tuple(hosts), drop=frozenset(created))
+            except FileNotFoundError:
+                return False  # the container went away meanwhile
+            except OSError as exc:
+                raise DriverError(f"cannot rewrite /etc/hosts of {where} ({path}): {exc.strerror or exc}.") from None
+        return True
 
 
 def _name_taken(response: Any) -> bool:

@@ -255,3 +255,40 @@ def test_service_reachable_from_inside_a_container_by_env_and_name(cluster):
     for name in ("web", "web.default", "web.default.svc"):
         out = node.cli("exec", ctr, "wget", "-qO-", f"http://{name}/")
         assert out.returncode == 0 and "hello" in out.stdout, f"{name}: {out.stderr}"
+
+
+LATE_SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata: {name: late}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+"""
+
+
+def test_a_service_added_after_the_pod_resolves_by_name_inside_it_and_goes_when_removed(cluster):
+    daemon, node, repo = cluster["daemon"], cluster["node"], cluster["repo"]
+    pod = wait_for(lambda: ready_pods(daemon) and ready_pods(daemon)[0], timeout=60, what="a ready web pod")
+    uid, ctr = pod["metadata"]["uid"], f"default_{pod['metadata']['name']}_web"
+
+    def fetch(name: str) -> str:
+        out = node.cli("exec", ctr, "wget", "-qO-", f"http://{name}/", timeout=30)
+        return out.stdout if out.returncode == 0 else ""
+
+    assert fetch("late") == ""  # not a Service yet
+    commit(repo, {"late.yaml": LATE_SERVICE}, message="add Service late")
+    for name in ("late", "late.default.svc"):
+        assert "hello" in wait_for(lambda: fetch(name), timeout=60, what=f"{name} to answer inside the running pod")
+    # The very pod that existed before the Service: its /etc/hosts changed while it ran.
+    assert any(p["metadata"]["uid"] == uid for p in ready_pods(daemon))
+
+    (repo / "late.yaml").unlink()
+    commit(repo, {}, message="remove Service late")
+
+    def gone() -> bool:
+        out = node.cli("exec", ctr, "wget", "-qO-", "http://late/", timeout=30)
+        return out.returncode != 0 and "bad address" in out.stderr
+    wait_for(gone, timeout=60, what="the name late to stop resolving inside the pod")
+    hosts = node.cli("exec", ctr, "cat", "/etc/hosts", check=True).stdout
+    assert "late" not in hosts and "web.default.svc" in hosts and "localhost" in hosts
