@@ -67,6 +67,21 @@ def test_an_engine_event_heals_a_killed_container_without_a_relist(sim):
     assert status["restartCount"] == 1 and "running" in status["state"]
 
 
+def test_the_start_events_of_our_own_start_cost_no_second_read_back(sim):
+    """The fake delivers events in the thread that made the change, so the start event
+    arrives while the agent is still starting the pod: one read-back must serve both."""
+    sim.manager.start_watchers()
+    wait_until(lambda: sim.driver.watchers, what="the watcher subscribed")
+    sim.driver.clear_calls()
+    name = one_pod(sim)
+    assert [c.args["name"] for c in sim.driver.calls_to("pod_state")] == [name]
+    assert engine_states(sim, name) == ["running"]
+    # A later event still reads the pod back and heals it.
+    sim.driver.kill(namespace="default", name=name, container="app")
+    sim.manager.run_until_idle()
+    assert engine_states(sim, name) == ["running"]
+
+
 def test_an_engine_event_recreates_a_container_removed_by_hand(sim):
     name = one_pod(sim)
     sim.manager.start_watchers()

@@ -23,7 +23,10 @@ crash-loop back-off, not at every look.
 
 Order of teardown: the pod is marked (deletionTimestamp) first, which takes it
 out of endpoints; only then are its containers sent SIGTERM, with the grace
-period; the store object goes last, so a crash mid-way is finished on restart.
+period, and its sandbox stopped; then the store object goes, and the engine pod
+is removed last, beside whatever waited for the object (a rolling update's next
+step). A crash mid-way is finished on restart: before the delete by the marked
+object, after it by the orphan rule (an engine pod of ours no object owns).
 """
 from __future__ import annotations
 
@@ -114,7 +117,8 @@ class NodeAgent:
         self._run_backoff: dict[tuple[str, str], _Backoff] = {}  # the engine refused to start the pod's containers
         # Pods the last relist found in step with the engine: key -> (PodState, resourceVersion).
         self._in_step: dict[tuple[str, str], tuple[PodState, Any]] = {}
-        self._stale: set[tuple[str, str]] = set()  # an engine event said: read this pod back before acting
+        # An engine event said: read this pod back before acting (with the events' actions).
+        self._stale: dict[tuple[str, str], set[str]] = {}
         self.lone_scan_interval = LONE_SCAN_INTERVAL
         self._lone_scanned: float | None = None  # clock time of the last look for lone containers
         self.enqueue: Any = lambda key: None  # set by the manager
@@ -131,7 +135,7 @@ class NodeAgent:
                 if state is not None and any(c.name == event.container and c.state == "running"
                                              for c in state.containers):
                     return
-            self._stale.add(key)
+            self._stale.setdefault(key, set()).add(event.action)
         self.enqueue(key)
 
     def on_watch_status(self, status: WatchStatus) -> None:
@@ -193,6 +197,16 @@ class NodeAgent:
             self.enqueue(stray)
         return [*dirty, *strays]
 
+    def _absorb_own_starts(self, key: tuple[str, str]) -> None:
+        """Forget the start events of the start just made: the read-back that follows it sees
+        all they could tell. (They mostly arrive before that read-back has put the running
+        containers in the view, where ``on_engine_event`` would have ignored them, and each
+        cost a second read-back of the pod beside the rollout's next engine calls.) Any other
+        event keeps the pod stale; events after this line are handled as usual."""
+        with self._lock:
+            if self._stale.get(key, {"start"}) <= {"start"}:
+                self._stale.pop(key, None)
+
     def _state(self, key: tuple[str, str]) -> PodState | None:
         with self._lock:
             return self._runtime.get(key)
@@ -220,8 +234,7 @@ class NodeAgent:
             return None
         namespace, name = key
         with self._lock:
-            stale = key in self._stale
-            self._stale.discard(key)
+            stale = self._stale.pop(key, None) is not None
         if not self._listed:
             self._refresh()
         # After an engine event the cached state predates it: read this one pod back.
@@ -246,9 +259,21 @@ class NodeAgent:
                     return Result(requeue_after=0.05)
             self._drain_started.pop(key, None)
             grace = int(pod["metadata"].get("deletionGracePeriodSeconds", spec.get("terminationGracePeriodSeconds", 30)))
-            if state is not None:
-                self._teardown(namespace, name, grace=grace, why="deleted")
+            stopped = state is None or self._stop(namespace, name, grace=grace)
+            if not stopped:
+                # The stop failed: only the removal (which kills) proves nothing runs, so it
+                # goes first and the object after it, as a retry would find it.
+                self._remove(namespace, name, why="deleted")
+            # Otherwise the object goes once the containers and the sandbox have stopped, as
+            # the kubelet deletes it once the pod is terminated, and before the engine pod is
+            # removed: a rolling update's next step (which waits for this pod to be gone) need
+            # not wait for the engine's clean-up too. A crash before the removal leaves a
+            # stopped engine pod no object owns, which the agent removes as an orphan.
             self._store.delete("Pod", namespace, name)
+            if state is not None and stopped:
+                # Past any drift-counting wrapper (which calls a removal of a pod the store
+                # does not hold a stray, and lists the engine to tell): this one is ours.
+                self._remove(namespace, name, why="deleted", engine=getattr(self.driver, "wrapped", self.driver))
             remove_volumes(uid=pod["metadata"].get("uid", "nouid"), volumes_dir=self.volumes_dir)
             self._forget(namespace, name)
             return None
@@ -258,6 +283,7 @@ class NodeAgent:
         requeue: float | None = None
         if state is None:
             requeue = self._start_new(pod)
+            self._absorb_own_starts(key)
             state = self._refresh_one(key)
         else:
             requeue = self._restart_exited(pod, state)
@@ -501,11 +527,21 @@ class NodeAgent:
 
     # -- teardown ----------------------------------------------------------------------------
     def _teardown(self, namespace: str, name: str, *, grace: int, why: str) -> None:
+        self._stop(namespace, name, grace=grace)
+        self._remove(namespace, name, why=why)
+
+    def _stop(self, namespace: str, name: str, *, grace: int) -> bool:
+        """SIGTERM with the grace period, then the sandbox; False (logged) when the engine refused
+        or did not answer, as the removal that follows kills anyway."""
         try:
             self.driver.stop_pod(namespace=namespace, name=name, grace_seconds=grace)
         except DriverError as exc:
             log.warning("stop failed", object=f"pod/{name}", namespace=namespace, error=str(exc))
-        self.driver.remove_pod(namespace=namespace, name=name)
+            return False
+        return True
+
+    def _remove(self, namespace: str, name: str, *, why: str, engine: NodeDriver | None = None) -> None:
+        (engine or self.driver).remove_pod(namespace=namespace, name=name)
         with self._lock:
             self._runtime.pop((namespace, name), None)
         log.info("pod removed", object=f"pod/{name}", namespace=namespace, node=self.node, reason=why, action="remove")
