@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
-from typing import Callable, Iterator, TypeVar
+from typing import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -23,9 +22,9 @@ from reconciler.proxysync import ProxySync
 from reconciler.store import Store
 from runtime.driver import ContainerRequest, PodRequest
 from runtime.fake import FakeDriver
+from tests.daemon_harness import wait_for
 from runtime.podman import HOSTS_BEGIN, HOSTS_END, PodmanDriver, engine_container_name, rewrite_hosts_block
 
-T = TypeVar("T")
 
 # What podman 4.3 writes for a pod created with hostadd web/web.default (one line per entry, first).
 PODMAN_FILE = ("127.96.0.2\tweb\n127.96.0.2\tweb.default\n127.0.0.1\tlocalhost\n"
@@ -206,17 +205,6 @@ def test_a_failing_pod_is_logged_once_retried_and_never_breaks_the_sync(store: S
 
 _uids = itertools.count(1)
 _octets = itertools.count(1)
-
-
-def wait_for(predicate: Callable[[], T | None], *, timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
