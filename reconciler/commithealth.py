@@ -22,6 +22,7 @@ so the commit never counts as applied; the next commit starts a new check.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -48,17 +49,23 @@ class CommitHealth:
     def __init__(self, *, store: Any, on_change: Callable[[str, Verdict], None] | None = None) -> None:
         self._store = store
         self._on_change = on_change or (lambda commit, verdict: None)
+        # begin() runs on the source worker, check() on the health worker: without one lock
+        # around "read the record, judge, write it back", a check of the previous commit could
+        # write its verdict over the record a newer begin() has just written.
+        self._lock = threading.Lock()
 
     def begin(self, *, commit: str, keys: Iterable[Key]) -> None:
         """Start checking ``commit``; it supersedes whatever commit was being checked."""
         objects = sorted({(k, ns, n) for k, ns, n in keys})
-        self._store.kv_set(HEALTH_KEY, {"commit": commit, "objects": [list(k) for k in objects],
-                                        "state": "Progressing", "message": "health check started"})
+        with self._lock:
+            self._store.kv_set(HEALTH_KEY, {"commit": commit, "objects": [list(k) for k in objects],
+                                            "state": "Progressing", "message": "health check started"})
 
     def refuse(self, *, commit: str, message: str) -> None:
         """The commit could not be applied cleanly: it will not become the applied one."""
-        self._store.kv_set(HEALTH_KEY, {"commit": commit, "objects": [], "state": "Failed", "message": message,
-                                        "final": True})
+        with self._lock:
+            self._store.kv_set(HEALTH_KEY, {"commit": commit, "objects": [], "state": "Failed", "message": message,
+                                            "final": True})
         self._on_change(commit, Verdict(state="Failed", message=message))
 
     def status(self) -> dict[str, Any] | None:
@@ -70,20 +77,18 @@ class CommitHealth:
 
     def check(self, _key: Any = None) -> None:
         """Evaluate the pending commit; on success, it becomes ``lastAppliedCommit``."""
-        record = self._store.kv_get(HEALTH_KEY)
-        if not isinstance(record, dict) or record.get("state") == "Healthy" or record.get("final"):
-            return
-        commit = str(record.get("commit") or "")
-        verdict = self.evaluate(keys=[tuple(k) for k in record.get("objects") or []])
-        if verdict.state == record.get("state") and verdict.message == record.get("message"):
-            return
-        # Re-read before writing: a newer commit may have begun while this one was evaluated.
-        current = self._store.kv_get(HEALTH_KEY)
-        if not isinstance(current, dict) or current.get("commit") != commit:
-            return
-        self._store.kv_set(HEALTH_KEY, {**current, "state": verdict.state, "message": verdict.message})
+        with self._lock:
+            record = self._store.kv_get(HEALTH_KEY)
+            if not isinstance(record, dict) or record.get("state") == "Healthy" or record.get("final"):
+                return
+            commit = str(record.get("commit") or "")
+            verdict = self.evaluate(keys=[tuple(k) for k in record.get("objects") or []])
+            if verdict.state == record.get("state") and verdict.message == record.get("message"):
+                return
+            self._store.kv_set(HEALTH_KEY, {**record, "state": verdict.state, "message": verdict.message})
+            if verdict.state == "Healthy":
+                self._store.update_sync_state(lastAppliedCommit=commit)
         if verdict.state == "Healthy":
-            self._store.update_sync_state(lastAppliedCommit=commit)
             log.info("commit healthy", commit=commit, action="health")
         elif verdict.state == "Failed":
             log.error("commit health check failed", commit=commit, reason=verdict.message, action="health")

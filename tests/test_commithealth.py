@@ -179,3 +179,27 @@ def test_an_empty_commit_is_healthy_at_once(store: Store) -> None:
     health.begin(commit="empty", keys=[])
     health.check()
     assert store.sync_state()["lastAppliedCommit"] == "empty"
+
+
+def test_a_newer_commit_begun_during_a_check_is_not_overwritten(store: Store) -> None:
+    """The source worker begins c2 while the health worker is judging c1: c2's record must survive."""
+    import threading
+
+    health = CommitHealth(store=store)
+    store.put(deployment("web"))
+    set_status(store, "web")
+    health.begin(commit="c1", keys=[("Deployment", "default", "web")])
+    judge = health.evaluate
+    newer = threading.Thread(target=lambda: health.begin(commit="c2", keys=[("Deployment", "default", "web")]))
+
+    def evaluate_while_c2_begins(*, keys):
+        newer.start()
+        newer.join(timeout=0.5)  # blocked on the check's lock (without it, c2 is written now)
+        return judge(keys=keys)
+
+    health.evaluate = evaluate_while_c2_begins  # type: ignore[method-assign]
+    health.check()
+    newer.join(timeout=5)
+    assert not newer.is_alive()
+    assert health.status()["commit"] == "c2" and health.status()["state"] == "Progressing"
+    assert store.sync_state()["lastAppliedCommit"] == "c1"  # judged healthy before c2 began
