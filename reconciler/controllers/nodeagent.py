@@ -52,6 +52,7 @@ from runtime.driver import (
     LoneContainer,
     NodeDriver,
     NodeUnreachable,
+    PodRequest,
     PodState,
     WatchStatus,
 )
@@ -314,16 +315,9 @@ class NodeAgent:
             self._set_waiting(pod, reason="ImagePullBackOff" if b.delay > BACKOFF_START else "ErrImagePull", message=str(exc))
             return b.delay
         self._pull_backoff.pop(pull_key, None)
-        try:
-            request = build_request(pod=pod, store=self._store, volumes_dir=self.volumes_dir, labels=self._labels(pod))
-        except ConfigError as exc:
-            self._event(pod, "Warning", "Failed", f"Error: {exc}")
-            self._set_waiting(pod, reason="CreateContainerConfigError", message=str(exc))
-            return 5.0
-        self.driver.create_pod(request)
-        refused = self._start_pod(pod)
-        if refused is not None:
-            return refused
+        request, retry = self._create_and_start(pod)
+        if request is None or retry is not None:
+            return retry
         self._event(pod, "Normal", "Started", f"Started pod on {self.node} at {request.pod_ip}")
         log.info("pod started", object=f"pod/{name}", namespace=namespace, node=self.node, pod_ip=request.pod_ip,
                  commit=o.annotations(pod).get(o.ANN_COMMIT, ""), action="start")
@@ -361,15 +355,9 @@ class NodeAgent:
         if missing:
             # Drift: a container removed behind our back (podman rm -f). The driver's
             # create_pod with the same uid recreates exactly the missing ones.
-            try:
-                request = build_request(pod=pod, store=self._store, volumes_dir=self.volumes_dir, labels=self._labels(pod))
-            except ConfigError as exc:
-                self._set_waiting(pod, reason="CreateContainerConfigError", message=str(exc))
-                return 5.0
-            self.driver.create_pod(request)
-            refused = self._start_pod(pod)
-            if refused is not None:
-                return refused
+            request, retry = self._create_and_start(pod)
+            if request is None or retry is not None:
+                return retry
             known = {cs.get("name") for cs in (pod.get("status") or {}).get("containerStatuses") or []
                      if cs.get("containerID")}
             for cname in missing:
@@ -415,6 +403,19 @@ class NodeAgent:
         if started_any:
             return 0.0
         return wait
+
+    def _create_and_start(self, pod: Obj) -> tuple[PodRequest | None, float | None]:
+        """Create the engine pod (or the containers it lacks: the driver creates only what is
+        missing for the same uid) and start it. Returns the request and None when it runs, else
+        the seconds until the next attempt (request None: the pod's config cannot be built yet)."""
+        try:
+            request = build_request(pod=pod, store=self._store, volumes_dir=self.volumes_dir, labels=self._labels(pod))
+        except ConfigError as exc:
+            self._event(pod, "Warning", "Failed", f"Error: {exc}")
+            self._set_waiting(pod, reason="CreateContainerConfigError", message=str(exc))
+            return None, 5.0
+        self.driver.create_pod(request)
+        return request, self._start_pod(pod)
 
     def _start_pod(self, pod: Obj) -> float | None:
         """Start the pod's containers; None when done, else seconds until the next attempt."""
