@@ -23,6 +23,7 @@ from runtime.fake import FakeDriver
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from daemon_harness import Daemon, commit, free_port, http_get, init_repo, wait_for  # noqa: E402
 from sim import deployment  # noqa: E402
+from sim import settle as sim_settle  # noqa: E402
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float:
@@ -113,14 +114,7 @@ def test_drift_counting_driver_counts_what_the_node_agent_corrects(tmp_path):
     manager.heartbeat_all()
 
     def settle():
-        for _ in range(50):
-            manager.run_until_idle()
-            before = store.resource_version
-            manager.relist_all()
-            manager.run_until_idle()
-            if store.resource_version == before:
-                return
-        raise AssertionError("the cluster did not settle")
+        sim_settle(manager, store)
 
     def drift(action):
         return value(metrics, "reconciler_drift_corrections_total", action=action)
