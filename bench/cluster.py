@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from reconciler.api.client import ApiClient, ApiError, DaemonUnreachable
+from reconciler.kubectl.client import ApiClient, ApiError, DaemonUnreachable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POLL = 0.025  # seconds between status reads while waiting: the resolution of every "to ready" figure

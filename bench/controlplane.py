@@ -42,15 +42,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler import objects as o
-from reconciler.clock import ManualClock
-from reconciler.controllers.deployment import DeploymentController
+from reconciler.core import objects as o
+from reconciler.core.clock import ManualClock
+from reconciler.controllers.deployment.controller import DeploymentController
 from reconciler.controllers.manager import ControllerManager
 from reconciler.controllers.node import NodeBinding
-from reconciler.controllers.nodeagent import NodeAgent
-from reconciler.controllers.podrequest import build_request
-from reconciler.controllers.scheduler import ANN_POD_IP
-from reconciler.store import Store
+from reconciler.kubelet.agent import NodeAgent
+from reconciler.kubelet.podrequest import build_request
+from reconciler.scheduler.scheduler import ANN_POD_IP
+from reconciler.store.store import Store
 from runtime.fake import FakeDriver
 
 from bench.figures import Figure, Results, median

@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 import podman
 
-from runtime.podman_service import PodmanService
+from runtime.podman.service import PodmanService
 
 API_VERSION = "4.0.0"  # what runtime/podman.py pins: accepted by podman 4.x and 5.x services
 HELLO_V1 = "localhost:5000/hello:v1"

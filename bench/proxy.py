@@ -160,7 +160,7 @@ def main() -> int:
         if not ip.startswith("127."):
             parser.error(f"{ip} is not a loopback address; this benchmark only sends traffic to 127.0.0.0/8.")
 
-    from reconciler.proxy import ServiceProxy
+    from reconciler.proxy.userspace import ServiceProxy
 
     if args.pod:
         backend_port, backend = int(pod_port), None

@@ -1,6 +1,6 @@
 """`python -m reconciler` is the `reconciler` command."""
 import sys
 
-from reconciler.cli import main
+from reconciler.kubectl.cli import main
 
 sys.exit(main())

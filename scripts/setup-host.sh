@@ -15,7 +15,10 @@
 # Environment knobs: RECONCILER_REGISTRY_DIR (default /var/lib/reconciler-registry).
 set -euo pipefail
 
-PACKAGES=(podman runc docker-registry busybox-static git catatonit curl)
+# netavark + aardvark-dns: without them podman 4.3 silently falls back to CNI (podman's Recommends,
+# which --no-install-recommends skips). netavark 1.4 drives the firewall through iptables (nft backend).
+# nftables: the node agent's Services data plane. iproute2: pod-network routes and the test hosts.
+PACKAGES=(podman runc netavark aardvark-dns iptables nftables iproute2 docker-registry busybox-static git catatonit curl)
 CONF_DIR=/etc/containers/containers.conf.d
 CONF_FILE=$CONF_DIR/50-reconciler.conf
 REGISTRIES_FILE=/etc/containers/registries.conf.d/50-reconciler-local-registry.conf
@@ -102,6 +105,11 @@ while ! err=$(probe); do
     write_conf $need_ulimits $need_runc
 done
 log "podman runs containers ($( [ -f "$CONF_FILE" ] && echo "with $CONF_FILE" || echo "no workarounds needed"))"
+
+# The pod network is a netavark bridge per node; CNI would ignore our network config silently.
+backend=$(podman info --format '{{.Host.NetworkBackend}}' 2>/dev/null || true)
+[ "$backend" = netavark ] || die "podman's network backend is '$backend', not netavark: is the netavark package installed?"
+log "podman's network backend is netavark"
 
 # Pods publish their ports on loopback addresses (127.244.N.x); prove that path works too.
 probe_port=$((20000 + RANDOM % 10000))

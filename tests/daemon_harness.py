@@ -124,8 +124,8 @@ class Daemon:
     def api(self, path: str) -> Any:
         """GET a Kubernetes-shaped path from the daemon's API in-process: for loops that sample
         state many times a second, where a CLI subprocess per read would be too slow."""
-        from reconciler.api import socket_path
-        from reconciler.api.client import ApiClient
+        from reconciler.apiserver import socket_path
+        from reconciler.kubectl.client import ApiClient
 
         return ApiClient(socket_path=socket_path(self.state_dir)).get(path)
 

@@ -44,7 +44,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from runtime.podman_service import PodmanService, ping_socket
+from runtime.podman.service import PodmanService, ping_socket
 
 REPO = Path(__file__).resolve().parent.parent
 REGISTRY_URL = "http://127.0.0.1:5000"

@@ -10,11 +10,11 @@ import copy
 from pathlib import Path
 from typing import Callable
 
-from reconciler import objects as o
-from reconciler.clock import ManualClock
+from reconciler.core import objects as o
+from reconciler.core.clock import ManualClock
 from reconciler.controllers.manager import ControllerManager
 from reconciler.controllers.node import NodeBinding
-from reconciler.store import Store
+from reconciler.store.store import Store
 from runtime.fake import FakeDriver
 
 

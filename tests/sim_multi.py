@@ -13,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from reconciler import objects as o
-from reconciler.clock import ManualClock
+from reconciler.core import objects as o
+from reconciler.core.clock import ManualClock
 from reconciler.controllers.manager import ControllerManager
 from reconciler.controllers.node import NodeBinding
 from reconciler.controllers.nodelifecycle import DEFAULT_TOLERATION
-from reconciler.store import Store
+from reconciler.store.store import Store
 from runtime.fake import FakeDriver
 from tests.sim import apply, settle
 

@@ -12,10 +12,10 @@ from typing import Iterator
 
 import pytest
 
-from reconciler.api.client import ApiClient, ApiError, DaemonUnreachable
-from reconciler.api.kinds import KINDS, UnknownKind, lookup
-from reconciler.api.server import ApiServer, ApiServerError, ApiStatusError
-from reconciler.store import Store
+from reconciler.kubectl.client import ApiClient, ApiError, DaemonUnreachable
+from reconciler.core.kinds import KINDS, UnknownKind, lookup
+from reconciler.apiserver.server import ApiServer, ApiServerError, ApiStatusError
+from reconciler.store.store import Store
 
 
 class Actions:

@@ -13,11 +13,11 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from reconciler import cli
-from reconciler.api.server import ApiServer
-from reconciler.cli import Failed, deployment_rollout_status, main
-from reconciler.config import Config
-from reconciler.store import Store, rfc3339
+from reconciler.kubectl import cli
+from reconciler.apiserver.server import ApiServer
+from reconciler.kubectl.cli import Failed, deployment_rollout_status, main
+from reconciler.daemon.config import Config
+from reconciler.store.store import Store, rfc3339
 
 NOW = time.time()
 T0 = rfc3339(NOW - 3600)
@@ -641,9 +641,9 @@ def test_validate_real_manifests(capsys: pytest.CaptureFixture[str], tmp_path: P
 def test_daemon_builds_the_config(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
                                   tmp_path: Path) -> None:
     seen: list[Config] = []
-    fake = types.ModuleType("reconciler.daemon")
+    fake = types.ModuleType("reconciler.daemon.daemon")
     fake.run_daemon = lambda config: seen.append(config) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "reconciler.daemon", fake)
+    monkeypatch.setitem(sys.modules, "reconciler.daemon.daemon", fake)
     config_file = tmp_path / "config.yaml"
     config_file.write_text("source: {repo: /from/file, branch: prod, interval: 1m}\nautoRollback: true\n")
     code = main(["daemon", "--config", str(config_file), "--repo", str(tmp_path / "repo"), "--interval", "5s",
@@ -660,9 +660,9 @@ def test_daemon_builds_the_config(capsys: pytest.CaptureFixture[str], monkeypatc
 
 def test_daemon_config_error_names_the_key(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
                                            tmp_path: Path) -> None:
-    fake = types.ModuleType("reconciler.daemon")
+    fake = types.ModuleType("reconciler.daemon.daemon")
     fake.run_daemon = lambda config: pytest.fail("must not start")  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "reconciler.daemon", fake)
+    monkeypatch.setitem(sys.modules, "reconciler.daemon.daemon", fake)
     config_file = tmp_path / "config.yaml"
     config_file.write_text("source: {repo: /r}\nnodes:\n  - {name: n1, url: 'unix:///x', podCIDR: wide}\n")
     code, out, err = run(capsys, "daemon", "--config", str(config_file))
@@ -691,13 +691,13 @@ def test_no_traceback_on_unexpected_errors(capsys: pytest.CaptureFixture[str], m
     (800 * 86400, "2y70d"), (9 * 365 * 86400, "9y"),
 ])
 def test_human_duration(seconds: float, text: str) -> None:
-    from reconciler.printers import human_duration
+    from reconciler.kubectl.printers import human_duration
 
     assert human_duration(seconds) == text
 
 
 def test_tabwrite_aligns_blocks_like_go() -> None:
-    from reconciler.printers import tabwrite
+    from reconciler.kubectl.printers import tabwrite
 
     lines = ["Name:\tweb", "Namespace:\tdefault", "Pod Template:", "  Labels:\tapp=web", "  Containers:",
              "   web:", "    Image:\tnginx", "    Environment:\t<none>", "  Volumes:\t<none>"]

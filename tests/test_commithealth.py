@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler import rollback
-from reconciler.commithealth import HEALTH_KEY, CommitHealth, Verdict
-from reconciler.readiness import readiness
-from reconciler.store import Store
+from reconciler.gitops import autorollback as rollback
+from reconciler.gitops.health import HEALTH_KEY, CommitHealth, Verdict
+from reconciler.core.readiness import readiness
+from reconciler.store.store import Store
 
 
 def deployment(name: str = "web", *, replicas: int = 3, generation_bumps: int = 0, paused: bool = False) -> dict:

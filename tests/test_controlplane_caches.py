@@ -11,8 +11,8 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler import objects as o
-from reconciler.controllers.scheduler import (
+from reconciler.core import objects as o
+from reconciler.scheduler.scheduler import (
     ANN_POD_IP,
     allocated,
     free_ip,

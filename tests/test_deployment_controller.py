@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler import objects as o
+from reconciler.core import objects as o
 from tests.sim import Sim, deployment
 
 
@@ -230,7 +230,7 @@ def auto(d: dict) -> dict:
 
 
 def test_auto_rollback_on_progress_deadline_returns_to_last_complete_revision(sim):
-    from reconciler.rollback import pinned_body, failures
+    from reconciler.gitops.autorollback import pinned_body, failures
     sim.apply(auto(deployment(replicas=3, surge=1, unavailable=0, pds=30)))
     sim.settle()
     sim.driver.crashing.add("hello:bad")

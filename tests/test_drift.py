@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from runtime import podman as podman_driver
+from runtime.podman import driver as podman_driver
 from runtime.driver import LABEL_MANAGED, ContainerRequest, DriverError, EngineEvent, PodRequest
-from runtime.podman import PodmanDriver
+from runtime.podman.driver import PodmanDriver
 from tests.daemon_harness import Daemon, init_repo, wait_for
 
 pytestmark = pytest.mark.podman

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from reconciler.config import load_config
+from reconciler.daemon.config import load_config
 from reconciler.controllers.manager import ControllerManager
 from reconciler.controllers.node import NodeBinding
-from reconciler.controllers.nodeagent import BACKOFF_START, LONE_SCAN_INTERVAL, STRAY_GRACE
+from reconciler.kubelet.agent import BACKOFF_START, LONE_SCAN_INTERVAL, STRAY_GRACE
 from runtime.driver import LABEL_MANAGED, EngineEvent, EventsUnsupported
 from runtime.fake import FakeDriver
 from tests.sim import Sim, deployment
@@ -236,8 +236,8 @@ class _NoEvents(FakeDriver):
 
 
 def test_watchers_stop_promptly_and_an_engine_without_events_leaves_relists(tmp_path):
-    from reconciler.clock import ManualClock
-    from reconciler.store import Store
+    from reconciler.core.clock import ManualClock
+    from reconciler.store.store import Store
     clock = ManualClock()
     store = Store(tmp_path / "store.db", clock=clock.now)
     streaming, silent = FakeDriver(), _NoEvents()
@@ -272,8 +272,8 @@ def test_watchers_stop_promptly_and_an_engine_without_events_leaves_relists(tmp_
 
 
 def test_relist_interval_comes_from_the_argument_else_the_default(tmp_path):
-    from reconciler.clock import ManualClock
-    from reconciler.store import Store
+    from reconciler.core.clock import ManualClock
+    from reconciler.store.store import Store
     clock = ManualClock()
     store = Store(tmp_path / "store.db", clock=clock.now)
     nodes = [NodeBinding(name="a", url="fake://a", pod_cidr="127.244.0.0/24", driver=FakeDriver())]

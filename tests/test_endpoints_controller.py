@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.clock import ManualClock, to_rfc3339
+from reconciler.core.clock import ManualClock, to_rfc3339
 from reconciler.controllers.endpoints import EndpointsController, desired_subsets, services_selecting
-from reconciler.store import Store
+from reconciler.store.store import Store
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from runtime.podman import PodmanDriver
+from runtime.podman.driver import PodmanDriver
 from tests.daemon_harness import Daemon, commit, git, init_repo, wait_for
 
 pytestmark = pytest.mark.podman

@@ -17,13 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from reconciler.proxy import ServiceProxy
-from reconciler.proxysync import ProxySync
-from reconciler.store import Store
+from reconciler.proxy.userspace import ServiceProxy
+from reconciler.proxy.sync import ProxySync
+from reconciler.store.store import Store
 from runtime.driver import ContainerRequest, PodRequest
 from runtime.fake import FakeDriver
 from tests.daemon_harness import wait_for
-from runtime.podman import HOSTS_BEGIN, HOSTS_END, PodmanDriver, engine_container_name, rewrite_hosts_block
+from runtime.podman.driver import HOSTS_BEGIN, HOSTS_END, PodmanDriver, engine_container_name, rewrite_hosts_block
 
 
 # What podman 4.3 writes for a pod created with hostadd web/web.default (one line per entry, first).

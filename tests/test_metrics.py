@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.clock import ManualClock
+from reconciler.core.clock import ManualClock
 from reconciler.controllers.manager import ControllerManager
 from reconciler.controllers.node import NodeBinding
-from reconciler.metrics import DriftCountingDriver, Metrics, RolloutObserver
-from reconciler.store import Store
-from reconciler.workqueue import WorkQueue
+from reconciler.daemon.metrics import DriftCountingDriver, Metrics, RolloutObserver
+from reconciler.store.store import Store
+from reconciler.core.workqueue import WorkQueue
 from runtime.driver import PodRequest
 from runtime.fake import FakeDriver
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from podman_fixtures import podman_node2  # noqa: F401  (the second node's fixture)
-from reconciler.config import ConfigError, load_config
+from reconciler.daemon.config import ConfigError, load_config
 from tests.daemon_harness import REPO_ROOT, Daemon, commit, http_get, init_repo, wait_for
 
 pytestmark = pytest.mark.podman

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler import objects as o
-from reconciler.clock import from_rfc3339
+from reconciler.core import objects as o
+from reconciler.core.clock import from_rfc3339
 from reconciler.controllers.nodelifecycle import DEFAULT_TOLERATION, NodeLifecycleController
 from tests.sim_multi import HEARTBEAT, MultiSim, replicaset, service
 
@@ -194,8 +194,8 @@ def test_short_toleration_replaces_quickly(tmp_path):
 
 
 def test_describe_node_shows_capacity_and_what_the_pods_request(sim):
-    from reconciler import printers
-    from reconciler.api.kinds import lookup
+    from reconciler.kubectl import printers
+    from reconciler.core.kinds import lookup
 
     sim.apply(replicaset(replicas=4, cpu="250m", memory="64Mi"))
     on_node1 = [p for p in sim.pods("web") if p["spec"]["nodeName"] == "node1"]

@@ -35,8 +35,8 @@ from runtime.driver import (
     PodState,
     PortRequest,
 )
-from runtime.podman import PodmanDriver, _container_state, engine_container_name, engine_pod_name
-from runtime.podman_service import (
+from runtime.podman.driver import PodmanDriver, _container_state, engine_container_name, engine_pod_name
+from runtime.podman.service import (
     PodmanService,
     PodmanServiceError,
     default_socket_url,

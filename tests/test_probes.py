@@ -15,8 +15,8 @@ from typing import Callable
 
 import pytest
 
-from reconciler.clock import ManualClock, SystemClock
-from reconciler.probes import ContainerProbeState, ProbeEvent, ProbeTarget, Prober, parse_probes
+from reconciler.core.clock import ManualClock, SystemClock
+from reconciler.kubelet.prober import ContainerProbeState, ProbeEvent, ProbeTarget, Prober, parse_probes
 
 POD = ("default", "web-1")
 

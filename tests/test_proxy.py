@@ -19,7 +19,7 @@ from collections import Counter
 
 import pytest
 
-from reconciler.proxy import ServiceProxy, cluster_ip_listeners, plan_ports
+from reconciler.proxy.userspace import ServiceProxy, cluster_ip_listeners, plan_ports
 
 DEADLINE = 10.0
 _rng = random.Random()

@@ -10,9 +10,9 @@ from typing import Iterator
 
 import pytest
 
-from reconciler.proxy import ServiceProxy
-from reconciler.proxysync import ProxySync
-from reconciler.store import Store
+from reconciler.proxy.userspace import ServiceProxy
+from reconciler.proxy.sync import ProxySync
+from reconciler.store.store import Store
 from runtime.fake import FakeDriver
 
 

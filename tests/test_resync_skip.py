@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from reconciler import objects as o
-from reconciler.rollback import completed_key
+from reconciler.core import objects as o
+from reconciler.gitops.autorollback import completed_key
 from tests.sim import Sim, deployment
 
 

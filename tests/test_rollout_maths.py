@@ -1,8 +1,8 @@
 """Table tests of the rollout maths against the scenarios of Kubernetes' own tests."""
 import pytest
 
-from reconciler import rollout
-from reconciler.rollout import RSView
+from reconciler.controllers.deployment import maths as rollout
+from reconciler.controllers.deployment.maths import RSView
 
 
 @pytest.mark.parametrize(

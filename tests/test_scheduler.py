@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from reconciler import objects as o
-from reconciler.controllers.scheduler import (
+from reconciler.core import objects as o
+from reconciler.scheduler.scheduler import (
     ANN_POD_IP,
     Resources,
     allocated,

@@ -5,14 +5,14 @@ import threading
 
 import pytest
 
-from reconciler.clock import ManualClock
-from reconciler.controllers.service import (
+from reconciler.core.clock import ManualClock
+from reconciler.controllers.service.controller import (
     RECORD_KEY,
     ServiceController,
     allocated_fields,
     carry_allocations,
 )
-from reconciler.store import Store
+from reconciler.store.store import Store
 
 
 @pytest.fixture()

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.clock import ManualClock, SystemClock
-from reconciler.notify import Notifier, ProgressWatchdog, notify
-from reconciler.workqueue import WorkQueue
-from runtime.podman import PodmanDriver
+from reconciler.core.clock import ManualClock, SystemClock
+from reconciler.daemon.systemd import Notifier, ProgressWatchdog, notify
+from reconciler.core.workqueue import WorkQueue
+from runtime.podman.driver import PodmanDriver
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from daemon_harness import REPO_ROOT, commit, free_port, http_get, init_repo, wait_for  # noqa: E402

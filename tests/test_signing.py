@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from reconciler.signing import SignaturePolicy, SigningConfigError, UnsignedCommit
+from reconciler.gitops.signing import SignaturePolicy, SigningConfigError, UnsignedCommit
 from tests.test_source import GIT_ENV, git
 
 pytestmark = pytest.mark.skipif(not (shutil.which("gpg") and shutil.which("ssh-keygen")),

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.config import ConfigError, load_config
-from reconciler.gitwriter import WriteError, commit_files
-from reconciler.signing import OWN_PREFIX, OwnCommits, SignaturePolicy, SigningConfigError, UnsignedCommit
-from reconciler.source import GitSource
-from reconciler.store import Store
+from reconciler.daemon.config import ConfigError, load_config
+from reconciler.gitops.commits import WriteError, commit_files
+from reconciler.gitops.signing import OWN_PREFIX, OwnCommits, SignaturePolicy, SigningConfigError, UnsignedCommit
+from reconciler.gitops.source import GitSource
+from reconciler.store.store import Store
 from tests.test_signing import (GpgKeys, SshKeys, _commit, gpg_commit, gpg_keys, refused,  # noqa: F401
                                 ssh_commit, ssh_keys)
 from tests.test_source import GIT_ENV, git

@@ -10,7 +10,7 @@ from typing import Callable
 
 import pytest
 
-from reconciler.source import CommitInfo, GitSource, ManifestFile, SourceError, SourceWatcher
+from reconciler.gitops.source import CommitInfo, GitSource, ManifestFile, SourceError, SourceWatcher
 
 GIT_ENV = {
     **os.environ,

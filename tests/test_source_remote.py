@@ -19,8 +19,8 @@ from typing import Iterator
 import pytest
 from structlog.testing import capture_logs
 
-import reconciler.source as source_module
-from reconciler.source import GitSource, ManifestFile, SourceError, SourceWatcher, redact_url
+import reconciler.gitops.source as source_module
+from reconciler.gitops.source import GitSource, ManifestFile, SourceError, SourceWatcher, redact_url
 from tests.test_source import GIT_ENV, Recorder, commit, git, settle, wait_for
 
 

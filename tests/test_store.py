@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import store as store_module
-from reconciler.store import Store, StoreError
+from reconciler.store import store as store_module
+from reconciler.store.store import Store, StoreError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -480,7 +480,7 @@ def test_concurrent_writers_and_readers(store: Store) -> None:
 
 _CRASH_CHILD = r"""
 import sys
-from reconciler.store import Store
+from reconciler.store.store import Store
 s = Store(sys.argv[1])
 i = int(s.kv_get("last", -1)) + 1
 while True:

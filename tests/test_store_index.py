@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import objects as o
-from reconciler.labels import from_map
-from reconciler.store import Store
+from reconciler.core import objects as o
+from reconciler.core.selectors import from_map
+from reconciler.store.store import Store
 from tests.sim import Sim, deployment
 
 KINDS = ("Pod", "ReplicaSet")

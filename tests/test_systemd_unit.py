@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import install
-from runtime.podman import PodmanDriver
+from reconciler.daemon import install
+from runtime.podman.driver import PodmanDriver
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from daemon_harness import REPO_ROOT, commit, init_repo, wait_for  # noqa: E402
@@ -82,7 +82,7 @@ def test_install_service_writes_unit_config_and_launcher(tmp_path):
     assert len(unit.splitlines()) == len(install.UNIT.splitlines()) and [b for _, b in changed] == [
         f"ExecStart={launcher} daemon --config {config}"], "only ExecStart may differ from the packaged unit"
     # The example config is a valid config, and the launcher runs this reconciler.
-    from reconciler.config import load_config
+    from reconciler.daemon.config import load_config
 
     assert load_config(path=config, overrides={}).nodes[0].url == "unix:///run/podman/podman.sock"
     assert os.access(launcher, os.X_OK)

@@ -5,11 +5,11 @@ orphan the agent removes, and the ordinary removal is never counted as drift.
 """
 from __future__ import annotations
 
-from reconciler.clock import ManualClock
+from reconciler.core.clock import ManualClock
 from reconciler.controllers.manager import ControllerManager
 from reconciler.controllers.node import NodeBinding
-from reconciler.metrics import DriftCountingDriver
-from reconciler.store import Store
+from reconciler.daemon.metrics import DriftCountingDriver
+from reconciler.store.store import Store
 from runtime.driver import DriverError
 from runtime.fake import FakeDriver
 from tests.sim import Sim, apply, deployment, settle

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from runtime.podman import PodmanDriver
+from runtime.podman.driver import PodmanDriver
 from tests.daemon_harness import SLOT, Daemon, commit, git, http_get, init_repo, wait_for
 
 pytestmark = pytest.mark.podman

@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 from structlog.testing import capture_logs
 
-from reconciler.webhook import WebhookError, WebhookServer, parse_listen
+from reconciler.gitops.webhook import WebhookError, WebhookServer, parse_listen
 
 SECRET = "s3cr3t-shared-with-the-git-server"
 PAYLOAD = json.dumps({"ref": "refs/heads/main", "after": "a" * 40}).encode()

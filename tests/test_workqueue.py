@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from reconciler.clock import ManualClock
-from reconciler.workqueue import Result, TemporaryError, WorkQueue
+from reconciler.core.clock import ManualClock
+from reconciler.core.workqueue import Result, TemporaryError, WorkQueue
 
 
 def make(handler, **kw):

@@ -34,10 +34,10 @@ from typing import Any
 
 import structlog
 
-from reconciler import objects as o
-from reconciler.clock import Clock
-from reconciler.labels import from_map
-from reconciler.workqueue import Result
+from reconciler.core import objects as o
+from reconciler.core.clock import Clock
+from reconciler.core.selectors import from_map
+from reconciler.core.workqueue import Result
 
 log = structlog.get_logger("endpoints")
 

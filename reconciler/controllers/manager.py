@@ -50,17 +50,17 @@ from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 import structlog
 
-from reconciler import objects as o
-from reconciler.clock import Clock
-from reconciler.controllers.deployment import DeploymentController
+from reconciler.core import objects as o
+from reconciler.core.clock import Clock
+from reconciler.controllers.deployment.controller import DeploymentController
 from reconciler.controllers.endpoints import EndpointsController
 from reconciler.controllers.node import NodeBinding, NodeController, node_is_ready
-from reconciler.controllers.nodeagent import NodeAgent
+from reconciler.kubelet.agent import NodeAgent
 from reconciler.controllers.nodelifecycle import DEFAULT_TOLERATION, NodeLifecycleController
 from reconciler.controllers.replicaset import ReplicaSetController
-from reconciler.controllers.scheduler import Scheduler
-from reconciler.controllers.service import ServiceController
-from reconciler.workqueue import WorkQueue
+from reconciler.scheduler.scheduler import Scheduler
+from reconciler.controllers.service.controller import ServiceController
+from reconciler.core.workqueue import WorkQueue
 from runtime.driver import EngineEvent, EventsUnsupported
 
 log = structlog.get_logger("manager")

@@ -33,8 +33,8 @@ from typing import Any
 
 import structlog
 
-from reconciler import objects as o
-from reconciler.clock import Clock, from_rfc3339, to_rfc3339
+from reconciler.core import objects as o
+from reconciler.core.clock import Clock, from_rfc3339, to_rfc3339
 from runtime.driver import DriverError, NodeDriver, NodeInfo
 
 log = structlog.get_logger("node")

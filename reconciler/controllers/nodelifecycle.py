@@ -35,10 +35,10 @@ from typing import Any, Callable, Iterable
 
 import structlog
 
-from reconciler import objects as o
-from reconciler.clock import Clock, from_rfc3339
+from reconciler.core import objects as o
+from reconciler.core.clock import Clock, from_rfc3339
 from reconciler.controllers.node import node_is_ready
-from reconciler.workqueue import Result
+from reconciler.core.workqueue import Result
 
 log = structlog.get_logger("nodelifecycle")
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import structlog
 
-from reconciler import objects as o
-from reconciler.clock import Clock, to_rfc3339
-from reconciler.labels import SelectorError, from_label_selector
-from reconciler.workqueue import Result
+from reconciler.core import objects as o
+from reconciler.core.clock import Clock, to_rfc3339
+from reconciler.core.selectors import SelectorError, from_label_selector
+from reconciler.core.workqueue import Result
 
 log = structlog.get_logger("replicaset")
 

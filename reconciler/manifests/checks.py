@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from reconciler import labels as label_selectors
+from reconciler.core import selectors as label_selectors
 
 from .config import ConfigMap
 from .documents import Path

@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any, Iterable
 
-from reconciler.clock import from_rfc3339, to_rfc3339
+from reconciler.core.clock import from_rfc3339, to_rfc3339
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]  # (kind, namespace, name)

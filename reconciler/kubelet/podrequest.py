@@ -20,9 +20,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from reconciler import objects as o
-from reconciler.controllers.podenv import ConfigError, container_env, expand
-from reconciler.controllers.scheduler import ANN_POD_IP
+from reconciler.core import objects as o
+from reconciler.kubelet.env import ConfigError, container_env, expand
+from reconciler.scheduler.scheduler import ANN_POD_IP
 from reconciler.manifests.quantity import QuantityError, parse_cpu, parse_memory
 from runtime.driver import ContainerRequest, Mount, PodRequest, PortRequest
 

@@ -38,12 +38,12 @@ from typing import Any, Callable
 
 import structlog
 
-from reconciler import objects as o
-from reconciler.clock import Clock, from_rfc3339, to_rfc3339
-from reconciler.controllers.podenv import ConfigError
-from reconciler.controllers.podrequest import build_request, remove_volumes
-from reconciler.probes import ProbeEvent, Prober, ProbeTarget
-from reconciler.workqueue import Result
+from reconciler.core import objects as o
+from reconciler.core.clock import Clock, from_rfc3339, to_rfc3339
+from reconciler.kubelet.env import ConfigError
+from reconciler.kubelet.podrequest import build_request, remove_volumes
+from reconciler.kubelet.prober import ProbeEvent, Prober, ProbeTarget
+from reconciler.core.workqueue import Result
 from runtime.driver import (
     LABEL_MANAGED,
     DriverError,

@@ -22,13 +22,13 @@ from typing import Any
 
 import structlog
 
-from reconciler import objects as o
-from reconciler import rollout
-from reconciler.clock import Clock, from_rfc3339
-from reconciler.controllers.podenv import config_hash
-from reconciler.labels import SelectorError, from_label_selector
-from reconciler.rollback import AutoRollback
-from reconciler.workqueue import Result
+from reconciler.core import objects as o
+from reconciler.controllers.deployment import maths as rollout
+from reconciler.core.clock import Clock, from_rfc3339
+from reconciler.kubelet.env import config_hash
+from reconciler.core.selectors import SelectorError, from_label_selector
+from reconciler.gitops.autorollback import AutoRollback
+from reconciler.core.workqueue import Result
 
 log = structlog.get_logger("deployment")
 

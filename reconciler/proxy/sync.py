@@ -37,10 +37,10 @@ from typing import Any, Mapping
 
 import structlog
 
-from reconciler import objects as o
-from reconciler.controllers.podrequest import service_hosts
-from reconciler.proxy import ServiceProxy, cluster_ip_listeners
-from reconciler.workqueue import Result
+from reconciler.core import objects as o
+from reconciler.kubelet.podrequest import service_hosts
+from reconciler.proxy.userspace import ServiceProxy, cluster_ip_listeners
+from reconciler.core.workqueue import Result
 from runtime.driver import DriverError, NodeDriver
 
 log = structlog.get_logger("proxysync")

@@ -44,15 +44,15 @@ from typing import Any
 
 import structlog
 
-from reconciler import objects as o
-from reconciler.clock import Clock
-from reconciler.serviceallocation import (  # noqa: F401  (re-exported for callers)
+from reconciler.core import objects as o
+from reconciler.core.clock import Clock
+from reconciler.controllers.service.allocation import (  # noqa: F401  (re-exported for callers)
     NODE_PORT_TYPES,
     allocated_fields,
     carry_allocations,
     port_identity,
 )
-from reconciler.workqueue import Result
+from reconciler.core.workqueue import Result
 
 log = structlog.get_logger("service")
 

@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterable
 
 import structlog
 
-from reconciler import rollback
-from reconciler.readiness import readiness
+from reconciler.gitops import autorollback as rollback
+from reconciler.core.readiness import readiness
 
 log = structlog.get_logger("health")
 

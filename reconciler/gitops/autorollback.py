@@ -20,8 +20,8 @@ from typing import Any
 
 import structlog
 
-from reconciler import objects as o
-from reconciler.clock import Clock, to_rfc3339
+from reconciler.core import objects as o
+from reconciler.core.clock import Clock, to_rfc3339
 
 log = structlog.get_logger("autorollback")
 

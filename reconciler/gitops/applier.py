@@ -22,12 +22,12 @@ from typing import Any
 
 import structlog
 
-from reconciler import objects as o
-from reconciler.clock import Clock, to_rfc3339
+from reconciler.core import objects as o
+from reconciler.core.clock import Clock, to_rfc3339
 from reconciler.manifests import Allow, ParseResult, parse_files
-from reconciler.rollback import clear_pin, pinned_body
-from reconciler.serviceallocation import carry_allocations
-from reconciler.source import GitSource
+from reconciler.gitops.autorollback import clear_pin, pinned_body
+from reconciler.controllers.service.allocation import carry_allocations
+from reconciler.gitops.source import GitSource
 
 log = structlog.get_logger("applier")
 

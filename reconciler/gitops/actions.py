@@ -22,12 +22,12 @@ import structlog
 import yaml
 from ruamel.yaml import YAML
 
-from reconciler import objects as o
-from reconciler.api.server import ApiStatusError
-from reconciler.applier import Applier, owned_view
-from reconciler.gitwriter import WriteError, commit_files, find_document, replace_document
-from reconciler.signing import SignaturePolicy
-from reconciler.source import GitSource, SourceError
+from reconciler.core import objects as o
+from reconciler.apiserver.server import ApiStatusError
+from reconciler.gitops.applier import Applier, owned_view
+from reconciler.gitops.commits import WriteError, commit_files, find_document, replace_document
+from reconciler.gitops.signing import SignaturePolicy
+from reconciler.gitops.source import GitSource, SourceError
 from runtime.driver import DriverError, NodeDriver
 
 log = structlog.get_logger("operations")

@@ -36,8 +36,8 @@ from typing import Any
 
 import git
 
-from reconciler.signing import SignaturePolicy, UnsignedCommit
-from reconciler.source import GitSource, SourceError
+from reconciler.gitops.signing import SignaturePolicy, UnsignedCommit
+from reconciler.gitops.source import GitSource, SourceError
 
 BOT = {"GIT_AUTHOR_NAME": "reconciler", "GIT_AUTHOR_EMAIL": "reconciler@localhost",
        "GIT_COMMITTER_NAME": "reconciler", "GIT_COMMITTER_EMAIL": "reconciler@localhost"}

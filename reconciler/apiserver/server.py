@@ -33,8 +33,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import structlog
 
-from reconciler import labels
-from reconciler.api.kinds import APPS, BY_PLURAL, CORE, KindInfo
+from reconciler.core import selectors as labels
+from reconciler.core.kinds import APPS, BY_PLURAL, CORE, KindInfo
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,7 @@ import base64
 import re
 from typing import Any
 
-from reconciler import objects as o
+from reconciler.core import objects as o
 
 Obj = dict[str, Any]
 

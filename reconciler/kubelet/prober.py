@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
 
-from reconciler.clock import Clock
+from reconciler.core.clock import Clock
 
 STARTUP = "startup"
 LIVENESS = "liveness"

@@ -26,12 +26,14 @@ from urllib.parse import urlencode
 
 import yaml
 
-from reconciler import labels, printers
-from reconciler.api import socket_path
-from reconciler.api.client import ApiClient, ApiError, DaemonUnreachable
-from reconciler.api.kinds import KINDS, KindInfo, UnknownKind, lookup
-from reconciler.config import ConfigError, load_config, parse_duration, resolve_state_dir
-from reconciler.readiness import deployment_readiness
+from reconciler.core import selectors as labels
+
+from reconciler.kubectl import printers
+from reconciler.apiserver import socket_path
+from reconciler.kubectl.client import ApiClient, ApiError, DaemonUnreachable
+from reconciler.core.kinds import KINDS, KindInfo, UnknownKind, lookup
+from reconciler.daemon.config import ConfigError, load_config, parse_duration, resolve_state_dir
+from reconciler.core.readiness import deployment_readiness
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -124,13 +126,13 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE
-    from reconciler.daemon import run_daemon  # lazily: the other commands never need it
+    from reconciler.daemon.daemon import run_daemon  # lazily: the other commands never need it
 
     return int(run_daemon(config) or 0)
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:
-    from reconciler.install import InstallError, install_service  # lazily, like the daemon
+    from reconciler.daemon.install import InstallError, install_service  # lazily, like the daemon
 
     try:
         report = install_service(unit_dir=Path(args.dest), config_path=Path(args.config), bin_path=Path(args.bin))

@@ -30,27 +30,27 @@ from typing import Any, Callable, Iterable
 
 import structlog
 
-from reconciler import log as logsetup
-from reconciler import rollback
-from reconciler.api.server import ApiServer, ApiServerError
-from reconciler.applier import OBJECT_STATES_KEY, Applier
-from reconciler.clock import SystemClock
-from reconciler.commithealth import WATCHED_KINDS, CommitHealth, Verdict
-from reconciler.config import Config, ConfigError, NodeConfig, reload_config
+from reconciler.daemon import log as logsetup
+from reconciler.gitops import autorollback as rollback
+from reconciler.apiserver.server import ApiServer, ApiServerError
+from reconciler.gitops.applier import OBJECT_STATES_KEY, Applier
+from reconciler.core.clock import SystemClock
+from reconciler.gitops.health import WATCHED_KINDS, CommitHealth, Verdict
+from reconciler.daemon.config import Config, ConfigError, NodeConfig, reload_config
 from reconciler.controllers.manager import ControllerManager
 from reconciler.controllers.node import NodeBinding
 from reconciler.manifests import Allow
-from reconciler.metrics import (DriftCountingDriver, Metrics, MetricsError, MetricsServer, RolloutObserver,
+from reconciler.daemon.metrics import (DriftCountingDriver, Metrics, MetricsError, MetricsServer, RolloutObserver,
                                 StateCollector)
-from reconciler.notify import Health, Notifier, ProgressWatchdog
-from reconciler.operations import Operations
-from reconciler.proxy import ServiceProxy
-from reconciler.proxysync import ProxySync
-from reconciler.signing import OwnCommits, SignaturePolicy, SigningConfigError, UnsignedCommit
-from reconciler.webhook import WebhookError, WebhookServer
-from reconciler.source import GitSource, SourceError, SourceWatcher
-from reconciler.store import Store, StoreError
-from reconciler.workqueue import Result, WorkQueue
+from reconciler.daemon.systemd import Health, Notifier, ProgressWatchdog
+from reconciler.gitops.actions import Operations
+from reconciler.proxy.userspace import ServiceProxy
+from reconciler.proxy.sync import ProxySync
+from reconciler.gitops.signing import OwnCommits, SignaturePolicy, SigningConfigError, UnsignedCommit
+from reconciler.gitops.webhook import WebhookError, WebhookServer
+from reconciler.gitops.source import GitSource, SourceError, SourceWatcher
+from reconciler.store.store import Store, StoreError
+from reconciler.core.workqueue import Result, WorkQueue
 from runtime.driver import DriverError
 
 log = structlog.get_logger("daemon")
@@ -116,11 +116,11 @@ class Daemon:
 
     # -- building (also what a reload rebuilds) ---------------------------------------------
     def _bind_nodes(self, config: Config) -> list[NodeBinding]:
-        from runtime.podman import PodmanDriver  # podman-py is only needed by a real daemon
+        from runtime.podman.driver import PodmanDriver  # podman-py is only needed by a real daemon
 
         configured = list(config.nodes)
         if not configured:
-            from runtime.podman_service import ensure_local_service
+            from runtime.podman.service import ensure_local_service
 
             url = ensure_local_service()
             name = socket.gethostname() or "local"

@@ -48,11 +48,11 @@ from typing import Any, Container, Iterable
 
 import structlog
 
-from reconciler import objects as o
-from reconciler.clock import Clock
+from reconciler.core import objects as o
+from reconciler.core.clock import Clock
 from reconciler.controllers.node import node_is_ready
 from reconciler.manifests.quantity import QuantityError, parse_cpu, parse_memory
-from reconciler.workqueue import Result, TemporaryError
+from reconciler.core.workqueue import Result, TemporaryError
 
 log = structlog.get_logger("scheduler")
 

@@ -21,7 +21,7 @@ from typing import Callable, Hashable
 
 import structlog
 
-from reconciler.clock import Clock, SystemClock
+from reconciler.core.clock import Clock, SystemClock
 
 log = structlog.get_logger("workqueue")
 

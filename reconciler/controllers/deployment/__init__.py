@@ -1,0 +1,1 @@
+"""The Deployment controller: one module per concern, as in Kubernetes' pkg/controller/deployment."""

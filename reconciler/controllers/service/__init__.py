@@ -1,0 +1,1 @@
+"""The Service controller: ClusterIP and NodePort allocation."""

@@ -1,0 +1,1 @@
+"""The daemon: the composition root that wires every part, its config, systemd, metrics, logs."""

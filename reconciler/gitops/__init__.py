@@ -1,0 +1,1 @@
+"""GitOps: the Git source, the applier, the sync record, commit health, auto-rollback, commits the daemon writes."""

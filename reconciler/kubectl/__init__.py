@@ -1,0 +1,1 @@
+"""kubectl's role: the `reconciler` command, its API client and its printers."""

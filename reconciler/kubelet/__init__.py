@@ -1,0 +1,1 @@
+"""The kubelet's role: the node agent that runs a node's pods through its container engine."""

@@ -1,0 +1,1 @@
+"""kube-proxy's role: the service data plane of a node."""

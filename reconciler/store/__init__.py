@@ -1,0 +1,1 @@
+"""The cluster store (etcd's role): objects, resource versions, watches, indexes."""

@@ -1,0 +1,1 @@
+"""The podman node driver: NodeDriver over podman's libpod REST API."""
