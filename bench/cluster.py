@@ -19,10 +19,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from reconciler.kubectl.client import ApiClient, ApiError, DaemonUnreachable
 
@@ -125,7 +126,7 @@ class Cluster:
         return Commit(sha=self.git("rev-parse", "HEAD"), started=started)
 
     # -- daemon -----------------------------------------------------------------------------
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         self.repo.mkdir(parents=True, exist_ok=True)
         self.git("init", "-q", "-b", "main")
         (self.repo / "README").write_text("benchmark manifests\n")

@@ -42,18 +42,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.core import objects as o
-from reconciler.core.clock import ManualClock
+from bench.figures import Figure, Results, median
 from reconciler.controllers.deployment.controller import DeploymentController
 from reconciler.controllers.manager import ControllerManager
 from reconciler.controllers.node import NodeBinding
+from reconciler.core import objects as o
+from reconciler.core.clock import ManualClock
+from reconciler.core.keys import ANN_COMMIT, ANN_MANAGED_BY, ANN_POD_IP, ANN_SOURCE_FILE, LABEL_TEMPLATE_HASH, MANAGER
 from reconciler.kubelet.agent import NodeAgent
 from reconciler.kubelet.podrequest import build_request
-from reconciler.scheduler.scheduler import ANN_POD_IP
 from reconciler.store.store import Store
 from runtime.fake import FakeDriver
-
-from bench.figures import Figure, Results, median
 
 NODE = "node1"
 # The fake never binds an address; a /16 holds the 15,000 pods of the largest size on one node.
@@ -88,8 +87,8 @@ def _manifest(name: str, *, image: str = IMAGE_V1) -> dict:
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": "default",
-                     "annotations": {o.ANN_COMMIT: "c0ffee" * 6 + "c0ff", o.ANN_MANAGED_BY: o.MANAGER,
-                                     o.ANN_SOURCE_FILE: f"apps/{name}.yaml"}},
+                     "annotations": {ANN_COMMIT: "c0ffee" * 6 + "c0ff", ANN_MANAGED_BY: MANAGER,
+                                     ANN_SOURCE_FILE: f"apps/{name}.yaml"}},
         "spec": {
             "replicas": REPLICAS,
             "selector": {"matchLabels": {"app": name}},
@@ -290,7 +289,7 @@ def _seed(tmp: Path) -> dict[str, Any]:
         obj["metadata"].pop("resourceVersion", None)
     return {
         "Deployment": json.dumps(d), "ReplicaSet": json.dumps(rs), "Pods": json.dumps(pods),
-        "hash": o.labels(rs)[o.LABEL_TEMPLATE_HASH],
+        "hash": o.labels(rs)[LABEL_TEMPLATE_HASH],
         "uids": [d["metadata"]["uid"], rs["metadata"]["uid"], *(p["metadata"]["uid"] for p in pods)],
         "ips": [o.annotations(p)[ANN_POD_IP] for p in pods],
     }

@@ -23,10 +23,11 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import podman
 
@@ -66,7 +67,7 @@ class PrivateEngine:
     def url(self) -> str:
         return self.service.url
 
-    def start(self) -> "PrivateEngine":
+    def start(self) -> PrivateEngine:
         self.service.start(timeout=60)
         return self
 
@@ -182,7 +183,7 @@ class PrivateEngine:
         _unmount_under(self.base)
         shutil.rmtree(self.base, ignore_errors=True)
 
-    def __enter__(self) -> "PrivateEngine":
+    def __enter__(self) -> PrivateEngine:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -18,9 +18,10 @@ to remove; a driver never touches a container without that label.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import threading
-from typing import Callable, Iterator, Protocol, runtime_checkable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 LABEL_MANAGED = "reconciler.io/managed"
 

@@ -36,13 +36,13 @@ import structlog
 
 from reconciler.core import objects as o
 from reconciler.core.clock import Clock
+from reconciler.core.keys import LABEL_HEADLESS
 from reconciler.core.selectors import from_map
 from reconciler.core.workqueue import Result
 
 log = structlog.get_logger("endpoints")
 
 Obj = dict[str, Any]
-LABEL_HEADLESS = "service.kubernetes.io/headless"
 
 
 def services_selecting(*, store: Any, pod: Obj) -> list[tuple[str, str]]:

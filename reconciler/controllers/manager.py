@@ -40,27 +40,28 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any
 
+import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-import structlog
 
-from reconciler.core import objects as o
-from reconciler.core.clock import Clock
 from reconciler.controllers.deployment.controller import DeploymentController
 from reconciler.controllers.endpoints import EndpointsController
 from reconciler.controllers.node import NodeBinding, NodeController, node_is_ready
-from reconciler.kubelet.agent import NodeAgent
 from reconciler.controllers.nodelifecycle import DEFAULT_TOLERATION, NodeLifecycleController
 from reconciler.controllers.replicaset import ReplicaSetController
-from reconciler.scheduler.scheduler import Scheduler
 from reconciler.controllers.service.controller import ServiceController
+from reconciler.core import objects as o
+from reconciler.core.clock import Clock
 from reconciler.core.workqueue import WorkQueue
+from reconciler.kubelet.agent import NodeAgent
+from reconciler.scheduler.scheduler import Scheduler
 from runtime.driver import EngineEvent, EventsUnsupported
 
 log = structlog.get_logger("manager")

@@ -31,13 +31,14 @@ toleration runs out.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import structlog
 
+from reconciler.controllers.node import node_is_ready
 from reconciler.core import objects as o
 from reconciler.core.clock import Clock, from_rfc3339
-from reconciler.controllers.node import node_is_ready
 from reconciler.core.workqueue import Result
 
 log = structlog.get_logger("nodelifecycle")

@@ -18,6 +18,7 @@ import structlog
 
 from reconciler.core import objects as o
 from reconciler.core.clock import Clock, to_rfc3339
+from reconciler.core.keys import ANN_COMMIT
 from reconciler.core.selectors import SelectorError, from_label_selector
 from reconciler.core.workqueue import Result
 
@@ -75,9 +76,9 @@ class ReplicaSetController:
             if self._store.get("Pod", namespace, name) is None:
                 break
         annotations = dict(tmeta.get("annotations") or {})
-        commit = o.annotations(rs).get(o.ANN_COMMIT)
+        commit = o.annotations(rs).get(ANN_COMMIT)
         if commit:
-            annotations[o.ANN_COMMIT] = commit
+            annotations[ANN_COMMIT] = commit
         pod: Obj = {
             "apiVersion": "v1",
             "kind": "Pod",

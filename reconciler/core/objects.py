@@ -9,25 +9,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from reconciler.core.clock import from_rfc3339, to_rfc3339
+from reconciler.core.keys import LABEL_TEMPLATE_HASH
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]  # (kind, namespace, name)
 
 # Annotations and labels the control plane owns.
-ANN_REVISION = "deployment.kubernetes.io/revision"
-ANN_REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
-ANN_DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
-ANN_MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
-ANN_COMMIT = "reconciler.io/commit"
-ANN_SOURCE_FILE = "reconciler.io/source-file"
-ANN_MANAGED_BY = "reconciler.io/managed-by"
-ANN_PRUNE = "reconciler.io/prune"
-ANN_AUTO_ROLLBACK = "reconciler.io/auto-rollback"
-LABEL_TEMPLATE_HASH = "pod-template-hash"
-MANAGER = "reconciler"
 
 _SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' SafeEncodeString alphabet, no vowels
 

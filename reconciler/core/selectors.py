@@ -6,8 +6,8 @@ Service endpoints) and the API (`get -l`).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 
 class SelectorError(ValueError):

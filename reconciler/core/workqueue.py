@@ -16,8 +16,8 @@ import heapq
 import itertools
 import threading
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Callable, Hashable
 
 import structlog
 

@@ -25,42 +25,48 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import structlog
 
-from reconciler.daemon import log as logsetup
-from reconciler.gitops import autorollback as rollback
 from reconciler.apiserver.server import ApiServer, ApiServerError
-from reconciler.gitops.applier import OBJECT_STATES_KEY, Applier
-from reconciler.core.clock import SystemClock
-from reconciler.gitops.health import WATCHED_KINDS, CommitHealth, Verdict
-from reconciler.daemon.config import Config, ConfigError, NodeConfig, reload_config
 from reconciler.controllers.manager import ControllerManager
 from reconciler.controllers.node import NodeBinding
-from reconciler.manifests import Allow
-from reconciler.daemon.metrics import (DriftCountingDriver, Metrics, MetricsError, MetricsServer, RolloutObserver,
-                                StateCollector)
-from reconciler.daemon.systemd import Health, Notifier, ProgressWatchdog
-from reconciler.gitops.actions import Operations
-from reconciler.proxy.userspace import ServiceProxy
-from reconciler.proxy.sync import ProxySync
-from reconciler.gitops.signing import OwnCommits, SignaturePolicy, SigningConfigError, UnsignedCommit
-from reconciler.gitops.webhook import WebhookError, WebhookServer
-from reconciler.gitops.source import GitSource, SourceError, SourceWatcher
-from reconciler.store.store import Store, StoreError
+from reconciler.core.clock import SystemClock
+from reconciler.core.keys import COMPLETED_KEY, OBJECT_STATES_KEY, SOURCE_KEY
 from reconciler.core.workqueue import Result, WorkQueue
+from reconciler.daemon import log as logsetup
+from reconciler.daemon.config import Config, ConfigError, NodeConfig, reload_config
+from reconciler.daemon.metrics import (
+    DriftCountingDriver,
+    Metrics,
+    MetricsError,
+    MetricsServer,
+    RolloutObserver,
+    StateCollector,
+)
+from reconciler.daemon.systemd import Health, Notifier, ProgressWatchdog
+from reconciler.gitops import autorollback as rollback
+from reconciler.gitops.actions import Operations
+from reconciler.gitops.applier import Applier
+from reconciler.gitops.health import WATCHED_KINDS, CommitHealth, Verdict
+from reconciler.gitops.signing import OwnCommits, SignaturePolicy, SigningConfigError, UnsignedCommit
+from reconciler.gitops.source import GitSource, SourceError, SourceWatcher
+from reconciler.gitops.webhook import WebhookError, WebhookServer
+from reconciler.manifests import Allow
+from reconciler.proxy.sync import ProxySync
+from reconciler.proxy.userspace import ServiceProxy
+from reconciler.store.store import Store, StoreError
 from runtime.driver import DriverError
 
 log = structlog.get_logger("daemon")
 
-SOURCE_KEY = "source"
 # The last commit whose apply ran to its end, written after Applier.apply returns.
 # lastAttemptedCommit is written before the apply, so it cannot tell "applied" from
 # "killed half-way"; this can, and a cut-short commit is applied again (the applier
 # writes only what differs, so a second apply of the same commit is harmless).
-COMPLETED_KEY = "daemon/completedCommit"
 STOP_BUDGET = 8.0  # seconds from SIGTERM to exit: inside the 10 s promise and TimeoutStopSec
 RELOAD_DRAIN = 10.0  # seconds a reload gives in-flight reconciles of replaced controllers
 

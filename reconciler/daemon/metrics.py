@@ -17,19 +17,21 @@ One registry per daemon (not prometheus_client's global one), so tests can run s
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from reconciler.core.keys import ANN_ROLLED_BACK_FROM
+
 log = structlog.get_logger("metrics")
 
 _DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
-ANN_ROLLED_BACK_FROM = "reconciler.io/rolled-back-from"  # set by the automatic rollback
 
 
 class MetricsError(Exception):

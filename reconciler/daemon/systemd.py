@@ -18,8 +18,9 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 DEFAULT_STALL_AFTER = 60.0  # used when systemd gives no watchdog interval (health is still reported)
 

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import difflib
 import io
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 import yaml
 from ruamel.yaml import YAML
 
-from reconciler.core import objects as o
 from reconciler.apiserver.server import ApiStatusError
+from reconciler.core import objects as o
+from reconciler.core.keys import ANN_SOURCE_FILE
 from reconciler.gitops.applier import Applier, owned_view
 from reconciler.gitops.commits import WriteError, commit_files, find_document, replace_document
 from reconciler.gitops.signing import SignaturePolicy
@@ -78,7 +80,7 @@ class Operations:
         return d
 
     def _file_of(self, d: Obj) -> str:
-        path = o.annotations(d).get(o.ANN_SOURCE_FILE)
+        path = o.annotations(d).get(ANN_SOURCE_FILE)
         if not path:
             raise ApiStatusError(409, f"deployment {d['metadata']['name']} did not come from Git, so it cannot be changed by a commit")
         return path
@@ -158,7 +160,7 @@ class Operations:
         return {"message": f"deployment.apps/{name} {verb} by commit {sha}", "commit": sha}
 
     def rollout_restart(self, *, namespace: str, name: str) -> dict:
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
         def edit(doc: Any) -> bool:
             template = doc.setdefault("spec", {}).setdefault("template", {})

@@ -22,12 +22,13 @@ from typing import Any
 
 import structlog
 
+from reconciler.controllers.service.allocation import carry_allocations
 from reconciler.core import objects as o
 from reconciler.core.clock import Clock, to_rfc3339
-from reconciler.manifests import Allow, ParseResult, parse_files
+from reconciler.core.keys import ANN_COMMIT, ANN_MANAGED_BY, ANN_PRUNE, ANN_SOURCE_FILE, MANAGER, OBJECT_STATES_KEY
 from reconciler.gitops.autorollback import clear_pin, pinned_body
-from reconciler.controllers.service.allocation import carry_allocations
 from reconciler.gitops.source import GitSource
+from reconciler.manifests import Allow, ParseResult, parse_files
 
 log = structlog.get_logger("applier")
 
@@ -37,7 +38,6 @@ Key = tuple[str, str, str]
 # Apply order: what pods consume exists before the pods (Kubernetes users rely on
 # Services existing before pods for the *_SERVICE_HOST variables).
 KIND_ORDER = ["Namespace", "ConfigMap", "Secret", "Service", "Deployment", "ReplicaSet", "Pod"]
-OBJECT_STATES_KEY = "sync/objects"  # kv: per-object sync state of the last applied commit
 OWN_ANNOTATION_PREFIXES = ("reconciler.io/commit", "reconciler.io/managed-by",
                            "deployment.kubernetes.io/", "reconciler.io/pod-ip")
 
@@ -95,8 +95,8 @@ class Applier:
             meta = body.setdefault("metadata", {})
             meta["namespace"] = obj.namespace
             meta.setdefault("annotations", {})
-            meta["annotations"][o.ANN_SOURCE_FILE] = obj.file
-            meta["annotations"][o.ANN_MANAGED_BY] = o.MANAGER
+            meta["annotations"][ANN_SOURCE_FILE] = obj.file
+            meta["annotations"][ANN_MANAGED_BY] = MANAGER
             if obj.kind == "Deployment":
                 body, stale = pinned_body(self._store, body)
                 if stale:
@@ -139,14 +139,14 @@ class Applier:
         for kind in KIND_ORDER:
             for live in self._store.list(kind):
                 ann = o.annotations(live)
-                if ann.get(o.ANN_MANAGED_BY) != o.MANAGER or ann.get(o.ANN_SOURCE_FILE) is None:
+                if ann.get(ANN_MANAGED_BY) != MANAGER or ann.get(ANN_SOURCE_FILE) is None:
                     continue  # made by a controller, not by Git
                 key = o.key_of(live)
                 if key in desired or key in parsed.failed_keys:
                     continue
-                if ann.get(o.ANN_SOURCE_FILE) in parsed.failed_files:
+                if ann.get(ANN_SOURCE_FILE) in parsed.failed_files:
                     continue
-                if ann.get(o.ANN_PRUNE) == "false":
+                if ann.get(ANN_PRUNE) == "false":
                     continue
                 keys.append(key)
         return keys
@@ -201,18 +201,18 @@ class Applier:
         for kind in KIND_ORDER:
             for live in self._store.list(kind):
                 ann = o.annotations(live)
-                if ann.get(o.ANN_MANAGED_BY) != o.MANAGER or ann.get(o.ANN_SOURCE_FILE) not in plan.parsed.failed_files:
+                if ann.get(ANN_MANAGED_BY) != MANAGER or ann.get(ANN_SOURCE_FILE) not in plan.parsed.failed_files:
                     continue
                 k, namespace, name = o.key_of(live)
                 states.setdefault(f"{k}/{namespace}/{name}", {
                     "kind": k, "namespace": namespace, "name": name, "state": "OutOfSync", "commit": sha,
-                    "message": f"{ann.get(o.ANN_SOURCE_FILE)} does not parse at this commit"})
+                    "message": f"{ann.get(ANN_SOURCE_FILE)} does not parse at this commit"})
         self._store.kv_set(OBJECT_STATES_KEY, states)
 
     def _write(self, key: Key, body: Obj, sha: str, *, create: bool) -> None:
         body = dict(body)
         body["metadata"] = dict(body["metadata"])
-        body["metadata"]["annotations"] = {**body["metadata"].get("annotations", {}), o.ANN_COMMIT: sha}
+        body["metadata"]["annotations"] = {**body["metadata"].get("annotations", {}), ANN_COMMIT: sha}
         if create:
             self._store.put(body)
             return

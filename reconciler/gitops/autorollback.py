@@ -22,21 +22,22 @@ import structlog
 
 from reconciler.core import objects as o
 from reconciler.core.clock import Clock, to_rfc3339
+from reconciler.core.keys import (
+    ANN_AUTO_ROLLBACK,
+    ANN_COMMIT,
+    ANN_ROLLED_BACK_FROM,
+    ANN_SOURCE_FILE,
+    FAILURES_KEY,
+    rollback_completed_key,
+    rollback_pin_key,
+)
 
 log = structlog.get_logger("autorollback")
 
 Obj = dict[str, Any]
 CRASHLOOP_RESTARTS = 2  # restarts of a new pod's container that count as crash-looping
-ANN_ROLLED_BACK_FROM = "reconciler.io/rolled-back-from"
-FAILURES_KEY = "rollback/failures"
 
 
-def pin_key(namespace: str, name: str) -> str:
-    return f"rollback/pin/{namespace}/{name}"
-
-
-def completed_key(namespace: str, name: str) -> str:
-    return f"rollback/completed/{namespace}/{name}"
 
 
 class AutoRollback:
@@ -46,7 +47,7 @@ class AutoRollback:
         self.default_enabled = default_enabled
 
     def enabled(self, d: Obj) -> bool:
-        value = o.annotations(d).get(o.ANN_AUTO_ROLLBACK)
+        value = o.annotations(d).get(ANN_AUTO_ROLLBACK)
         if value in ("true", "false"):
             return value == "true"
         return self.default_enabled
@@ -54,16 +55,16 @@ class AutoRollback:
     def note_complete(self, d: Obj, *, revision: int) -> None:
         """Remember the template of a revision that completed: where a failed rollout returns to."""
         ns, name = d["metadata"]["namespace"], d["metadata"]["name"]
-        record = {"revision": revision, "commit": o.annotations(d).get(o.ANN_COMMIT, ""),
+        record = {"revision": revision, "commit": o.annotations(d).get(ANN_COMMIT, ""),
                   "template": d["spec"].get("template") or {}}
-        known = self._store.kv_get(completed_key(ns, name)) or {}
+        known = self._store.kv_get(rollback_completed_key(ns, name)) or {}
         if known.get("current") == record:
             return
         # Keep the one before too: pods without probes or minReadySeconds can look
         # complete for a moment and crash afterwards; then "previous" is where to return.
         previous = known.get("current") if (known.get("current") or {}).get("template") != record["template"] \
             else known.get("previous")
-        self._store.kv_set(completed_key(ns, name), {"current": record, "previous": previous})
+        self._store.kv_set(rollback_completed_key(ns, name), {"current": record, "previous": previous})
 
     def failure_reason(self, d: Obj, *, new_pods: list[Obj]) -> str | None:
         cond = o.get_condition(d.get("status") or {}, "Progressing") or {}
@@ -85,21 +86,21 @@ class AutoRollback:
         if reason is None:
             return False
         ns, name = d["metadata"]["namespace"], d["metadata"]["name"]
-        known = self._store.kv_get(completed_key(ns, name)) or {}
+        known = self._store.kv_get(rollback_completed_key(ns, name)) or {}
         good = known.get("current")
         if isinstance(good, dict) and good.get("template") == d["spec"].get("template"):
             good = known.get("previous")  # the failing revision itself looked complete for a moment
         if not isinstance(good, dict) or good.get("template") == d["spec"].get("template"):
             return False  # nothing that completed to go back to
-        failed_commit = o.annotations(d).get(o.ANN_COMMIT, "")
-        self._store.kv_set(pin_key(ns, name), {"failedSpec": d["spec"], "commit": failed_commit,
+        failed_commit = o.annotations(d).get(ANN_COMMIT, "")
+        self._store.kv_set(rollback_pin_key(ns, name), {"failedSpec": d["spec"], "commit": failed_commit,
                                                "goodTemplate": good["template"], "revision": good["revision"],
                                                "goodCommit": good.get("commit", "")})
         message = (f"deployment/{name}: the rollout of commit {failed_commit[:12]} failed because {reason}; "
                    f"rolled back to revision {good['revision']} and this commit will not be retried")
         failures = [f for f in (self._store.kv_get(FAILURES_KEY) or [])
                     if not (f.get("namespace") == ns and f.get("name") == name)]
-        failures.append({"commit": failed_commit, "file": o.annotations(d).get(o.ANN_SOURCE_FILE, ""), "line": 0,
+        failures.append({"commit": failed_commit, "file": o.annotations(d).get(ANN_SOURCE_FILE, ""), "line": 0,
                          "message": message, "namespace": ns, "name": name,
                          "at": to_rfc3339(self._clock.now())})
         self._store.kv_set(FAILURES_KEY, failures)
@@ -109,7 +110,7 @@ class AutoRollback:
             ann = cur["metadata"].setdefault("annotations", {})
             ann[ANN_ROLLED_BACK_FROM] = failed_commit
             if good.get("commit"):
-                ann[o.ANN_COMMIT] = good["commit"]
+                ann[ANN_COMMIT] = good["commit"]
             return cur
 
         self._store.update("Deployment", ns, name, mutate)
@@ -125,7 +126,7 @@ def pinned_body(store: Any, body: Obj) -> tuple[Obj, bool]:
     still declares the failed spec the good template is kept; once the manifest
     changes the pin is stale, and the caller clears it when it applies."""
     ns, name = body["metadata"].get("namespace", "default"), body["metadata"]["name"]
-    pin = store.kv_get(pin_key(ns, name))
+    pin = store.kv_get(rollback_pin_key(ns, name))
     if not isinstance(pin, dict):
         return body, False
     if body.get("spec") == pin.get("failedSpec"):
@@ -134,13 +135,13 @@ def pinned_body(store: Any, body: Obj) -> tuple[Obj, bool]:
         ann = pinned["metadata"].setdefault("annotations", {})
         ann[ANN_ROLLED_BACK_FROM] = pin.get("commit", "")
         if pin.get("goodCommit"):
-            ann[o.ANN_COMMIT] = pin["goodCommit"]
+            ann[ANN_COMMIT] = pin["goodCommit"]
         return pinned, False
     return body, True
 
 
 def clear_pin(store: Any, *, namespace: str, name: str) -> None:
-    store.kv_set(pin_key(namespace, name), None)
+    store.kv_set(rollback_pin_key(namespace, name), None)
     failures = [f for f in (store.kv_get(FAILURES_KEY) or [])
                 if not (f.get("namespace") == namespace and f.get("name") == name)]
     store.kv_set(FAILURES_KEY, failures)

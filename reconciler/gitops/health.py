@@ -23,19 +23,19 @@ so the commit never counts as applied; the next commit starts a new check.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import structlog
 
-from reconciler.gitops import autorollback as rollback
+from reconciler.core.keys import FAILURES_KEY, HEALTH_KEY
 from reconciler.core.readiness import readiness
 
 log = structlog.get_logger("health")
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]
-HEALTH_KEY = "sync/health"  # kv: the commit being checked, its objects and the last verdict
 WATCHED_KINDS = frozenset({"Deployment", "ReplicaSet", "Pod"})  # kinds whose readiness changes after apply
 
 
@@ -96,7 +96,7 @@ class CommitHealth:
 
     def evaluate(self, *, keys: list[Any]) -> Verdict:
         pinned = {(f.get("namespace"), f.get("name")): f.get("message", "")
-                  for f in self._store.kv_get(rollback.FAILURES_KEY) or []}
+                  for f in self._store.kv_get(FAILURES_KEY) or []}
         waiting: list[str] = []
         for kind, namespace, name in keys:
             if kind == "Deployment" and (namespace, name) in pinned:

@@ -50,9 +50,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, NoReturn, Protocol
+from typing import Literal, NoReturn, Protocol
 
 MODES = ("off", "gpg", "ssh")
 _TIMEOUT = 30.0  # seconds for one gpg/ssh-keygen check; they are local and fast

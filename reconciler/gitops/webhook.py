@@ -27,7 +27,8 @@ import json
 import socket
 import threading
 import urllib.parse
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 

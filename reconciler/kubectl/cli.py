@@ -20,20 +20,20 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 from urllib.parse import urlencode
 
 import yaml
 
-from reconciler.core import selectors as labels
-
-from reconciler.kubectl import printers
 from reconciler.apiserver import socket_path
-from reconciler.kubectl.client import ApiClient, ApiError, DaemonUnreachable
+from reconciler.core import selectors as labels
 from reconciler.core.kinds import KINDS, KindInfo, UnknownKind, lookup
-from reconciler.daemon.config import ConfigError, load_config, parse_duration, resolve_state_dir
 from reconciler.core.readiness import deployment_readiness
+from reconciler.daemon.config import ConfigError, load_config, parse_duration, resolve_state_dir
+from reconciler.kubectl import printers
+from reconciler.kubectl.client import ApiClient, ApiError, DaemonUnreachable
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -12,8 +12,9 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 class DaemonUnreachable(Exception):
@@ -87,7 +88,7 @@ class ApiClient:
             while True:
                 try:
                     data = response.read1(65536)
-                except (socket.timeout, TimeoutError):
+                except TimeoutError:
                     raise DaemonUnreachable(self.socket_path, "the daemon stopped answering") from None
                 if not data:
                     break
@@ -107,7 +108,7 @@ class ApiClient:
         try:
             try:
                 raw = response.read()
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 raise DaemonUnreachable(
                     self.socket_path, f"no answer within {self.timeout:g} s"
                 ) from None
@@ -147,7 +148,7 @@ class ApiClient:
             raise DaemonUnreachable(
                 self.socket_path, "permission denied (run as the daemon's user or root)"
             ) from None
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             conn.close()
             raise DaemonUnreachable(self.socket_path, f"no answer within {conn.timeout:g} s") from None
         except (http.client.HTTPException, OSError) as exc:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
-from reconciler.core.kinds import KindInfo
 from reconciler.core.clock import from_rfc3339
+from reconciler.core.kinds import KindInfo
 
 NONE = "<none>"
 Obj = Mapping[str, Any]
@@ -882,8 +883,13 @@ def _share(part: int, whole: int) -> str:
 def _describe_node(t: _Text, node: Obj, related: Mapping[str, Any], now: float) -> None:
     # Imported here: the quantity grammar lives with the manifests, whose import would
     # slow every other CLI command down for the sake of this one.
-    from reconciler.scheduler.scheduler import (Resources, counts_for_resources, node_allocatable, pod_limits,
-                                                  pod_requests)
+    from reconciler.scheduler.scheduler import (
+        Resources,
+        counts_for_resources,
+        node_allocatable,
+        pod_limits,
+        pod_requests,
+    )
 
     spec, st = _spec(node), _status(node)
     _describe_meta(t, node, namespaced=False)

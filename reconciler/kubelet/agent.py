@@ -32,18 +32,20 @@ from __future__ import annotations
 
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 
 from reconciler.core import objects as o
 from reconciler.core.clock import Clock, from_rfc3339, to_rfc3339
+from reconciler.core.keys import ANN_COMMIT, LABEL_GRACE, LABEL_TEMPLATE_HASH
+from reconciler.core.workqueue import Result
 from reconciler.kubelet.env import ConfigError
 from reconciler.kubelet.podrequest import build_request, remove_volumes
 from reconciler.kubelet.prober import ProbeEvent, Prober, ProbeTarget
-from reconciler.core.workqueue import Result
 from runtime.driver import (
     LABEL_MANAGED,
     DriverError,
@@ -68,7 +70,6 @@ DRAIN_WAIT_MAX = 5.0  # never hold a teardown longer than this (or the grace per
 # A stray container's stop grace unless it carries our grace label: the kubelet's minimum
 # grace period, as no workload of ours waits on it.
 STRAY_GRACE = 2
-LABEL_GRACE = "reconciler.io/grace"
 # Lone containers are rare and looking for them costs as much as a relist, so not every relist
 # looks: at most this often (so one is gone within about this long plus its grace).
 LONE_SCAN_INTERVAL = 5.0
@@ -320,7 +321,7 @@ class NodeAgent:
             return retry
         self._event(pod, "Normal", "Started", f"Started pod on {self.node} at {request.pod_ip}")
         log.info("pod started", object=f"pod/{name}", namespace=namespace, node=self.node, pod_ip=request.pod_ip,
-                 commit=o.annotations(pod).get(o.ANN_COMMIT, ""), action="start")
+                 commit=o.annotations(pod).get(ANN_COMMIT, ""), action="start")
         return None
 
     def _labels(self, pod: Obj) -> dict[str, str]:
@@ -333,11 +334,11 @@ class NodeAgent:
         rs = o.owner_name(pod, "ReplicaSet")
         if rs:
             lbls["reconciler.io/replicaset"] = rs
-            tmpl_hash = o.labels(pod).get(o.LABEL_TEMPLATE_HASH)
+            tmpl_hash = o.labels(pod).get(LABEL_TEMPLATE_HASH)
             if tmpl_hash:
                 lbls["reconciler.io/pod-template-hash"] = tmpl_hash
                 lbls["reconciler.io/deployment"] = rs[: -(len(tmpl_hash) + 1)] if rs.endswith("-" + tmpl_hash) else ""
-        commit = o.annotations(pod).get(o.ANN_COMMIT)
+        commit = o.annotations(pod).get(ANN_COMMIT)
         if commit:
             lbls["reconciler.io/commit"] = commit
         return lbls

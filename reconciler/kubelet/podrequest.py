@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.core import objects as o
+from reconciler.core.keys import ANN_POD_IP
 from reconciler.kubelet.env import ConfigError, container_env, expand
-from reconciler.scheduler.scheduler import ANN_POD_IP
 from reconciler.manifests.quantity import QuantityError, parse_cpu, parse_memory
 from runtime.driver import ContainerRequest, Mount, PodRequest, PortRequest
 

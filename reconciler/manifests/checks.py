@@ -15,7 +15,7 @@ from reconciler.core import selectors as label_selectors
 from .config import ConfigMap
 from .documents import Path
 from .meta import LabelSelector
-from .pod import Container, Pod, PodSpec, VOLUME_SOURCES
+from .pod import VOLUME_SOURCES, Container, Pod, PodSpec
 from .quantity import parse_cpu, parse_memory
 from .service import Service
 from .workloads import Deployment, ReplicaSet

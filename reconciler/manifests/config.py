@@ -6,7 +6,7 @@ apiserver does on write, so consumers read one map; ``stringData`` is then dropp
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -27,9 +27,9 @@ class ConfigMap(KubeModel):
     api_version: Literal["v1"]
     kind: Literal["ConfigMap"]
     metadata: ObjectMeta
-    data: Optional[Annotated[dict[ConfigKey, Str], AfterValidator(_size)]] = None
-    binary_data: Optional[Annotated[dict[ConfigKey, Base64], AfterValidator(_size)]] = None
-    immutable: Optional[Bool] = None
+    data: Annotated[dict[ConfigKey, Str], AfterValidator(_size)] | None = None
+    binary_data: Annotated[dict[ConfigKey, Base64], AfterValidator(_size)] | None = None
+    immutable: Bool | None = None
 
 
 class Secret(KubeModel):
@@ -37,9 +37,9 @@ class Secret(KubeModel):
     kind: Literal["Secret"]
     metadata: ObjectMeta
     type: Str = "Opaque"
-    data: Optional[Annotated[dict[ConfigKey, Base64], AfterValidator(_size)]] = None
-    string_data: Optional[Annotated[dict[ConfigKey, Str], AfterValidator(_size)]] = None
-    immutable: Optional[Bool] = None
+    data: Annotated[dict[ConfigKey, Base64], AfterValidator(_size)] | None = None
+    string_data: Annotated[dict[ConfigKey, Str], AfterValidator(_size)] | None = None
+    immutable: Bool | None = None
 
     @model_validator(mode="after")
     def _merge_string_data(self) -> Secret:
@@ -53,12 +53,12 @@ class Secret(KubeModel):
 
 
 class NamespaceSpec(KubeModel):
-    finalizers: Optional[list[Str]] = None
+    finalizers: list[Str] | None = None
 
 
 class Namespace(KubeModel):
     api_version: Literal["v1"]
     kind: Literal["Namespace"]
     metadata: NamespaceMeta
-    spec: Optional[NamespaceSpec] = None
+    spec: NamespaceSpec | None = None
     status: Any = Field(default=None, exclude=True)

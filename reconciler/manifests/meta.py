@@ -6,21 +6,20 @@ apiserver ignores it on create, so it is accepted silently and left out of the b
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import Field
 
-from .fields import (Annotations, DNS1035Label, DNSLabel, DNSSubdomain, KubeModel, LabelKey, Labels,
-                     LabelValue)
+from .fields import Annotations, DNS1035Label, DNSLabel, DNSSubdomain, KubeModel, LabelKey, Labels, LabelValue
 
 _IGNORED = Field(default=None, exclude=True)
 
 
 class _Meta(KubeModel):
-    name: Optional[DNSSubdomain] = None     # declared first so bodies read name, namespace, labels
-    namespace: Optional[DNSLabel] = None
-    labels: Optional[Labels] = None
-    annotations: Optional[Annotations] = None
+    name: DNSSubdomain | None = None     # declared first so bodies read name, namespace, labels
+    namespace: DNSLabel | None = None
+    labels: Labels | None = None
+    annotations: Annotations | None = None
     # Server-owned: accepted and ignored, like the apiserver does on create.
     creation_timestamp: Any = _IGNORED
     uid: Any = _IGNORED
@@ -53,12 +52,12 @@ class TemplateMeta(_Meta):
 class LabelSelectorRequirement(KubeModel):
     key: LabelKey
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: Optional[list[LabelValue]] = None
+    values: list[LabelValue] | None = None
 
 
 class LabelSelector(KubeModel):
-    match_labels: Optional[Labels] = None
-    match_expressions: Optional[list[LabelSelectorRequirement]] = None
+    match_labels: Labels | None = None
+    match_expressions: list[LabelSelectorRequirement] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The Kubernetes-shaped dict, as ``reconciler.labels.from_label_selector`` takes it."""

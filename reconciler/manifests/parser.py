@@ -10,8 +10,9 @@ one bad document never hides the others, and no input makes this module raise.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path as FsPath
-from typing import Any, Iterable
+from typing import Any
 
 from pydantic import ValidationError
 

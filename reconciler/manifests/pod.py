@@ -7,29 +7,49 @@ from the image tag, requests from limits) are applied after validation.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from .fields import (Bool, ConfigKey, DNSLabel, DNSSubdomain, EnvName, FileMode, Image, IPAddress,
-                     KubeModel, Labels, NonEmptyStr, NonNegInt32, NonNegInt64, PortName, PortNumber, PortOrName,
-                     PosInt32, PosInt64, Quantity, Str, invalid)
+from .fields import (
+    Bool,
+    ConfigKey,
+    DNSLabel,
+    DNSSubdomain,
+    EnvName,
+    FileMode,
+    Image,
+    IPAddress,
+    KubeModel,
+    Labels,
+    NonEmptyStr,
+    NonNegInt32,
+    NonNegInt64,
+    PortName,
+    PortNumber,
+    PortOrName,
+    PosInt32,
+    PosInt64,
+    Quantity,
+    Str,
+    invalid,
+)
 from .meta import ObjectMeta, TemplateMeta
 
 
 class ContainerPort(KubeModel):
     container_port: PortNumber
-    name: Optional[PortName] = None
+    name: PortName | None = None
     protocol: Literal["TCP", "UDP"] = "TCP"
-    host_port: Optional[PortNumber] = None
-    host_ip: Optional[IPAddress] = Field(default=None, alias="hostIP")
+    host_port: PortNumber | None = None
+    host_ip: IPAddress | None = Field(default=None, alias="hostIP")
 
 
 class KeySelector(KubeModel):
     """configMapKeyRef / secretKeyRef: one key of a ConfigMap or Secret."""
     name: DNSSubdomain
     key: ConfigKey
-    optional: Optional[Bool] = None
+    optional: Bool | None = None
 
 
 _FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName",
@@ -55,27 +75,27 @@ class ObjectFieldSelector(KubeModel):
 
 
 class EnvVarSource(KubeModel):
-    config_map_key_ref: Optional[KeySelector] = None
-    secret_key_ref: Optional[KeySelector] = None
-    field_ref: Optional[ObjectFieldSelector] = None
+    config_map_key_ref: KeySelector | None = None
+    secret_key_ref: KeySelector | None = None
+    field_ref: ObjectFieldSelector | None = None
 
 
 class EnvVar(KubeModel):
     name: EnvName
-    value: Optional[Str] = None
-    value_from: Optional[EnvVarSource] = None
+    value: Str | None = None
+    value_from: EnvVarSource | None = None
 
 
 class NamedReference(KubeModel):
     """configMapRef / secretRef in envFrom."""
     name: DNSSubdomain
-    optional: Optional[Bool] = None
+    optional: Bool | None = None
 
 
 class EnvFromSource(KubeModel):
-    prefix: Optional[Str] = None
-    config_map_ref: Optional[NamedReference] = None
-    secret_ref: Optional[NamedReference] = None
+    prefix: Str | None = None
+    config_map_ref: NamedReference | None = None
+    secret_ref: NamedReference | None = None
 
 
 class HTTPHeader(KubeModel):
@@ -86,14 +106,14 @@ class HTTPHeader(KubeModel):
 class HTTPGetAction(KubeModel):
     path: Str = "/"
     port: PortOrName
-    host: Optional[Str] = None
+    host: Str | None = None
     scheme: Literal["HTTP", "HTTPS"] = "HTTP"
-    http_headers: Optional[list[HTTPHeader]] = None
+    http_headers: list[HTTPHeader] | None = None
 
 
 class TCPSocketAction(KubeModel):
     port: PortOrName
-    host: Optional[Str] = None
+    host: Str | None = None
 
 
 class ExecAction(KubeModel):
@@ -101,25 +121,25 @@ class ExecAction(KubeModel):
 
 
 class Probe(KubeModel):
-    http_get: Optional[HTTPGetAction] = None
-    tcp_socket: Optional[TCPSocketAction] = None
-    exec: Optional[ExecAction] = None
+    http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None
+    exec: ExecAction | None = None
     initial_delay_seconds: NonNegInt32 = 0
     timeout_seconds: PosInt32 = 1
     period_seconds: PosInt32 = 10
     success_threshold: PosInt32 = 1
     failure_threshold: PosInt32 = 3
-    termination_grace_period_seconds: Optional[PosInt64] = None
+    termination_grace_period_seconds: PosInt64 | None = None
 
 
 class ResourceList(KubeModel):
-    cpu: Optional[Quantity] = None
-    memory: Optional[Quantity] = None
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
 
 
 class ResourceRequirements(KubeModel):
-    limits: Optional[ResourceList] = None
-    requests: Optional[ResourceList] = None
+    limits: ResourceList | None = None
+    requests: ResourceList | None = None
 
     @model_validator(mode="after")
     def _requests_default_to_limits(self) -> ResourceRequirements:
@@ -136,31 +156,31 @@ class ResourceRequirements(KubeModel):
 class VolumeMount(KubeModel):
     name: DNSLabel
     mount_path: NonEmptyStr
-    read_only: Optional[Bool] = None
-    sub_path: Optional[Str] = None
+    read_only: Bool | None = None
+    sub_path: Str | None = None
 
 
 class Capabilities(KubeModel):
-    add: Optional[list[Str]] = None
-    drop: Optional[list[Str]] = None
+    add: list[Str] | None = None
+    drop: list[Str] | None = None
 
 
 class SecurityContext(KubeModel):
-    privileged: Optional[Bool] = None
-    run_as_user: Optional[NonNegInt64] = None
-    run_as_group: Optional[NonNegInt64] = None
-    run_as_non_root: Optional[Bool] = None
-    read_only_root_filesystem: Optional[Bool] = None
-    allow_privilege_escalation: Optional[Bool] = None
-    capabilities: Optional[Capabilities] = None
+    privileged: Bool | None = None
+    run_as_user: NonNegInt64 | None = None
+    run_as_group: NonNegInt64 | None = None
+    run_as_non_root: Bool | None = None
+    read_only_root_filesystem: Bool | None = None
+    allow_privilege_escalation: Bool | None = None
+    capabilities: Capabilities | None = None
 
 
 class PodSecurityContext(KubeModel):
-    run_as_user: Optional[NonNegInt64] = None
-    run_as_group: Optional[NonNegInt64] = None
-    run_as_non_root: Optional[Bool] = None
-    fs_group: Optional[NonNegInt64] = None
-    supplemental_groups: Optional[list[NonNegInt64]] = None
+    run_as_user: NonNegInt64 | None = None
+    run_as_group: NonNegInt64 | None = None
+    run_as_non_root: Bool | None = None
+    fs_group: NonNegInt64 | None = None
+    supplemental_groups: list[NonNegInt64] | None = None
 
 
 def default_pull_policy(image: str) -> str:
@@ -175,19 +195,19 @@ def default_pull_policy(image: str) -> str:
 class Container(KubeModel):
     name: DNSLabel
     image: Image
-    image_pull_policy: Optional[Literal["Always", "IfNotPresent", "Never"]] = None
-    command: Optional[list[Str]] = None
-    args: Optional[list[Str]] = None
-    working_dir: Optional[Str] = None
-    env: Optional[list[EnvVar]] = None
-    env_from: Optional[list[EnvFromSource]] = None
-    ports: Optional[list[ContainerPort]] = None
-    readiness_probe: Optional[Probe] = None
-    liveness_probe: Optional[Probe] = None
-    startup_probe: Optional[Probe] = None
-    resources: Optional[ResourceRequirements] = None
-    volume_mounts: Optional[list[VolumeMount]] = None
-    security_context: Optional[SecurityContext] = None
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    command: list[Str] | None = None
+    args: list[Str] | None = None
+    working_dir: Str | None = None
+    env: list[EnvVar] | None = None
+    env_from: list[EnvFromSource] | None = None
+    ports: list[ContainerPort] | None = None
+    readiness_probe: Probe | None = None
+    liveness_probe: Probe | None = None
+    startup_probe: Probe | None = None
+    resources: ResourceRequirements | None = None
+    volume_mounts: list[VolumeMount] | None = None
+    security_context: SecurityContext | None = None
 
     @model_validator(mode="after")
     def _pull_policy(self) -> Container:
@@ -199,32 +219,31 @@ class Container(KubeModel):
 class KeyToPath(KubeModel):
     key: ConfigKey
     path: NonEmptyStr
-    mode: Optional[FileMode] = None
+    mode: FileMode | None = None
 
 
 class EmptyDirVolumeSource(KubeModel):
-    medium: Optional[Literal["", "Memory"]] = None
-    size_limit: Optional[Quantity] = None
+    medium: Literal["", "Memory"] | None = None
+    size_limit: Quantity | None = None
 
 
 class ConfigMapVolumeSource(KubeModel):
     name: DNSSubdomain
-    items: Optional[list[KeyToPath]] = None
+    items: list[KeyToPath] | None = None
     default_mode: FileMode = 0o644
-    optional: Optional[Bool] = None
+    optional: Bool | None = None
 
 
 class SecretVolumeSource(KubeModel):
     secret_name: DNSSubdomain
-    items: Optional[list[KeyToPath]] = None
+    items: list[KeyToPath] | None = None
     default_mode: FileMode = 0o644
-    optional: Optional[Bool] = None
+    optional: Bool | None = None
 
 
 class HostPathVolumeSource(KubeModel):
     path: NonEmptyStr
-    type: Optional[Literal["", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket",
-                           "CharDevice", "BlockDevice"]] = None
+    type: Literal["", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice", "BlockDevice"] | None = None
 
 
 VOLUME_SOURCES = {"emptyDir": "empty_dir", "configMap": "config_map", "secret": "secret", "hostPath": "host_path"}
@@ -232,10 +251,10 @@ VOLUME_SOURCES = {"emptyDir": "empty_dir", "configMap": "config_map", "secret": 
 
 class Volume(KubeModel):
     name: DNSLabel
-    empty_dir: Optional[EmptyDirVolumeSource] = None
-    config_map: Optional[ConfigMapVolumeSource] = None
-    secret: Optional[SecretVolumeSource] = None
-    host_path: Optional[HostPathVolumeSource] = None
+    empty_dir: EmptyDirVolumeSource | None = None
+    config_map: ConfigMapVolumeSource | None = None
+    secret: SecretVolumeSource | None = None
+    host_path: HostPathVolumeSource | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -258,15 +277,15 @@ class Volume(KubeModel):
 
 class PodSpec(KubeModel):
     containers: list[Container] = Field(min_length=1)
-    init_containers: Optional[list[Container]] = None
+    init_containers: list[Container] | None = None
     restart_policy: Literal["Always", "OnFailure", "Never"] = "Always"
     termination_grace_period_seconds: NonNegInt64 = 30
     dns_policy: Literal["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"] = "ClusterFirst"
-    node_selector: Optional[Labels] = None
-    host_network: Optional[Bool] = None
-    hostname: Optional[DNSLabel] = None
-    volumes: Optional[list[Volume]] = None
-    security_context: Optional[PodSecurityContext] = None
+    node_selector: Labels | None = None
+    host_network: Bool | None = None
+    hostname: DNSLabel | None = None
+    volumes: list[Volume] | None = None
+    security_context: PodSecurityContext | None = None
 
 
 class PodTemplateSpec(KubeModel):

@@ -6,7 +6,7 @@ when absent, so they are not defaulted here.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -15,11 +15,11 @@ from .meta import ServiceMeta
 
 
 class ServicePort(KubeModel):
-    name: Optional[DNSLabel] = None
+    name: DNSLabel | None = None
     protocol: TCPProtocol = "TCP"
     port: PortNumber
-    target_port: Optional[PortOrName] = None
-    node_port: Optional[NodePortNumber] = None
+    target_port: PortOrName | None = None
+    node_port: NodePortNumber | None = None
 
     @model_validator(mode="after")
     def _target_defaults_to_port(self) -> ServicePort:
@@ -30,9 +30,9 @@ class ServicePort(KubeModel):
 
 class ServiceSpec(KubeModel):
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
-    cluster_ip: Optional[ClusterIP] = Field(default=None, alias="clusterIP")
-    ports: Optional[list[ServicePort]] = None
-    selector: Optional[Labels] = None
+    cluster_ip: ClusterIP | None = Field(default=None, alias="clusterIP")
+    ports: list[ServicePort] | None = None
+    selector: Labels | None = None
     session_affinity: Literal["None", "ClientIP"] = "None"
 
 

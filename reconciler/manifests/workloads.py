@@ -6,7 +6,7 @@ so the models only know apps/v1. The apps/v1 defaults apply whatever the input s
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -22,7 +22,7 @@ class RollingUpdateDeployment(KubeModel):
 
 class DeploymentStrategy(KubeModel):
     type: Literal["RollingUpdate", "Recreate"] = "RollingUpdate"
-    rolling_update: Optional[RollingUpdateDeployment] = None
+    rolling_update: RollingUpdateDeployment | None = None
 
     @model_validator(mode="after")
     def _rolling_defaults(self) -> DeploymentStrategy:

@@ -33,14 +33,15 @@ nothing here can fail the proxy sync.
 from __future__ import annotations
 
 import threading
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import structlog
 
 from reconciler.core import objects as o
+from reconciler.core.workqueue import Result
 from reconciler.kubelet.podrequest import service_hosts
 from reconciler.proxy.userspace import ServiceProxy, cluster_ip_listeners
-from reconciler.core.workqueue import Result
 from runtime.driver import DriverError, NodeDriver
 
 log = structlog.get_logger("proxysync")

@@ -49,10 +49,10 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Coroutine, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 

@@ -43,21 +43,22 @@ from __future__ import annotations
 import ipaddress
 import threading
 from collections import Counter
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Container, Iterable
+from typing import Any
 
 import structlog
 
+from reconciler.controllers.node import node_is_ready
 from reconciler.core import objects as o
 from reconciler.core.clock import Clock
-from reconciler.controllers.node import node_is_ready
-from reconciler.manifests.quantity import QuantityError, parse_cpu, parse_memory
+from reconciler.core.keys import ANN_POD_IP
 from reconciler.core.workqueue import Result, TemporaryError
+from reconciler.manifests.quantity import QuantityError, parse_cpu, parse_memory
 
 log = structlog.get_logger("scheduler")
 
 Obj = dict[str, Any]
-ANN_POD_IP = "reconciler.io/pod-ip"
 RETRY_UNSCHEDULABLE = 5.0  # seconds; a Node change retries at once
 # kube-scheduler's non-zero defaults: only for scoring, never for the fit.
 DEFAULT_CPU_REQUEST_MILLI = 100

@@ -36,8 +36,8 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from pathlib import Path
-from typing import Callable, Hashable, Iterable, Mapping
 
 import structlog
 

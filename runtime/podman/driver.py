@@ -80,9 +80,10 @@ import socket as socketlib
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import podman
 import requests
@@ -191,7 +192,7 @@ def _rfc3339(unix_seconds: Any) -> str | None:
     """podman lists times as Unix seconds; Go's zero time (year 1) means 'never'."""
     if not isinstance(unix_seconds, (int, float)) or unix_seconds <= 0:
         return None
-    return datetime.fromtimestamp(unix_seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(unix_seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _error_message(response: Any) -> str:
@@ -894,7 +895,7 @@ class PodmanDriver:
             interrupter.finish()
 
     def _watch(self, *, on_event: EventHandler, stop: threading.Event, report: WatchStatusHandler,
-               interrupter: "_StreamInterrupter") -> None:
+               interrupter: _StreamInterrupter) -> None:
         backoff = _EVENTS_BACKOFF_START
         while not stop.is_set():
             try:

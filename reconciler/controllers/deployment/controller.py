@@ -22,21 +22,29 @@ from typing import Any
 
 import structlog
 
-from reconciler.core import objects as o
 from reconciler.controllers.deployment import maths as rollout
+from reconciler.core import objects as o
 from reconciler.core.clock import Clock, from_rfc3339
-from reconciler.kubelet.env import config_hash
+from reconciler.core.keys import (
+    ANN_COMMIT,
+    ANN_CONFIG_HASH,
+    ANN_DESIRED_REPLICAS,
+    ANN_MAX_REPLICAS,
+    ANN_REVISION,
+    ANN_REVISION_HISTORY,
+    ANN_ROLLOUT_ON_CONFIG,
+    LABEL_TEMPLATE_HASH,
+)
 from reconciler.core.selectors import SelectorError, from_label_selector
-from reconciler.gitops.autorollback import AutoRollback
 from reconciler.core.workqueue import Result
+from reconciler.gitops.autorollback import AutoRollback
+from reconciler.kubelet.env import config_hash
 
 log = structlog.get_logger("deployment")
 
 Obj = dict[str, Any]
 
 
-ANN_CONFIG_HASH = "reconciler.io/config-hash"
-ANN_ROLLOUT_ON_CONFIG = "reconciler.io/rollout-on-config-change"
 
 
 class DeploymentController:
@@ -186,7 +194,7 @@ class DeploymentController:
 
     def _view(self, rs: Obj) -> rollout.RSView:
         ann = o.annotations(rs)
-        max_replicas = ann.get(o.ANN_MAX_REPLICAS)
+        max_replicas = ann.get(ANN_MAX_REPLICAS)
         return rollout.RSView(
             name=rs["metadata"]["name"],
             replicas=self._replicas(rs),
@@ -200,7 +208,7 @@ class DeploymentController:
         new, old = self._split(d, all_rss)
         max_old = max((self._revision(rs) for rs in old), default=0)
         new_revision = max_old + 1
-        commit = o.annotations(d).get(o.ANN_COMMIT, "")
+        commit = o.annotations(d).get(ANN_COMMIT, "")
         if new is not None:
             if self._revision(new) < new_revision:
                 new = self._promote_existing(d, new, revision=new_revision, commit=commit)
@@ -211,7 +219,7 @@ class DeploymentController:
 
     @staticmethod
     def _revision(rs: Obj) -> int:
-        value = o.annotations(rs).get(o.ANN_REVISION, "0")
+        value = o.annotations(rs).get(ANN_REVISION, "0")
         return int(value) if str(value).isdigit() else 0
 
     def _promote_existing(self, d: Obj, rs: Obj, *, revision: int, commit: str) -> Obj:
@@ -221,16 +229,16 @@ class DeploymentController:
 
         def mutate(cur: Obj) -> Obj | None:
             ann = cur["metadata"].setdefault("annotations", {})
-            old_rev = ann.get(o.ANN_REVISION)
+            old_rev = ann.get(ANN_REVISION)
             if self._revision(cur) >= revision:
                 return None  # promoted already (the caller's copy was stale)
             if old_rev:
-                history = [h for h in ann.get(o.ANN_REVISION_HISTORY, "").split(",") if h]
+                history = [h for h in ann.get(ANN_REVISION_HISTORY, "").split(",") if h]
                 history.append(old_rev)
-                ann[o.ANN_REVISION_HISTORY] = ",".join(history)
-            ann[o.ANN_REVISION] = str(revision)
+                ann[ANN_REVISION_HISTORY] = ",".join(history)
+            ann[ANN_REVISION] = str(revision)
             if commit:
-                ann[o.ANN_COMMIT] = commit
+                ann[ANN_COMMIT] = commit
             return cur
 
         self._record_revision(d, rs, revision=revision, commit=commit)  # before the write, as in _create_new
@@ -246,9 +254,9 @@ class DeploymentController:
         namespace, dname = d["metadata"]["namespace"], d["metadata"]["name"]
         template = o.template_without_hash(self.effective_template(d))
         phash = o.template_hash(template)
-        template.setdefault("metadata", {}).setdefault("labels", {})[o.LABEL_TEMPLATE_HASH] = phash
+        template.setdefault("metadata", {}).setdefault("labels", {})[LABEL_TEMPLATE_HASH] = phash
         selector = dict(spec.get("selector") or {})
-        selector["matchLabels"] = {**(selector.get("matchLabels") or {}), o.LABEL_TEMPLATE_HASH: phash}
+        selector["matchLabels"] = {**(selector.get("matchLabels") or {}), LABEL_TEMPLATE_HASH: phash}
         desired = int(spec.get("replicas", 1))
         surge, _ = self._fenceposts(d)
         if (spec.get("strategy") or {}).get("type") == "Recreate":
@@ -265,10 +273,10 @@ class DeploymentController:
                 "namespace": namespace,
                 "labels": dict(template["metadata"]["labels"]),
                 "annotations": {
-                    o.ANN_REVISION: str(revision),
-                    o.ANN_DESIRED_REPLICAS: str(desired),
-                    o.ANN_MAX_REPLICAS: str(desired + surge),
-                    **({o.ANN_COMMIT: commit} if commit else {}),
+                    ANN_REVISION: str(revision),
+                    ANN_DESIRED_REPLICAS: str(desired),
+                    ANN_MAX_REPLICAS: str(desired + surge),
+                    **({ANN_COMMIT: commit} if commit else {}),
                 },
                 "ownerReferences": [o.owner_reference(d)],
             },
@@ -317,7 +325,7 @@ class DeploymentController:
         surge, _ = self._fenceposts(d)
         old_size = self._replicas(rs)
         ann = o.annotations(rs)
-        want_ann = {o.ANN_DESIRED_REPLICAS: str(desired), o.ANN_MAX_REPLICAS: str(desired + surge)}
+        want_ann = {ANN_DESIRED_REPLICAS: str(desired), ANN_MAX_REPLICAS: str(desired + surge)}
         if old_size == replicas and all(ann.get(k) == v for k, v in want_ann.items()):
             return False
 
@@ -335,14 +343,14 @@ class DeploymentController:
                         f"Scaled {direction} replica set {rs['metadata']['name']} from {old_size} to {replicas}")
             log.info("scale", object=f"deployment/{d['metadata']['name']}", namespace=d["metadata"]["namespace"],
                      replicaset=rs["metadata"]["name"], replicas=replicas, previous=old_size, action="scale",
-                     commit=o.annotations(d).get(o.ANN_COMMIT, ""))
+                     commit=o.annotations(d).get(ANN_COMMIT, ""))
         return old_size != replicas
 
     def _is_scaling_event(self, d: Obj, all_rss: list[Obj]) -> bool:
         new, old = self._get_all_and_sync_revision(d, all_rss, create=False)
         desired = str(d["spec"].get("replicas", 1))
         for rs in [r for r in old + ([new] if new else []) if self._replicas(r) > 0]:
-            want = o.annotations(rs).get(o.ANN_DESIRED_REPLICAS)
+            want = o.annotations(rs).get(ANN_DESIRED_REPLICAS)
             if want is not None and want != desired:
                 return True
         return False
@@ -368,7 +376,7 @@ class DeploymentController:
                 self._scale(d, target, desired)  # refresh desired/max annotations
             return
         if new is not None and self._replicas(new) == desired and self._available(new) == desired and \
-                o.annotations(new).get(o.ANN_DESIRED_REPLICAS) == str(desired):
+                o.annotations(new).get(ANN_DESIRED_REPLICAS) == str(desired):
             for rs in old:
                 self._scale(d, rs, 0)
             return

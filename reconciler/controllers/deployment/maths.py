@@ -11,8 +11,8 @@ positive values — Python's ``round()`` rounds half to even, so it is never use
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 class IntOrPercentError(ValueError):

@@ -44,20 +44,20 @@ from typing import Any
 
 import structlog
 
-from reconciler.core import objects as o
-from reconciler.core.clock import Clock
 from reconciler.controllers.service.allocation import (  # noqa: F401  (re-exported for callers)
     NODE_PORT_TYPES,
     allocated_fields,
     carry_allocations,
     port_identity,
 )
+from reconciler.core import objects as o
+from reconciler.core.clock import Clock
+from reconciler.core.keys import SERVICE_ALLOCATIONS_KEY
 from reconciler.core.workqueue import Result
 
 log = structlog.get_logger("service")
 
 Obj = dict[str, Any]
-RECORD_KEY = "allocator/services"
 # A Service whose declaration was refused is looked at again: the holder may go away.
 RETRY_REFUSED_SECONDS = 30.0
 
@@ -229,7 +229,7 @@ class ServiceController:
 
     # -- record ------------------------------------------------------------------------------
     def _load_record(self, *, live_uids: set[str]) -> dict[str, Any]:
-        raw = self._store.kv_get(RECORD_KEY) or {}
+        raw = self._store.kv_get(SERVICE_ALLOCATIONS_KEY) or {}
         record: dict[str, Any] = {"clusterIPs": {}, "nodePorts": {}}
         for table in ("clusterIPs", "nodePorts"):
             for value, holder in (raw.get(table) or {}).items():
@@ -240,7 +240,7 @@ class ServiceController:
 
     def _save_record(self, record: dict[str, Any]) -> None:
         if record != self._loaded:
-            self._store.kv_set(RECORD_KEY, record)
+            self._store.kv_set(SERVICE_ALLOCATIONS_KEY, record)
 
     # -- writing ---------------------------------------------------------------------------
     def _write(self, svc: Obj, spec: dict[str, Any]) -> None:

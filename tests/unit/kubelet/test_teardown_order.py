@@ -1,0 +1,113 @@
+"""The node agent's teardown order, on the fake driver: the Pod object goes once its
+containers have stopped and before the engine pod is removed (so a rolling update's
+next step does not wait for the engine's clean-up), a crash between the two leaves an
+orphan the agent removes, and the ordinary removal is never counted as drift.
+"""
+from __future__ import annotations
+
+from reconciler.controllers.manager import ControllerManager
+from reconciler.controllers.node import NodeBinding
+from reconciler.core.clock import ManualClock
+from reconciler.daemon.metrics import DriftCountingDriver
+from reconciler.store.store import Store
+from runtime.driver import DriverError
+from runtime.fake import FakeDriver
+from tests.harness.sim import Sim, apply, deployment, settle
+
+
+def test_the_object_goes_after_the_stop_and_before_the_removal(tmp_path):
+    sim = Sim(tmp_path)
+    sim.apply(deployment(replicas=2, image="hello:v1"))
+    sim.settle()
+    names = {p["metadata"]["name"] for p in sim.pods()}
+    seen: dict[str, list[str] | None] = {}
+
+    def on_change(kind: str, namespace: str, name: str) -> None:
+        # At the moment the object goes: what does the engine hold of that pod?
+        if kind == "Pod" and name in names and sim.store.get("Pod", namespace, name) is None:
+            states = [p for p in sim.driver.list_pods() if p.name == name]
+            seen[name] = [c.state for c in states[0].containers] if states else None
+
+    sim.store.watch(on_change)
+    sim.apply(deployment(replicas=0, image="hello:v1"))
+    sim.settle()
+    assert sim.pods() == []
+    assert set(seen) == names
+    for name, states in seen.items():
+        assert states is not None, f"{name}: the engine pod was removed before the object"
+        assert states and all(s == "terminated" for s in states), f"{name}: still running when deleted: {states}"
+    assert not [p for p in sim.driver.list_pods() if p.name in names]
+    sim.store.close()
+
+
+def test_a_removal_that_fails_after_the_object_went_is_finished_as_an_orphan(tmp_path, monkeypatch):
+    sim = Sim(tmp_path)
+    sim.apply(deployment(replicas=1, image="hello:v1"))
+    sim.settle()
+    [pod] = sim.pods()
+    name = pod["metadata"]["name"]
+    real_remove = sim.driver.remove_pod
+    failures = []
+
+    def remove_once_failing(*, namespace: str, name: str) -> None:
+        if not failures:
+            failures.append(name)
+            raise DriverError("the engine went away mid-teardown")
+        real_remove(namespace=namespace, name=name)
+
+    monkeypatch.setattr(sim.driver, "remove_pod", remove_once_failing)
+    sim.apply(deployment(replicas=0, image="hello:v1"))
+    sim.manager.run_until_idle()
+    assert failures == [name]
+    assert sim.store.get("Pod", "default", name) is None
+    sim.advance(1.0)  # the failed item's retry (and a relist) finish the removal
+    assert not [p for p in sim.driver.list_pods() if p.name == name]
+    sim.store.close()
+
+
+def test_an_ordinary_removal_is_not_counted_as_drift(tmp_path):
+    clock = ManualClock()
+    store = Store(tmp_path / "store.db", clock=clock.now)
+    drift: list[str] = []
+    fake = FakeDriver(clock=clock.now, record_calls=True)
+    driver = DriftCountingDriver(fake, store=store, on_drift=drift.append)
+    manager = ControllerManager(store=store, clock=clock, threaded=False,
+                                nodes=[NodeBinding(name="node1", url="fake://node1", pod_cidr="127.244.0.0/24",
+                                                   driver=driver)])
+    manager.heartbeat_all()
+    apply(store, deployment(replicas=2, image="hello:v1"))
+    settle(manager, store)
+    assert len(store.list("Pod")) == 2
+    apply(store, deployment(replicas=0, image="hello:v1"))
+    settle(manager, store)
+    assert store.list("Pod") == [] and fake.list_pods() == []
+    assert "stray_pod_removed" not in drift
+    # Nor did telling it cost a listing of the whole engine per removed pod.
+    removals = fake.calls_to("remove_pod")
+    assert len(removals) == 2
+    store.close()
+
+
+def test_when_the_stop_fails_the_object_waits_for_the_removal(tmp_path, monkeypatch):
+    """Only a successful stop lets the object go first: otherwise the containers may still run."""
+    sim = Sim(tmp_path)
+    sim.apply(deployment(replicas=1, image="hello:v1"))
+    sim.settle()
+    [pod] = sim.pods()
+    name = pod["metadata"]["name"]
+    seen: list[list[str] | None] = []
+
+    def refuse_stop(*, namespace: str, name: str, grace_seconds: int) -> None:
+        raise DriverError("the engine refused to stop it")
+
+    def on_change(kind: str, namespace: str, changed: str) -> None:
+        if kind == "Pod" and changed == name and sim.store.get("Pod", namespace, changed) is None:
+            seen.append([p.name for p in sim.driver.list_pods() if p.name == name] or None)
+
+    monkeypatch.setattr(sim.driver, "stop_pod", refuse_stop)
+    sim.store.watch(on_change)
+    sim.apply(deployment(replicas=0, image="hello:v1"))
+    sim.settle()
+    assert seen == [None], "the object went while the engine still held the pod"
+    assert sim.pods() == [] and not [p for p in sim.driver.list_pods() if p.name == name]
+    sim.store.close()
