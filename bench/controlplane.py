@@ -1,6 +1,6 @@
 """Figure 5: what the control plane costs by itself, on the fake runtime, as the repository grows.
 
-"A full pass" is the daemon's periodic safety net: ``ControllerManager.resync()``
+"A full pass" is the daemon's periodic safety net: ``ControlPlane.resync()``
 enqueues every Deployment, ReplicaSet and Pod, and the queues run until idle, in
 process (``threaded=False``), on a ``Store`` in a tmp dir and a ``FakeDriver`` with
 ``record_calls=False``. Measured at 100, 1,000 and 5,000 Deployments of 3 replicas
@@ -44,12 +44,12 @@ from typing import Any
 
 from bench.figures import Figure, Results, median
 from reconciler.controllers.deployment.controller import DeploymentController
-from reconciler.controllers.manager import ControllerManager
-from reconciler.controllers.node import NodeBinding
 from reconciler.core import objects as o
 from reconciler.core.clock import ManualClock
 from reconciler.core.keys import ANN_COMMIT, ANN_MANAGED_BY, ANN_POD_IP, ANN_SOURCE_FILE, LABEL_TEMPLATE_HASH, MANAGER
+from reconciler.daemon.controlplane import ControlPlane
 from reconciler.kubelet.agent import NodeAgent
+from reconciler.kubelet.nodestatus import NodeBinding
 from reconciler.kubelet.podrequest import build_request
 from reconciler.store.store import Store
 from runtime.fake import FakeDriver
@@ -102,14 +102,14 @@ def _manifest(name: str, *, image: str = IMAGE_V1) -> dict:
     }
 
 
-def _manager(store: Store, clock: ManualClock, driver: FakeDriver, volumes: Path) -> ControllerManager:
-    manager = ControllerManager(store=store, clock=clock, threaded=False, volumes_dir=volumes,
+def _manager(store: Store, clock: ManualClock, driver: FakeDriver, volumes: Path) -> ControlPlane:
+    manager = ControlPlane(store=store, clock=clock, threaded=False, volumes_dir=volumes,
                                 nodes=[NodeBinding(name=NODE, url=f"fake://{NODE}", pod_cidr=FAKE_CIDR, driver=driver)])
     manager.heartbeat_all()
     return manager
 
 
-def _settle(manager: ControllerManager, *, rounds: int = 50) -> None:
+def _settle(manager: ControlPlane, *, rounds: int = 50) -> None:
     """Run the queues and relist until the store stops changing (as the daemon's loops would)."""
     for _ in range(rounds):
         manager.run_until_idle()
@@ -130,7 +130,7 @@ class Cluster:
         self.clock = ManualClock()
         self.driver = FakeDriver(clock=self.clock.now, record_calls=False, images=[IMAGE_V1, IMAGE_V2])
         self.store = Store(tmp / "store.db", clock=self.clock.now)
-        self.manager: ControllerManager | None = None
+        self.manager: ControlPlane | None = None
 
     def build(self) -> float:
         """Clone the seed ``count`` times; returns the seconds it took."""
@@ -147,7 +147,8 @@ class Cluster:
             name = f"app-{i:05d}"
             d = json.loads(seed["Deployment"].replace(SEED, name))
             phash = o.template_hash(o.template_without_hash(controller.effective_template(d)))
-            text = {kind: seed[kind].replace(SEED, name).replace(seed["hash"], phash) for kind in ("Deployment", "ReplicaSet", "Pods")}
+            text = {kind: seed[kind].replace(SEED, name).replace(seed["hash"], phash)
+                    for kind in ("Deployment", "ReplicaSet", "Pods")}
             for old_uid in seed["uids"]:
                 new_uid = str(uuid.uuid4())
                 text = {k: v.replace(old_uid, new_uid) for k, v in text.items()}
@@ -328,7 +329,7 @@ def run(*, results: Results, sizes: tuple[int, ...], budget: float, command: str
                 prof_event = Profiler(interval=0.0005) if profiling else None
                 events: list[tuple[float, int]] = []
                 index = 0
-                while len(events) < reps and (not events or sum(e[0] for e in events) * (len(events) + 1) / len(events) <= budget):
+                while len(events) < reps and _within_budget(events, budget):
                     events.append(cluster.event_driven_change(index, profiler=prof_event if not events else None))
                     if not cluster.rollout_done(index):
                         raise RuntimeError("the single change did not complete its rollout")
@@ -398,3 +399,8 @@ def run(*, results: Results, sizes: tuple[int, ...], budget: float, command: str
             results.add(Figure(key=f"cp.growth.{small}-{big}", title=f"no-change pass growth {small} -> {big}",
                                value=b / a, unit="x", baseline=big / small, baseline_title="(object ratio)",
                                note=f"time grows as N^{exponent:.2f}", command=command))
+
+
+def _within_budget(events: list[tuple[float, int]], budget: float) -> bool:
+    """Whether one more event, at the mean cost so far, would still fit the time budget."""
+    return not events or sum(e[0] for e in events) * (len(events) + 1) / len(events) <= budget

@@ -87,7 +87,8 @@ def format_table(figures: Iterable[Figure]) -> str:
         rows.append((
             f.title + (" (est.)" if f.estimated else ""),
             _fmt(f.value, f.unit),
-            (_fmt(f.baseline, f.unit) + (f" {f.baseline_title}" if f.baseline_title else "")) if f.baseline is not None else "-",
+            ((_fmt(f.baseline, f.unit) + (f" {f.baseline_title}" if f.baseline_title else ""))
+             if f.baseline is not None else "-"),
             f"{ratio:.2f}x" if ratio is not None and ratio == ratio else "-",
             f.goal_text or "-",
             verdict,

@@ -45,7 +45,8 @@ def markdown(data: dict) -> str:
         samples = ", ".join(_fmt(v, unit).replace(" ", "\u00a0") for v in f.get("samples") or [])
         if f.get("baseline_samples"):
             samples += " / by hand: " + ", ".join(_fmt(v, unit).replace(" ", "\u00a0") for v in f["baseline_samples"])
-        baseline = f"{_fmt(f['baseline'], unit)} {f.get('baseline_title', '')}".strip() if f.get("baseline") is not None else "–"
+        baseline = (f"{_fmt(f['baseline'], unit)} {f.get('baseline_title', '')}".strip()
+                    if f.get("baseline") is not None else "–")
         note = f" ({f['note']})" if f.get("note") else ""
         lines.append(f"| {f['key']} | {f['title']}{' (est.)' if f.get('estimated') else ''}{note} | "
                      f"{_fmt(f['value'], unit)} | {baseline} | "

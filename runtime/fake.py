@@ -1,5 +1,9 @@
 """An in-memory NodeDriver for controller tests and benchmarks.
 
+(One piece just over 500 lines on purpose: its event delivery is tied to its one lock —
+events are queued under it and delivered after — and the only other seam, the records,
+is about 60 lines.)
+
 Design: the fake behaves like PodmanDriver where the control plane can tell
 (create needs the image present, start makes containers run, stop terminates
 them, restarts are the caller's job) and nothing more. It is deterministic:

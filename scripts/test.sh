@@ -6,5 +6,8 @@ cd "$(dirname "$0")/.."
 ./scripts/setup-host.sh
 python3 -m pip install -q -e '.[test]'
 ./scripts/build-images.sh
-lint-imports --no-cache >/dev/null || lint-imports --no-cache  # the layering contract in .importlinter
+# The checks first (seconds): the layering contract in .importlinter, lint, types (pyproject.toml).
+lint-imports --no-cache >/dev/null || lint-imports --no-cache
+ruff check --quiet .
+mypy
 exec python3 -m pytest -q "$@"

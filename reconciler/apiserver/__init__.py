@@ -1,8 +1,10 @@
-"""The daemon's REST API: Kubernetes-shaped JSON over HTTP on a unix socket.
+"""The daemon's REST API (the apiserver): Kubernetes-shaped JSON over HTTP on a unix socket.
 
-`server` serves the store to local clients (the socket's 0600 mode is the access
-control), `client` is what the CLI uses, and `kinds` is the one table of resource
-names both sides share.
+`routes` maps URLs to store reads and daemon actions, `status` holds the Kubernetes
+`Status` failures (and which code each GitOps refusal becomes), and `server` serves
+the routes to local clients on `<state-dir>/api.sock` (the socket's 0600 mode is the
+access control). The CLI's side is `reconciler.kubectl.client`; the one table of
+resource names both sides share is `reconciler.core.kinds`.
 """
 from __future__ import annotations
 

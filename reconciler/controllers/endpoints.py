@@ -35,17 +35,18 @@ from typing import Any
 import structlog
 
 from reconciler.core import objects as o
+from reconciler.core.bodies import Body
 from reconciler.core.clock import Clock
 from reconciler.core.keys import LABEL_HEADLESS
 from reconciler.core.selectors import from_map
+from reconciler.core.watches import Cache, Change, For, Watch, Watches
 from reconciler.core.workqueue import Result
 
 log = structlog.get_logger("endpoints")
 
-Obj = dict[str, Any]
 
 
-def services_selecting(*, store: Any, pod: Obj) -> list[tuple[str, str]]:
+def services_selecting(*, store: Any, pod: Body) -> list[tuple[str, str]]:
     """Keys (namespace, name) of the Services in the pod's namespace whose selector matches it."""
     namespace = (pod.get("metadata") or {}).get("namespace") or "default"
     pod_labels = o.labels(pod)
@@ -57,7 +58,7 @@ def services_selecting(*, store: Any, pod: Obj) -> list[tuple[str, str]]:
     return keys
 
 
-def resolve_target_port(*, pod: Obj, service_port: dict[str, Any]) -> int | None:
+def resolve_target_port(*, pod: Body, service_port: dict[str, Any]) -> int | None:
     """The pod's port number for one service port (Kubernetes' FindPort), or None."""
     target = service_port.get("targetPort", service_port.get("port"))
     if isinstance(target, str) and target.isdigit():
@@ -75,7 +76,7 @@ def resolve_target_port(*, pod: Obj, service_port: dict[str, Any]) -> int | None
     return None
 
 
-def desired_subsets(*, service: Obj, pods: list[Obj]) -> list[dict[str, Any]]:
+def desired_subsets(*, service: Body, pods: list[Body]) -> list[dict[str, Any]]:
     """The Endpoints subsets for a Service over the given pods (pure, sorted)."""
     spec = service.get("spec") or {}
     selector = spec.get("selector")
@@ -120,15 +121,15 @@ def desired_subsets(*, service: Obj, pods: list[Obj]) -> list[dict[str, Any]]:
         return (tuple(int(x) if x.isdigit() else 0 for x in a["ip"].split(".")), a["ip"], a["targetRef"]["name"])
 
     subsets = []
-    for ports, (ready_list, not_ready_list) in groups.items():
+    for port_group, (ready_list, not_ready_list) in groups.items():
         subset: dict[str, Any] = {}
         if ready_list:
             subset["addresses"] = sorted(ready_list, key=address_key)
         if not_ready_list:
             subset["notReadyAddresses"] = sorted(not_ready_list, key=address_key)
-        if ports:
+        if port_group:
             subset["ports"] = [({"name": name} if name else {}) | {"port": number, "protocol": protocol}
-                               for name, number, protocol in ports]
+                               for name, number, protocol in port_group]
         subsets.append(subset)
 
     def subset_key(s: dict[str, Any]) -> tuple:
@@ -138,10 +139,23 @@ def desired_subsets(*, service: Obj, pods: list[Obj]) -> list[dict[str, Any]]:
     return sorted(subsets, key=subset_key)
 
 
+def _services_of_namespace(change: Change, cache: Cache) -> list[tuple[str, str]]:
+    # Every Service of the namespace looks again: a pod that lost a label or went away must
+    # leave the ones that selected it, which its new state alone cannot tell.
+    return cache.names("Service", change.namespace)
+
+
 class EndpointsController:
+    name = "endpoints"
+    workers = 2
+    watches: tuple[Watch, ...] = (For("Service"), Watches("Pod", _services_of_namespace))
+
     def __init__(self, *, store: Any, clock: Clock) -> None:
         self._store = store
         self._clock = clock
+
+    def resync_keys(self, cache: Cache, *, first: bool) -> list[tuple[str, str]]:
+        return cache.names("Service")
 
     def reconcile(self, key: tuple[str, str]) -> Result | None:
         namespace, name = key
@@ -159,7 +173,7 @@ class EndpointsController:
                      ready=_count(desired, "addresses"), notReady=_count(desired, "notReadyAddresses"))
             return None
 
-        def mutate(cur: Obj) -> Obj | None:
+        def mutate(cur: Body) -> Body | None:
             same = (cur.get("subsets") == desired["subsets"] and o.labels(cur) == o.labels(desired)
                     and (cur["metadata"].get("ownerReferences") or []) == desired["metadata"]["ownerReferences"])
             if same:
@@ -174,7 +188,7 @@ class EndpointsController:
                      ready=_count(desired, "addresses"), notReady=_count(desired, "notReadyAddresses"))
         return None
 
-    def _desired(self, svc: Obj) -> Obj:
+    def _desired(self, svc: Body) -> Body:
         meta = svc["metadata"]
         labels = dict(o.labels(svc))
         if (svc.get("spec") or {}).get("clusterIP") == "None":
@@ -191,7 +205,7 @@ class EndpointsController:
             "subsets": desired_subsets(service=svc, pods=self._candidates(svc)),
         }
 
-    def _candidates(self, svc: Obj) -> list[Obj]:
+    def _candidates(self, svc: Body) -> list[Body]:
         """The pods of the Service's namespace that its selector may match: through the
         store's label index (the selector's values as strings, as `labels.from_map`
         compares them), so a Service of a few pods does not decode every pod of a big
@@ -203,5 +217,5 @@ class EndpointsController:
         return self._store.with_labels("Pod", labels={k: str(v) for k, v in selector.items()}, namespace=namespace)
 
 
-def _count(endpoints: Obj, field: str) -> int:
+def _count(endpoints: Body, field: str) -> int:
     return sum(len(s.get(field) or []) for s in endpoints.get("subsets") or [])

@@ -36,14 +36,15 @@ from typing import Any
 
 import structlog
 
-from reconciler.controllers.node import node_is_ready
 from reconciler.core import objects as o
+from reconciler.core.bodies import Body
 from reconciler.core.clock import Clock, from_rfc3339
+from reconciler.core.nodes import node_is_ready
+from reconciler.core.watches import Cache, Change, Watch, Watches
 from reconciler.core.workqueue import Result
 
 log = structlog.get_logger("nodelifecycle")
 
-Obj = dict[str, Any]
 DEFAULT_TOLERATION = 30.0
 REASON_NODE_LOST = "NodeLost"
 
@@ -59,6 +60,26 @@ class NodeLifecycleController:
         self.toleration = float(toleration)
         # Told (node, pod key) after a forced removal, so the node agent forgets its probes for it.
         self._on_pod_removed = on_pod_removed or (lambda node, key: None)
+        self.watches: tuple[Watch, ...] = (Watches("Node", lambda change, _: [change.name]),
+                                           Watches("Pod", self._lost_node_of))
+
+    name = "nodelifecycle"
+    workers = 1
+
+    def usable(self, name: str) -> bool:
+        """False for a node that is not configured, or whose Node says NotReady."""
+        if name not in self._configured:
+            return False
+        node = self._store.get("Node", "", name)
+        return node is None or node_is_ready(node)
+
+    def _lost_node_of(self, change: Change, _cache: Cache) -> list[str]:
+        # A pod on a lost (or unconfigured) node: its status is this controller's, not the kubelet's.
+        node = change.node
+        return [node] if change.obj is not None and node and not self.usable(node) else []
+
+    def resync_keys(self, cache: Cache, *, first: bool) -> list[str]:
+        return sorted(self._configured | {n for n in cache.pod_nodes() if not self.usable(n)})
 
     def reconcile(self, key: str) -> Result | None:
         name = key
@@ -86,16 +107,16 @@ class NodeLifecycleController:
             self._mark_lost(pod, node=name)
         return Result(requeue_after=deadline - now)
 
-    def pods_on(self, node: str) -> list[Obj]:
+    def pods_on(self, node: str) -> list[Body]:
         # The store's node index: a resync reconciles every node, and each would otherwise decode every pod.
         return self._store.on_node("Pod", node=node) if node else []
 
     # -- steps ------------------------------------------------------------------------------
-    def _mark_lost(self, pod: Obj, *, node: str) -> None:
+    def _mark_lost(self, pod: Body, *, node: str) -> None:
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         now = self._clock.now()
 
-        def mutate(cur: Obj) -> Obj | None:
+        def mutate(cur: Body) -> Body | None:
             if (cur.get("spec") or {}).get("nodeName") != node:
                 return None
             status = cur.setdefault("status", {})
@@ -120,11 +141,11 @@ class NodeLifecycleController:
                                      message=f"Node {node} is not ready; the pod is marked not ready")
             log.info("pod on a lost node", object=f"pod/{name}", namespace=namespace, node=node, action="mark")
 
-    def _clear_node_lost(self, pod: Obj) -> None:
+    def _clear_node_lost(self, pod: Body) -> None:
         if (pod.get("status") or {}).get("reason") != REASON_NODE_LOST:
             return
 
-        def mutate(cur: Obj) -> Obj | None:
+        def mutate(cur: Body) -> Body | None:
             status = cur.get("status") or {}
             if status.get("reason") != REASON_NODE_LOST:
                 return None
@@ -134,7 +155,7 @@ class NodeLifecycleController:
 
         self._store.update("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], mutate)
 
-    def _remove(self, pod: Obj, *, node: str, why: str) -> None:
+    def _remove(self, pod: Body, *, node: str, why: str) -> None:
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         current = self._store.get("Pod", namespace, name)
         if current is None or current["metadata"].get("uid") != pod["metadata"].get("uid"):

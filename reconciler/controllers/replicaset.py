@@ -17,22 +17,30 @@ from typing import Any
 import structlog
 
 from reconciler.core import objects as o
+from reconciler.core.bodies import Body
 from reconciler.core.clock import Clock, to_rfc3339
 from reconciler.core.keys import ANN_COMMIT
 from reconciler.core.selectors import SelectorError, from_label_selector
+from reconciler.core.watches import Cache, For, Owns, Watch
 from reconciler.core.workqueue import Result
 
 log = structlog.get_logger("replicaset")
 
-Obj = dict[str, Any]
 _SUFFIX = "bcdfghjklmnpqrstvwxz2456789"
 _PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
 
 
 class ReplicaSetController:
+    name = "replicaset"
+    workers = 2
+    watches: tuple[Watch, ...] = (For("ReplicaSet"), Owns("Pod", owner_kind="ReplicaSet"))
+
     def __init__(self, *, store: Any, clock: Clock) -> None:
         self._store = store
         self._clock = clock
+
+    def resync_keys(self, cache: Cache, *, first: bool) -> list[tuple[str, str]]:
+        return cache.names("ReplicaSet")
 
     def reconcile(self, key: tuple[str, str]) -> Result | None:
         namespace, name = key
@@ -58,7 +66,7 @@ class ReplicaSetController:
         return self._update_status(rs, pods_after=self._owned_pods(rs))
 
     # -- pods ---------------------------------------------------------------------------
-    def _owned_pods(self, rs: Obj) -> list[Obj]:
+    def _owned_pods(self, rs: Body) -> list[Body]:
         # The store's owner index: listing the namespace here made every key O(pods).
         return self._store.owned_by("Pod", owner_kind="ReplicaSet", owner_uid=rs["metadata"].get("uid"),
                                     namespace=rs["metadata"]["namespace"])
@@ -67,7 +75,7 @@ class ReplicaSetController:
         owner = self._store.get(kind, namespace, name or "")
         return owner is not None and owner["metadata"].get("uid") == uid
 
-    def _create_pod(self, rs: Obj) -> Obj:
+    def _create_pod(self, rs: Body) -> Body:
         template = rs["spec"].get("template") or {}
         tmeta = template.get("metadata") or {}
         namespace = rs["metadata"]["namespace"]
@@ -79,7 +87,7 @@ class ReplicaSetController:
         commit = o.annotations(rs).get(ANN_COMMIT)
         if commit:
             annotations[ANN_COMMIT] = commit
-        pod: Obj = {
+        pod: Body = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
@@ -94,13 +102,14 @@ class ReplicaSetController:
         }
         created = self._store.put(pod)
         self._store.record_event(kind="ReplicaSet", namespace=namespace, name=rs["metadata"]["name"],
-                                 uid=rs["metadata"].get("uid", ""), reason="SuccessfulCreate", message=f"Created pod: {name}")
+                                 uid=rs["metadata"].get("uid", ""), reason="SuccessfulCreate",
+                                 message=f"Created pod: {name}")
         log.info("pod created", object=f"replicaset/{rs['metadata']['name']}", namespace=namespace, pod=name,
                  action="create", commit=commit or "")
         return created
 
-    def _victims(self, pods: list[Obj], count: int) -> list[Obj]:
-        def rank(pod: Obj) -> tuple:
+    def _victims(self, pods: list[Body], count: int) -> list[Body]:
+        def rank(pod: Body) -> tuple:
             status = pod.get("status") or {}
             ready_since = o.pod_ready_since(pod)
             return (
@@ -114,12 +123,12 @@ class ReplicaSetController:
 
         return sorted(pods, key=rank)[:count]
 
-    def mark_for_deletion(self, pod: Obj, *, reason: str) -> None:
+    def mark_for_deletion(self, pod: Body, *, reason: str) -> None:
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         grace = int((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
         now = self._clock.now()
 
-        def mutate(cur: Obj) -> Obj | None:
+        def mutate(cur: Body) -> Body | None:
             if o.is_terminating(cur):
                 return None
             cur["metadata"]["deletionTimestamp"] = to_rfc3339(now + grace)
@@ -133,13 +142,13 @@ class ReplicaSetController:
                                      message=f"Deleted pod: {name}")
         log.info("pod deleting", object=f"pod/{name}", namespace=namespace, action="delete", reason=reason)
 
-    def _delete_replicaset(self, rs: Obj) -> None:
+    def _delete_replicaset(self, rs: Body) -> None:
         for pod in self._owned_pods(rs):
             self.mark_for_deletion(pod, reason="owner deleted")
         self._store.delete("ReplicaSet", rs["metadata"]["namespace"], rs["metadata"]["name"])
 
     # -- status ------------------------------------------------------------------------------
-    def _update_status(self, rs: Obj, *, pods_after: list[Obj]) -> Result | None:
+    def _update_status(self, rs: Body, *, pods_after: list[Body]) -> Result | None:
         now = self._clock.now()
         min_ready = int(rs["spec"].get("minReadySeconds", 0) or 0)
         active = [p for p in pods_after if o.pod_is_active(p)]
@@ -158,7 +167,7 @@ class ReplicaSetController:
             "observedGeneration": int(rs["metadata"].get("generation", 1)),
         }
 
-        def mutate(cur: Obj) -> Obj | None:
+        def mutate(cur: Body) -> Body | None:
             if cur.get("status") == status:
                 return None
             cur["status"] = status

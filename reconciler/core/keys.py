@@ -24,16 +24,26 @@ ANN_ROLLOUT_ON_CONFIG = "reconciler.io/rollout-on-config-change"
 ANN_POD_IP = "reconciler.io/pod-ip"  # the scheduler's choice, from the node's pod CIDR
 LABEL_TEMPLATE_HASH = "pod-template-hash"
 LABEL_GRACE = "reconciler.io/grace"  # a pod's termination grace, written on the engine's pod
+# What else the kubelet writes on the engine's pod, so podman alone tells a pod's place.
+LABEL_NODE = "reconciler.io/node"  # the node whose agent owns the engine pod
+LABEL_REPLICASET = "reconciler.io/replicaset"
+LABEL_DEPLOYMENT = "reconciler.io/deployment"
+LABEL_POD_TEMPLATE_HASH = "reconciler.io/pod-template-hash"
+LABEL_COMMIT = "reconciler.io/commit"  # ANN_COMMIT of the pod, copied to the engine
 LABEL_HEADLESS = "service.kubernetes.io/headless"
+LABEL_NODE_ROLE_PREFIX = "node-role.kubernetes.io/"  # a Node's roles are the rest of such label keys
 MANAGER = "reconciler"  # the value of ANN_MANAGED_BY
+ANN_DEPLOYMENT_PREFIX = "deployment.kubernetes.io/"  # the Deployment controller's annotations (ANN_REVISION...)
+ANN_RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # stamped on a pod template by `rollout restart`
 
 # -- the daemon's records in the store (kv) --------------------------------------------------
-SOURCE_KEY = "source"  # the sync record: last seen / attempted / applied commit, errors
+SOURCE_KEY = "source"  # the work-queue key of the sync (the sync record is the store's sync_state)
 COMPLETED_KEY = "daemon/completedCommit"
 HEALTH_KEY = "sync/health"  # the commit being checked, its objects and the last verdict
 OBJECT_STATES_KEY = "sync/objects"  # per-object sync state of the last applied commit
 FAILURES_KEY = "rollback/failures"
 SERVICE_ALLOCATIONS_KEY = "allocator/services"
+OWN_COMMITS_PREFIX = "signing/own/"  # + sha: a commit the daemon wrote itself (signing.OwnCommits)
 
 
 def rollback_pin_key(namespace: str, name: str) -> str:
@@ -44,3 +54,8 @@ def rollback_pin_key(namespace: str, name: str) -> str:
 def rollback_completed_key(namespace: str, name: str) -> str:
     """The template of one Deployment's last revision that completed."""
     return f"rollback/completed/{namespace}/{name}"
+
+
+def commit_key(sha: str) -> str:
+    """What the applier recorded of one commit: its subject, author and timestamp."""
+    return f"commit:{sha}"

@@ -94,7 +94,7 @@ def lookup(word: str) -> KindInfo:
             if ("apps" in suffix) == (info.group_path == APPS):
                 return info
             raise UnknownKind(word)
-    info = KINDS.get(key)
-    if info is None:
+    found = KINDS.get(key)
+    if found is None:
         raise UnknownKind(word)
-    return info
+    return found

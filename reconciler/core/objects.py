@@ -4,18 +4,17 @@ The store holds objects as the JSON users see (``get -o json``); controllers rea
 and write those dicts through these few helpers rather than each poking at
 nested keys its own way.
 """
-from __future__ import annotations
-
 import copy
 import hashlib
 import json
 from collections.abc import Iterable
 from typing import Any
 
+from reconciler.core.bodies import Body
 from reconciler.core.clock import from_rfc3339, to_rfc3339
 from reconciler.core.keys import LABEL_TEMPLATE_HASH
 
-Obj = dict[str, Any]
+Obj = Body  # the older name of the same alias; store modules still import it
 Key = tuple[str, str, str]  # (kind, namespace, name)
 
 # Annotations and labels the control plane owns.
@@ -23,50 +22,53 @@ Key = tuple[str, str, str]  # (kind, namespace, name)
 _SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' SafeEncodeString alphabet, no vowels
 
 
-def meta(obj: Obj) -> dict[str, Any]:
-    return obj.setdefault("metadata", {})
+def meta(obj: Body) -> dict[str, Any]:
+    m: dict[str, Any] = obj.setdefault("metadata", {})
+    return m
 
 
-def key_of(obj: Obj) -> Key:
+def key_of(obj: Body) -> Key:
     m = obj.get("metadata") or {}
     return (obj.get("kind", ""), m.get("namespace", "") or "", m.get("name", ""))
 
 
-def labels(obj: Obj) -> dict[str, str]:
+def labels(obj: Body) -> dict[str, str]:
     return (obj.get("metadata") or {}).get("labels") or {}
 
 
-def annotations(obj: Obj) -> dict[str, str]:
+def annotations(obj: Body) -> dict[str, str]:
     return (obj.get("metadata") or {}).get("annotations") or {}
 
 
-def set_annotation(obj: Obj, name: str, value: str) -> None:
+def set_annotation(obj: Body, name: str, value: str) -> None:
     meta(obj).setdefault("annotations", {})[name] = value
 
 
-def created(obj: Obj) -> float:
+def created(obj: Body) -> float:
     return from_rfc3339((obj.get("metadata") or {}).get("creationTimestamp")) or 0.0
 
 
-def is_terminating(obj: Obj) -> bool:
+def is_terminating(obj: Body) -> bool:
     return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
 
 
-def owner_uid(obj: Obj, kind: str) -> str | None:
+def owner_uid(obj: Body, kind: str) -> str | None:
     for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
         if ref.get("kind") == kind and ref.get("controller", True):
-            return ref.get("uid")
+            uid: str | None = ref.get("uid")
+            return uid
     return None
 
 
-def owner_name(obj: Obj, kind: str) -> str | None:
+def owner_name(obj: Body, kind: str) -> str | None:
     for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
         if ref.get("kind") == kind:
-            return ref.get("name")
+            name: str | None = ref.get("name")
+            return name
     return None
 
 
-def owner_reference(owner: Obj) -> dict[str, Any]:
+def owner_reference(owner: Body) -> dict[str, Any]:
     m = owner["metadata"]
     return {
         "apiVersion": owner.get("apiVersion", "v1"),
@@ -82,7 +84,8 @@ def owner_reference(owner: Obj) -> dict[str, Any]:
 def get_condition(status: dict[str, Any], ctype: str) -> dict[str, Any] | None:
     for cond in status.get("conditions") or []:
         if cond.get("type") == ctype:
-            return cond
+            found: dict[str, Any] = cond
+            return found
     return None
 
 
@@ -108,7 +111,7 @@ def remove_condition(status: dict[str, Any], ctype: str) -> None:
 
 
 # -- pods -----------------------------------------------------------------------
-def pod_ready_since(pod: Obj) -> float | None:
+def pod_ready_since(pod: Body) -> float | None:
     """When the pod last became Ready, or None if it is not Ready."""
     cond = get_condition(pod.get("status") or {}, "Ready")
     if not cond or cond.get("status") != "True":
@@ -116,11 +119,11 @@ def pod_ready_since(pod: Obj) -> float | None:
     return from_rfc3339(cond.get("lastTransitionTime")) or 0.0
 
 
-def pod_is_ready(pod: Obj) -> bool:
+def pod_is_ready(pod: Body) -> bool:
     return pod_ready_since(pod) is not None
 
 
-def pod_is_available(pod: Obj, *, min_ready_seconds: int, now: float) -> bool:
+def pod_is_available(pod: Body, *, min_ready_seconds: int, now: float) -> bool:
     """Kubernetes' IsPodAvailable: Ready, and Ready for at least minReadySeconds."""
     since = pod_ready_since(pod)
     if since is None:
@@ -128,13 +131,13 @@ def pod_is_available(pod: Obj, *, min_ready_seconds: int, now: float) -> bool:
     return min_ready_seconds == 0 or since + min_ready_seconds <= now
 
 
-def pod_is_active(pod: Obj) -> bool:
+def pod_is_active(pod: Body) -> bool:
     """Counts toward a ReplicaSet: not terminating and not finished."""
     phase = (pod.get("status") or {}).get("phase")
     return not is_terminating(pod) and phase not in ("Succeeded", "Failed")
 
 
-def restart_count(pod: Obj) -> int:
+def restart_count(pod: Body) -> int:
     return sum(int(cs.get("restartCount", 0)) for cs in (pod.get("status") or {}).get("containerStatuses") or [])
 
 

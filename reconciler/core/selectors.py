@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 class SelectorError(ValueError):
@@ -45,7 +46,7 @@ class Selector:
         return not self.requirements
 
 
-def from_label_selector(selector: Mapping | None) -> Selector:
+def from_label_selector(selector: Mapping[str, Any] | None) -> Selector:
     """Build a Selector from a Kubernetes LabelSelector dict (matchLabels + matchExpressions)."""
     if not selector:
         return Selector()

@@ -22,10 +22,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -44,7 +44,7 @@ class SourceConfig:
     path: str = "."
     interval: float = 15.0  # seconds between polls of a remote repository
     timeout: float = 60.0  # seconds a fetch or push may take
-    verify_mode: str = "off"  # off | gpg | ssh: refuse commits not signed by a trusted key
+    verify_mode: Literal["off", "gpg", "ssh"] = "off"  # refuse commits not signed by a trusted key
     gpg_keyring: str | None = None
     allowed_signers: str | None = None
     # Signs the daemon's own commits (rollout undo...): an SSH private key file or a GPG key id.
@@ -386,9 +386,10 @@ def load_config(*, path: Path | None, overrides: Mapping[str, object]) -> Config
     verify = file_check.mapping("source.verify", source_raw.get("verify"), _VERIFY_KEYS)
     if "mode" in verify:
         mode = file_check.string("source.verify.mode", verify["mode"])
-        if mode not in ("off", "gpg", "ssh"):
+        if mode == "off" or mode == "gpg" or mode == "ssh":  # spelled out: mypy narrows it to the Literal
+            source_kwargs["verify_mode"] = mode
+        else:
             raise file_check.fail("source.verify.mode", f"must be off, gpg or ssh, not {mode!r}")
-        source_kwargs["verify_mode"] = mode
     if "gpgKeyring" in verify:
         source_kwargs["gpg_keyring"] = file_check.string("source.verify.gpgKeyring", verify["gpgKeyring"])
     if "allowedSigners" in verify:
@@ -415,7 +416,9 @@ def load_config(*, path: Path | None, overrides: Mapping[str, object]) -> Config
         raw_nodes = flags["nodes"]
         if isinstance(raw_nodes, (str, Mapping)):
             raw_nodes = [raw_nodes]
-        shaped = [_parse_node_flag(item, flag_check) for item in raw_nodes]  # type: ignore[union-attr]
+        if not isinstance(raw_nodes, Iterable):  # the error iterating it would raise
+            raise TypeError(f"{type(raw_nodes).__name__!r} object is not iterable")
+        shaped = [_parse_node_flag(item, flag_check) for item in raw_nodes]
         nodes = _nodes(shaped, flag_check)
     else:
         nodes = _nodes(file_data.get("nodes"), file_check)

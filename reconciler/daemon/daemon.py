@@ -14,7 +14,8 @@ loop, and only while every work queue makes progress; SIGHUP reloads the config
 file (RELOADING=1 … READY=1), rebuilding only what the change touches and never
 touching workloads; SIGTERM stops within 10 s. A ``kill -9`` at any moment is
 safe: every step is idempotent and the store is SQLite in WAL mode, and a commit
-whose apply was cut short is applied again at the next start (``COMPLETED_KEY``).
+whose apply was cut short is applied again at the next start (``COMPLETED_KEY``, see
+``reconciler.gitops.record``).
 """
 from __future__ import annotations
 
@@ -32,15 +33,13 @@ from typing import Any
 import structlog
 
 from reconciler.apiserver.server import ApiServer, ApiServerError
-from reconciler.controllers.manager import ControllerManager
-from reconciler.controllers.node import NodeBinding
 from reconciler.core.clock import SystemClock
-from reconciler.core.keys import COMPLETED_KEY, OBJECT_STATES_KEY, SOURCE_KEY
+from reconciler.core.keys import OBJECT_STATES_KEY, SOURCE_KEY
 from reconciler.core.workqueue import Result, WorkQueue
 from reconciler.daemon import log as logsetup
 from reconciler.daemon.config import Config, ConfigError, NodeConfig, reload_config
+from reconciler.daemon.controlplane import ControlPlane
 from reconciler.daemon.metrics import (
-    DriftCountingDriver,
     Metrics,
     MetricsError,
     MetricsServer,
@@ -49,24 +48,25 @@ from reconciler.daemon.metrics import (
 )
 from reconciler.daemon.systemd import Health, Notifier, ProgressWatchdog
 from reconciler.gitops import autorollback as rollback
-from reconciler.gitops.actions import Operations
+from reconciler.gitops.actions import Operations, PodLogs
 from reconciler.gitops.applier import Applier
+from reconciler.gitops.errors import Conflict, EngineFailed
 from reconciler.gitops.health import WATCHED_KINDS, CommitHealth, Verdict
-from reconciler.gitops.signing import OwnCommits, SignaturePolicy, SigningConfigError, UnsignedCommit
-from reconciler.gitops.source import GitSource, SourceError, SourceWatcher
+from reconciler.gitops.record import SyncStatus, commit_subject
+from reconciler.gitops.signing import OwnCommits, SignaturePolicy, SigningConfigError
+from reconciler.gitops.source import GitSource, SourceError
+from reconciler.gitops.sync import CommitNotices, Syncer
+from reconciler.gitops.watcher import SourceWatcher
 from reconciler.gitops.webhook import WebhookError, WebhookServer
+from reconciler.kubelet.nodestatus import NodeBinding
 from reconciler.manifests import Allow
 from reconciler.proxy.sync import ProxySync
 from reconciler.proxy.userspace import ServiceProxy
 from reconciler.store.store import Store, StoreError
-from runtime.driver import DriverError
+from runtime.driver import DriverError, NodeDriver
 
 log = structlog.get_logger("daemon")
 
-# The last commit whose apply ran to its end, written after Applier.apply returns.
-# lastAttemptedCommit is written before the apply, so it cannot tell "applied" from
-# "killed half-way"; this can, and a cut-short commit is applied again (the applier
-# writes only what differs, so a second apply of the same commit is harmless).
 STOP_BUDGET = 8.0  # seconds from SIGTERM to exit: inside the 10 s promise and TimeoutStopSec
 RELOAD_DRAIN = 10.0  # seconds a reload gives in-flight reconciles of replaced controllers
 
@@ -102,14 +102,16 @@ class Daemon:
         self.health_queue = WorkQueue(name="health", handler=self.health.check, workers=1, clock=self.clock,
                                       on_done=self.metrics.queue_observer("health"))
         self.store.watch(lambda kind, ns, name: self.health_queue.add("commit") if kind in WATCHED_KINDS else None)
+        # The sync record has one owner; the Syncer (rebuilt by a reload) moves it.
+        self.sync_status = SyncStatus(self.store)
+        self.notices = CommitNotices()  # when each commit was first seen, for the sync lag
+        self._first_sync = threading.Event()
+        self.syncer = self._new_syncer(config)
         self._build_control_plane(config)
         self.operations = self._new_operations()
         self.webhook = self._new_webhook(config)
-        self._noticed: dict[str, float] = {}  # commit -> when it was first seen, for the sync lag
-        self._noticed_lock = threading.Lock()
         self.watcher = self._new_watcher(config, last_seen=None)
         self.api = ApiServer(store=self.store, socket_path=state_dir / "api.sock", actions=self)
-        self._first_sync = threading.Event()
         # Metrics that watch rather than get told.
         self.rollouts = RolloutObserver(store=self.store, metrics=self.metrics)
         self.store.watch(self.rollouts.on_change)
@@ -133,8 +135,7 @@ class Daemon:
             configured = [NodeConfig(name=name, url=url, pod_cidr="127.244.0.0/24",
                                      labels={"kubernetes.io/hostname": name})]
         return [NodeBinding(name=n.name, url=n.url, pod_cidr=n.pod_cidr, labels=dict(n.labels),
-                            driver=DriftCountingDriver(PodmanDriver(url=n.url), store=self.store,
-                                                       on_drift=self.metrics.drift_corrected))
+                            driver=PodmanDriver(url=n.url))
                 for n in configured]
 
     def _new_source(self, config: Config) -> GitSource:
@@ -165,12 +166,12 @@ class Daemon:
 
     def _new_operations(self) -> Operations:
         return Operations(store=self.store, source=self.source, applier=self.applier,
-                          drivers={n.name: n.driver for n in self.nodes if n.driver is not None},
+                          logs=_pod_logs({n.name: n.driver for n in self.nodes if n.driver is not None}),
                           sync=self.sync, signatures=self.signatures)
 
     def _new_watcher(self, config: Config, *, last_seen: str | None) -> SourceWatcher:
         def on_change(sha: str) -> None:
-            self._notice(sha)
+            self.notices.notice(sha)
             self.sync_queue.add(SOURCE_KEY)
 
         return SourceWatcher(source=self.source, on_change=on_change, poll_interval=config.source.interval,
@@ -178,118 +179,63 @@ class Daemon:
 
     def _build_control_plane(self, config: Config) -> None:
         """The parts bound to the node list: controllers, node agents, the proxy's sync loop."""
-        self.manager = ControllerManager(store=self.store, clock=self.clock, nodes=self.nodes,
-                                         apply_lock=self._apply_lock, volumes_dir=self.state_dir / "volumes",
-                                         service_cidr=config.service_cidr, node_toleration=config.node_toleration,
-                                         relist_interval=config.relist_interval)
-        self.manager.deployments.auto_rollback.default_enabled = config.auto_rollback
         local = {n.name: n.driver for n in self.nodes if n.url.startswith("unix://") and n.driver is not None}
         self.proxy_sync = ProxySync(store=self.store, proxy=self.proxy, local_drivers=local)
-        self.proxy_queue = WorkQueue(name="proxy", handler=self.proxy_sync.reconcile, workers=1, clock=self.clock)
-        self.manager.on_network_change = lambda: self.proxy_queue.add("all")
-        for agent in self.manager.agents.values():
-            agent.still_serving = self.proxy_sync.still_serving
-        for queue in (*self.manager.queues.values(), self.proxy_queue):
+        proxy_queue = self.proxy_queue = WorkQueue(name="proxy", handler=self.proxy_sync.reconcile, workers=1,
+                                                   clock=self.clock)
+        self.control_plane = ControlPlane(
+            store=self.store, clock=self.clock, nodes=self.nodes, apply_lock=self._apply_lock,
+            volumes_dir=self.state_dir / "volumes", service_cidr=config.service_cidr,
+            node_toleration=config.node_toleration, relist_interval=config.relist_interval,
+            on_network_change=lambda: proxy_queue.add("all"), auto_rollback=config.auto_rollback,
+            # Teardown waits (briefly) until a stopping pod's IP serves no Service.
+            still_serving=self.proxy_sync.still_serving,
+            on_drift=self.metrics.drift_corrected)  # the agents report what they correct
+        for queue in (*self.control_plane.queues.values(), self.proxy_queue):
             queue.on_done = self.metrics.queue_observer(queue.name)
 
     def _start_control_plane(self) -> None:
         self.proxy_queue.start()
         self.proxy_queue.add("all")
-        self.manager.start()
+        self.control_plane.start()
 
     def _halt_control_plane(self, *, budget: float) -> None:
-        _halt(queues=[*self.manager.queues.values(), self.proxy_queue], also=self.manager.stop, budget=budget)
+        _halt(queues=[*self.control_plane.queues.values(), self.proxy_queue], also=self.control_plane.stop, budget=budget)
 
     def queues(self) -> list[WorkQueue]:
         """Every work queue of the reconcile loop: what the watchdog and metrics look at."""
-        return [self.sync_queue, self.health_queue, *self.manager.queues.values(), self.proxy_queue]
+        return [self.sync_queue, self.health_queue, *self.control_plane.queues.values(), self.proxy_queue]
 
     # -- the source work item ------------------------------------------------------------
-    def _notice(self, sha: str) -> float:
-        with self._noticed_lock:
-            return self._noticed.setdefault(sha, time.time())
+    def _new_syncer(self, config: Config) -> Syncer:
+        return Syncer(store=self.store, status=self.sync_status, source=self.source, signatures=self.signatures,
+                      applier=self.applier, health=self.health, check_health=lambda: self.health_queue.add("commit"),
+                      metrics=self.metrics, clock=self.clock, notices=self.notices, first_sync=self._first_sync,
+                      report=lambda: self.notifier.status(self.status_line()), retry_after=config.source.interval)
 
     def _sync(self, _key: Any) -> Result | None:
+        # The swap lock: a reload never replaces the Syncer's parts under a running apply.
         with self._swap_lock:
-            return self._sync_locked()
-
-    def _sync_locked(self) -> Result | None:
-        try:
-            sha = self.source.head()
-        except SourceError as exc:
-            self.store.update_sync_state(errors=[{"commit": "", "file": "", "line": 0, "message": str(exc)}])
-            log.error("source unavailable", error=str(exc), action="sync")
-            self.metrics.sync_failed()
-            self._first_sync.set()
-            self.notifier.status(self.status_line())
-            return Result(requeue_after=self.config.source.interval)
-        noticed = self._notice(sha)
-        self.store.update_sync_state(lastSeenCommit=sha)
-        if self.signatures.enabled and self.store.kv_get(COMPLETED_KEY) != sha:
-            try:
-                verdict = self.signatures.verify(repo_git_dir=self.source.git_dir, sha=sha)
-                if verdict.written_by_daemon:
-                    log.info("commit written by the daemon itself; accepted without a signature", commit=sha,
-                             action="verify")
-            except UnsignedCommit as exc:
-                # Refused, recorded, never retried: the next (signed) commit is applied.
-                self.store.update_sync_state(lastAttemptedCommit=sha,
-                                             errors=[{"commit": sha, "file": "", "line": 0, "message": str(exc)}])
-                self.store.kv_set(COMPLETED_KEY, sha)
-                log.error("commit refused", commit=sha, reason=str(exc), action="verify")
-                self._first_sync.set()
-                return None
-        if self.store.kv_get(COMPLETED_KEY) != sha:
-            started = time.monotonic()
-            try:
-                outcome = self.applier.apply(sha)
-            except Exception:
-                # The queue retries with back-off; READY must not wait for that.
-                self.metrics.sync_failed()
-                self._first_sync.set()
-                raise
-            if outcome.ok:
-                self.health.begin(commit=sha, keys=outcome.declared)
-                self.health_queue.add("commit")
-            else:
-                count = len(outcome.errors)
-                self.health.refuse(commit=sha, message=f"the commit has {count} manifest error{'s' if count != 1 else ''}")
-            self.store.kv_set(COMPLETED_KEY, sha)
-            duration = time.monotonic() - started
-            actions = [c.action for c in outcome.changes]
-            valid = sum(1 for a in actions if a != "delete") + outcome.unchanged
-            self.metrics.commit_applied(commit=sha, lag=time.time() - noticed, ok=outcome.ok, changes=actions,
-                                        declared=valid + len(outcome.errors), failed=len(outcome.errors),
-                                        now=time.time())
-            log.info("commit applied" if outcome.ok else "commit applied with errors", commit=sha,
-                     subject=self._subject(sha), changes=len(outcome.changes), errors=len(outcome.errors),
-                     duration=round(duration, 4), action="sync")
-        with self._noticed_lock:
-            # Commits noticed before this one are superseded by it.
-            self._noticed = {k: v for k, v in self._noticed.items() if v > noticed}
-        self._first_sync.set()
-        self.notifier.status(self.status_line())
-        return None
+            return self.syncer.sync()
 
     def _health_changed(self, commit: str, verdict: Verdict) -> None:
         self.notifier.status(self.status_line())
 
     def _subject(self, sha: str) -> str:
-        info = self.store.kv_get(f"commit:{sha}")
-        return str(info.get("subject", "")) if isinstance(info, dict) else ""
+        return commit_subject(self.store, sha)
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=: the applied commit, problems, nodes."""
-        state = self.store.sync_state()
-        applied = state.get("lastAppliedCommit") or ""
-        attempted = state.get("lastAttemptedCommit") or ""
+        record = self.sync_status.load()
+        applied = record.last_applied_commit or ""
+        attempted = record.last_attempted_commit or ""
         parts = [f'applied {applied[:12]} "{self._subject(applied)}"' if applied else "no commit applied yet"]
         checked = self.health.status() or {}
         if checked.get("commit") and checked["commit"] != applied and checked.get("state") != "Healthy":
             word = "rolling out" if checked.get("state") == "Progressing" else "failed"
             parts.append(f'{word} {str(checked["commit"])[:12]} "{self._subject(str(checked["commit"]))}": '
                          f'{checked.get("message", "")}')
-        errors = state.get("errors") or []
+        errors = record.errors
         if errors and not attempted:
             parts.append(str(errors[0].get("message", "")))
         elif errors:
@@ -314,7 +260,7 @@ class Daemon:
                 log.warning("fetch failed", error=str(exc), action="sync")
         self.watcher.trigger()
         self.sync_queue.add(SOURCE_KEY)
-        return {"commit": self.store.sync_state().get("lastSeenCommit")}
+        return {"commit": self.sync_status.load().last_seen_commit}
 
     # The rest of the API's actions live in Operations; the daemon only forwards them.
     def diff(self) -> dict:
@@ -338,7 +284,7 @@ class Daemon:
                                        tail_lines=tail_lines)
 
     def status(self) -> dict:
-        state = self.store.sync_state()
+        record = self.sync_status.load()
         nodes = []
         for node in self.store.list("Node"):
             ready = any(c.get("type") == "Ready" and c.get("status") == "True"
@@ -346,14 +292,14 @@ class Daemon:
             nodes.append({"name": node["metadata"]["name"], "ready": ready})
         return {
             "source": {"url": self.source.url, "branch": self.source.branch, "path": self.source.path},
-            "lastSeenCommit": state.get("lastSeenCommit"),
-            "lastAttemptedCommit": state.get("lastAttemptedCommit"),
-            "lastAppliedCommit": state.get("lastAppliedCommit"),
+            "lastSeenCommit": record.last_seen_commit,
+            "lastAttemptedCommit": record.last_attempted_commit,
+            "lastAppliedCommit": record.last_applied_commit,
             "health": self.health.status(),
-            "errors": (state.get("errors") or []) + rollback.failures(self.store),
+            "errors": [*record.errors, *rollback.failures(self.store)],
             "objects": sorted((self.store.kv_get(OBJECT_STATES_KEY) or {}).values(),
                               key=lambda x: (x["kind"], x["namespace"], x["name"])),
-            "warnings": state.get("warnings") or [],
+            "warnings": list(record.warnings),
             "nodes": nodes,
         }
 
@@ -378,7 +324,7 @@ class Daemon:
             self.webhook.start()
         log.info("daemon started", source=self.source.url, branch=self.source.branch, path=self.source.path,
                  nodes=[n.name for n in self.nodes], state_dir=str(self.state_dir), action="start",
-                 commit=self.store.sync_state().get("lastAppliedCommit") or "")
+                 commit=self.sync_status.load().last_applied_commit or "")
 
     def supervise(self, *, stop: threading.Event, reload_requested: threading.Event) -> None:
         """The main thread's loop until ``stop``: reloads on request, feeds the watchdog on progress."""
@@ -410,8 +356,8 @@ class Daemon:
         self.watcher.stop(timeout=2.0)
         # Every worker is told at once; an in-flight reconcile may finish its engine call,
         # but none may hold up the exit (a kill -9 is safe anyway).
-        _halt(queues=[self.sync_queue, self.health_queue, *self.manager.queues.values(), self.proxy_queue],
-              also=self.manager.stop,
+        _halt(queues=[self.sync_queue, self.health_queue, *self.control_plane.queues.values(), self.proxy_queue],
+              also=self.control_plane.stop,
               budget=max(deadline - time.monotonic() - 2.0, 0.5))
         self.proxy.stop()
         self.api.stop()
@@ -486,19 +432,20 @@ class Daemon:
             if source_changed or allow_changed:
                 self.applier = self._new_applier(new)
                 # What the old allow-list (or source) decided must be judged again.
-                self.store.kv_set(COMPLETED_KEY, None)
+                self.sync_status.forget_completed()
             if allow_changed:
                 changes.append(f"allow: {dataclasses.asdict(new.allow)}")
             if source_changed or nodes_changed or allow_changed:
                 self.operations = self._new_operations()
             if old.auto_rollback != new.auto_rollback:
-                self.manager.deployments.auto_rollback.default_enabled = new.auto_rollback
+                self.control_plane.auto_rollback.set_default_enabled(new.auto_rollback)
                 changes.append(f"autoRollback: {new.auto_rollback}")
             if interval_changed:
                 self.metrics.poll_interval.set(new.source.interval)
                 changes.append(f"source.interval: {old.source.interval:g}s -> {new.source.interval:g}s")
+            self.syncer = self._new_syncer(new)
             if restart_watcher:
-                last_seen = None if source_changed else self.store.sync_state().get("lastSeenCommit")
+                last_seen = None if source_changed else self.sync_status.load().last_seen_commit
                 self.watcher = self._new_watcher(new, last_seen=last_seen)
                 self.watcher.start()
         if old.metrics_listen != new.metrics_listen:
@@ -508,9 +455,9 @@ class Daemon:
         return changes
 
     def _replace_control_plane(self, config: Config, nodes: list[NodeBinding]) -> None:
-        previous = self.manager
+        previous = self.control_plane
         self._halt_control_plane(budget=RELOAD_DRAIN)
-        self.store.unwatch(previous._on_change)
+        previous.close()
         gone = {n.name for n in self.nodes} - {n.name for n in nodes}
         self.nodes = nodes
         self._build_control_plane(config)
@@ -549,6 +496,26 @@ def _halt(*, queues: Iterable[WorkQueue], also: Callable[[], None], budget: floa
     for helper in helpers:
         helper.join(timeout=max(deadline - time.monotonic(), 0.0))
 
+
+
+def _pod_logs(drivers: dict[str, NodeDriver]) -> PodLogs:
+    """The pod-log reader the API's `logs` goes through: GitOps validates the request,
+    and only the daemon (with the kubelet) touches the engines that hold the logs."""
+
+    def read(*, node: str, namespace: str, name: str, container: str, follow: bool,
+             tail_lines: int | None) -> Iterable[str]:
+        driver = drivers.get(node)
+        if driver is None:
+            raise Conflict(f"pod {name} is not running on any node yet")
+        try:
+            lines: Iterable[str] = driver.logs(namespace=namespace, name=name, container=container, follow=follow)
+            if tail_lines is not None and not follow:
+                lines = iter(list(lines)[-tail_lines:] if tail_lines > 0 else [])
+        except DriverError as exc:
+            raise EngineFailed(str(exc)) from None
+        return lines
+
+    return read
 
 
 def run_daemon(config: Config) -> int:

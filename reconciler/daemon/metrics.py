@@ -7,9 +7,10 @@ What is measured, and where the numbers come from (no controller knows about met
 - rollouts by result: ``RolloutObserver`` watches Deployment writes in the store and
   counts a rollout once when it completes, passes its progress deadline, or is rolled
   back automatically;
-- drift corrections: ``DriftCountingDriver`` wraps each node driver and counts the engine
-  calls that only happen when the engine differs from the store (a stray pod removed, an
-  exited container started again, a pod that vanished created again);
+- drift corrections: each node agent reports the engine changes it makes only because the
+  engine differs from the store (a stray pod or container removed, an exited container
+  started again, a pod that vanished created again) to ``drift_corrected``, by reason
+  (``reconciler/kubelet/drift.py``);
 - node readiness, queue depths and the reconcile loop's health: read at scrape time.
 
 One registry per daemon (not prometheus_client's global one), so tests can run several.
@@ -26,12 +27,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from reconciler.core.keys import ANN_ROLLED_BACK_FROM
+from reconciler.kubelet.drift import REASONS as DRIFT_REASONS
 
 log = structlog.get_logger("metrics")
 
 _DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-
 
 
 class MetricsError(Exception):
@@ -72,7 +73,7 @@ class Metrics:
             self.syncs.labels(result=result)
         for result in ("complete", "failed", "rolled_back"):
             self.rollouts.labels(result=result)
-        for action in ("stray_pod_removed", "stray_container_removed", "container_restarted", "pod_recreated"):
+        for action in DRIFT_REASONS:
             self.drift.labels(action=action)
         for action in ("create", "update", "delete"):
             self.changes.labels(action=action)
@@ -108,13 +109,14 @@ class Metrics:
         self.syncs.labels(result="failed").inc()
 
     def drift_corrected(self, action: str) -> None:
+        """A node agent's ``on_drift``: one engine change made because the engine had drifted."""
         self.drift.labels(action=action).inc()
 
 
 class StateCollector(Collector):
     """Values read at scrape time: node readiness and work queue depths."""
 
-    def __init__(self, *, nodes: Callable[[], list[dict]], queues: Callable[[], Iterable[Any]]) -> None:
+    def __init__(self, *, nodes: Callable[[], list[dict[str, Any]]], queues: Callable[[], Iterable[Any]]) -> None:
         self._nodes = nodes
         self._queues = queues
 
@@ -189,7 +191,7 @@ class RolloutObserver:
             self._metrics.rollouts.labels(result=result).inc()
 
 
-def _rollout_result(d: dict) -> str | None:
+def _rollout_result(d: dict[str, Any]) -> str | None:
     spec = d.get("spec") or {}
     status = d.get("status") or {}
     generation = int(d["metadata"].get("generation", 1))
@@ -203,59 +205,6 @@ def _rollout_result(d: dict) -> str | None:
             and int(status.get("availableReplicas", 0) or 0) == desired):
         return "complete"
     return None
-
-
-class DriftCountingDriver:
-    """A node driver that counts the engine calls that correct drift, and otherwise delegates.
-
-    - ``remove_pod`` of a pod the store does not hold: a stray pod (made by hand, or left
-      by a crash) removed;
-    - ``start_container``: a container that exited or was stopped started again;
-    - ``create_pod`` of a pod whose stored status shows it ran before: the engine lost it
-      (removed by hand), so it is created again;
-    - ``remove_lone_container`` that removed something: a container with our labels outside
-      our pods (run by hand) removed.
-    """
-
-    def __init__(self, driver: Any, *, store: Any, on_drift: Callable[[str], None]) -> None:
-        self._driver = driver
-        self._store = store
-        self._on_drift = on_drift
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._driver, name)
-
-    @property
-    def wrapped(self) -> Any:
-        return self._driver
-
-    def remove_pod(self, *, namespace: str, name: str) -> None:
-        stray = False
-        if self._store.get("Pod", namespace, name) is None:
-            # Only a pod the engine really has counts: a second teardown of a pod already
-            # gone (a relist racing a deletion) corrects nothing.
-            stray = any(s.namespace == namespace and s.name == name for s in self._driver.list_pods())
-        self._driver.remove_pod(namespace=namespace, name=name)
-        if stray:
-            self._on_drift("stray_pod_removed")
-
-    def start_container(self, *, namespace: str, name: str, container: str) -> None:
-        self._driver.start_container(namespace=namespace, name=name, container=container)
-        self._on_drift("container_restarted")
-
-    def remove_lone_container(self, *, container_id: str, grace_seconds: int) -> bool:
-        removed = bool(self._driver.remove_lone_container(container_id=container_id, grace_seconds=grace_seconds))
-        if removed:
-            self._on_drift("stray_container_removed")
-        return removed
-
-    def create_pod(self, request: Any) -> Any:
-        pod = self._store.get("Pod", request.namespace, request.name)
-        ran_before = any(cs.get("containerID") for cs in ((pod or {}).get("status") or {}).get("containerStatuses") or [])
-        state = self._driver.create_pod(request)
-        if ran_before:
-            self._on_drift("pod_recreated")
-        return state
 
 
 def parse_listen(text: str) -> tuple[str, int]:

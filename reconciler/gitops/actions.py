@@ -10,52 +10,67 @@ object's document, keeping the file's other documents and comments.
 The commits go through the daemon's signature policy (``signing``), so that with
 verification on they are signed with the daemon's key, or recorded as its own,
 and the daemon does not refuse its own rollback.
+
+A refusal is a domain error (``reconciler.gitops.errors``: NotFound, Invalid,
+Conflict, Unavailable, EngineFailed); the API server turns it into an HTTP status.
+Pod logs come from the container engine, which GitOps never touches (only the node's
+parts and the daemon do): the daemon hands in a ``PodLogs`` reader that does.
 """
 from __future__ import annotations
 
 import difflib
 import io
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import yaml
 from ruamel.yaml import YAML
 
-from reconciler.apiserver.server import ApiStatusError
 from reconciler.core import objects as o
-from reconciler.core.keys import ANN_SOURCE_FILE
+from reconciler.core.keys import ANN_RESTARTED_AT, ANN_SOURCE_FILE
 from reconciler.gitops.applier import Applier, owned_view
 from reconciler.gitops.commits import WriteError, commit_files, find_document, replace_document
+from reconciler.gitops.errors import Conflict, Invalid, NotFound, Unavailable
 from reconciler.gitops.signing import SignaturePolicy
 from reconciler.gitops.source import GitSource, SourceError
-from runtime.driver import DriverError, NodeDriver
 
 log = structlog.get_logger("operations")
 
 Obj = dict[str, Any]
 
 
+class PodLogs(Protocol):
+    """Reads one container's log from the engine of `node` (bound by the daemon).
+
+    Raises Conflict when the node has no engine here, EngineFailed when the engine fails.
+    With `tail_lines` (and no `follow`) only that many last lines.
+    """
+
+    def __call__(self, *, node: str, namespace: str, name: str, container: str, follow: bool,
+                 tail_lines: int | None) -> Iterable[str]: ...
+
+
 class Operations:
-    def __init__(self, *, store: Any, source: GitSource, applier: Applier, drivers: Mapping[str, NodeDriver],
+    def __init__(self, *, store: Any, source: GitSource, applier: Applier, logs: PodLogs,
                  sync: Callable[[], Any], signatures: SignaturePolicy | None = None) -> None:
         self._store = store
         self._signatures = signatures
         self._source = source
         self._applier = applier
-        self._drivers = dict(drivers)
+        self._logs = logs
         self._sync = sync
 
     # -- diff ------------------------------------------------------------------------------
-    def diff(self) -> dict:
+    def diff(self) -> dict[str, Any]:
         """What the next sync would do with the source's newest commit, without doing it."""
         try:
             if not self._source.is_local:
                 self._source.fetch()
             head = self._source.head()
         except SourceError as exc:
-            raise ApiStatusError(503, str(exc)) from None
+            raise Unavailable(str(exc)) from None
         plan = self._applier.plan(head)
         changes = []
         for change in plan.changes:
@@ -74,16 +89,16 @@ class Operations:
 
     # -- rollouts as commits -------------------------------------------------------------
     def _deployment(self, namespace: str, name: str) -> Obj:
-        d = self._store.get("Deployment", namespace, name)
+        d: Obj | None = self._store.get("Deployment", namespace, name)
         if d is None:
-            raise ApiStatusError(404, f'deployments.apps "{name}" not found', reason="NotFound")
+            raise NotFound(f'deployments.apps "{name}" not found')
         return d
 
     def _file_of(self, d: Obj) -> str:
         path = o.annotations(d).get(ANN_SOURCE_FILE)
         if not path:
-            raise ApiStatusError(409, f"deployment {d['metadata']['name']} did not come from Git, so it cannot be changed by a commit")
-        return path
+            raise Conflict(f"deployment {d['metadata']['name']} did not come from Git, so it cannot be changed by a commit")
+        return str(path)
 
     def _read(self, sha: str, path: str) -> str | None:
         for f in self._source.manifest_files(sha):
@@ -96,32 +111,32 @@ class Operations:
             sha = commit_files(source=self._source, changes={path: text.encode()}, message=message,
                                policy=self._signatures)
         except (WriteError, SourceError) as exc:
-            raise ApiStatusError(409, str(exc)) from None
+            raise Conflict(str(exc)) from None
         signer = self._signatures.signer if self._signatures is not None else None
         log.info("commit written", commit=sha, file=path, message=message.splitlines()[0],
                  signed_with=signer.key if signer is not None else "", action="commit")
         self._sync()
         return sha
 
-    def rollout_undo(self, *, namespace: str, name: str, to_revision: int) -> dict:
+    def rollout_undo(self, *, namespace: str, name: str, to_revision: int) -> dict[str, Any]:
         d = self._deployment(namespace, name)
         path = self._file_of(d)
         history = {r["revision"]: r for r in self._store.revisions(namespace=namespace, deployment=name)}
         if not history:
-            raise ApiStatusError(400, f"no rollout history found for deployment {name}")
+            raise Invalid(f"no rollout history found for deployment {name}")
         current = max(history)
         if to_revision:
             if to_revision not in history:
-                raise ApiStatusError(400, f"unable to find the specified revision {to_revision} for deployment {name}")
+                raise Invalid(f"unable to find the specified revision {to_revision} for deployment {name}")
             target = to_revision
         else:
             older = [r for r in history if r < current]
             if not older:
-                raise ApiStatusError(400, f"no previous revision to roll back to for deployment {name}")
+                raise Invalid(f"no previous revision to roll back to for deployment {name}")
             target = max(older)
         commit = history[target]["commit"]
         if not commit:
-            raise ApiStatusError(400, f"revision {target} of deployment {name} is not tied to a commit")
+            raise Invalid(f"revision {target} of deployment {name} is not tied to a commit")
         old_doc = None
         for f in self._source.manifest_files(commit):
             old_doc = find_document(f.content.decode("utf-8", errors="replace"), kind="Deployment",
@@ -129,25 +144,25 @@ class Operations:
             if old_doc is not None:
                 break
         if old_doc is None:
-            raise ApiStatusError(400, f"commit {commit[:12]} holds no manifest for deployment {name}")
+            raise Invalid(f"commit {commit[:12]} holds no manifest for deployment {name}")
         head = self._source.head()
         current_text = self._read(head, path) or ""
         new_text = replace_document(current_text, kind="Deployment", namespace=namespace, name=name, document=old_doc)
         if new_text == current_text:
-            raise ApiStatusError(400, f"deployment {name} already has the manifest of revision {target}")
+            raise Invalid(f"deployment {name} already has the manifest of revision {target}")
         sha = self._commit(path=path, text=new_text,
                            message=f"Roll back deployment/{name} to revision {target}\n\n"
                                    f"Restores its manifest from {commit} (reconciler rollout undo).")
         return {"message": f"deployment.apps/{name} rolled back to revision {target} by commit {sha}", "commit": sha}
 
-    def _edit(self, *, namespace: str, name: str, verb: str, edit: Callable[[Any], bool]) -> dict:
+    def _edit(self, *, namespace: str, name: str, verb: str, edit: Callable[[Any], bool]) -> dict[str, Any]:
         d = self._deployment(namespace, name)
         path = self._file_of(d)
         head = self._source.head()
         text = self._read(head, path)
         doc_text = None if text is None else find_document(text, kind="Deployment", namespace=namespace, name=name)
         if text is None or doc_text is None:
-            raise ApiStatusError(409, f"{path} at {head[:12]} holds no manifest for deployment {name}")
+            raise Conflict(f"{path} at {head[:12]} holds no manifest for deployment {name}")
         rt = YAML()
         rt.preserve_quotes = True
         doc = rt.load(doc_text)
@@ -159,18 +174,18 @@ class Operations:
         sha = self._commit(path=path, text=new_text, message=f"{verb.capitalize()} deployment/{name} (reconciler rollout)")
         return {"message": f"deployment.apps/{name} {verb} by commit {sha}", "commit": sha}
 
-    def rollout_restart(self, *, namespace: str, name: str) -> dict:
+    def rollout_restart(self, *, namespace: str, name: str) -> dict[str, Any]:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
         def edit(doc: Any) -> bool:
             template = doc.setdefault("spec", {}).setdefault("template", {})
             meta = template.setdefault("metadata", {})
-            meta.setdefault("annotations", {})["kubectl.kubernetes.io/restartedAt"] = stamp
+            meta.setdefault("annotations", {})[ANN_RESTARTED_AT] = stamp
             return True
 
         return self._edit(namespace=namespace, name=name, verb="restarted", edit=edit)
 
-    def rollout_pause(self, *, namespace: str, name: str) -> dict:
+    def rollout_pause(self, *, namespace: str, name: str) -> dict[str, Any]:
         def edit(doc: Any) -> bool:
             if doc.get("spec", {}).get("paused") is True:
                 return False
@@ -179,7 +194,7 @@ class Operations:
 
         return self._edit(namespace=namespace, name=name, verb="paused", edit=edit)
 
-    def rollout_resume(self, *, namespace: str, name: str) -> dict:
+    def rollout_resume(self, *, namespace: str, name: str) -> dict[str, Any]:
         def edit(doc: Any) -> bool:
             spec = doc.setdefault("spec", {})
             if not spec.get("paused"):
@@ -194,23 +209,19 @@ class Operations:
                 tail_lines: int | None) -> Iterator[str]:
         pod = self._store.get("Pod", namespace, name)
         if pod is None:
-            raise ApiStatusError(404, f'pods "{name}" not found', reason="NotFound")
+            raise NotFound(f'pods "{name}" not found')
         names = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
         if container is None:
             if len(names) != 1:
-                raise ApiStatusError(400, f"a container name must be specified for pod {name}, choose one of: {names}")
+                raise Invalid(f"a container name must be specified for pod {name}, choose one of: {names}")
             container = names[0]
         elif container not in names:
-            raise ApiStatusError(400, f"container {container} is not valid for pod {name}")
-        driver = self._drivers.get((pod.get("spec") or {}).get("nodeName") or "")
-        if driver is None:
-            raise ApiStatusError(409, f"pod {name} is not running on any node yet")
-        try:
-            lines = driver.logs(namespace=namespace, name=name, container=container, follow=follow)
-            if tail_lines is not None and not follow:
-                lines = iter(list(lines)[-tail_lines:] if tail_lines > 0 else [])
-        except DriverError as exc:
-            raise ApiStatusError(502, str(exc)) from None
+            raise Invalid(f"container {container} is not valid for pod {name}")
+        node = (pod.get("spec") or {}).get("nodeName") or ""
+        if not node:
+            raise Conflict(f"pod {name} is not running on any node yet")
+        lines = self._logs(node=node, namespace=namespace, name=name, container=container, follow=follow,
+                           tail_lines=tail_lines)
         return (line if line.endswith("\n") else line + "\n" for line in lines)
 
 

@@ -9,10 +9,11 @@ on what it writes. Objects whose manifests left Git are pruned, except
 a bad commit must not delete what it could not read; and (b) objects annotated
 ``reconciler.io/prune: "false"``.
 
-Status fields follow Flux: ``lastAttemptedCommit`` before applying; the
-outcome names the objects the commit declares, and ``lastAppliedCommit`` is set
-by the commit health check (``reconciler.commithealth``) only once the apply had
-no errors and those objects are ready.
+It does not write the sync record: the sync (``reconciler.gitops.sync``) sets
+``lastAttemptedCommit`` before calling ``apply`` and records the outcome's errors
+after it; the outcome names the objects the commit declares, and
+``lastAppliedCommit`` is set by the commit health check (``reconciler.gitops.health``)
+only once the apply had no errors and those objects are ready.
 """
 from __future__ import annotations
 
@@ -25,7 +26,17 @@ import structlog
 from reconciler.controllers.service.allocation import carry_allocations
 from reconciler.core import objects as o
 from reconciler.core.clock import Clock, to_rfc3339
-from reconciler.core.keys import ANN_COMMIT, ANN_MANAGED_BY, ANN_PRUNE, ANN_SOURCE_FILE, MANAGER, OBJECT_STATES_KEY
+from reconciler.core.keys import (
+    ANN_COMMIT,
+    ANN_DEPLOYMENT_PREFIX,
+    ANN_MANAGED_BY,
+    ANN_POD_IP,
+    ANN_PRUNE,
+    ANN_SOURCE_FILE,
+    MANAGER,
+    OBJECT_STATES_KEY,
+    commit_key,
+)
 from reconciler.gitops.autorollback import clear_pin, pinned_body
 from reconciler.gitops.source import GitSource
 from reconciler.manifests import Allow, ParseResult, parse_files
@@ -38,8 +49,9 @@ Key = tuple[str, str, str]
 # Apply order: what pods consume exists before the pods (Kubernetes users rely on
 # Services existing before pods for the *_SERVICE_HOST variables).
 KIND_ORDER = ["Namespace", "ConfigMap", "Secret", "Service", "Deployment", "ReplicaSet", "Pod"]
-OWN_ANNOTATION_PREFIXES = ("reconciler.io/commit", "reconciler.io/managed-by",
-                           "deployment.kubernetes.io/", "reconciler.io/pod-ip")
+# Annotations the daemon writes itself (the commit stamp, the Deployment controller's
+# revision bookkeeping, the scheduler's pod IP): never compared with what Git declares.
+OWN_ANNOTATION_PREFIXES = (ANN_COMMIT, ANN_MANAGED_BY, ANN_DEPLOYMENT_PREFIX, ANN_POD_IP)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,8 +166,7 @@ class Applier:
     # -- applying --------------------------------------------------------------------------
     def apply(self, sha: str) -> ApplyOutcome:
         info = self._source.commit_info(sha)
-        self._store.kv_set(f"commit:{sha}", {"subject": info.subject, "author": info.author, "timestamp": info.timestamp})
-        self._store.update_sync_state(lastAttemptedCommit=sha)
+        self._store.kv_set(commit_key(sha), {"subject": info.subject, "author": info.author, "timestamp": info.timestamp})
         with self._apply_lock:
             plan = self.plan(sha)
             for _, namespace, name in plan.stale_pins:
@@ -177,8 +188,6 @@ class Applier:
         for e in errors:
             log.error("manifest error", commit=sha, file=e["file"], line=e["line"], message=e["message"])
         self._record_object_states(plan, sha)
-        self._store.update_sync_state(errors=list(errors), warnings=list(warnings),
-                                      lastAttemptedAt=to_rfc3339(self._clock.now()))
         return ApplyOutcome(commit=sha, changes=plan.changes, errors=errors, warnings=warnings, unchanged=plan.unchanged,
                             declared=tuple(plan.desired))
 
@@ -224,7 +233,7 @@ class Applier:
             return
 
         def mutate(cur: Obj) -> Obj:
-            kept = {k: v for k, v in o.annotations(cur).items() if k.startswith("deployment.kubernetes.io/")}
+            kept = {k: v for k, v in o.annotations(cur).items() if k.startswith(ANN_DEPLOYMENT_PREFIX)}
             new = {k: v for k, v in body.items() if k not in ("metadata", "status")}
             new["metadata"] = {**cur["metadata"], "labels": body["metadata"].get("labels", {}),
                                "annotations": {**body["metadata"]["annotations"], **kept}}

@@ -12,11 +12,16 @@ Git still holds the failed manifest, so the failure is *remembered*: a "pin"
 While the Deployment's manifest in Git is still the failed one, the applier
 keeps the good template — the failed commit is never retried. The next commit
 that changes the Deployment's manifest clears the pin and is applied normally.
+
+``AutoRollback`` is the Deployment controller's ``RolloutHook``
+(``controllers/deployment/hooks.py``), matched structurally: the controller sits
+below GitOps and never imports this module; the composition root constructs it
+and hands it to the controller.
 """
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -38,18 +43,23 @@ Obj = dict[str, Any]
 CRASHLOOP_RESTARTS = 2  # restarts of a new pod's container that count as crash-looping
 
 
-
-
 class AutoRollback:
+    """Judges each unfinished rollout; rolls a failed one back and pins it."""
+
     def __init__(self, *, store: Any, clock: Clock, default_enabled: bool = False) -> None:
         self._store = store
         self._clock = clock
+        # The config's ``autoRollback``: for Deployments without the annotation.
         self.default_enabled = default_enabled
+
+    def set_default_enabled(self, enabled: bool) -> None:
+        """A config reload changed ``autoRollback``."""
+        self.default_enabled = enabled
 
     def enabled(self, d: Obj) -> bool:
         value = o.annotations(d).get(ANN_AUTO_ROLLBACK)
         if value in ("true", "false"):
-            return value == "true"
+            return bool(value == "true")
         return self.default_enabled
 
     def note_complete(self, d: Obj, *, revision: int) -> None:
@@ -121,6 +131,13 @@ class AutoRollback:
         return True
 
 
+if TYPE_CHECKING:
+    from reconciler.controllers.deployment.hooks import RolloutHook
+
+    def _is_a_rollout_hook(hook: AutoRollback) -> RolloutHook:
+        return hook  # mypy checks here that AutoRollback still matches the controller's Protocol
+
+
 def pinned_body(store: Any, body: Obj) -> tuple[Obj, bool]:
     """The applier's half. Returns (body to apply, whether a pin is now stale): while Git
     still declares the failed spec the good template is kept; once the manifest
@@ -147,6 +164,6 @@ def clear_pin(store: Any, *, namespace: str, name: str) -> None:
     store.kv_set(FAILURES_KEY, failures)
 
 
-def failures(store: Any) -> list[dict]:
+def failures(store: Any) -> list[dict[str, Any]]:
     """Failed rollouts still remembered, for `status`."""
     return [{k: f[k] for k in ("commit", "file", "line", "message")} for f in store.kv_get(FAILURES_KEY) or []]

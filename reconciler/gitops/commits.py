@@ -116,8 +116,8 @@ def commit_files(*, source: GitSource, changes: dict[str, bytes], message: str,
                                       input=content, capture_output=True, check=True).stdout.decode().strip()
                 repo.git.update_index("--add", "--cacheinfo", f"100644,{blob},{rel}", env=index_env)
             tree = repo.git.write_tree(env=index_env)
-            new = repo.git.commit_tree(*(["-S"] if signer is not None else []), tree, "-p", old, "-m", message,
-                                       env=index_env)
+            new = str(repo.git.commit_tree(*(["-S"] if signer is not None else []), tree, "-p", old, "-m", message,
+                                           env=index_env))
             if policy is not None:
                 policy.wrote(sha=new)  # before the branch shows it
             repo.git.update_ref("-m", f"commit: {subject}", f"refs/heads/{source.branch}", new, old)

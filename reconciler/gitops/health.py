@@ -7,11 +7,11 @@ what runs": every Deployment rolled out, every Pod ready. A commit whose rollout
 is still going, or failed, leaves ``lastAppliedCommit`` on the last commit that
 did get there — which is what an operator, or `systemctl status`, needs to know.
 
-How: after a clean apply the daemon calls ``begin(commit, keys)`` with the keys of
+How: after a clean apply the sync calls ``begin(commit, keys)`` with the keys of
 the objects the commit declares. The record lives in the store's kv (so a daemon
 killed mid-rollout resumes the check on restart) and its state is shown by
 ``status`` as ``health``. ``check()`` is level-based — it reads the objects as
-they are now (``reconciler.readiness``), never counts events — and is called from a
+they are now (``reconciler.core.readiness``), never counts events — and is called from a
 work queue fed by store changes to the kinds whose readiness can change. Once the
 commit is Healthy nothing is evaluated any more until the next commit.
 
@@ -31,6 +31,7 @@ import structlog
 
 from reconciler.core.keys import FAILURES_KEY, HEALTH_KEY
 from reconciler.core.readiness import readiness
+from reconciler.gitops.record import SyncStatus
 
 log = structlog.get_logger("health")
 
@@ -48,6 +49,7 @@ class Verdict:
 class CommitHealth:
     def __init__(self, *, store: Any, on_change: Callable[[str, Verdict], None] | None = None) -> None:
         self._store = store
+        self._record = SyncStatus(store)
         self._on_change = on_change or (lambda commit, verdict: None)
         # begin() runs on the source worker, check() on the health worker: without one lock
         # around "read the record, judge, write it back", a check of the previous commit could
@@ -87,7 +89,7 @@ class CommitHealth:
                 return
             self._store.kv_set(HEALTH_KEY, {**record, "state": verdict.state, "message": verdict.message})
             if verdict.state == "Healthy":
-                self._store.update_sync_state(lastAppliedCommit=commit)
+                self._record.applied(commit)
         if verdict.state == "Healthy":
             log.info("commit healthy", commit=commit, action="health")
         elif verdict.state == "Failed":

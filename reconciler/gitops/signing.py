@@ -55,9 +55,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NoReturn, Protocol
 
+from reconciler.core.keys import OWN_COMMITS_PREFIX
+
 MODES = ("off", "gpg", "ssh")
 _TIMEOUT = 30.0  # seconds for one gpg/ssh-keygen check; they are local and fast
-OWN_PREFIX = "signing/own/"  # store kv key prefix of the commits the daemon wrote itself
+OWN_PREFIX = OWN_COMMITS_PREFIX  # store kv key prefix of the commits the daemon wrote itself
 # A daemon commit is trusted only as far as its parent; a chain of daemon commits (pause,
 # then resume, then restart...) is followed down to a signed one, but not forever.
 _MAX_OWN_CHAIN = 1000
@@ -406,7 +408,10 @@ def _gpg_reason(stderr: str, *, keyring: Path) -> str:
         if line.startswith("[GNUPG:] "):
             word, *args = line.removeprefix("[GNUPG:] ").split()
             status.setdefault(word, args)
-    key = lambda word: (status[word] or ["?"])[0]  # noqa: E731 - the key id is the first field
+
+    def key(word: str) -> str:
+        return (status[word] or ["?"])[0]  # the key id is the first field
+
     if "NO_PUBKEY" in status:
         return f"its key {key('NO_PUBKEY')} is not in the trusted keyring {keyring}"
     if "BADSIG" in status:

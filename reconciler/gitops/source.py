@@ -1,8 +1,10 @@
 """The Git source: which commit is desired, and what manifests it holds.
 
-Git is the only way desired state changes, so this module answers three questions
-for the daemon and nothing more: what is the head of the watched branch, which
-manifest files does a given commit hold, and has the branch moved (the watcher).
+Git is the only way desired state changes, so this module answers two questions
+for the daemon and nothing more: what is the head of the watched branch, and which
+manifest files does a given commit hold. It also moves the branch when the daemon
+writes a commit itself (`push`). Noticing that the branch moved is the watcher's
+job (`reconciler.gitops.watcher`); running git and redacting URLs is `git`'s.
 
 Why it looks like this:
 - Everything is read from the object database by commit SHA, never from a working
@@ -12,11 +14,6 @@ Why it looks like this:
   files itself, so loose refs, packed refs, linked worktrees and newer ref backends
   all behave as git itself sees them. It is one short process per check, and checks
   happen only when something in the git dir changed or at the poll interval.
-- The watcher reacts to filesystem events on the git dir (a local commit shows up in
-  well under a second) and also polls, because inotify can miss changes (network
-  filesystems, watch limits) and a remote source can only be polled. All triggers
-  funnel into one worker thread, so `on_change` never runs concurrently and a burst
-  of events (git writes lock files, refs, reflogs for one commit) yields one check.
 - A remote source (https://, ssh://, git@host:path, file://) is mirrored into a bare
   repository under the daemon's cache dir, and everything above reads that mirror, so
   reads never touch the network and a server that is down only delays new commits.
@@ -24,47 +21,39 @@ Why it looks like this:
   follows the server even after a force-push); no remote is configured in the mirror,
   the URL is passed on each command line, so credentials in it never land on disk.
 - Git runs with prompts off (GIT_TERMINAL_PROMPT=0, ssh BatchMode=yes): a daemon has
-  nobody to answer, and a prompt would hang the fetch until the timeout. Credentials
-  come from the user's usual Git/ssh setup (credential helpers, keys, known_hosts).
-  Each network command runs in its own process group, killed whole at the timeout,
-  so an ssh or git-remote-https child cannot outlive it.
-- Every URL that reaches a message or a log goes through `redact_url`; git's own
-  stderr is scrubbed as well, because some of its messages repeat the URL.
+  nobody to answer. Credentials come from the user's usual Git/ssh setup (credential
+  helpers, keys, known_hosts). Each network command runs in its own process group,
+  killed whole at the timeout (`git.run_git`).
+- Every URL that reaches a message or a log goes through `redact_url`.
 - A `file://` URL without a cache dir is read in place (what it did before remote
   sources existed); with one, it is mirrored like any other URL, which is what the
   daemon wants: a remote source changes only when fetched (poll, webhook, `sync`).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
-import random
 import re
 import shutil
-import signal
-import subprocess
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import git
 import structlog
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
+
+from reconciler.gitops.git import (
+    REMOTE_RE,
+    GitRun,
+    GitTimeout,
+    git_reason,
+    mirror_name,
+    redact_url,
+    run_git,
+    stderr_of,
 )
-from watchdog.observers import Observer
 
 log = structlog.get_logger(__name__)
 
@@ -72,15 +61,6 @@ MANIFEST_SUFFIXES = (".yaml", ".yml")
 _SYMLINK_MODE = 0o120000
 
 DEFAULT_TIMEOUT = 60.0  # seconds for one fetch or push
-
-# A URL with a scheme, or scp-like "user@host:path": not a local path.
-_REMOTE_RE = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://|[\w.-]+@[\w.-]+:)")
-# The userinfo of a URL anywhere in a text (greedy to the last "@" before the path, as
-# curl reads an unescaped "@" in a password).
-_USERINFO_RE = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s?#'\"]*@)")
-# git's own words that add nothing to our sentence.
-_BOILERPLATE = ("Please make sure you have the correct access rights", "and the repository exists.", "hint:")
-_GENERIC_FATAL = "Could not read from remote repository."
 
 
 class SourceError(Exception):
@@ -99,102 +79,6 @@ class CommitInfo:
     subject: str
     author: str
     timestamp: int  # author date, seconds since the epoch (what `git log` shows)
-
-
-def redact_url(text: str) -> str:
-    """`text` with the secrets of every URL in it removed.
-
-    http(s) (and ftp) URLs lose their whole userinfo, because access tokens are often
-    given as the user name (https://TOKEN@host/...). Other schemes keep a plain user
-    name, which is not secret and says which ssh account is used (ssh://git@host/...),
-    but lose any password.
-    """
-
-    def scrub(match: re.Match[str]) -> str:
-        scheme = match["scheme"]
-        userinfo = match["userinfo"][:-1]
-        if scheme.lower().startswith(("http", "ftp")):
-            return scheme
-        user = userinfo.split(":", 1)[0]
-        return f"{scheme}{user}@" if user else scheme
-
-    return _USERINFO_RE.sub(scrub, text)
-
-
-def _mirror_name(url: str) -> str:
-    """A cache folder name for a (redacted) URL: readable tail plus a hash, so two
-    repositories called `manifests` on different servers never share a mirror."""
-    tail = re.split(r"[/:]", url.rstrip("/"))[-1].removesuffix(".git")
-    tail = re.sub(r"[^A-Za-z0-9._-]+", "-", tail)[:40].strip(".-") or "repo"
-    return f"{tail}-{hashlib.sha256(url.encode()).hexdigest()[:16]}.git"
-
-
-@dataclass(frozen=True, kw_only=True)
-class _GitRun:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-class _GitTimeout(Exception):
-    pass
-
-
-def _run_git(args: list[str], *, env: dict[str, str], timeout: float) -> _GitRun:
-    """Run git with nothing on stdin, in its own process group, killed whole at the timeout.
-
-    The process group matters: git hands the network to children (ssh,
-    git-remote-https) that would keep a dead connection open after git itself is killed.
-    """
-    proc = subprocess.Popen(
-        ["git", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,  # also: no controlling terminal, so ssh cannot prompt on it
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except BaseException as exc:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
-        if isinstance(exc, subprocess.TimeoutExpired):
-            raise _GitTimeout from None
-        raise
-    return _GitRun(
-        returncode=proc.returncode,
-        stdout=out.decode("utf-8", "replace"),
-        stderr=err.decode("utf-8", "replace"),
-    )
-
-
-def _git_reason(stderr: str, *, returncode: int) -> str:
-    """The one line of git's stderr that says what went wrong, as a clause."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    lines = [line for line in lines if not line.startswith(_BOILERPLATE)]
-    fatal = [line.split(": ", 1)[1] for line in lines if line.startswith(("fatal: ", "error: "))]
-    others = [line for line in lines if not line.startswith(("fatal: ", "error: ", "warning: "))]
-    # ssh failures end in git's generic "Could not read from remote repository"; the
-    # useful line is ssh's own, printed before it.
-    reason = next((line for line in fatal if line != _GENERIC_FATAL), None)
-    reason = reason or (others[0] if others else None) or (fatal[0] if fatal else f"git exited with status {returncode}")
-    reason = re.sub(r"^unable to access '[^']*': ", "", reason)
-    if "couldn't find remote ref" in reason:
-        reason = "the branch does not exist there"
-    elif "terminal prompts disabled" in reason:
-        reason = "the server asks for credentials and none are configured for git"
-    return redact_url(reason).rstrip(". ")
-
-
-def _seconds(value: float) -> str:
-    return f"{value:g}"
 
 
 def _normalise_path(path: str) -> str:
@@ -232,7 +116,7 @@ class GitSource:
         self._fetched = False
         self._fetch_error: str | None = None
 
-        remote = bool(_REMOTE_RE.match(repo))
+        remote = bool(REMOTE_RE.match(repo))
         if remote and not (repo.startswith("file://") and cache_dir is None):
             self._url = redact_url(repo)
             if cache_dir is None:
@@ -274,7 +158,7 @@ class GitSource:
 
     def _open_mirror(self, cache_dir: Path) -> git.Repo:
         """Open (or create) the bare mirror of this URL under `cache_dir`."""
-        mirror = cache_dir / _mirror_name(self._url)
+        mirror = cache_dir / mirror_name(self._url)
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -301,7 +185,7 @@ class GitSource:
             repo.git.config("reconciler.url", self._url)  # for humans; redacted
         except (OSError, git.GitCommandError) as exc:
             shutil.rmtree(mirror, ignore_errors=True)
-            detail = _stderr(exc) if isinstance(exc, git.GitCommandError) else exc.strerror
+            detail = stderr_of(exc) if isinstance(exc, git.GitCommandError) else exc.strerror
             raise SourceError(f"cannot create the mirror of {self._url} in {mirror}: {detail}.") from None
         return repo
 
@@ -375,10 +259,10 @@ class GitSource:
         with self._net_lock:
             started = time.monotonic()
             try:
-                run = _run_git(args, env=self._network_env(), timeout=self._timeout)
-                error = None if run.returncode == 0 else _git_reason(run.stderr, returncode=run.returncode)
-            except _GitTimeout:
-                error = f"no answer within {_seconds(self._timeout)} s"
+                run = run_git(args, env=self._network_env(), timeout=self._timeout)
+                error = None if run.returncode == 0 else git_reason(run.stderr, returncode=run.returncode)
+            except GitTimeout:
+                error = f"no answer within {self._timeout:g} s"
             except OSError as exc:
                 error = f"cannot run git ({exc.strerror})"
             if error is not None:
@@ -425,10 +309,10 @@ class GitSource:
         ]
         with self._net_lock:
             try:
-                run = _run_git(args, env=self._network_env(), timeout=self._timeout)
+                run = run_git(args, env=self._network_env(), timeout=self._timeout)
                 error = None if run.returncode == 0 else self._push_reason(run, old=old)
-            except _GitTimeout:
-                error = f"no answer within {_seconds(self._timeout)} s"
+            except GitTimeout:
+                error = f"no answer within {self._timeout:g} s"
             except OSError as exc:
                 error = f"cannot run git ({exc.strerror})"
             with self._lock:
@@ -445,7 +329,7 @@ class GitSource:
             raise SourceError(f"cannot push {new[:12]} to {where}: {error}.")
         log.info("source.pushed", url=self._url, branch=self._branch, commit=new, previous=old)
 
-    def _push_reason(self, run: _GitRun, *, old: str) -> str:
+    def _push_reason(self, run: GitRun, *, old: str) -> str:
         # --porcelain: "<flag>\t<from>:<to>\t<summary> (<reason>)" on stdout for each ref.
         for line in run.stdout.splitlines():
             parts = line.split("\t")
@@ -457,7 +341,7 @@ class GitSource:
                     return "rejected as a non-fast-forward update; fetch and retry"
                 match = re.search(r"\((.*)\)\s*$", summary)
                 return redact_url(f"rejected by the server: {match[1] if match else summary}").rstrip(". ")
-        return _git_reason(run.stderr, returncode=run.returncode)
+        return git_reason(run.stderr, returncode=run.returncode)
 
     def worktree(self) -> Path | None:
         """The working tree that has the watched branch checked out (a local non-bare
@@ -501,9 +385,9 @@ class GitSource:
     def _read_head(self) -> str | None:
         with self._lock:
             try:
-                return self._repo.git.rev_parse("--verify", "--quiet", f"refs/heads/{self._branch}^{{commit}}")
+                return str(self._repo.git.rev_parse("--verify", "--quiet", f"refs/heads/{self._branch}^{{commit}}"))
             except git.GitCommandError as exc:
-                if _stderr(exc):  # --quiet: git says nothing when the branch is just missing
+                if stderr_of(exc):  # --quiet: git says nothing when the branch is just missing
                     raise SourceError(self._explain(exc)) from None
                 return None
 
@@ -535,14 +419,14 @@ class GitSource:
                     return []
             else:
                 node = tree
-            if node.type == "blob":
+            if isinstance(node, git.Blob):
                 blobs = [node]
-            elif node.type == "tree":
-                blobs = [item for item in node.traverse() if item.type == "blob"]
+            elif isinstance(node, git.Tree):
+                blobs = [item for item in node.traverse() if isinstance(item, git.Blob)]
             else:  # a submodule at the source path
                 return []
             files = [
-                ManifestFile(path=blob.path, content=blob.data_stream.read())
+                ManifestFile(path=str(blob.path), content=blob.data_stream.read())
                 for blob in blobs
                 if blob.name.lower().endswith(MANIFEST_SUFFIXES) and blob.mode != _SYMLINK_MODE
             ]
@@ -552,15 +436,15 @@ class GitSource:
     def is_ancestor(self, *, ancestor: str, descendant: str) -> bool:
         """True if `ancestor` is reachable from `descendant` (a commit is its own ancestor)."""
         with self._lock:
-            a = self._commit(ancestor).hexsha
-            d = self._commit(descendant).hexsha
+            a = self._commit(ancestor)
+            d = self._commit(descendant)
             try:
                 return self._repo.is_ancestor(a, d)
             except git.GitCommandError as exc:
                 raise SourceError(self._explain(exc)) from None
 
     def _explain(self, exc: git.GitCommandError) -> str:
-        message = _stderr(exc)
+        message = stderr_of(exc)
         if "dubious ownership" in message:
             return f"git refuses to read {self._url} because another user owns it; add it to git's safe.directory."
         first = message.splitlines()[0].removeprefix("fatal: ") if message else f"git exited with {exc.status}"
@@ -574,224 +458,3 @@ class GitSource:
             return commit
         except (ValueError, git.BadName, git.BadObject, git.GitCommandError):
             raise SourceError(f"commit {sha} not found in {self._url}.") from None
-
-
-def _stderr(exc: git.GitCommandError) -> str:
-    text = exc.stderr if isinstance(exc.stderr, str) else (exc.stderr or b"").decode("utf-8", "replace")
-    # gitpython wraps it as "\n  stderr: '...'"; keep only git's own words.
-    text = text.strip()
-    if text.startswith("stderr:"):
-        text = text.removeprefix("stderr:").strip().strip("'")
-    return text.strip()
-
-
-class _GitDirHandler(FileSystemEventHandler):
-    """Wakes the watcher for changes to branch refs, and ignores the rest of .git."""
-
-    def __init__(self, *, git_dir: Path, wake: Callable[[], None]) -> None:
-        self._git_dir = str(git_dir)
-        self._wake = wake
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        # git writes `refs/heads/main.lock` and renames it over `refs/heads/main`, so a
-        # commit arrives as a move whose destination is the ref; plain writes (packed-refs,
-        # reftable) arrive as created/modified.
-        for raw in (event.src_path, event.dest_path):
-            if raw and self._relevant(os.fsdecode(raw)):
-                self._wake()
-                return
-
-    def _relevant(self, path: str) -> bool:
-        rel = os.path.relpath(path, self._git_dir).replace(os.sep, "/")
-        if rel.endswith(".lock"):
-            return False  # the rename that follows is the real change
-        return rel in ("HEAD", "packed-refs") or rel.startswith(("refs/heads/", "reftable/")) or rel == "refs/heads"
-
-
-class SourceWatcher:
-    """Calls `on_change(sha)` whenever the branch head differs from the last one reported.
-
-    A local source is watched through filesystem events and polled; a remote one is
-    fetched and read every `poll_interval` (each wait drawn from ±10% of it, so daemons
-    started together do not poll one server in step) and at once on `trigger()`.
-    The first check after `start()` reports the current head unless it equals
-    `last_seen` (the head the caller has already handled). `on_change` runs in the
-    watcher's own thread, one call at a time. A head that was reported is not reported
-    again even if `on_change` raised: the daemon records its own failures, and
-    retrying a broken commit every poll would only repeat them.
-    """
-
-    DEBOUNCE = 0.05  # quiet time after an event before checking
-    MAX_DEBOUNCE = 0.3  # a steady stream of events still gets checked this often
-    JITTER = 0.1  # each poll wait is poll_interval x (1 ± JITTER)
-
-    def __init__(
-        self,
-        *,
-        source: GitSource,
-        on_change: Callable[[str], None],
-        poll_interval: float = 15.0,
-        fs_events: bool = True,
-        last_seen: str | None = None,
-    ) -> None:
-        if poll_interval <= 0:
-            raise ValueError("poll_interval must be positive")
-        self._source = source
-        self._on_change = on_change
-        self._poll_interval = poll_interval
-        self._fs_events = fs_events and source.is_local
-        self._last: str | None = last_seen
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._state_lock = threading.Lock()
-        self._started = False
-        self._force = False
-        self._fetch_due = True
-        self._check_count = 0
-        self._last_error: str | None = None
-        self._thread = threading.Thread(target=self._run, name="source-watcher", daemon=True)
-        self._poller = threading.Thread(target=self._poll_loop, name="source-poll", daemon=True)
-        self._observer: Observer | None = None
-
-    @property
-    def check_count(self) -> int:
-        """How many head checks have completed (lets callers wait for a check)."""
-        return self._check_count
-
-    @property
-    def last_reported(self) -> str | None:
-        return self._last
-
-    @property
-    def watching_fs(self) -> bool:
-        """True while filesystem events are being watched."""
-        return self._observer is not None and self._observer.is_alive()
-
-    def start(self) -> None:
-        with self._state_lock:
-            if self._started:
-                raise RuntimeError("a SourceWatcher can be started only once")
-            self._started = True
-        # Event sources first, the worker last: no commit can slip between the first
-        # check and the watch, and on_change (which may call stop()) cannot run before
-        # start() has finished building what stop() tears down.
-        if self._fs_events:
-            self._start_observer()
-        self._poller.start()
-        self._wake.set()  # the first check, at once
-        self._thread.start()
-
-    def _start_observer(self) -> None:
-        git_dir = self._source.git_dir
-        handler = _GitDirHandler(git_dir=git_dir, wake=self._wake.set)
-        # Only writes matter; opened/closed/attrib events would fire on every ref read,
-        # including our own rev-parse, and wake us in a loop.
-        kinds = [
-            FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent,
-            DirCreatedEvent, DirMovedEvent, DirDeletedEvent,
-        ]
-        observer = Observer()
-        try:
-            # Non-recursive on the git dir itself (packed-refs, HEAD) and recursive only on
-            # refs/: objects/ is where the noise is, and it is never watched.
-            observer.schedule(handler, str(git_dir), recursive=False, event_filter=kinds)
-            observer.schedule(handler, str(git_dir / "refs"), recursive=True, event_filter=kinds)
-            if (git_dir / "reftable").is_dir():
-                observer.schedule(handler, str(git_dir / "reftable"), recursive=False, event_filter=kinds)
-            observer.daemon = True
-            observer.start()
-        except OSError as exc:
-            # inotify watch limits, odd filesystems: polling still works.
-            log.warning("source.fs_events_unavailable", git_dir=str(git_dir), error=str(exc))
-            return
-        self._observer = observer
-
-    def trigger(self, *, force: bool = False) -> None:
-        """Check now. With force, report the head even if it was reported before."""
-        with self._state_lock:
-            self._fetch_due = True
-            if force:
-                self._force = True
-        self._wake.set()
-
-    def _poll_loop(self) -> None:
-        # A plain timer rather than a scheduler job: each wait is drawn afresh from
-        # [0.9, 1.1] x interval, so the mean period is the interval and never drifts.
-        while not self._stopping.wait(self._poll_interval * random.uniform(1 - self.JITTER, 1 + self.JITTER)):
-            self._poll()
-
-    def _poll(self) -> None:
-        with self._state_lock:
-            self._fetch_due = True
-        self._wake.set()
-
-    def stop(self, *, timeout: float = 10.0) -> None:
-        """Stop watching; waits (up to timeout) for an on_change in progress to return."""
-        with self._state_lock:
-            if not self._started or self._stopping.is_set():
-                return
-            self._stopping.set()
-        self._wake.set()
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout)
-        if threading.current_thread() is not self._poller:
-            self._poller.join(timeout)
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("source.watcher_stop_timeout", timeout=timeout)
-
-    # ------------------------------------------------------------------ worker
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            if self._stopping.is_set():
-                return
-            self._debounce()
-            if self._stopping.is_set():
-                return
-            try:
-                self._check()
-            except Exception:  # never let a bug end the watcher
-                log.exception("source.check_failed")
-
-    def _debounce(self) -> None:
-        first = time.monotonic()
-        while True:
-            self._wake.clear()
-            if not self._wake.wait(self.DEBOUNCE):
-                return  # quiet: check now
-            if self._stopping.is_set() or time.monotonic() - first >= self.MAX_DEBOUNCE:
-                return
-
-    def _check(self) -> None:
-        try:
-            self._check_once()
-        finally:
-            # Counted after on_change returned, so "one more check" means "fully handled".
-            self._check_count += 1
-
-    def _check_once(self) -> None:
-        with self._state_lock:
-            force, self._force = self._force, False
-            fetch, self._fetch_due = self._fetch_due, False
-        try:
-            if fetch:
-                self._source.fetch()
-            sha = self._source.head()
-        except SourceError as exc:
-            # Log a persistent problem (branch deleted, repo moved) once, not every poll.
-            if str(exc) != self._last_error:
-                log.warning("source.head_unavailable", error=str(exc))
-                self._last_error = str(exc)
-            return
-        self._last_error = None
-        if sha == self._last and not force:
-            return
-        self._last = sha
-        try:
-            self._on_change(sha)
-        except Exception:
-            log.exception("source.on_change_failed", sha=sha)

@@ -15,7 +15,9 @@ import base64
 import re
 from typing import Any
 
-from reconciler.core import objects as o
+# Moved to core (the rollout digests the same references); still importable from here.
+from reconciler.core.confighash import config_hash as config_hash
+from reconciler.core.confighash import referenced_config as referenced_config
 
 Obj = dict[str, Any]
 
@@ -151,42 +153,3 @@ def container_env(*, pod: Obj, container: Obj, store: Any, pod_ip: str) -> list[
         elif "resourceFieldRef" in vf:
             result[name] = ""  # limits are applied by the engine; the value is informational
     return list(result.items())
-
-
-def referenced_config(template_spec: Obj) -> tuple[set[str], set[str]]:
-    """Names of the ConfigMaps and Secrets a pod spec reads (env, envFrom, volumes)."""
-    cms: set[str] = set()
-    secrets: set[str] = set()
-    for c in (template_spec.get("containers") or []) + (template_spec.get("initContainers") or []):
-        for source in c.get("envFrom") or []:
-            if "configMapRef" in source:
-                cms.add(source["configMapRef"].get("name", ""))
-            if "secretRef" in source:
-                secrets.add(source["secretRef"].get("name", ""))
-        for item in c.get("env") or []:
-            vf = item.get("valueFrom") or {}
-            if "configMapKeyRef" in vf:
-                cms.add(vf["configMapKeyRef"].get("name", ""))
-            if "secretKeyRef" in vf:
-                secrets.add(vf["secretKeyRef"].get("name", ""))
-    for vol in template_spec.get("volumes") or []:
-        if "configMap" in vol:
-            cms.add(vol["configMap"].get("name", ""))
-        if "secret" in vol:
-            secrets.add(vol["secret"].get("secretName", ""))
-    return cms - {""}, secrets - {""}
-
-
-def config_hash(*, template_spec: Obj, namespace: str, store: Any) -> str | None:
-    """A digest of the data of every ConfigMap/Secret the pod spec reads; None if it reads none."""
-    cms, secrets = referenced_config(template_spec)
-    if not cms and not secrets:
-        return None
-    parts: dict[str, Any] = {}
-    for name in sorted(cms):
-        cm = store.get("ConfigMap", namespace, name)
-        parts[f"cm/{name}"] = None if cm is None else [cm.get("data"), cm.get("binaryData")]
-    for name in sorted(secrets):
-        secret = store.get("Secret", namespace, name)
-        parts[f"secret/{name}"] = None if secret is None else [secret.get("data"), secret.get("stringData")]
-    return o.template_hash({"config": parts})

@@ -8,8 +8,9 @@ otherwise), hostPath as the path itself (only ever present when the config's
 allow-list let the manifest through).
 
 Service names resolve inside the pod through /etc/hosts entries to the
-Service's ClusterIP; the service proxy listens on that address inside the pod's
-own network namespace (see ``reconciler/proxy.py``), so ``wget http://web/``
+Service's ClusterIP (``core/servicehosts.py``, shared with the proxy's sync, which
+keeps them current); the service proxy listens on that address inside the pod's
+own network namespace (see ``reconciler/proxy/``), so ``wget http://web/``
 works from a container as it does in Kubernetes.
 """
 from __future__ import annotations
@@ -18,31 +19,26 @@ import base64
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from reconciler.core import objects as o
-from reconciler.core.keys import ANN_POD_IP
+from reconciler.core.keys import (
+    ANN_COMMIT,
+    ANN_POD_IP,
+    LABEL_COMMIT,
+    LABEL_DEPLOYMENT,
+    LABEL_GRACE,
+    LABEL_NODE,
+    LABEL_POD_TEMPLATE_HASH,
+    LABEL_REPLICASET,
+    LABEL_TEMPLATE_HASH,
+)
+from reconciler.core.servicehosts import service_hosts
 from reconciler.kubelet.env import ConfigError, container_env, expand
 from reconciler.manifests.quantity import QuantityError, parse_cpu, parse_memory
 from runtime.driver import ContainerRequest, Mount, PodRequest, PortRequest
 
 Obj = dict[str, Any]
-CLUSTER_DOMAIN = "cluster.local"
-
-
-def service_hosts(*, namespace: str, services: list[Obj]) -> tuple[tuple[str, str], ...]:
-    """/etc/hosts entries: short names for the pod's namespace, qualified names for all."""
-    entries: list[tuple[str, str]] = []
-    for svc in services:
-        ip = (svc.get("spec") or {}).get("clusterIP")
-        if not ip or ip == "None":
-            continue
-        name, ns = svc["metadata"]["name"], svc["metadata"].get("namespace", "default")
-        names = [f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.{CLUSTER_DOMAIN}"]
-        if ns == namespace:
-            names.insert(0, name)
-        entries += [(n, ip) for n in names]
-    return tuple(entries)
 
 
 def _mode(value: Any, default: int) -> int:
@@ -122,18 +118,25 @@ def remove_volumes(*, uid: str, volumes_dir: Path) -> None:
     shutil.rmtree(volumes_dir / uid, ignore_errors=True)
 
 
-def _resources(container: Obj) -> dict[str, int | None]:
+class _Resources(TypedDict):
+    """A container's resources as ``ContainerRequest`` fields (None: not set)."""
+    cpu_millicores: int | None
+    memory_bytes: int | None
+    cpu_request_millicores: int | None
+    memory_request_bytes: int | None
+
+
+def _resources(container: Obj) -> _Resources:
     res = container.get("resources") or {}
     limits, requests = res.get("limits") or {}, res.get("requests") or {}
-    out: dict[str, int | None] = {}
     try:
-        out["cpu_millicores"] = parse_cpu(limits["cpu"]) if "cpu" in limits else None
-        out["memory_bytes"] = parse_memory(limits["memory"]) if "memory" in limits else None
-        out["cpu_request_millicores"] = parse_cpu(requests["cpu"]) if "cpu" in requests else None
-        out["memory_request_bytes"] = parse_memory(requests["memory"]) if "memory" in requests else None
+        return _Resources(
+            cpu_millicores=parse_cpu(limits["cpu"]) if "cpu" in limits else None,
+            memory_bytes=parse_memory(limits["memory"]) if "memory" in limits else None,
+            cpu_request_millicores=parse_cpu(requests["cpu"]) if "cpu" in requests else None,
+            memory_request_bytes=parse_memory(requests["memory"]) if "memory" in requests else None)
     except (QuantityError, ValueError, TypeError) as exc:
         raise ConfigError(f"invalid resources: {exc}") from None
-    return out
 
 
 def _probe_ports(container: Obj) -> set[int]:
@@ -151,6 +154,26 @@ def _probe_ports(container: Obj) -> set[int]:
                 elif port in by_name:
                     ports.add(by_name[port])
     return ports
+
+
+def engine_labels(pod: Obj, *, node: str) -> dict[str, str]:
+    """Ownership labels for the engine: enough to rebuild the pod's place from podman alone."""
+    spec = pod.get("spec") or {}
+    lbls = {
+        LABEL_NODE: node,
+        LABEL_GRACE: str(spec.get("terminationGracePeriodSeconds", 30)),
+    }
+    rs = o.owner_name(pod, "ReplicaSet")
+    if rs:
+        lbls[LABEL_REPLICASET] = rs
+        tmpl_hash = o.labels(pod).get(LABEL_TEMPLATE_HASH)
+        if tmpl_hash:
+            lbls[LABEL_POD_TEMPLATE_HASH] = tmpl_hash
+            lbls[LABEL_DEPLOYMENT] = rs[: -(len(tmpl_hash) + 1)] if rs.endswith("-" + tmpl_hash) else ""
+    commit = o.annotations(pod).get(ANN_COMMIT)
+    if commit:
+        lbls[LABEL_COMMIT] = commit
+    return lbls
 
 
 def build_request(*, pod: Obj, store: Any, volumes_dir: Path, labels: dict[str, str]) -> PodRequest:

@@ -20,6 +20,10 @@ Semantics follow Kubernetes' prober worker:
 - a probe that *errors* (it could not be run at all, e.g. an unknown port name)
   is thrown away, as the kubelet does: it neither succeeds nor fails.
 
+Split: ``probespec.py`` parses a container's probes (with the API server's defaults),
+``probechecks.py`` runs one check (exec, tcpSocket, httpGet); this module holds the
+results and decides when each probe runs.
+
 Scheduling: one scheduler thread hands due probes to a few worker threads, so a
 slow probe (bounded by its timeout) does not delay the others; a probe is never
 handed out again while it is still running. ``run_due`` runs the same logic in
@@ -27,40 +31,23 @@ the caller's thread for tests and simulations with a manual clock.
 """
 from __future__ import annotations
 
-import http.client
 import queue
-import socket
-import ssl
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
 from reconciler.core.clock import Clock
+from reconciler.kubelet.probechecks import Outcome, ProbeTarget, run_handler
+from reconciler.kubelet.probespec import KINDS, LIVENESS, STARTUP, TITLE, ProbeSpec, parse_probes
 
-STARTUP = "startup"
-LIVENESS = "liveness"
-READINESS = "readiness"
-_KINDS = (STARTUP, LIVENESS, READINESS)
-_TITLE = {STARTUP: "Startup", LIVENESS: "Liveness", READINESS: "Readiness"}
+# The prober's face: the node agent and the tests import these names from here (the spec
+# parsing lives in probespec.py, the checks in probechecks.py).
+__all__ = ["ContainerProbeState", "ProbeEvent", "ProbeTarget", "Prober", "parse_probes"]
 
-_USER_AGENT = "kube-probe/1.30"
-_MAX_REDIRECTS = 10  # Go's http.Client default, which the kubelet keeps
-_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 # The scheduler re-reads the clock at least this often, so a clock that is not
 # wall time (a manual clock moved by a test) is still followed.
 _MAX_SLEEP = 0.5
-
-
-@dataclass(frozen=True, kw_only=True)
-class ProbeTarget:
-    pod_ip: str  # httpGet/tcpSocket go to pod_ip:port unless the handler sets host
-    ports_by_name: dict[str, int]  # container port names -> numbers, to resolve named ports
-    # (command, timeout) -> (exit code, output); raises TimeoutError when the command
-    # overran the timeout. None if the node cannot exec.
-    exec_fn: Callable[[list[str], float], tuple[int, str]] | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,27 +72,9 @@ class ProbeEvent:
 _NOT_TRACKED = ContainerProbeState(ready=False, started=False, restart_needed=False, message="")
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Config:
-    """One probe of a container spec, with Kubernetes' defaults applied."""
-    kind: str
-    handler: dict[str, Any]  # {"httpGet": {...}} | {"tcpSocket": {...}} | {"exec": {...}} | {} (none)
-    initial_delay: float
-    period: float
-    timeout: float
-    success_threshold: int
-    failure_threshold: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Outcome:
-    result: str  # "success" | "failure" | "error"
-    output: str
-
-
 @dataclass
 class _Probe:
-    config: _Config
+    config: ProbeSpec
     next_due: float
     result: bool  # the current, threshold-filtered result
     last: bool | None = None  # the last raw outcome, for counting runs
@@ -116,7 +85,7 @@ class _Probe:
 
 @dataclass
 class _Container:
-    configs: dict[str, _Config]
+    configs: dict[str, ProbeSpec]
     target: ProbeTarget
     running: bool
     started_at: float | None  # as given by the caller
@@ -130,7 +99,7 @@ class _Job:
     key: tuple[tuple[str, str], str]
     container: _Container
     probe: _Probe
-    config: _Config
+    config: ProbeSpec
     target: ProbeTarget
 
 
@@ -150,7 +119,7 @@ class Prober:
         self._jobs: queue.Queue[_Job | None] | None = None
 
     # -- what to probe --------------------------------------------------------------------
-    def sync_container(self, *, pod_key: tuple[str, str], container: str, spec: dict, target: ProbeTarget,
+    def sync_container(self, *, pod_key: tuple[str, str], container: str, spec: dict[str, Any], target: ProbeTarget,
                        started_at: float | None, running: bool) -> None:
         """Tell the prober about one container; idempotent. A new ``started_at`` (or a
         changed probe spec, or running again after not running) resets its probes."""
@@ -173,7 +142,7 @@ class Prober:
         if before != after:
             self._on_change(pod_key)
 
-    def _reset_locked(self, c: _Container, *, configs: dict[str, _Config], started_at: float | None) -> None:
+    def _reset_locked(self, c: _Container, *, configs: dict[str, ProbeSpec], started_at: float | None) -> None:
         # With no known start time, count the initial delay from now (what we saw first).
         start = started_at if started_at is not None else self._clock.now()
         c.configs, c.started_at, c.running = configs, started_at, True
@@ -197,7 +166,7 @@ class Prober:
         c = self._containers.get(key)
         if c is None or not c.running:
             return _NOT_TRACKED
-        startup, liveness, readiness = (c.probes.get(k) for k in _KINDS)
+        startup, liveness, readiness = (c.probes.get(k) for k in KINDS)
         started = startup is None or startup.result
         return ContainerProbeState(
             ready=started and (readiness is None or readiness.result),
@@ -306,10 +275,10 @@ class Prober:
         try:
             outcome = run_handler(config=job.config, target=job.target)
         except Exception as exc:  # a bug in a handler must not kill a worker or wedge the probe
-            outcome = _Outcome(result="error", output=f"{type(exc).__name__}: {exc}")
+            outcome = Outcome(result="error", output=f"{type(exc).__name__}: {exc}")
         self._apply(job, outcome)
 
-    def _apply(self, job: _Job, outcome: _Outcome) -> None:
+    def _apply(self, job: _Job, outcome: Outcome) -> None:
         pod_key, container = job.key
         kind = job.config.kind
         event: ProbeEvent | None = None
@@ -323,7 +292,7 @@ class Prober:
             p = job.probe
             if outcome.result == "error":
                 # The kubelet throws away a probe it could not run; only say why.
-                c.message, c.message_kind = f"{_TITLE[kind]} probe errored: {outcome.output}", kind
+                c.message, c.message_kind = f"{TITLE[kind]} probe errored: {outcome.output}", kind
             else:
                 ok = outcome.result == "success"
                 if p.last is ok:
@@ -339,7 +308,7 @@ class Prober:
                     if c.message_kind == kind:
                         c.message, c.message_kind = "", ""
                 else:
-                    c.message, c.message_kind = f"{_TITLE[kind]} probe failed: {outcome.output}", kind
+                    c.message, c.message_kind = f"{TITLE[kind]} probe failed: {outcome.output}", kind
             if outcome.result != "success":
                 event = ProbeEvent(pod_key=pod_key, container=container, probe=kind, type="Warning",
                                    reason="Unhealthy", message=c.message)
@@ -349,215 +318,3 @@ class Prober:
             self._on_event(event)
         if before != after:
             self._on_change(pod_key)
-
-
-# -- spec parsing ----------------------------------------------------------------------------------
-def parse_probes(spec: dict) -> dict[str, _Config]:
-    """The probes of a Kubernetes container dict, with the API server's defaults."""
-    configs = {}
-    for kind in _KINDS:
-        raw = spec.get(f"{kind}Probe")
-        if not isinstance(raw, dict):
-            continue
-        handler = {k: raw[k] for k in ("exec", "httpGet", "tcpSocket", "grpc") if raw.get(k) is not None}
-        success = _number(raw.get("successThreshold"), default=1, minimum=1)
-        configs[kind] = _Config(
-            kind=kind,
-            handler=handler,
-            initial_delay=float(_number(raw.get("initialDelaySeconds"), default=0, minimum=0)),
-            period=float(_number(raw.get("periodSeconds"), default=10, minimum=0.001)),
-            timeout=float(_number(raw.get("timeoutSeconds"), default=1, minimum=0.001)),
-            # Kubernetes rejects anything but 1 for liveness and startup; hold to that here too.
-            success_threshold=int(success) if kind == READINESS else 1,
-            failure_threshold=int(_number(raw.get("failureThreshold"), default=3, minimum=1)),
-        )
-    return configs
-
-
-def _number(value: Any, *, default: float, minimum: float) -> float:
-    """A probe field as a number; 0, absent or nonsense take the default, as the
-    API server's defaulting does (validation reports nonsense elsewhere)."""
-    if isinstance(value, bool):
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return default
-    if number == 0 and minimum > 0:
-        return default
-    return number if number >= minimum else default
-
-
-# -- handlers ------------------------------------------------------------------------------------------
-def run_handler(*, config: _Config, target: ProbeTarget) -> _Outcome:
-    """Run one probe once, bounded by its timeout."""
-    handler = config.handler
-    if "exec" in handler:
-        return _exec(handler["exec"], target=target, timeout=config.timeout)
-    if "httpGet" in handler:
-        return _http_get(handler["httpGet"], target=target, timeout=config.timeout)
-    if "tcpSocket" in handler:
-        return _tcp_socket(handler["tcpSocket"], target=target, timeout=config.timeout)
-    if "grpc" in handler:
-        return _Outcome(result="error", output="grpc probes are not supported by this node agent")
-    return _Outcome(result="error", output="the probe has no handler (exec, httpGet or tcpSocket)")
-
-
-class _ProbeSetupError(Exception):
-    """The probe cannot be run as written (e.g. an unknown port name)."""
-
-
-def _resolve_port(port: Any, target: ProbeTarget) -> int:
-    if isinstance(port, bool) or port is None:
-        raise _ProbeSetupError("the probe has no port")
-    if isinstance(port, str):
-        if port in target.ports_by_name:
-            number = target.ports_by_name[port]
-        else:
-            try:  # the kubelet's last resort: a number written as a string
-                number = int(port)
-            except ValueError:
-                raise _ProbeSetupError(f'port "{port}" is not the name of a port of the container') from None
-    elif isinstance(port, (int, float)) and int(port) == port:
-        number = int(port)
-    else:
-        raise _ProbeSetupError(f"invalid port: {port!r}")
-    if not 0 < number < 65536:
-        raise _ProbeSetupError(f"invalid port number: {number}")
-    return number
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _exec(handler: dict[str, Any], *, target: ProbeTarget, timeout: float) -> _Outcome:
-    command = [str(part) for part in handler.get("command") or []]
-    if not command:
-        return _Outcome(result="error", output="the exec probe has no command")
-    if target.exec_fn is None:
-        return _Outcome(result="error", output="this node cannot run exec probes")
-    shown = " ".join(command)
-    try:
-        code, output = target.exec_fn(command, timeout)
-    except TimeoutError:
-        return _Outcome(result="failure", output=f'command "{shown}" timed out')
-    except Exception as exc:  # the engine could not exec: an error, not a failure
-        return _Outcome(result="error", output=str(exc) or type(exc).__name__)
-    if code == 0:
-        return _Outcome(result="success", output=output)
-    # The kubelet reports the command's output; say something when there is none.
-    return _Outcome(result="failure", output=output.strip() or f'command "{shown}" exited with code {code}')
-
-
-def _tcp_socket(handler: dict[str, Any], *, target: ProbeTarget, timeout: float) -> _Outcome:
-    try:
-        port = _resolve_port(handler.get("port"), target)
-    except _ProbeSetupError as exc:
-        return _Outcome(result="error", output=str(exc))
-    host = str(handler.get("host") or target.pod_ip)
-    address = _host_port(host, port)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        return _Outcome(result="failure", output=f"dial tcp {address}: {_dial_error(exc)}")
-    return _Outcome(result="success", output="")
-
-
-def _dial_error(exc: OSError) -> str:
-    """Go's wording for the common connect errors, so messages read like the kubelet's."""
-    if isinstance(exc, ConnectionRefusedError):
-        return "connect: connection refused"
-    if isinstance(exc, TimeoutError):
-        return "i/o timeout"
-    if isinstance(exc, socket.gaierror):
-        return f"lookup failed: {exc.strerror or exc}"
-    return f"connect: {exc.strerror or exc}"
-
-
-def _http_get(handler: dict[str, Any], *, target: ProbeTarget, timeout: float) -> _Outcome:
-    try:
-        port = _resolve_port(handler.get("port"), target)
-    except _ProbeSetupError as exc:
-        return _Outcome(result="error", output=str(exc))
-    scheme = str(handler.get("scheme") or "HTTP").upper()
-    if scheme not in ("HTTP", "HTTPS"):
-        return _Outcome(result="error", output=f'unsupported scheme "{scheme}" (HTTP or HTTPS)')
-    host = str(handler.get("host") or target.pod_ip)
-    path = str(handler.get("path") or "/")
-    if not path.startswith("/"):
-        path = "/" + path
-    headers = {"User-Agent": _USER_AGENT, "Accept": "*/*", "Connection": "close"}
-    for header in handler.get("httpHeaders") or []:
-        if isinstance(header, dict) and header.get("name"):
-            name = str(header["name"])
-            for existing in [k for k in headers if k.lower() == name.lower()]:
-                del headers[existing]  # the user's header replaces ours (User-Agent, Accept, Host)
-            headers[name] = str(header.get("value", ""))
-    url = f"{scheme.lower()}://{_host_port(host, port)}{path}"
-    first_host = (urlsplit(url).hostname or "").lower()
-    deadline = time.monotonic() + timeout
-    for hop in range(_MAX_REDIRECTS + 1):
-        answer = _http_once(url, headers=headers, deadline=deadline)
-        if isinstance(answer, _Outcome):
-            return answer
-        status, location = answer
-        if status in _REDIRECT_CODES and location:
-            nxt = urljoin(url, location)
-            if (urlsplit(nxt).hostname or "").lower() != first_host or urlsplit(nxt).scheme not in ("http", "https"):
-                # The kubelet does not follow redirects off the pod's host; the 3xx counts as success.
-                return _Outcome(result="success", output="Probe terminated redirects")
-            if hop == _MAX_REDIRECTS:
-                return _Outcome(result="failure", output=f'Get "{nxt}": stopped after {_MAX_REDIRECTS} redirects')
-            url = nxt
-            continue
-        if 200 <= status < 400:
-            return _Outcome(result="success", output="")
-        return _Outcome(result="failure", output=f"HTTP probe failed with statuscode: {status}")
-    raise AssertionError("unreachable: the loop returns on every path")
-
-
-def _http_once(url: str, *, headers: dict[str, str], deadline: float) -> tuple[int, str | None] | _Outcome:
-    """One GET; (status, Location) or the failure outcome."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    target = parts.path or "/"
-    if parts.query:
-        target += "?" + parts.query
-    remaining = deadline - time.monotonic()
-    timed_out = _Outcome(result="failure",
-                         output=f'Get "{url}": context deadline exceeded (Client.Timeout exceeded while awaiting headers)')
-    if remaining <= 0:
-        return timed_out
-    conn: http.client.HTTPConnection
-    if parts.scheme == "https":
-        # Like the kubelet: probes do not verify the pod's certificate.
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        conn = http.client.HTTPSConnection(host, port, timeout=remaining, context=context)
-    else:
-        conn = http.client.HTTPConnection(host, port, timeout=remaining)
-    try:
-        try:
-            conn.connect()
-        except OSError as exc:
-            if isinstance(exc, ssl.SSLError):
-                return _Outcome(result="failure", output=f'Get "{url}": {exc}')
-            return _Outcome(result="failure", output=f'Get "{url}": dial tcp {_host_port(host, port)}: {_dial_error(exc)}')
-        if conn.sock is not None:
-            conn.sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        try:
-            conn.request("GET", target, headers=headers)
-            response = conn.getresponse()
-        except TimeoutError:
-            return timed_out
-        except http.client.RemoteDisconnected:
-            return _Outcome(result="failure", output=f'Get "{url}": EOF')
-        except (OSError, http.client.HTTPException) as exc:
-            return _Outcome(result="failure", output=f'Get "{url}": {str(exc) or type(exc).__name__}')
-        return response.status, response.getheader("Location")
-    finally:
-        conn.close()

@@ -55,7 +55,8 @@ def check(model: BaseModel) -> list[Finding]:
 # ---- workloads
 
 def _deployment(model: Deployment) -> list[Finding]:
-    spec, out = model.spec, []
+    spec = model.spec
+    out: list[Finding] = []
     strategy = spec.strategy
     if strategy.type == "Recreate" and strategy.rolling_update is not None:
         out.append((("spec", "strategy", "rollingUpdate"), "must not be set when strategy type is Recreate"))
@@ -78,7 +79,8 @@ def _is_zero(value: int | str) -> bool:
 
 
 def _selector_and_template(model: Deployment | ReplicaSet) -> list[Finding]:
-    spec, out = model.spec, []
+    spec = model.spec
+    out: list[Finding] = []
     out += _selector(spec.selector, ("spec", "selector"))
     if not out:
         if _selector_is_empty(spec.selector):
@@ -215,7 +217,8 @@ def _resources(container: Container, at: Path) -> list[Finding]:
 # ---- services
 
 def _service(model: Service) -> list[Finding]:
-    spec, out = model.spec, []
+    spec = model.spec
+    out: list[Finding] = []
     headless = spec.cluster_ip == "None"
     if headless and spec.type != "ClusterIP":
         out.append((("spec", "clusterIP"), f"may not be 'None' for a {spec.type} service"))

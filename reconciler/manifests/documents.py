@@ -38,9 +38,12 @@ from yaml.resolver import Resolver
 from .messages import format_path
 
 try:  # libyaml is much faster; the pure-Python parser gives the same events.
-    from yaml.cyaml import CParser as _Parser
+    # (yaml.cyaml re-imports it from here; only yaml._yaml's stub declares it.)
+    from yaml._yaml import CParser
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    _Parser = None
+    _Parser: type[CParser] | None = None
+else:
+    _Parser = CParser
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 100
@@ -80,7 +83,8 @@ class Document:
 
         pydantic adds '[key]' after a dict key that failed; it names no field of its own.
         """
-        best, path = self.line, ()
+        best = self.line
+        path: Path = ()
         for item in loc:
             if item == "[key]":
                 continue
@@ -225,7 +229,9 @@ class _Builder:
             if len(event.value) > _MAX_NUMBER_TEXT:
                 self._error(line, f"value is too long for {short_tag(tag)}")
                 return None
-            node = ScalarNode(tag, event.value, event.start_mark, event.end_mark)
+            # Stub gap: types-PyYAML types a node's marks as yaml.error.Mark only, but
+            # libyaml's events carry yaml._yaml.Mark, which nodes accept at run time.
+            node = ScalarNode(tag, event.value, event.start_mark, event.end_mark)  # type: ignore[arg-type]
             try:
                 return SafeConstructor.yaml_constructors[tag](self._constructor, node)
             except Exception:  # noqa: BLE001 - PyYAML raises several types for bad scalars

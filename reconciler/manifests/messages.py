@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -62,7 +62,7 @@ def _shown(value: Any) -> str:
     return ""
 
 
-def describe_error(error: dict[str, Any]) -> str:
+def describe_error(error: Mapping[str, Any]) -> str:
     """The message for one pydantic error (without its path)."""
     kind = error.get("type", "")
     given = error.get("input")

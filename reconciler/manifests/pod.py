@@ -243,7 +243,8 @@ class SecretVolumeSource(KubeModel):
 
 class HostPathVolumeSource(KubeModel):
     path: NonEmptyStr
-    type: Literal["", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice", "BlockDevice"] | None = None
+    type: Literal["", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice",
+                  "BlockDevice"] | None = None
 
 
 VOLUME_SOURCES = {"emptyDir": "empty_dir", "configMap": "config_map", "secret": "secret", "hostPath": "host_path"}

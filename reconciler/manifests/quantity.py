@@ -34,7 +34,7 @@ class QuantityError(ValueError):
 
 def parse_quantity(value: str | int | float) -> Fraction:
     """The exact value of a quantity; raises QuantityError with a one-sentence reason."""
-    if type(value) is str:
+    if isinstance(value, str):
         return _parse_text(value)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise QuantityError("must be a quantity such as 500m, 0.5, 128Mi or 1G")

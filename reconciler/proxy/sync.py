@@ -39,14 +39,14 @@ from typing import Any
 import structlog
 
 from reconciler.core import objects as o
+from reconciler.core.bodies import Body
+from reconciler.core.servicehosts import service_hosts
 from reconciler.core.workqueue import Result
-from reconciler.kubelet.podrequest import service_hosts
 from reconciler.proxy.userspace import ServiceProxy, cluster_ip_listeners
 from runtime.driver import DriverError, NodeDriver
 
 log = structlog.get_logger("proxysync")
 
-Obj = dict[str, Any]
 
 
 class ProxySync:
@@ -85,7 +85,7 @@ class ProxySync:
             log.warning("cannot bring pods' /etc/hosts up to date", error=str(exc))
         return None
 
-    def _sync_hosts(self, services: list[Obj]) -> None:
+    def _sync_hosts(self, services: list[Body]) -> None:
         if any(_has_cluster_ip(svc) for svc in services):
             self._had_cluster_ips = True
         running: set[str] = set()
@@ -120,7 +120,7 @@ class ProxySync:
                 del self._hosts_written[uid]
         self._hosts_warned &= running
 
-    def _sync_netns(self, services: list[Obj]) -> None:
+    def _sync_netns(self, services: list[Body]) -> None:
         listeners = cluster_ip_listeners(services)
         wanted: dict[str, str] = {}
         # No ClusterIP port anywhere: nothing to serve inside any pod, so no pod is looked up
@@ -159,12 +159,12 @@ class ProxySync:
             self._listeners_for[uid] = signature
 
 
-def _has_cluster_ip(service: Obj) -> bool:
+def _has_cluster_ip(service: Body) -> bool:
     ip = (service.get("spec") or {}).get("clusterIP")
     return bool(ip) and ip != "None"
 
 
-def _restarts(pod: Obj) -> tuple[tuple[str, int], ...]:
+def _restarts(pod: Body) -> tuple[tuple[str, int], ...]:
     """Each container's restart count: a restarted container may have had its hosts file rewritten."""
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     return tuple(sorted((str(s.get("name", "")), int(s.get("restartCount") or 0)) for s in statuses))

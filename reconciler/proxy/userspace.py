@@ -1,5 +1,9 @@
 """The service proxy: kube-proxy's role, as a TCP load balancer per service port.
 
+(One piece over 500 lines on purpose: it is being replaced as a whole by the kernel data
+plane in ``reconciler/proxy/nftables/`` — issue "Nodes are hosts, and Services live in the
+kernel" — so it is not worth splitting first.)
+
 For every port of every Service with a cluster IP it listens on ``clusterIP:port``,
 and for NodePort/LoadBalancer Services also on ``nodePortAddress:nodePort``. Each
 accepted connection is forwarded to one ready endpoint (``ip:targetPort`` from the
@@ -56,9 +60,10 @@ from typing import Any, TypeVar
 
 import structlog
 
+from reconciler.core.bodies import Body
+
 log = structlog.get_logger("proxy")
 
-Obj = dict[str, Any]
 ServicePortKey = tuple[str, str, str]  # (namespace, service name, port name or "")
 Address = tuple[str, int]
 T = TypeVar("T")
@@ -97,7 +102,7 @@ def _ipv4(value: Any) -> str | None:
         return None
 
 
-def cluster_ips(service: Obj) -> list[str]:
+def cluster_ips(service: Body) -> list[str]:
     """The IPv4 cluster IPs a Service is served on.
 
     ``spec.clusterIPs`` when present (the service controller's record of what it
@@ -109,7 +114,7 @@ def cluster_ips(service: Obj) -> list[str]:
     return [ip for ip in (_ipv4(v) for v in values or []) if ip]
 
 
-def plan_ports(*, services: list[Obj], endpoints: list[Obj], node_port_address: str) -> dict[ServicePortKey, PortPlan]:
+def plan_ports(*, services: list[Body], endpoints: list[Body], node_port_address: str) -> dict[ServicePortKey, PortPlan]:
     """Desired listeners and endpoints per service port (pure)."""
     eps = {((e.get("metadata") or {}).get("namespace") or "default", (e.get("metadata") or {}).get("name")): e
            for e in endpoints}
@@ -151,7 +156,7 @@ def plan_ports(*, services: list[Obj], endpoints: list[Obj], node_port_address: 
     return plans
 
 
-def cluster_ip_listeners(services: list[Obj]) -> list[tuple[str, int, ServicePortKey]]:
+def cluster_ip_listeners(services: list[Body]) -> list[tuple[str, int, ServicePortKey]]:
     """``(clusterIP, port, key)`` for every TCP service port: what ``serve_in_netns`` takes."""
     out = []
     for svc in services:
@@ -244,7 +249,7 @@ class _Counters:
         self.by_service: dict[str, int] = {}
 
 
-def _reset(transport: asyncio.BaseTransport) -> None:
+def _reset(transport: asyncio.Transport) -> None:
     """Close with a TCP RST, so the client sees the connection refused/reset at once."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
@@ -345,7 +350,7 @@ class _Connection(asyncio.Protocol):
             if self.closed:  # the client went away while we connected
                 transport.close()
                 return
-            self.backend = transport  # type: ignore[assignment]
+            self.backend = transport
             self.endpoint_ip = endpoint.ip
             pool.chose(client_ip, endpoint, proxy._clock())
             c = proxy._counters
@@ -556,7 +561,7 @@ class ServiceProxy:
     async def _shutdown(self) -> None:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
-        for listener in [*self._listeners.values(), *(l for ns in self._netns.values() for l in ns.listeners.values())]:
+        for listener in [*self._listeners.values(), *(li for ns in self._netns.values() for li in ns.listeners.values())]:
             self._close_listener(listener)
         self._listeners.clear()
         self._netns.clear()
@@ -578,7 +583,7 @@ class ServiceProxy:
         return future.result(timeout)
 
     # -- desired state -------------------------------------------------------------------------
-    def sync(self, *, services: list[Obj], endpoints: list[Obj]) -> None:
+    def sync(self, *, services: list[Body], endpoints: list[Body]) -> None:
         """Make the listeners and endpoints match these Services and Endpoints (idempotent)."""
         plans = plan_ports(services=services, endpoints=endpoints, node_port_address=self.node_port_address)
         with self._sync_lock:  # two callers: the last one's view wins, never a mix

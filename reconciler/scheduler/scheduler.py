@@ -43,22 +43,25 @@ from __future__ import annotations
 import ipaddress
 import threading
 from collections import Counter
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
-from reconciler.controllers.node import node_is_ready
 from reconciler.core import objects as o
+from reconciler.core.bodies import Body
 from reconciler.core.clock import Clock
 from reconciler.core.keys import ANN_POD_IP
+from reconciler.core.nodes import node_is_ready
+from reconciler.core.watches import Cache, Change, Watch, Watches
 from reconciler.core.workqueue import Result, TemporaryError
 from reconciler.manifests.quantity import QuantityError, parse_cpu, parse_memory
 
 log = structlog.get_logger("scheduler")
 
-Obj = dict[str, Any]
+_T = TypeVar("_T")
+
 RETRY_UNSCHEDULABLE = 5.0  # seconds; a Node change retries at once
 # kube-scheduler's non-zero defaults: only for scoring, never for the fit.
 DEFAULT_CPU_REQUEST_MILLI = 100
@@ -95,7 +98,7 @@ def _quantity(value: object, parse: Any) -> int:
         return 0  # validation reports bad quantities; the scheduler must not fail on them
 
 
-def pod_requests(pod: Obj, *, non_zero: bool = False) -> Resources:
+def pod_requests(pod: Mapping[str, Any], *, non_zero: bool = False) -> Resources:
     """The sum of the containers' requests (a request missing next to a limit is the limit,
     as Kubernetes defaults it). ``non_zero``: kube-scheduler's defaults for missing ones."""
     total = Resources()
@@ -114,7 +117,7 @@ def pod_requests(pod: Obj, *, non_zero: bool = False) -> Resources:
     return total
 
 
-def pod_limits(pod: Obj) -> Resources:
+def pod_limits(pod: Mapping[str, Any]) -> Resources:
     """The sum of the containers' limits (a container without one adds nothing)."""
     total = Resources()
     for container in (pod.get("spec") or {}).get("containers") or []:
@@ -125,7 +128,7 @@ def pod_limits(pod: Obj) -> Resources:
     return total
 
 
-def node_allocatable(node: Obj) -> Resources | None:
+def node_allocatable(node: Mapping[str, Any]) -> Resources | None:
     """What the node offers to pods, or None while the engine has not reported it."""
     allocatable = (node.get("status") or {}).get("allocatable") or {}
     if "cpu" not in allocatable or "memory" not in allocatable:
@@ -134,7 +137,7 @@ def node_allocatable(node: Obj) -> Resources | None:
                      memory_bytes=_quantity(allocatable["memory"], parse_memory))
 
 
-def node_pod_capacity(node: Obj) -> int | None:
+def node_pod_capacity(node: Body) -> int | None:
     pods = ((node.get("status") or {}).get("allocatable") or {}).get("pods")
     try:
         return int(pods) if pods is not None else None
@@ -142,12 +145,12 @@ def node_pod_capacity(node: Obj) -> int | None:
         return None
 
 
-def counts_for_resources(pod: Obj) -> bool:
+def counts_for_resources(pod: Body) -> bool:
     """A pod holds its requests on its node until it has finished (terminating ones too)."""
     return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
 
 
-def allocated(pods: Iterable[Obj], *, non_zero: bool = False) -> Resources:
+def allocated(pods: Iterable[Body], *, non_zero: bool = False) -> Resources:
     """The requests of the pods that hold resources on a node."""
     total = Resources()
     for pod in pods:
@@ -190,11 +193,17 @@ class _NodeUsage:
             self.requests, self.scoring = self.requests + share.requests, self.scoring + share.scoring
         else:
             self.requests, self.scoring = self.requests - share.requests, self.scoring - share.scoring
-        for counter, value in ((self.ips, share.ip), (self.owners, share.owner), (self.ipv4s, _ipv4_int(share.ip))):
-            if value is not None:
-                counter[value] += sign
-                if counter[value] <= 0:
-                    del counter[value]
+        _count(self.ips, share.ip, sign)
+        _count(self.owners, share.owner, sign)
+        _count(self.ipv4s, _ipv4_int(share.ip), sign)
+
+
+def _count(counter: Counter[_T], value: _T | None, sign: int) -> None:
+    """Add ``sign`` to ``value``'s count (nothing for None), dropping counts that reach zero."""
+    if value is not None:
+        counter[value] += sign
+        if counter[value] <= 0:
+            del counter[value]
 
 
 def _ipv4_int(text: str | None) -> int | None:
@@ -208,7 +217,7 @@ def _ipv4_int(text: str | None) -> int | None:
     return int(address) if str(address) == text else None
 
 
-def _share_of(pod: Obj) -> _Share | None:
+def _share_of(pod: Body) -> _Share | None:
     node = (pod.get("spec") or {}).get("nodeName")
     if not node:
         return None
@@ -220,7 +229,28 @@ def _share_of(pod: Obj) -> _Share | None:
                   owner=owner if owner and o.pod_is_active(pod) else None)
 
 
+def _if_unbound(change: Change, _cache: Cache) -> list[tuple[str, str]]:
+    # To bind it, or to delete it if it is marked for deletion.
+    return [change.key] if change.obj is not None and not change.node else []
+
+
+def _all_unbound(_change: Change, cache: Cache) -> list[tuple[str, str]]:
+    # A node turning Ready may unblock pending pods (terminating ones the scheduler deletes).
+    return cache.unbound_pods()
+
+
 class Scheduler:
+    name = "scheduler"
+    workers = 1
+    watches: tuple[Watch, ...] = (Watches("Pod", _if_unbound), Watches("Node", _all_unbound))
+
+    def resync_keys(self, cache: Cache, *, first: bool) -> list[tuple[str, str]]:
+        return cache.unbound_pods()
+
+    def observe(self, change: Change) -> None:
+        """Every Pod change, before any placement: keep the per-node aggregates current."""
+        self.observe_pod(change.namespace, change.name)
+
     def __init__(self, *, store: Any, clock: Clock) -> None:
         self._store = store
         self._clock = clock
@@ -236,7 +266,7 @@ class Scheduler:
             if self._seeded:
                 self._set_share((namespace, name), self._store.get("Pod", namespace, name))
 
-    def _set_share(self, key: tuple[str, str], pod: Obj | None) -> None:
+    def _set_share(self, key: tuple[str, str], pod: Body | None) -> None:
         new = _share_of(pod) if pod is not None else None
         old = self._shares.pop(key, None)
         if old == new:
@@ -268,7 +298,7 @@ class Scheduler:
                 result[name] = (u.pods, u.requests, u.scoring, u.owners.get(owner, 0) if owner else 0)
             return result
 
-    def _free_ip(self, node: Obj) -> str | None:
+    def _free_ip(self, node: Body) -> str | None:
         with self._usage_lock:
             usage = self._usage.get(node["metadata"]["name"]) or _NodeUsage()
             network = _pod_network(node)
@@ -294,7 +324,7 @@ class Scheduler:
         usage = self._usage_of([n["metadata"]["name"] for n in nodes], owner=owner)
         request = pod_requests(pod)
         reasons: Counter[str] = Counter()
-        fitting: list[Obj] = []
+        fitting: list[Body] = []
         for node in nodes:
             count, requested, _, _ = usage[node["metadata"]["name"]]
             why = self._unfit(node, pod=pod, request=request, count=count, used=requested)
@@ -307,7 +337,7 @@ class Scheduler:
             raise TemporaryError("no node fits", delay=RETRY_UNSCHEDULABLE)
         scoring_request = pod_requests(pod, non_zero=True)
 
-        def score(node: Obj) -> tuple[int, float, int, str]:
+        def score(node: Body) -> tuple[int, float, int, str]:
             count, _, scoring, same_owner = usage[node["metadata"]["name"]]
             return (same_owner, _used_share(node, scoring + scoring_request), count, node["metadata"]["name"])
 
@@ -318,7 +348,7 @@ class Scheduler:
             raise TemporaryError(f"node {node_name} has no free pod IP", delay=RETRY_UNSCHEDULABLE)
         now = self._clock.now()
 
-        def bind(cur: Obj) -> Obj | None:
+        def bind(cur: Body) -> Body | None:
             if (cur.get("spec") or {}).get("nodeName") or o.is_terminating(cur):
                 return None
             cur.setdefault("spec", {})["nodeName"] = node_name
@@ -337,7 +367,7 @@ class Scheduler:
         return None
 
     @staticmethod
-    def _unfit(node: Obj, *, pod: Obj, request: Resources, count: int, used: Resources) -> list[str]:
+    def _unfit(node: Body, *, pod: Body, request: Resources, count: int, used: Resources) -> list[str]:
         """Why the pod cannot go to this node (empty: it can)."""
         if not node_is_ready(node):
             return [REASON_NOT_READY]
@@ -359,13 +389,13 @@ class Scheduler:
                 why.append(REASON_MEMORY)
         return why
 
-    def _unschedulable(self, pod: Obj, message: str) -> None:
+    def _unschedulable(self, pod: Body, message: str) -> None:
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         self._store.record_event(kind="Pod", namespace=namespace, name=name, uid=pod["metadata"].get("uid", ""),
                                  type="Warning", reason="FailedScheduling", message=message)
         now = self._clock.now()
 
-        def mutate(cur: Obj) -> Obj | None:
+        def mutate(cur: Body) -> Body | None:
             if (cur.get("spec") or {}).get("nodeName") or o.is_terminating(cur):
                 return None
             status = cur.setdefault("status", {})
@@ -381,7 +411,7 @@ class Scheduler:
         log.info("unschedulable", object=f"pod/{name}", namespace=namespace, reason=message, action="wait")
 
 
-def _used_share(node: Obj, used: Resources) -> float:
+def _used_share(node: Body, used: Resources) -> float:
     """The mean share of allocatable cpu and memory in use (kube-scheduler's LeastAllocated, inverted)."""
     offered = node_allocatable(node)
     if offered is None or not offered.cpu_millicores or not offered.memory_bytes:
@@ -389,12 +419,12 @@ def _used_share(node: Obj, used: Resources) -> float:
     return (used.cpu_millicores / offered.cpu_millicores + used.memory_bytes / offered.memory_bytes) / 2
 
 
-def allocate_ip(*, node: Obj, pods_on_node: list[Obj]) -> str | None:
+def allocate_ip(*, node: Body, pods_on_node: list[Body]) -> str | None:
     """The lowest free address of the node's pod CIDR (the first one is the node's own)."""
     return free_ip(node=node, used={ip for p in pods_on_node if (ip := o.annotations(p).get(ANN_POD_IP))})
 
 
-def free_ip(*, node: Obj, used: set[str]) -> str | None:
+def free_ip(*, node: Body, used: set[str]) -> str | None:
     """The lowest address of the node's pod CIDR that is not in ``used`` (the first host is the node's own)."""
     network = _pod_network(node)
     if network is None:
@@ -410,7 +440,7 @@ def free_ip(*, node: Obj, used: set[str]) -> str | None:
 
 
 
-def _pod_network(node: Obj) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+def _pod_network(node: Body) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     cidr = (node.get("spec") or {}).get("podCIDR")
     return ipaddress.ip_network(cidr, strict=False) if cidr else None
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from runtime.driver import LABEL_MANAGED, ContainerRequest, DriverError, EngineEvent, PodRequest
-from runtime.podman import driver as podman_driver
+from runtime.podman import events as podman_events
 from runtime.podman.driver import PodmanDriver
 from tests.harness.daemon_harness import Daemon, init_repo, wait_for
 
@@ -66,7 +66,7 @@ def container_id(node, name: str) -> str:
 
 
 def test_watch_reports_our_containers_events_and_stops_promptly(driver, podman_node, images, monkeypatch):
-    monkeypatch.setattr(podman_driver, "_EVENTS_IDLE", 1.0)  # so the stream is reopened during the test
+    monkeypatch.setattr(podman_events, "EVENTS_IDLE", 1.0)  # so the stream is reopened during the test
     events: list[EngineEvent] = []
     statuses: list[tuple[bool, str]] = []
     stop = threading.Event()
@@ -97,7 +97,7 @@ def test_watch_reports_our_containers_events_and_stops_promptly(driver, podman_n
 
 
 def test_watch_stops_at_once_in_a_silent_read(driver):
-    assert podman_driver._EVENTS_IDLE >= 5  # the read timeout is not what ends the watch here
+    assert podman_events.EVENTS_IDLE >= 5  # the read timeout is not what ends the watch here
     statuses: list[tuple[bool, str]] = []
     stop = threading.Event()
     watcher = threading.Thread(target=driver.watch, kwargs={

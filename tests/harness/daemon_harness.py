@@ -111,7 +111,7 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"the daemon did not stop within {timeout}s of SIGTERM")
+            raise AssertionError(f"the daemon did not stop within {timeout}s of SIGTERM") from None
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "reconciler", "--state-dir", str(self.state_dir), *args],

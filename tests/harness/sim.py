@@ -10,16 +10,16 @@ import copy
 from collections.abc import Callable
 from pathlib import Path
 
-from reconciler.controllers.manager import ControllerManager
-from reconciler.controllers.node import NodeBinding
 from reconciler.core import objects as o
 from reconciler.core.clock import ManualClock
 from reconciler.core.keys import ANN_COMMIT
+from reconciler.daemon.controlplane import ControlPlane
+from reconciler.kubelet.nodestatus import NodeBinding
 from reconciler.store.store import Store
 from runtime.fake import FakeDriver
 
 
-def settle(manager: ControllerManager, store: Store, *, rounds: int = 50) -> None:
+def settle(manager: ControlPlane, store: Store, *, rounds: int = 50) -> None:
     """Run the controllers and a relist until a whole round writes nothing."""
     for _ in range(rounds):
         manager.run_until_idle()
@@ -96,7 +96,7 @@ class Sim:
         self.clock = ManualClock()
         self.store = Store(tmp_path / "store.db", clock=self.clock.now)
         self.driver = CrashingDriver(clock=self.clock.now)
-        self.manager = ControllerManager(
+        self.manager = ControlPlane(
             store=self.store, clock=self.clock, threaded=False,
             nodes=[NodeBinding(name="node1", url="fake://node1", pod_cidr="127.244.0.0/24", driver=self.driver)])
         self.manager.heartbeat_all()

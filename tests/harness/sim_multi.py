@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from reconciler.controllers.manager import ControllerManager
-from reconciler.controllers.node import NodeBinding
 from reconciler.controllers.nodelifecycle import DEFAULT_TOLERATION
 from reconciler.core import objects as o
 from reconciler.core.clock import ManualClock
+from reconciler.daemon.controlplane import ControlPlane
+from reconciler.kubelet.nodestatus import NodeBinding
 from reconciler.store.store import Store
 from runtime.fake import FakeDriver
 from tests.harness.sim import apply, settle
@@ -70,7 +70,7 @@ class MultiSim:
                                         pod_cidr=(pod_cidrs or {}).get(name, f"127.244.{index}.0/24"),
                                         labels=dict((labels or {}).get(name, {})), driver=self.drivers[name]))
         self.names = names
-        self.manager = ControllerManager(store=self.store, clock=self.clock, nodes=bindings, threaded=False,
+        self.manager = ControlPlane(store=self.store, clock=self.clock, nodes=bindings, threaded=False,
                                          node_toleration=toleration, volumes_dir=tmp_path / "volumes")
         self.manager.nodes.prune_unconfigured()
         self.manager.heartbeat_all()

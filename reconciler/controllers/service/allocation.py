@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-Obj = dict[str, Any]
+from reconciler.core.bodies import Body
+
 NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
 
 
@@ -19,7 +20,7 @@ def port_identity(port: dict[str, Any]) -> str:
     return f"{port.get('port')}/{port.get('protocol') or 'TCP'}"
 
 
-def allocated_fields(service: Obj) -> dict[str, Any]:
+def allocated_fields(service: Body) -> dict[str, Any]:
     """The fields this controller allocated on a live Service, as a partial ``spec``.
 
     Returns ``{"clusterIP": ip, "clusterIPs": [ip], "ports": [{"port", "protocol",
@@ -41,7 +42,7 @@ def allocated_fields(service: Obj) -> dict[str, Any]:
     return out
 
 
-def carry_allocations(*, desired: Obj, live: Obj | None) -> Obj:
+def carry_allocations(*, desired: Body, live: Body | None) -> Body:
     """A copy of ``desired`` (a Service from Git) with ``live``'s allocations where Git is silent.
 
     - ``clusterIP``/``clusterIPs`` are carried when Git does not declare ``clusterIP``.

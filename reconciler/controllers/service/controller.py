@@ -51,18 +51,26 @@ from reconciler.controllers.service.allocation import (  # noqa: F401  (re-expor
     port_identity,
 )
 from reconciler.core import objects as o
+from reconciler.core.bodies import Body
 from reconciler.core.clock import Clock
 from reconciler.core.keys import SERVICE_ALLOCATIONS_KEY
+from reconciler.core.watches import Cache, For, Watch
 from reconciler.core.workqueue import Result
 
 log = structlog.get_logger("service")
 
-Obj = dict[str, Any]
 # A Service whose declaration was refused is looked at again: the holder may go away.
 RETRY_REFUSED_SECONDS = 30.0
 
 
 class ServiceController:
+    name = "service"
+    workers = 1  # allocations of ClusterIPs and nodePorts must not race
+    watches: tuple[Watch, ...] = (For("Service"),)
+
+    def resync_keys(self, cache: Cache, *, first: bool) -> list[tuple[str, str]]:
+        return cache.names("Service")
+
     def __init__(self, *, store: Any, clock: Clock, service_cidr: str,
                  node_port_range: tuple[int, int] = (30000, 32767)) -> None:
         self._store = store
@@ -191,7 +199,7 @@ class ServiceController:
                 warnings.append(("NodePortNotInRange",
                                  f"The declared nodePort {number} for port {ident} is not in the range {low}-{high}."))
             elif number in granted or (holder is not None and holder["uid"] != uid):
-                owner = who if number in granted else holder["service"]  # type: ignore[index]
+                owner = who if number in granted or holder is None else holder["service"]
                 warnings.append(("PortAlreadyAllocated",
                                  f"The declared nodePort {number} for port {ident} is already allocated "
                                  f"to service {owner}."))
@@ -205,13 +213,13 @@ class ServiceController:
                 continue
             ident = port_identity(port)
             reuse = next((n for n, h in sorted(mine.items()) if h.get("port") == ident and n not in granted), None)
-            number = reuse if reuse is not None else self._free_port(table)
-            if number is None:
+            free = reuse if reuse is not None else self._free_port(table)
+            if free is None:
                 warnings.append(("NodePortRangeFull", f"No node port is free in the range {low}-{high} for port {ident}."))
                 continue
-            table[str(number)] = {"uid": uid, "service": who, "port": ident}
-            port["nodePort"] = number
-            granted.add(number)
+            table[str(free)] = {"uid": uid, "service": who, "port": ident}
+            port["nodePort"] = free
+            granted.add(free)
         for number, held in mine.items():
             # Release what no port uses any more, but keep a port's old number while its
             # new declaration is refused: a revert in Git gets it back.
@@ -243,10 +251,10 @@ class ServiceController:
             self._store.kv_set(SERVICE_ALLOCATIONS_KEY, record)
 
     # -- writing ---------------------------------------------------------------------------
-    def _write(self, svc: Obj, spec: dict[str, Any]) -> None:
+    def _write(self, svc: Body, spec: dict[str, Any]) -> None:
         version = svc["metadata"].get("resourceVersion")
 
-        def mutate(cur: Obj) -> Obj | None:
+        def mutate(cur: Body) -> Body | None:
             if cur["metadata"].get("resourceVersion") != version:
                 # Written meanwhile (a new commit, say): that write queued its own
                 # reconcile, which allocates from the new spec; never overwrite it.
@@ -264,7 +272,7 @@ class ServiceController:
                      namespace=svc["metadata"]["namespace"], action="allocate", clusterIP=spec.get("clusterIP", ""),
                      nodePorts=[p.get("nodePort") for p in spec.get("ports") or [] if p.get("nodePort")])
 
-    def _warn(self, svc: Obj, warnings: list[tuple[str, str]]) -> None:
+    def _warn(self, svc: Body, warnings: list[tuple[str, str]]) -> None:
         uid = svc["metadata"].get("uid", "")
         before = self._warned.get(uid, set())
         for reason, message in warnings:

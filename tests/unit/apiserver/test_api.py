@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.apiserver.server import ApiServer, ApiServerError, ApiStatusError
+from reconciler.apiserver.server import ApiServer, ApiServerError
+from reconciler.apiserver.status import ApiStatusError
 from reconciler.core.kinds import KINDS, UnknownKind, lookup
 from reconciler.kubectl.client import ApiClient, ApiError, DaemonUnreachable
 from reconciler.store.store import Store

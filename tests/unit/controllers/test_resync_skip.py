@@ -37,7 +37,7 @@ def queued(sim: Sim) -> dict[str, int]:
 
 def trust_every_record(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
     """The wrong skip: a key reconciled cleanly once is never looked at again by a resync."""
-    monkeypatch.setattr(sim.manager, "_still_clean", lambda queue, key: key in sim.manager._clean[queue])
+    monkeypatch.setattr(sim.manager.manager, "_still_clean", lambda queue, key: key in sim.manager._clean[queue])
 
 
 def test_a_resync_after_nothing_changed_enqueues_nothing(sim):

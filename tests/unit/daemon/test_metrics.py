@@ -9,11 +9,11 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.controllers.manager import ControllerManager
-from reconciler.controllers.node import NodeBinding
 from reconciler.core.clock import ManualClock
 from reconciler.core.workqueue import WorkQueue
-from reconciler.daemon.metrics import DriftCountingDriver, Metrics, RolloutObserver
+from reconciler.daemon.controlplane import ControlPlane
+from reconciler.daemon.metrics import Metrics, RolloutObserver
+from reconciler.kubelet.nodestatus import NodeBinding
 from reconciler.store.store import Store
 from runtime.driver import PodRequest
 from runtime.fake import FakeDriver
@@ -97,16 +97,16 @@ def test_rollout_observer_counts_each_rollout_once(tmp_path):
     store.close()
 
 
-def test_drift_counting_driver_counts_what_the_node_agent_corrects(tmp_path):
+def test_drift_corrections_the_node_agent_reports_are_counted(tmp_path):
     """The real controllers and node agent on the fake engine: a container stopped by hand
     is started again, a pod removed by hand is created again, a stray pod is removed."""
     clock = ManualClock()
     store = Store(tmp_path / "store.db", clock=clock.now)
     metrics = Metrics()
     fake = FakeDriver(clock=clock.now, images=["hello:v1"], record_calls=False)
-    driver = DriftCountingDriver(fake, store=store, on_drift=metrics.drift_corrected)
-    manager = ControllerManager(store=store, clock=clock, threaded=False, nodes=[
-        NodeBinding(name="node1", url="fake://node1", pod_cidr="127.244.0.0/24", driver=driver)])
+    manager = ControlPlane(store=store, clock=clock, threaded=False, nodes=[
+        NodeBinding(name="node1", url="fake://node1", pod_cidr="127.244.0.0/24", driver=fake)],
+        on_drift=metrics.drift_corrected)  # as the daemon wires it
     manager.heartbeat_all()
 
     def settle():

@@ -1,4 +1,4 @@
-"""Tests for reconciler.source against real git repositories made with the git CLI."""
+"""Tests for reconciler.gitops.source and .watcher against real git repositories made with the git CLI."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.gitops.source import CommitInfo, GitSource, ManifestFile, SourceError, SourceWatcher
+from reconciler.gitops.source import CommitInfo, GitSource, ManifestFile, SourceError
+from reconciler.gitops.watcher import SourceWatcher
 
 GIT_ENV = {
     **os.environ,

@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-import reconciler.gitops.source as source_module
-from reconciler.gitops.source import GitSource, ManifestFile, SourceError, SourceWatcher, redact_url
+import reconciler.gitops.watcher as watcher_module
+from reconciler.gitops.git import redact_url
+from reconciler.gitops.source import GitSource, ManifestFile, SourceError
+from reconciler.gitops.watcher import SourceWatcher
 from tests.unit.gitops.test_source import GIT_ENV, Recorder, commit, git, settle, wait_for
 
 
@@ -337,7 +339,7 @@ def test_polls_use_the_ends_of_the_jitter_range(server: tuple[Path, Path], tmp_p
                                                 high: float) -> None:
     _, bare = server
     # Pin the random draw to one end of its range: every wait is then 0.9 or 1.1 x 1 s.
-    monkeypatch.setattr(source_module.random, "uniform", (lambda a, b: a) if draw == "min" else (lambda a, b: b))
+    monkeypatch.setattr(watcher_module.random, "uniform", (lambda a, b: a) if draw == "min" else (lambda a, b: b))
     src = GitSource(repo=f"file://{bare}", cache_dir=tmp_path / "cache")
     times = _fetch_times(src)
     start_watcher(watchers, src, Recorder(), poll_interval=1.0)

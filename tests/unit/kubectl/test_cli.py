@@ -17,7 +17,10 @@ import yaml
 from reconciler.apiserver.server import ApiServer
 from reconciler.daemon.config import Config
 from reconciler.kubectl import cli
-from reconciler.kubectl.cli import Failed, deployment_rollout_status, main
+from reconciler.kubectl.cli import main
+from reconciler.kubectl.commands import rollout
+from reconciler.kubectl.commands.rollout import deployment_rollout_status
+from reconciler.kubectl.exit_codes import Failed
 from reconciler.store.store import Store, rfc3339
 
 NOW = time.time()
@@ -96,6 +99,11 @@ def state_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 @pytest.fixture
 def store(state_dir: Path) -> Iterator[Store]:
+    # Ages are printed against the wall clock: stamp the objects now, not when the module was
+    # imported (a long suite runs this test many minutes after collection).
+    global NOW, T0
+    NOW = time.time()
+    T0 = rfc3339(NOW - 3600)
     s = Store(state_dir / "store.db")
     s.put(web_deployment())
     s.put({"apiVersion": "apps/v1", "kind": "ReplicaSet",
@@ -422,7 +430,7 @@ def rollout_states() -> list[dict]:
 
 @pytest.fixture
 def fast_poll(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(rollout, "_POLL_SECONDS", 0.05)
 
 
 def serve(store: Any, state_dir: Path, actions: Any) -> ApiServer:

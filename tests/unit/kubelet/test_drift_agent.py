@@ -10,10 +10,11 @@ import time
 
 import pytest
 
-from reconciler.controllers.manager import ControllerManager
-from reconciler.controllers.node import NodeBinding
+from reconciler.core.backoff import BACKOFF_START
 from reconciler.daemon.config import load_config
-from reconciler.kubelet.agent import BACKOFF_START, LONE_SCAN_INTERVAL, STRAY_GRACE
+from reconciler.daemon.controlplane import ControlPlane
+from reconciler.kubelet.nodestatus import NodeBinding
+from reconciler.kubelet.pleg import LONE_SCAN_INTERVAL, STRAY_GRACE
 from runtime.driver import LABEL_MANAGED, EngineEvent, EventsUnsupported
 from runtime.fake import FakeDriver
 from tests.harness.sim import Sim, deployment
@@ -241,7 +242,7 @@ def test_watchers_stop_promptly_and_an_engine_without_events_leaves_relists(tmp_
     clock = ManualClock()
     store = Store(tmp_path / "store.db", clock=clock.now)
     streaming, silent = FakeDriver(), _NoEvents()
-    manager = ControllerManager(store=store, clock=clock, threaded=False, nodes=[
+    manager = ControlPlane(store=store, clock=clock, threaded=False, nodes=[
         NodeBinding(name="a", url="fake://a", pod_cidr="127.244.0.0/24", driver=streaming),
         NodeBinding(name="b", url="fake://b", pod_cidr="127.244.1.0/24", driver=silent)])
     try:
@@ -279,8 +280,8 @@ def test_relist_interval_comes_from_the_argument_else_the_default(tmp_path):
     nodes = [NodeBinding(name="a", url="fake://a", pod_cidr="127.244.0.0/24", driver=FakeDriver())]
     try:
         # 5 s: the measured knee of the engine's idle cost, well inside the 10 s drift promise.
-        assert ControllerManager(store=store, clock=clock, nodes=nodes, threaded=False).relist_interval == 5.0
-        assert ControllerManager(store=store, clock=clock, nodes=nodes, threaded=False,
+        assert ControlPlane(store=store, clock=clock, nodes=nodes, threaded=False).relist_interval == 5.0
+        assert ControlPlane(store=store, clock=clock, nodes=nodes, threaded=False,
                                  relist_interval=2.0).relist_interval == 2.0
     finally:
         store.close()

@@ -5,12 +5,12 @@ orphan the agent removes, and the ordinary removal is never counted as drift.
 """
 from __future__ import annotations
 
-from reconciler.controllers.manager import ControllerManager
-from reconciler.controllers.node import NodeBinding
 from reconciler.core.clock import ManualClock
-from reconciler.daemon.metrics import DriftCountingDriver
+from reconciler.core.keys import LABEL_NODE
+from reconciler.daemon.controlplane import ControlPlane
+from reconciler.kubelet.nodestatus import NodeBinding
 from reconciler.store.store import Store
-from runtime.driver import DriverError
+from runtime.driver import DriverError, PodRequest
 from runtime.fake import FakeDriver
 from tests.harness.sim import Sim, apply, deployment, settle
 
@@ -70,10 +70,9 @@ def test_an_ordinary_removal_is_not_counted_as_drift(tmp_path):
     store = Store(tmp_path / "store.db", clock=clock.now)
     drift: list[str] = []
     fake = FakeDriver(clock=clock.now, record_calls=True)
-    driver = DriftCountingDriver(fake, store=store, on_drift=drift.append)
-    manager = ControllerManager(store=store, clock=clock, threaded=False,
-                                nodes=[NodeBinding(name="node1", url="fake://node1", pod_cidr="127.244.0.0/24",
-                                                   driver=driver)])
+    manager = ControlPlane(store=store, clock=clock, threaded=False,
+                           nodes=[NodeBinding(name="node1", url="fake://node1", pod_cidr="127.244.0.0/24",
+                                              driver=fake)], on_drift=drift.append)
     manager.heartbeat_all()
     apply(store, deployment(replicas=2, image="hello:v1"))
     settle(manager, store)
@@ -86,6 +85,25 @@ def test_an_ordinary_removal_is_not_counted_as_drift(tmp_path):
     removals = fake.calls_to("remove_pod")
     assert len(removals) == 2
     store.close()
+
+
+def test_an_orphan_is_drift_only_while_the_engine_holds_it(tmp_path):
+    """A relist racing a deletion can hand the worker the view of a pod removed meanwhile:
+    its second teardown corrects nothing, so it is not counted; a real stray is."""
+    sim = Sim(tmp_path)
+    agent = sim.manager.agents["node1"]
+    drift: list[str] = []
+    agent.on_drift = drift.append
+    for name in ("gone", "stray"):
+        sim.driver.create_pod(PodRequest(namespace="default", name=name, uid=f"u-{name}", pod_ip="127.244.0.250",
+                                         containers=(), labels={LABEL_NODE: "node1"}))
+    agent.relist()  # the view holds both
+    sim.driver.remove_pod(namespace="default", name="gone")  # removed before the worker looks
+    agent.reconcile(("default", "gone"))
+    assert drift == []
+    agent.reconcile(("default", "stray"))
+    assert drift == ["stray_pod_removed"] and sim.driver.list_pods() == []
+    sim.store.close()
 
 
 def test_when_the_stop_fails_the_object_waits_for_the_removal(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from reconciler.manifests import (
@@ -675,7 +676,7 @@ def test_models_can_be_built_by_attribute_name_and_are_frozen() -> None:
     from reconciler.manifests import Container
     container = Container(name="c", image="busybox:1", image_pull_policy="Never")
     assert container.image_pull_policy == "Never"
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):  # frozen: pydantic refuses the assignment
         container.image = "other"  # type: ignore[misc]
     body = json.loads(json.dumps(only(parse(DEPLOYMENT)).body))
     assert Deployment.model_validate(body, by_alias=True, by_name=False).model_dump(

@@ -22,7 +22,9 @@ from reconciler.proxy.userspace import ServiceProxy
 from reconciler.store.store import Store
 from runtime.driver import ContainerRequest, PodRequest
 from runtime.fake import FakeDriver
-from runtime.podman.driver import HOSTS_BEGIN, HOSTS_END, PodmanDriver, engine_container_name, rewrite_hosts_block
+from runtime.podman.driver import PodmanDriver
+from runtime.podman.hosts import HOSTS_BEGIN, HOSTS_END, rewrite_hosts_block
+from runtime.podman.naming import engine_container_name
 from tests.harness.daemon_harness import wait_for
 
 # What podman 4.3 writes for a pod created with hostadd web/web.default (one line per entry, first).

@@ -36,7 +36,9 @@ from runtime.driver import (
     PodState,
     PortRequest,
 )
-from runtime.podman.driver import PodmanDriver, _container_state, engine_container_name, engine_pod_name
+from runtime.podman.decode import container_state
+from runtime.podman.driver import PodmanDriver
+from runtime.podman.naming import engine_container_name, engine_pod_name
 from runtime.podman.service import (
     PodmanService,
     PodmanServiceError,
@@ -809,9 +811,9 @@ def test_oom_kill_maps_to_reason_oom_killed() -> None:
     # writes its "oom" marker into the service's working directory, where podman does not look).
     entry = {"Id": "abc", "State": "exited", "Exited": True, "ExitCode": 137, "ExitedAt": 1_700_000_000,
              "StartedAt": 1_699_999_990, "Labels": {"reconciler.io/container-name": "web"}, "Image": "img"}
-    killed = _container_state(entry, oom_killed=True)
+    killed = container_state(entry, oom_killed=True)
     assert (killed.state, killed.reason, killed.exit_code, killed.oom_killed) == ("terminated", "OOMKilled", 137,
                                                                                   True)
-    plain = _container_state(entry)
+    plain = container_state(entry)
     assert (plain.reason, plain.oom_killed, plain.restart_count) == ("Error", False, 0)
-    assert _container_state({**entry, "Restarts": 3}).restart_count == 3
+    assert container_state({**entry, "Restarts": 3}).restart_count == 3

@@ -1,98 +1,19 @@
-"""Tests for reconciler.store: a real SQLite file in a tmp dir, real threads, a real SIGKILL."""
+"""Tests for reconciler.store: objects, watchers, events, sync state, revisions, kv and
+reopening, on a real SQLite file in a tmp dir (fixtures in conftest.py). Concurrency,
+kill -9 and read speed are in test_durability.py."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from reconciler.store import store as store_module
+from reconciler.store import events as events_module
+from reconciler.store import schema
 from reconciler.store.store import Store, StoreError
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-
-
-class FakeClock:
-    def __init__(self, t: float = 1_795_608_000.0) -> None:  # 2026-11-25T12:00:00Z
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture()
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture()
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "sub" / "store.db"
-
-
-@pytest.fixture()
-def store(db_path: Path, clock: FakeClock):
-    s = Store(db_path, clock=clock)
-    yield s
-    s.close()
-
-
-def deployment(name: str, *, namespace: str | None = "default", image: str = "web:1", **meta: object) -> dict:
-    md: dict = {"name": name, **meta}
-    if namespace is not None:
-        md["namespace"] = namespace
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": md,
-        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "web", "image": image}]}}},
-    }
-
-
-def pod(i: int, namespace: str = "default") -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": f"web-5d9c7b-{i:05d}",
-            "namespace": namespace,
-            "labels": {"app": "web", "pod-template-hash": "5d9c7b"},
-            "annotations": {"reconciler.io/commit": "a" * 40},
-            "ownerReferences": [
-                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d9c7b", "uid": "u" * 36, "controller": True}
-            ],
-        },
-        "spec": {
-            "nodeName": "node1",
-            "containers": [
-                {
-                    "name": "web",
-                    "image": "localhost:5000/web:1",
-                    "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-                    "env": [{"name": f"E{k}", "value": str(k)} for k in range(5)],
-                    "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1},
-                    "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
-                }
-            ],
-        },
-        "status": {
-            "phase": "Running",
-            "podIP": f"127.244.0.{i % 250}",
-            "conditions": [{"type": "Ready", "status": "True"}],
-            "containerStatuses": [
-                {"name": "web", "ready": True, "restartCount": 0, "image": "localhost:5000/web:1",
-                 "state": {"running": {"startedAt": "2026-11-25T12:00:00Z"}}}
-            ],
-        },
-    }
-
+from tests.unit.store.builders import FakeClock, deployment, pod
 
 # ---------------------------------------------------------------- objects
 
@@ -102,7 +23,7 @@ def test_creates_parent_dir_and_uses_wal(db_path: Path, store: Store) -> None:
     con = sqlite3.connect(db_path)
     try:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert con.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION
+        assert con.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
     finally:
         con.close()
 
@@ -274,6 +195,19 @@ def test_a_watcher_may_write_to_the_store(store: Store) -> None:
     assert store.kv_get("seen/web") is True
 
 
+def test_unwatch_stops_the_callbacks(tmp_path):
+    s = Store(tmp_path / "store.db")
+    seen: list[tuple[str, str, str]] = []
+    callback = lambda kind, ns, name: seen.append((kind, ns, name))  # noqa: E731
+    s.watch(callback)
+    s.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "default"}})
+    s.unwatch(callback)
+    s.unwatch(callback)  # twice is harmless
+    s.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "default"}})
+    assert seen == [("ConfigMap", "default", "a")]
+    s.close()
+
+
 # ---------------------------------------------------------------- events
 
 
@@ -319,8 +253,8 @@ def test_events_about_cluster_scoped_objects_live_in_default(store: Store) -> No
 
 
 def test_events_are_capped_dropping_the_oldest(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "MAX_EVENTS", 50)
-    monkeypatch.setattr(store_module, "_EVENT_TRIM_SLACK", 5)
+    monkeypatch.setattr(events_module, "MAX_EVENTS", 50)
+    monkeypatch.setattr(events_module, "_EVENT_TRIM_SLACK", 5)
     for i in range(200):
         store.record_event(kind="Pod", namespace="default", name=f"p{i}", reason="Created", message="x")
     events = store.events(limit=1000)
@@ -412,7 +346,7 @@ def test_reopen_keeps_everything(db_path: Path, clock: FakeClock) -> None:
 def test_newer_schema_is_refused(db_path: Path) -> None:
     Store(db_path).close()
     con = sqlite3.connect(db_path)
-    con.execute(f"PRAGMA user_version={store_module.SCHEMA_VERSION + 1}")
+    con.execute(f"PRAGMA user_version={schema.SCHEMA_VERSION + 1}")
     con.close()
     with pytest.raises(StoreError, match="newer than this reconciler supports"):
         Store(db_path)
@@ -423,165 +357,3 @@ def test_not_a_database_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="is not a usable reconciler store"):
         Store(path)
-
-
-# ---------------------------------------------------------------- concurrency and crashes
-
-
-def test_concurrent_writers_and_readers(store: Store) -> None:
-    writers, per_writer = 6, 150
-    versions: list[int] = []
-    versions_lock = threading.Lock()
-    errors: list[BaseException] = []
-    stop_readers = threading.Event()
-
-    def writer(w: int) -> None:
-        try:
-            mine = []
-            for i in range(per_writer):
-                # Every writer also updates one shared object, with a spec no one else uses.
-                mine.append(int(store.put(deployment("shared", image=f"w{w}-{i}"))["metadata"]["resourceVersion"]))
-                mine.append(int(store.put(pod(w * 1000 + i))["metadata"]["resourceVersion"]))
-                store.record_event(kind="Pod", namespace="default", name="shared", reason="Tick", message=f"w{w}")
-            with versions_lock:
-                versions.extend(mine)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    def reader() -> None:
-        try:
-            while not stop_readers.is_set():
-                pods = store.list("Pod")
-                assert all(p["kind"] == "Pod" for p in pods)
-                store.get("Deployment", "default", "shared")
-                store.events(name="shared")
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
-    readers = [threading.Thread(target=reader) for _ in range(2)]
-    for t in readers + threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    stop_readers.set()
-    for t in readers:
-        t.join(30)
-    assert not errors, errors
-    total = writers * per_writer * 2
-    assert len(versions) == total
-    assert len(set(versions)) == total, "two writes got the same resourceVersion"
-    assert store.resource_version == max(versions) == total
-    shared = store.get("Deployment", "default", "shared")
-    assert shared["metadata"]["generation"] == writers * per_writer, "a concurrent update lost a generation bump"
-    assert len(store.list("Pod")) == writers * per_writer
-    assert sorted(e["count"] for e in store.events(name="shared")) == [per_writer] * writers
-
-
-_CRASH_CHILD = r"""
-import sys
-from reconciler.store.store import Store
-s = Store(sys.argv[1])
-i = int(s.kv_get("last", -1)) + 1
-while True:
-    s.put({"apiVersion": "apps/v1", "kind": "Deployment",
-           "metadata": {"name": f"d{i % 20}", "namespace": "default"},
-           "spec": {"i": i, "blob": "x" * (i % 3000)}})
-    s.record_event(kind="Deployment", namespace="default", name=f"d{i % 20}", reason="Step", message=str(i % 7))
-    s.kv_set("last", i)
-    s.update_sync_state(last=i)
-    if i % 50 == 0:
-        s.delete("Deployment", "default", f"d{(i + 7) % 20}")
-    print(i, flush=True)
-    i += 1
-"""
-
-
-def test_kill_9_at_any_moment_leaves_a_consistent_store(db_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    reported_total = 0
-    for round_no, kill_after in enumerate([1, 37, 150, 211]):
-        child = subprocess.Popen(
-            [sys.executable, "-c", _CRASH_CHILD, str(db_path)], stdout=subprocess.PIPE, env=env, cwd=REPO_ROOT
-        )
-        assert child.stdout is not None
-        last_reported = None
-        deadline = time.monotonic() + 60
-        seen = 0
-        while seen < kill_after:
-            assert time.monotonic() < deadline, "the writer child made no progress"
-            line = child.stdout.readline()
-            assert line, f"the writer child exited early with {child.poll()}"
-            last_reported = int(line)
-            seen += 1
-        # Kill it mid-loop: it is writing as fast as it can.
-        child.send_signal(signal.SIGKILL)
-        child.wait(30)
-        child.stdout.close()
-        reported_total += seen
-
-        con = sqlite3.connect(db_path)
-        try:
-            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-            rows = con.execute("SELECT data, resource_version FROM objects").fetchall()
-        finally:
-            con.close()
-        for data, rv in rows:
-            assert json.loads(data)["metadata"]["resourceVersion"] == str(rv)
-
-        s = Store(db_path)
-        try:
-            # Everything the child saw committed is there (durable against a process crash).
-            assert s.kv_get("last") >= last_reported
-            assert s.sync_state()["last"] >= last_reported
-            i = last_reported
-            obj = s.get("Deployment", "default", f"d{i % 20}")
-            if obj is not None:
-                assert obj["spec"]["i"] >= i
-                assert obj["spec"]["blob"] == "x" * (obj["spec"]["i"] % 3000)
-            else:  # deleted by a later step the child had finished before the kill
-                assert s.kv_get("last") > i
-            objs = s.list("Deployment")
-            versions = [int(o["metadata"]["resourceVersion"]) for o in objs]
-            assert len(set(versions)) == len(versions)
-            assert int(s.put(deployment(f"probe{round_no}"))["metadata"]["resourceVersion"]) > max(versions)
-            assert sum(e["count"] for e in s.events(limit=10_000)) >= reported_total
-        finally:
-            s.close()
-
-
-# ---------------------------------------------------------------- performance
-
-
-def test_reads_are_fast_for_thousands_of_pods(store: Store) -> None:
-    for i in range(3000):
-        store.put(pod(i, namespace="default" if i % 3 else "prod"))
-
-    def best_of(n: int, fn) -> float:
-        best = float("inf")
-        for _ in range(n):
-            t = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t)
-        return best
-
-    list_time = best_of(3, lambda: store.list("Pod"))
-    names = [pod(i)["metadata"]["name"] for i in range(1, 3000, 3)][:1000]
-    get_time = best_of(3, lambda: [store.get("Pod", "default", n) for n in names])
-    assert len(store.list("Pod")) == 3000
-    # The bounds leave room for slow CI machines (measured ~40 ms and ~7 ms on a small VM).
-    assert list_time < 0.2, f"list of 3000 pods took {list_time * 1000:.0f} ms"
-    assert get_time < 0.05, f"1000 gets took {get_time * 1000:.0f} ms"
-
-
-def test_unwatch_stops_the_callbacks(tmp_path):
-    s = Store(tmp_path / "store.db")
-    seen: list[tuple[str, str, str]] = []
-    callback = lambda kind, ns, name: seen.append((kind, ns, name))  # noqa: E731
-    s.watch(callback)
-    s.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "default"}})
-    s.unwatch(callback)
-    s.unwatch(callback)  # twice is harmless
-    s.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "default"}})
-    assert seen == [("ConfigMap", "default", "a")]
-    s.close()

@@ -1,4 +1,4 @@
-"""The node controller: one Node object per configured engine, kept by heartbeats.
+"""Node status, the kubelet's part: one Node object per configured engine, kept by heartbeats.
 
 A heartbeat pings the engine's REST API (every 5 s, from the manager); three
 missed in a row turn the node NotReady (``Ready=False``, reason
@@ -27,7 +27,6 @@ lifecycle controller removes the pods still bound to it.
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +34,7 @@ import structlog
 
 from reconciler.core import objects as o
 from reconciler.core.clock import Clock, from_rfc3339, to_rfc3339
+from reconciler.core.nodes import node_address, node_is_ready, pod_ip_capacity
 from runtime.driver import DriverError, NodeDriver, NodeInfo
 
 log = structlog.get_logger("node")
@@ -54,25 +54,6 @@ class NodeBinding:
     pod_cidr: str
     labels: dict[str, str] = field(default_factory=dict)
     driver: NodeDriver | None = None
-
-
-def node_is_ready(node: Obj) -> bool:
-    """The Node's Ready condition is True."""
-    cond = o.get_condition(node.get("status") or {}, "Ready")
-    return bool(cond and cond.get("status") == "True")
-
-
-def node_address(pod_cidr: str) -> str:
-    """The node's own address in its pod CIDR: the first host address."""
-    network = ipaddress.ip_network(pod_cidr, strict=False)
-    return str(next(iter(network.hosts()), network.network_address))
-
-
-def pod_ip_capacity(pod_cidr: str) -> int:
-    """How many pods the CIDR can address: its host addresses minus the node's own."""
-    network = ipaddress.ip_network(pod_cidr, strict=False)
-    hosts = network.num_addresses - 2 if network.prefixlen < network.max_prefixlen - 1 else network.num_addresses
-    return max(hosts - 1, 0)
 
 
 class NodeController:

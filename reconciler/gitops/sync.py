@@ -1,0 +1,144 @@
+"""The sync: one step from the branch head to desired objects in the store.
+
+`Syncer.sync` is the daemon's single "source" work item (one worker, so one sync at a
+time): read the head of the watched branch, verify its signature (when a policy is
+on), apply it once (`Applier`), record each step in the sync record
+(`reconciler.gitops.record`), and hand a clean commit to the commit health check,
+which alone moves `lastAppliedCommit` (Flux's kustomize-controller: attempted before
+the apply, applied only after the apply *and* health).
+
+Why it looks like this:
+- Each commit is applied once: the completed-commit marker says whether the head was
+  already handled (applied, refused for its signature, or applied with errors). A
+  commit with manifest errors is not retried: the next commit is what fixes it.
+- A source that cannot be read is recorded as the record's error and retried after
+  the poll interval; an apply that raises is retried by the work queue with back-off.
+  Either way the first sync counts as done, so READY=1 never waits on a broken source.
+- The daemon rebuilds the Syncer whenever a reload swaps its parts (source, signature
+  policy, applier, poll interval); what must outlive a swap (when each commit was
+  first noticed, whether the first sync is done) is handed in, not kept here.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import structlog
+
+from reconciler.core.clock import Clock, to_rfc3339
+from reconciler.core.workqueue import Result
+from reconciler.gitops.applier import Applier
+from reconciler.gitops.health import CommitHealth
+from reconciler.gitops.record import SyncStatus, SyncStore, commit_subject
+from reconciler.gitops.signing import SignaturePolicy, UnsignedCommit
+from reconciler.gitops.source import GitSource, SourceError
+
+log = structlog.get_logger("daemon")  # the sync's lines have always been the daemon's
+
+
+class CommitNotices:
+    """When each commit was first noticed (by the watcher or by the sync), for the sync lag."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._noticed: dict[str, float] = {}
+
+    def notice(self, sha: str) -> float:
+        with self._lock:
+            return self._noticed.setdefault(sha, time.time())
+
+    def supersede(self, noticed: float) -> None:
+        """Forget the commits noticed before `noticed`: the commit noticed then replaced them."""
+        with self._lock:
+            self._noticed = {k: v for k, v in self._noticed.items() if v > noticed}
+
+
+class SyncMetrics(Protocol):
+    def sync_failed(self) -> None: ...
+    def commit_applied(self, *, commit: str, lag: float | None, ok: bool, changes: Iterable[str], declared: int,
+                       failed: int, now: float) -> None: ...
+
+
+class Syncer:
+    """The "source" work item: bring the store to the branch head, once per commit."""
+
+    def __init__(self, *, store: SyncStore, status: SyncStatus, source: GitSource, signatures: SignaturePolicy,
+                 applier: Applier, health: CommitHealth, check_health: Callable[[], None], metrics: SyncMetrics,
+                 clock: Clock, notices: CommitNotices, first_sync: threading.Event, report: Callable[[], None],
+                 retry_after: float) -> None:
+        self._store = store
+        self._status = status
+        self._source = source
+        self._signatures = signatures
+        self._applier = applier
+        self._health = health
+        self._check_health = check_health  # queues a health check
+        self._metrics = metrics
+        self._clock = clock
+        self._notices = notices
+        self._first_sync = first_sync  # set once a sync has finished or failed: READY waits for it
+        self._report = report  # tells systemd the new status line
+        self._retry_after = retry_after
+
+    def sync(self) -> Result | None:
+        try:
+            sha = self._source.head()
+        except SourceError as exc:
+            self._status.source_unavailable(str(exc))
+            log.error("source unavailable", error=str(exc), action="sync")
+            self._metrics.sync_failed()
+            self._first_sync.set()
+            self._report()
+            return Result(requeue_after=self._retry_after)
+        noticed = self._notices.notice(sha)
+        self._status.seen(sha)
+        if self._signatures.enabled and self._status.completed() != sha:
+            try:
+                verdict = self._signatures.verify(repo_git_dir=self._source.git_dir, sha=sha)
+                if verdict.written_by_daemon:
+                    log.info("commit written by the daemon itself; accepted without a signature", commit=sha,
+                             action="verify")
+            except UnsignedCommit as exc:
+                # Refused, recorded, never retried: the next (signed) commit is applied.
+                self._status.refused(sha, str(exc))
+                self._status.complete(sha)
+                log.error("commit refused", commit=sha, reason=str(exc), action="verify")
+                self._first_sync.set()
+                return None
+        if self._status.completed() != sha:
+            self._apply(sha, noticed=noticed)
+        # Commits noticed before this one are superseded by it.
+        self._notices.supersede(noticed)
+        self._first_sync.set()
+        self._report()
+        return None
+
+    def _apply(self, sha: str, *, noticed: float) -> None:
+        started = time.monotonic()
+        self._status.attempted(sha)
+        try:
+            outcome = self._applier.apply(sha)
+        except Exception:
+            # The queue retries with back-off; READY must not wait for that.
+            self._metrics.sync_failed()
+            self._first_sync.set()
+            raise
+        self._status.finished(errors=outcome.errors, warnings=outcome.warnings, at=to_rfc3339(self._clock.now()))
+        if outcome.ok:
+            self._health.begin(commit=sha, keys=outcome.declared)
+            self._check_health()
+        else:
+            count = len(outcome.errors)
+            self._health.refuse(commit=sha, message=f"the commit has {count} manifest error{'s' if count != 1 else ''}")
+        self._status.complete(sha)
+        duration = time.monotonic() - started
+        actions = [c.action for c in outcome.changes]
+        valid = sum(1 for a in actions if a != "delete") + outcome.unchanged
+        self._metrics.commit_applied(commit=sha, lag=time.time() - noticed, ok=outcome.ok, changes=actions,
+                                     declared=valid + len(outcome.errors), failed=len(outcome.errors),
+                                     now=time.time())
+        log.info("commit applied" if outcome.ok else "commit applied with errors", commit=sha,
+                 subject=commit_subject(self._store, sha), changes=len(outcome.changes), errors=len(outcome.errors),
+                 duration=round(duration, 4), action="sync")

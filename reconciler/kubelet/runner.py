@@ -1,0 +1,112 @@
+"""The kubelet of one node as the manager runs it: its pod queue, heartbeats, relists, engine events.
+
+``Kubelet`` registers with the controller manager like any controller (a queue named
+``node/<name>``, fed by the Pods bound to its node) and adds what only a kubelet has:
+
+- **Heartbeats** (node status): ping the engine, write the Node (``nodestatus``).
+- **Relists** every ``relist_interval`` (default 5 s; the config's ``relistInterval``),
+  the safety net for engine events lost while the stream was reopened.
+- **Engine events**: one watcher thread on the engine's event stream, handing each event
+  to the agent (a key to look at at once).
+
+A kubelet's work items are dropped while its Node is NotReady: its view of that engine
+is stale, and writing status from it would undo what the node lifecycle controller says
+about the node's pods (Unknown, not ready). Nothing is lost by dropping: the relist,
+once the engine answers again, finds every difference anew.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+import structlog
+
+from reconciler.core.watches import Cache, Change, Watch, Watches
+from reconciler.core.workqueue import Result
+from reconciler.kubelet.agent import NodeAgent
+from runtime.driver import EngineEvent, EventsUnsupported
+
+log = structlog.get_logger("kubelet")
+
+DEFAULT_RELIST_INTERVAL = 5.0
+WATCHER_JOIN = 3.0  # seconds stop waits for the watcher thread (a watch honours stop at once, or
+# within its read timeout where the stream's socket cannot be shut down)
+
+
+class Kubelet:
+    workers = 8
+
+    def __init__(self, *, agent: NodeAgent, heartbeat: Callable[[str], Any], usable: Callable[[str], bool],
+                 relist_interval: float | None = None) -> None:
+        self.agent = agent
+        self.node = agent.node
+        self.name = f"node/{self.node}"
+        self.relist_interval = relist_interval or DEFAULT_RELIST_INTERVAL
+        self._heartbeat = heartbeat
+        self._usable = usable
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.watches: tuple[Watch, ...] = (Watches("Pod", self._mine),)
+
+    # -- as a controller ----------------------------------------------------------------
+    def _mine(self, change: Change, _cache: Cache) -> list[tuple[str, str]]:
+        return [change.key] if change.node == self.node else []
+
+    def resync_keys(self, cache: Cache, *, first: bool) -> Iterable[Hashable]:
+        # Only the first pass: afterwards engine drift is the relist's and the events' business.
+        return cache.pods_on(self.node) if first else ()
+
+    def reconcile(self, key: Any) -> Result | None:
+        if not self._usable(self.node):
+            return None  # stale engine view; the relist finds this again once the node answers
+        result: Result | None = self.agent.reconcile(key)
+        return result
+
+    # -- node status and relists ---------------------------------------------------------------
+    def heartbeat(self) -> None:
+        self._heartbeat(self.node)
+
+    def relist(self) -> None:
+        try:
+            self.agent.relist()
+        except Exception:  # an unreachable node is the heartbeat's business
+            pass
+
+    # -- engine events -------------------------------------------------------------------
+    def start_watcher(self) -> None:
+        """The thread on the engine's event stream (a no-op if it runs already)."""
+        if self._watcher is not None:
+            return
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, args=(self._stop,), name=f"watch/{self.node}",
+                                         daemon=True)
+        self._watcher.start()
+
+    def stop_watcher(self, *, deadline: float) -> None:
+        """Tell the watcher to stop; wait for it until ``deadline`` (time.monotonic())."""
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=max(deadline - time.monotonic(), 0.0))
+        self._watcher = None
+
+    def _watch(self, stop: threading.Event) -> None:
+        agent = self.agent
+
+        def on_event(event: EngineEvent) -> None:
+            # The watcher must outlive any one bad event: a failure here only costs
+            # the relist's latency for that pod.
+            try:
+                agent.on_engine_event(event)
+            except Exception:
+                log.exception("engine event handling failed", node=self.node, pod=f"{event.namespace}/{event.name}")
+
+        try:
+            agent.driver.watch(on_event=on_event, stop=stop, on_status=agent.on_watch_status)
+        except EventsUnsupported as exc:
+            log.info("engine events unavailable; relying on relists", node=self.node, reason=str(exc),
+                     relist_interval=self.relist_interval, action="watch")
+        except Exception as exc:  # a watcher bug must not take the daemon down; relists go on
+            log.warning("engine event watcher ended; relying on relists", node=self.node,
+                        error=f"{type(exc).__name__}: {exc}", relist_interval=self.relist_interval, action="watch")

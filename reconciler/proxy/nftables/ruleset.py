@@ -1,0 +1,326 @@
+"""The nftables ruleset of a node's Services: a pure function from ``ProxyState`` to ``nft -f`` text.
+
+Why pure: the text is the whole contract with the kernel, so it is what the unit tests read
+and what a person debugging a node compares with ``nft list table ip reconciler``. Nothing
+here runs a command; ``table.py`` hands the text to one ``nft -f -``.
+
+The structure is kube-proxy's nftables mode (our own code, same shape), in one table
+``ip reconciler``:
+
+* base chains: ``nat-prerouting`` (traffic arriving: pods, other hosts) and ``nat-output``
+  (traffic of the host itself) both ``jump services``; ``nat-postrouting`` masquerades packets
+  carrying the mark bit, and hairpin connections; ``filter-input``/``filter-forward``/
+  ``filter-output`` (priority -110, just before DNAT) reject new connections to Service ports
+  that have no ready endpoint — ``reject`` is only allowed in those hooks, not in prerouting.
+* ``services``: one lookup, ``ip daddr . meta l4proto . th dport vmap @service-ips``, so the
+  cost per packet does not grow with the number of Services; then NodePorts, for destinations
+  in ``@nodeport-ips`` (the node's addresses and 127.0.0.1): marked for masquerade (the reply
+  must come back through this node to be un-NATed; from 127.0.0.1 it could not leave the host
+  at all, see ``table.py`` on ``route_localnet``), then ``vmap @service-nodeports``.
+* per Service port one chain ``service-<ns>/<name>/<proto>/<port>`` that DNATs:
+  ``dnat ip to numgen random mod N map { 0 : ip . port, … }`` — each of the N ready endpoints
+  equally likely, in one rule. kube-proxy goes through a chain per endpoint instead; here
+  those exist only for ``sessionAffinity: ClientIP``, where they are needed: the service chain
+  first tries ``ip saddr @affinity-… goto endpoint-…`` per endpoint, then picks with
+  ``numgen random mod N vmap``, and the endpoint chain records the client with ``update
+  @affinity-… { ip saddr }`` (a dynamic set per endpoint with the Service's timeout —
+  kube-proxy's affinity sets) before its ``dnat``. Fewer chains is what makes a full ruleset
+  of 1,000 Services cheap to write: the kernel's cost is per chain and rule.
+* hairpin (a pod reaching itself through its Service): after DNAT its packet has its own
+  address as source and destination; ``nat-postrouting`` masquerades any DNATed packet whose
+  ``ip saddr . ip daddr`` is in ``@hairpin`` (``ip . ip`` for every endpoint address), or the
+  pod's reply would go to itself un-NATed and the connection would hang.
+* no ready endpoint: the Service port is in ``@no-endpoint-services`` (and its NodePort in
+  ``@no-endpoint-nodeports``) with ``goto reject-chain``: a TCP reset, so a client fails at
+  once instead of waiting for a SYN timeout.
+
+Two renderings:
+
+``render_full`` — the whole table. The transaction starts with ``add table`` then ``delete
+table`` (so it works whether the table exists or not) and builds everything again; nft applies
+a file as one kernel transaction, so packets see the old table or the new one, never a mix.
+Established connections are untouched: their NAT lives in conntrack, not in the rules.
+
+``render_update`` — kube-proxy's partial sync: when only the endpoints of some Services
+changed (or Services came or went), flush and refill just their chains, add/delete just their
+map and set elements (and endpoint chains); affinity sets of endpoints that stay are kept, so
+sticky clients stay stuck. It needs the exact state last applied; anything else (node
+addresses, a Service port's own fields) returns None and the caller renders in full.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from reconciler.proxy.nftables.model import Endpoint, ProxyState, ServicePort
+
+FAMILY = "ip"
+TABLE = "reconciler"
+_T = f"{FAMILY} {TABLE}"
+
+# nftables priorities: dstnat is -100, srcnat 100 (nft 1.0.6 accepts the name "dstnat" only in
+# prerouting, so output says -100). The reject checks run just before DNAT.
+_FILTER_PRIORITY = -110
+
+
+# -- names -------------------------------------------------------------------------------------
+# nft identifiers may hold letters, digits and "/-_." after a leading letter, so the Service
+# key and an endpoint's address go in as they are (the model has validated both), which keeps
+# `nft list table` readable.
+def service_chain(sp: ServicePort) -> str:
+    return f"service-{sp.key}"
+
+
+def endpoint_chain(sp: ServicePort, ep: Endpoint) -> str:
+    return f"endpoint-{sp.key}__{ep.ip}/{ep.port}"
+
+
+def affinity_set(sp: ServicePort, ep: Endpoint) -> str:
+    return f"affinity-{sp.key}__{ep.ip}/{ep.port}"
+
+
+def _proto(sp: ServicePort) -> str:
+    return sp.protocol.lower()
+
+
+# -- the fixed frame ---------------------------------------------------------------------------
+def _frame(state: ProxyState) -> list[str]:
+    """Sets, maps and chains that do not depend on any Service, and their rules."""
+    mark = f"{state.masquerade_mark:#x}"
+    return [
+        f'add table {_T} {{ comment "Service data plane of the reconciler node agent (kube-proxy nftables mode)"; }}',
+        f"add set {_T} nodeport-ips {{ type ipv4_addr; }}",
+        f"add element {_T} nodeport-ips {{ {', '.join(state.node_ips)} }}",
+        f"add map {_T} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict; }}",
+        f"add map {_T} service-nodeports {{ type inet_proto . inet_service : verdict; }}",
+        f"add map {_T} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service : verdict; }}",
+        f"add map {_T} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict; }}",
+        f"add set {_T} hairpin {{ type ipv4_addr . ipv4_addr; }}",
+        # Base chains (hooked).
+        f"add chain {_T} nat-prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}",
+        f"add chain {_T} nat-output {{ type nat hook output priority -100; policy accept; }}",
+        f"add chain {_T} nat-postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}",
+        f"add chain {_T} filter-input {{ type filter hook input priority {_FILTER_PRIORITY}; policy accept; }}",
+        f"add chain {_T} filter-forward {{ type filter hook forward priority {_FILTER_PRIORITY}; policy accept; }}",
+        f"add chain {_T} filter-output {{ type filter hook output priority {_FILTER_PRIORITY}; policy accept; }}",
+        # Regular chains.
+        f"add chain {_T} services",
+        f"add chain {_T} service-endpoints-check",
+        f"add chain {_T} nodeport-endpoints-check",
+        f"add chain {_T} reject-chain",
+        f"add chain {_T} mark-for-masquerade",
+        f"add chain {_T} masquerading",
+        f"add rule {_T} nat-prerouting jump services",
+        f"add rule {_T} nat-output jump services",
+        f"add rule {_T} nat-postrouting jump masquerading",
+        # Only the first packet of a connection ("ct state new") needs a verdict here; the
+        # rest follow conntrack.
+        f"add rule {_T} filter-input ct state new jump nodeport-endpoints-check",
+        f"add rule {_T} filter-input ct state new jump service-endpoints-check",
+        f"add rule {_T} filter-forward ct state new jump service-endpoints-check",
+        f"add rule {_T} filter-output ct state new jump service-endpoints-check",
+        f"add rule {_T} filter-output ct state new jump nodeport-endpoints-check",
+        f"add rule {_T} services ip daddr . meta l4proto . th dport vmap @service-ips",
+        # A map doubles as a set of its keys: mark exactly the NodePorts that will be DNATed.
+        f"add rule {_T} services ip daddr @nodeport-ips meta l4proto . th dport @service-nodeports "
+        f"meta mark set meta mark | {mark}",
+        f"add rule {_T} services ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports",
+        f"add rule {_T} service-endpoints-check ip daddr . meta l4proto . th dport vmap @no-endpoint-services",
+        f"add rule {_T} nodeport-endpoints-check ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports",
+        # A TCP reset refuses at once (ECONNREFUSED); other protocols get ICMP port unreachable.
+        f"add rule {_T} reject-chain meta l4proto tcp reject with tcp reset",
+        f"add rule {_T} reject-chain reject",
+        f"add rule {_T} mark-for-masquerade meta mark set meta mark | {mark}",
+        # Clear the bit before masquerading so it does not leak into other tables' decisions.
+        f"add rule {_T} masquerading ct status dnat ip saddr . ip daddr @hairpin masquerade",
+        f"add rule {_T} masquerading meta mark & {mark} == 0 return",
+        f"add rule {_T} masquerading meta mark set meta mark ^ {mark}",
+        f"add rule {_T} masquerading masquerade fully-random",
+    ]
+
+
+# -- one Service port --------------------------------------------------------------------------
+def _service_ip_key(sp: ServicePort) -> str:
+    return f"{sp.cluster_ip} . {_proto(sp)} . {sp.port}"
+
+
+def _node_port_key(sp: ServicePort) -> str:
+    return f"{_proto(sp)} . {sp.node_port}"
+
+
+def _elements(sp: ServicePort, eps: Sequence[Endpoint]) -> list[tuple[str, str, str]]:
+    """The (map, key, verdict) elements a Service port owns."""
+    if eps:
+        out = [("service-ips", _service_ip_key(sp), f"goto {service_chain(sp)}")]
+        if sp.node_port is not None:
+            out.append(("service-nodeports", _node_port_key(sp), f"goto {service_chain(sp)}"))
+    else:
+        out = [("no-endpoint-services", _service_ip_key(sp), "goto reject-chain")]
+        if sp.node_port is not None:
+            out.append(("no-endpoint-nodeports", _node_port_key(sp), "goto reject-chain"))
+    return out
+
+
+def _chains(sp: ServicePort, eps: Sequence[Endpoint]) -> list[str]:
+    """Every chain a Service port owns: none without endpoints (its elements go to reject-chain),
+    else its service chain, and one per endpoint only with ClientIP affinity."""
+    if not eps:
+        return []
+    return [service_chain(sp)] + ([endpoint_chain(sp, ep) for ep in eps] if sp.client_ip_affinity else [])
+
+
+def _sets(sp: ServicePort, eps: Sequence[Endpoint]) -> list[str]:
+    return [affinity_set(sp, ep) for ep in eps] if sp.client_ip_affinity else []
+
+
+def _declare_set(sp: ServicePort, name: str) -> str:
+    return f"add set {_T} {name} {{ type ipv4_addr; flags dynamic,timeout; timeout {sp.affinity_timeout}s; }}"
+
+
+def _service_rules(sp: ServicePort, eps: Sequence[Endpoint], state: ProxyState) -> list[str]:
+    chain = service_chain(sp)
+    rules = []
+    if state.cluster_cidr:
+        rules.append(f"add rule {_T} {chain} ip daddr {sp.cluster_ip} {_proto(sp)} dport {sp.port} "
+                     f"ip saddr != {state.cluster_cidr} jump mark-for-masquerade")
+    if sp.client_ip_affinity:
+        rules += [f"add rule {_T} {chain} ip saddr @{affinity_set(sp, ep)} goto {endpoint_chain(sp, ep)}" for ep in eps]
+        if len(eps) == 1:
+            rules.append(f"add rule {_T} {chain} goto {endpoint_chain(sp, eps[0])}")
+        else:
+            # numgen random is uniform over 0..N-1: each ready endpoint is equally likely.
+            choices = ", ".join(f"{i} : goto {endpoint_chain(sp, ep)}" for i, ep in enumerate(eps))
+            rules.append(f"add rule {_T} {chain} numgen random mod {len(eps)} vmap {{ {choices} }}")
+    elif len(eps) == 1:
+        rules.append(f"add rule {_T} {chain} meta l4proto {_proto(sp)} dnat ip to {eps[0].ip}:{eps[0].port}")
+    else:
+        choices = ", ".join(f"{i} : {ep.ip} . {ep.port}" for i, ep in enumerate(eps))
+        rules.append(f"add rule {_T} {chain} meta l4proto {_proto(sp)} dnat ip to numgen random mod {len(eps)} "
+                     f"map {{ {choices} }}")
+    return rules
+
+
+def _endpoint_rules(sp: ServicePort, ep: Endpoint) -> list[str]:
+    """Rules of an endpoint chain (ClientIP affinity only): remember the client, then DNAT."""
+    chain = endpoint_chain(sp, ep)
+    return [f"add rule {_T} {chain} update @{affinity_set(sp, ep)} {{ ip saddr }}",
+            f"add rule {_T} {chain} meta l4proto {_proto(sp)} dnat ip to {ep.ip}:{ep.port}"]
+
+
+def _hairpin(ips: Iterable[str]) -> str:
+    return ", ".join(f"{ip} . {ip}" for ip in sorted(set(ips), key=lambda ip: tuple(map(int, ip.split(".")))))
+
+
+def _endpoint_ips(state: ProxyState) -> set[str]:
+    return {ep.ip for eps in state.services.values() for ep in eps}
+
+
+def _add_elements(elements: Iterable[tuple[str, str, str]]) -> list[str]:
+    """One ``add element`` per map, all its elements at once (one command parses faster than many)."""
+    by_map: dict[str, list[str]] = {}
+    for name, key, verdict in elements:
+        by_map.setdefault(name, []).append(f"{key} : {verdict}")
+    return [f"add element {_T} {name} {{ {', '.join(items)} }}" for name, items in sorted(by_map.items())]
+
+
+def _delete_elements(elements: Iterable[tuple[str, str, str]]) -> list[str]:
+    by_map: dict[str, list[str]] = {}
+    for name, key, _verdict in elements:
+        by_map.setdefault(name, []).append(key)
+    return [f"delete element {_T} {name} {{ {', '.join(keys)} }}" for name, keys in sorted(by_map.items())]
+
+
+def _fill(sp: ServicePort, eps: Sequence[Endpoint], state: ProxyState,
+          endpoints: Iterable[Endpoint] | None = None) -> list[str]:
+    """Rules of a Service port's chains: its service chain, and ``endpoints``' chains (affinity only)."""
+    if not eps:
+        return []
+    rules = _service_rules(sp, eps, state)
+    if sp.client_ip_affinity:
+        for ep in eps if endpoints is None else endpoints:
+            rules += _endpoint_rules(sp, ep)
+    return rules
+
+
+# -- transactions ------------------------------------------------------------------------------
+def render_full(state: ProxyState) -> str:
+    """The whole table as one transaction: add + delete (exists or not), then build it again."""
+    services = sorted(state.services.items(), key=lambda item: item[0].key)
+    lines = [f"add table {_T}", f"delete table {_T}", *_frame(state)]
+    # Declarations before use: sets and chains first, then the rules and map elements that name them.
+    for sp, eps in services:
+        lines += [_declare_set(sp, name) for name in _sets(sp, eps)]
+    for sp, eps in services:
+        lines += [f"add chain {_T} {name}" for name in _chains(sp, eps)]
+    for sp, eps in services:
+        lines += _fill(sp, eps, state)
+    lines += _add_elements(e for sp, eps in services for e in _elements(sp, eps))
+    if ips := _endpoint_ips(state):
+        lines.append(f"add element {_T} hairpin {{ {_hairpin(ips)} }}")
+    return "\n".join(lines) + "\n"
+
+
+def render_update(old: ProxyState, new: ProxyState) -> str | None:
+    """A partial transaction turning the applied ``old`` into ``new``; "" if they render alike.
+
+    None when a partial update cannot express the change (node addresses, cluster CIDR or mark
+    changed, or a Service port kept its key but changed its own fields): render in full then.
+    """
+    if not old.same_frame(new):
+        return None
+    before, after = old.by_key(), new.by_key()
+    changed = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+    for key in changed:
+        if key in before and key in after and before[key][0] != after[key][0]:
+            return None
+    if not changed:
+        return ""
+
+    gone_elements: list[tuple[str, str, str]] = []
+    new_elements: list[tuple[str, str, str]] = []
+    declare: list[str] = []
+    fill: list[str] = []
+    flush_gone: list[str] = []
+    delete_gone: list[str] = []
+    for key in changed:
+        sp_old, eps_old = before.get(key, (None, ()))
+        sp_new, eps_new = after.get(key, (None, ()))
+        old_elements = _elements(sp_old, eps_old) if sp_old else []
+        now_elements = _elements(sp_new, eps_new) if sp_new else []
+        gone_elements += [e for e in old_elements if e not in now_elements]
+        new_elements += [e for e in now_elements if e not in old_elements]
+        old_chains = _chains(sp_old, eps_old) if sp_old else []
+        old_sets = _sets(sp_old, eps_old) if sp_old else []
+        if sp_new is not None:
+            chains = _chains(sp_new, eps_new)
+            # Existing chains: "add" is a no-op, "flush" empties them; new ones are created.
+            declare += [_declare_set(sp_new, name) for name in _sets(sp_new, eps_new) if name not in old_sets]
+            declare += [f"add chain {_T} {name}" for name in chains if name not in old_chains]
+            fill += [f"flush chain {_T} {name}" for name in chains if name in old_chains
+                     and not name.startswith("endpoint-")]
+            # An endpoint that stays keeps its chain (same rules) and its affinity set (same clients).
+            fresh = [ep for ep in eps_new if ep not in eps_old]
+            fill += _fill(sp_new, eps_new, new, fresh)
+            kept_chains, kept_sets = set(chains), set(_sets(sp_new, eps_new))
+        else:
+            kept_chains, kept_sets = set(), set()
+        stale = [name for name in old_chains if name not in kept_chains]
+        flush_gone += [f"flush chain {_T} {name}" for name in stale]
+        delete_gone += [f"delete chain {_T} {name}" for name in stale]
+        delete_gone += [f"delete set {_T} {name}" for name in old_sets if name not in kept_sets]
+    # Order matters inside the one transaction: drop the map elements pointing at chains that
+    # go, declare what is new, refill, then empty the stale chains (their rules reference
+    # other stale chains and sets) and only then delete them.
+    lines = (_delete_elements(gone_elements) + declare + fill + _add_elements(new_elements)
+             + flush_gone + delete_gone)
+    # The hairpin set holds every endpoint address once, whichever Services share it.
+    old_ips, new_ips = _endpoint_ips(old), _endpoint_ips(new)
+    if new_ips - old_ips:
+        lines.append(f"add element {_T} hairpin {{ {_hairpin(new_ips - old_ips)} }}")
+    if old_ips - new_ips:
+        lines.append(f"delete element {_T} hairpin {{ {_hairpin(old_ips - new_ips)} }}")
+    return "\n".join(lines) + "\n"
+
+
+def render_cleanup() -> str:
+    """Remove the table whether or not it exists (``add`` first makes ``delete`` always valid)."""
+    return f"add table {_T}\ndelete table {_T}\n"

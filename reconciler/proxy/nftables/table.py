@@ -1,0 +1,179 @@
+"""``NftTable``: puts a rendered ruleset into the kernel, one ``nft -f -`` per change.
+
+Why one process per transaction: nft applies a whole file as one netlink batch, so a sync is
+atomic (packets see the old rules or the new ones) and costs one fork+exec whatever its size.
+There is no Python binding to rely on in Debian's packages, and the CLI's text is what an
+operator reads back with ``nft list table ip reconciler``.
+
+``sync(state)`` remembers the state it last applied and, when only Services and endpoints
+changed, sends the partial update (``ruleset.render_update``) instead of the whole table; if
+that is refused (someone deleted the table, or a chain, by hand) it falls back to a full
+rebuild, which is always correct. The table outlives the process on purpose — Services keep
+answering while the agent restarts — and ``cleanup()`` is the explicit way to remove it.
+
+The kernel settings it needs (``ensure_sysctls``):
+
+* ``net.ipv4.ip_forward=1`` — a pod's packets to a ClusterIP are routed by the host to the
+  endpoint (podman sets it too when it makes a bridge network; we do not rely on that).
+* ``net.ipv4.conf.all.route_localnet=1`` — a NodePort on 127.0.0.1 is DNATed in the output
+  hook to a pod IP while the source is still 127.0.0.1; without this the kernel drops such a
+  packet as a martian. The ruleset masquerades every NodePort connection, so the source is
+  rewritten to the outgoing interface's address before the packet leaves (kube-proxy sets the
+  same sysctl for the same reason). The setting only lets 127/8 be *routed*; nothing else in
+  this table accepts traffic from it.
+
+Hairpin (a pod reaching itself through its Service) also needs its bridge port in hairpin
+mode (``enable_hairpin``), see there why.
+
+``netns`` runs every command inside ``/run/netns/NAME`` through ``nsenter --net=…`` (not
+``ip netns exec``, which remounts /sys); tests and the benchmark use it to work in a scratch
+namespace, never on the host's own table.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from reconciler.proxy.nftables.model import ProxyState
+from reconciler.proxy.nftables.ruleset import FAMILY, TABLE, render_cleanup, render_full, render_update
+
+#: The sysctls the data plane needs, and the value each must have.
+SYSCTLS = {
+    "net/ipv4/ip_forward": "1",
+    "net/ipv4/conf/all/route_localnet": "1",
+}
+
+
+class NftMissing(RuntimeError):
+    """The ``nft`` command is not installed (a start-up error, said in one sentence)."""
+
+
+class NftError(RuntimeError):
+    """``nft`` refused a transaction; the message carries its error output."""
+
+
+def require_nft(nft: str = "nft") -> str:
+    """The path of ``nft``, or NftMissing naming the Debian package to install."""
+    # sbin may be missing from a service's or a user's PATH while nft is installed there.
+    path = shutil.which(nft) or shutil.which(nft, path="/usr/sbin:/sbin")
+    if path is None:
+        raise NftMissing(f"the nftables command {nft!r} was not found: install the Debian package "
+                         "`nftables` (apt-get install nftables), which the node's Service data plane needs")
+    return path
+
+
+class NftTable:
+    """The node's ``ip reconciler`` table, optionally inside the network namespace ``netns``."""
+
+    def __init__(self, netns: str | None = None, nft: str = "nft", timeout: float = 30.0) -> None:
+        self.netns = netns
+        self.timeout = timeout
+        self._nft = require_nft(nft)
+        if netns is not None and shutil.which("nsenter") is None:
+            raise NftMissing("nsenter was not found: install the Debian package `util-linux`")
+        self.applied: ProxyState | None = None  # what the kernel holds, as far as we know
+        self.last_sync = ""  # "full" | "partial" | "unchanged": what the last sync() did
+        self.last_seconds = 0.0  # how long the last sync()'s nft call took
+
+    # -- commands ------------------------------------------------------------------------------
+    def _prefix(self) -> list[str]:
+        return ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
+
+    def run(self, *args: str, stdin: str | None = None) -> str:
+        """Run ``nft ARGS`` (in the namespace, if any) and return its output; NftError if it fails."""
+        proc = subprocess.run([*self._prefix(), self._nft, *args], input=stdin, capture_output=True,
+                              text=True, timeout=self.timeout, check=False)
+        if proc.returncode != 0:
+            raise NftError(f"nft {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc.stdout
+
+    def apply(self, text: str) -> None:
+        """Apply one transaction (all of it or, if nft refuses any line, none of it)."""
+        if text:
+            self.run("-f", "-", stdin=text)
+
+    # -- state ---------------------------------------------------------------------------------
+    def sync(self, state: ProxyState) -> str:
+        """Make the kernel's table match ``state``; returns "full", "partial" or "unchanged"."""
+        started = time.perf_counter()
+        text = render_update(self.applied, state) if self.applied is not None else None
+        kind = "unchanged" if text == "" else "partial"
+        if text:
+            try:
+                self.apply(text)
+            except NftError:
+                text = None  # the kernel is not what we thought: rebuild it whole
+        if text is None:
+            kind = "full"
+            self.applied = None  # if this fails too, the next sync must not trust the old state
+            self.apply(render_full(state))
+        self.applied = state
+        self.last_sync, self.last_seconds = kind, time.perf_counter() - started
+        return kind
+
+    def replace(self, state: ProxyState) -> None:
+        """Rebuild the whole table from ``state`` (also what a periodic full resync calls)."""
+        self.applied = None
+        self.apply(render_full(state))
+        self.applied = state
+
+    def exists(self) -> bool:
+        try:
+            self.run("list", "table", FAMILY, TABLE)
+        except NftError:
+            return False
+        return True
+
+    def listing(self) -> str:
+        """``nft list table ip reconciler`` — for logs, tests and a person debugging a node."""
+        return self.run("list", "table", FAMILY, TABLE)
+
+    def cleanup(self) -> None:
+        """Delete the table (and so every rule it holds); fine if it does not exist."""
+        self.apply(render_cleanup())
+        self.applied = None
+
+    # -- kernel settings -----------------------------------------------------------------------
+    def enable_hairpin(self, bridge: str) -> list[str]:
+        """Put every port of the pod ``bridge`` in hairpin mode; returns the ports changed.
+
+        With br_netfilter loaded (as on a podman host), a packet DNATed to a pod on the same
+        bridge is bridged, not routed; when a pod reaches *itself* through its Service that
+        means out of the port it came in on, which a bridge refuses unless the port is in
+        hairpin mode — the masquerade in the ruleset is not enough on its own. kubelet's
+        ``--hairpin-mode=hairpin-veth`` does the same per pod port. Call it after a pod starts
+        (new veth ports start with hairpin off); ports already on are left alone.
+        """
+        out = subprocess.run([*self._prefix(), "ip", "-d", "-j", "link", "show", "master", bridge],
+                             capture_output=True, text=True, timeout=self.timeout, check=False)
+        if out.returncode != 0:
+            raise NftError(f"could not list the ports of bridge {bridge}: {out.stderr.strip()}")
+        changed = []
+        for link in json.loads(out.stdout or "[]"):
+            info = link.get("linkinfo", {}).get("info_slave_data", {})
+            if info.get("hairpin"):
+                continue
+            name = link["ifname"]
+            proc = subprocess.run([*self._prefix(), "ip", "link", "set", "dev", name, "type", "bridge_slave",
+                                   "hairpin", "on"], capture_output=True, text=True, timeout=self.timeout, check=False)
+            if proc.returncode != 0:
+                raise NftError(f"could not turn hairpin mode on for {name}: {proc.stderr.strip()}")
+            changed.append(name)
+        return changed
+
+    def ensure_sysctls(self) -> None:
+        """Set ``SYSCTLS`` (in the namespace, if any); only writes a value that differs."""
+        for key, value in SYSCTLS.items():
+            path = f"/proc/sys/{key}"
+            if self.netns is None:
+                if Path(path).read_text().strip() != value:
+                    Path(path).write_text(value)
+                continue
+            # /proc/sys/net shows the namespace of the process that opens it, so write from inside.
+            proc = subprocess.run([*self._prefix(), "sh", "-c", 'echo "$1" > "$2"', "sh", value, path],
+                                  capture_output=True, text=True, timeout=self.timeout, check=False)
+            if proc.returncode != 0:
+                raise NftError(f"could not set {key.replace('/', '.')}={value}: {proc.stderr.strip()}")

@@ -1,0 +1,190 @@
+"""The engine's event stream (``NodeDriver.watch``): libpod's ``/events``, reopened as needed.
+
+Design:
+- podman filters the stream to our labelled containers and the few actions that
+  change a pod's state (start, died, oom, remove); a line becomes an EngineEvent
+  only if it names one of our pods (a lone container is the relist's business).
+- ``stop`` wakes a blocked read at once: a helper thread (``StreamInterrupter``)
+  shuts the socket down. A read timeout (``EVENTS_IDLE``) also bounds every silent
+  stretch, after which the stream is simply reopened: that finds a connection that
+  died without a word, and bounds the wait where the socket cannot be reached.
+- Events in the few milliseconds between two streams can be missed; the caller's
+  periodic relist covers them (asking podman to replay with ``since`` would make
+  it read its whole event log on every reopen).
+- Failures back off exponentially and are reported once per change of
+  connectedness; an engine that cannot stream at all raises EventsUnsupported,
+  so the caller falls back to listing alone.
+"""
+from __future__ import annotations
+
+import json
+import socket as socketlib
+import threading
+import time
+from typing import Any
+
+import requests
+
+from runtime.driver import (
+    LABEL_MANAGED,
+    EngineEvent,
+    EventHandler,
+    EventsUnsupported,
+    NodeUnreachable,
+    WatchStatus,
+    WatchStatusHandler,
+)
+from runtime.podman.naming import LABEL_CONTAINER_NAME, LABEL_NAMESPACE, LABEL_POD_NAME
+from runtime.podman.transport import Call, Response, error_message
+
+# The actions after which a pod's state may differ (a kill or stop ends in "died",
+# `rm -f` in "died" then "remove"); create/init/sync and friends change nothing we report.
+EVENT_ACTIONS = ("start", "died", "oom", "remove")
+_EVENTS_FILTER = json.dumps({"type": ["container"], "label": [f"{LABEL_MANAGED}=true"],
+                             "event": list(EVENT_ACTIONS)})
+# Seconds a silent stream is read before it is reopened: finds a connection that died without
+# a word (a remote node gone), and bounds the reaction to stop where the interrupter cannot act.
+# Read at each (re)open, so a test may lower it.
+EVENTS_IDLE = 10.0
+_EVENTS_CONNECT = 10.0  # seconds to open the stream
+_EVENTS_BACKOFF_START, _EVENTS_BACKOFF_MAX = 0.5, 10.0
+_EVENTS_QUICK_END = 1.0  # a stream that ends this soon without a line counts as a failed open
+
+
+def engine_event(line: bytes | str) -> EngineEvent | None:
+    """One line of podman's event stream as an EngineEvent; None if it is not about one of our pods."""
+    try:
+        raw = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    attributes = (raw.get("Actor") or {}).get("Attributes") or {}
+    # Labels arrive among the attributes; a lone container (no pod name) is the relist's business.
+    if attributes.get(LABEL_MANAGED) != "true" or not attributes.get(LABEL_POD_NAME):
+        return None
+    return EngineEvent(namespace=str(attributes.get(LABEL_NAMESPACE) or "default"),
+                       name=str(attributes[LABEL_POD_NAME]),
+                       container=str(attributes.get(LABEL_CONTAINER_NAME) or ""),
+                       action=str(raw.get("Action") or raw.get("status") or ""))
+
+
+def watch(call: Call, *, url: str, call_timeout: float, on_event: EventHandler, stop: threading.Event,
+          on_status: WatchStatusHandler | None = None) -> None:
+    """Deliver our pods' events to ``on_event`` until ``stop`` is set (NodeDriver.watch)."""
+    connected: bool | None = None
+
+    def report(status: WatchStatus) -> None:
+        nonlocal connected
+        if status.connected != connected:
+            connected = status.connected
+            if on_status is not None:
+                on_status(status)
+
+    interrupter = StreamInterrupter(stop=stop)
+    try:
+        _watch(call, url=url, call_timeout=call_timeout, on_event=on_event, stop=stop, report=report,
+               interrupter=interrupter)
+    finally:
+        interrupter.finish()
+
+
+def _watch(call: Call, *, url: str, call_timeout: float, on_event: EventHandler, stop: threading.Event,
+           report: WatchStatusHandler, interrupter: StreamInterrupter) -> None:
+    backoff = _EVENTS_BACKOFF_START
+    while not stop.is_set():
+        try:
+            response = call("get", "/events", params={"stream": "true", "filters": _EVENTS_FILTER},
+                            stream=True, timeout=(min(_EVENTS_CONNECT, call_timeout), EVENTS_IDLE))
+        except NodeUnreachable as exc:
+            report(WatchStatus(connected=False, reason=str(exc)))
+            stop.wait(backoff)
+            backoff = min(backoff * 2, _EVENTS_BACKOFF_MAX)
+            continue
+        if response.status_code in (404, 405, 501):
+            message = error_message(response)
+            response.close()
+            raise EventsUnsupported(f"podman at {url} cannot stream events: {message}")
+        if response.status_code != 200:
+            message = error_message(response)
+            response.close()
+            report(WatchStatus(connected=False, reason=f"podman refused the event stream: {message}"))
+            stop.wait(backoff)
+            backoff = min(backoff * 2, _EVENTS_BACKOFF_MAX)
+            continue
+        report(WatchStatus(connected=True))
+        opened, lines = time.monotonic(), 0
+        interrupter.reading(response)
+        try:
+            for line in response.iter_lines():
+                lines += 1
+                if stop.is_set():
+                    break
+                event = engine_event(line)
+                if event is not None:
+                    on_event(event)
+        except (requests.RequestException, OSError):
+            # A read timeout (nothing happened for EVENTS_IDLE seconds), a broken stream or
+            # the interrupter: reopen it unless stopping; if podman is gone, the reopen says so.
+            pass
+        finally:
+            interrupter.reading(None)
+            response.close()
+        if lines == 0 and time.monotonic() - opened < _EVENTS_QUICK_END:
+            # A stream that ends as soon as it opens (an engine that logs no events) must
+            # not be reopened in a tight loop.
+            stop.wait(backoff)
+            backoff = min(backoff * 2, _EVENTS_BACKOFF_MAX)
+        else:
+            backoff = _EVENTS_BACKOFF_START
+
+
+class StreamInterrupter:
+    """Ends a blocked read of the current event stream as soon as ``stop`` is set.
+
+    The read timeout alone would hold a stopping watcher for up to EVENTS_IDLE
+    seconds. Shutting the socket down wakes the read at once (closing it from
+    another thread would not). Where the socket cannot be reached (another
+    transport), the read timeout still bounds the wait.
+    """
+
+    def __init__(self, *, stop: threading.Event) -> None:
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._response: Response | None = None
+        self._finished = False
+        self._thread = threading.Thread(target=self._run, name="events-interrupter", daemon=True)
+        self._thread.start()
+
+    def reading(self, response: Response | None) -> None:
+        """The stream being read now (None between streams)."""
+        with self._lock:
+            self._response = response
+        if response is not None and self._stop.is_set():
+            self._interrupt()
+
+    def finish(self) -> None:
+        """The watch is over: the helper thread ends within a poll."""
+        with self._lock:
+            self._finished = True
+
+    def _run(self) -> None:
+        while True:
+            if self._stop.wait(0.5):
+                self._interrupt()
+                return
+            with self._lock:
+                if self._finished:
+                    return
+
+    def _interrupt(self) -> None:
+        with self._lock:
+            response = self._response
+        connection: Any = getattr(getattr(response, "raw", None), "connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is None:
+            return
+        try:
+            sock.shutdown(socketlib.SHUT_RDWR)
+        except OSError:
+            pass  # closed already: the read is over anyway

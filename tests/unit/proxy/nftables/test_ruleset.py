@@ -1,0 +1,208 @@
+"""The renderer as a pure function: the structure of the text, spreading, affinity, rejects, NodePorts.
+
+No kernel here (test_kernel.py applies the same text for real); these read the lines a state
+renders to, and check the model refuses what could not be rendered safely.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from reconciler.proxy.nftables import Endpoint, ProxyState, ServicePort, render_cleanup, render_full, render_update
+from reconciler.proxy.nftables.ruleset import affinity_set, endpoint_chain, service_chain
+
+T = "ip reconciler"
+
+
+def sp(name: str = "web", ip: str = "10.96.0.10", **fields) -> ServicePort:  # type: ignore[no-untyped-def]
+    return ServicePort(namespace="default", name=name, cluster_ip=ip, port=80, port_name="http", **fields)
+
+
+def eps(*last: int) -> list[Endpoint]:
+    return [Endpoint(f"10.244.0.{n}", 8080) for n in last]
+
+
+def lines(text: str) -> list[str]:
+    assert text.endswith("\n")
+    return text.splitlines()
+
+
+def rules_of(text: str, chain: str) -> list[str]:
+    prefix = f"add rule {T} {chain} "
+    return [line[len(prefix):] for line in lines(text) if line.startswith(prefix)]
+
+
+def test_full_replaces_the_table_whether_it_exists_or_not() -> None:
+    text = lines(render_full(ProxyState()))
+    assert text[:3] == [f"add table {T}", f"delete table {T}", text[2]]
+    assert text[2].startswith(f"add table {T} {{ comment ")
+    # Hooks: DNAT in prerouting and output, masquerade in postrouting, rejects before DNAT.
+    hooks = {m.group(1): m.group(2) for line in text
+             if (m := re.match(rf"add chain {T} (\S+) {{ type \w+ hook (\w+) ", line))}
+    assert hooks == {"nat-prerouting": "prerouting", "nat-output": "output", "nat-postrouting": "postrouting",
+                     "filter-input": "input", "filter-forward": "forward", "filter-output": "output"}
+    assert rules_of("\n".join(text) + "\n", "masquerading")[-1] == "masquerade fully-random"
+    assert "reject with tcp reset" in rules_of("\n".join(text) + "\n", "reject-chain")[0]
+
+
+def test_rendering_is_deterministic_and_order_free() -> None:
+    a = ProxyState(services={sp(): eps(3, 2, 4), sp("db", "10.96.0.11"): eps(5)})
+    b = ProxyState(services={sp("db", "10.96.0.11"): eps(5), sp(): eps(4, 3, 2, 2)})
+    assert a == b and render_full(a) == render_full(b)
+
+
+def test_clusterip_spreads_evenly_over_ready_endpoints() -> None:
+    web = sp()
+    text = render_full(ProxyState(services={web: eps(2, 3, 4)}))
+    assert f"add element {T} service-ips {{ 10.96.0.10 . tcp . 80 : goto {service_chain(web)} }}" in lines(text)
+    [pick] = rules_of(text, service_chain(web))
+    assert pick == ("meta l4proto tcp dnat ip to numgen random mod 3 map { "
+                    + ", ".join(f"{i} : {ep.ip} . 8080" for i, ep in enumerate(eps(2, 3, 4))) + " }")
+    assert f"add chain {T} endpoint-" not in text  # no chain per endpoint without affinity
+
+
+def test_hairpin_masquerades_a_pod_reaching_itself() -> None:
+    text = render_full(ProxyState(services={sp(): eps(3, 2), sp("db", "10.96.0.11"): eps(2)}))
+    assert f"add element {T} hairpin {{ 10.244.0.2 . 10.244.0.2, 10.244.0.3 . 10.244.0.3 }}" in lines(text)
+    assert rules_of(text, "masquerading")[0] == "ct status dnat ip saddr . ip daddr @hairpin masquerade"
+    # Shared by two Services: the address stays while either still uses it.
+    update = render_update(ProxyState(services={sp(): eps(3, 2), sp("db", "10.96.0.11"): eps(2)}),
+                           ProxyState(services={sp(): eps(3), sp("db", "10.96.0.11"): eps(2, 4)}))
+    assert update is not None and "delete element ip reconciler hairpin" not in update
+    assert f"add element {T} hairpin {{ 10.244.0.4 . 10.244.0.4 }}" in lines(update)
+
+
+def test_one_endpoint_needs_no_numgen() -> None:
+    web = sp()
+    assert rules_of(render_full(ProxyState(services={web: eps(2)})), service_chain(web)) == [
+        "meta l4proto tcp dnat ip to 10.244.0.2:8080"]
+
+
+def test_client_ip_affinity_uses_a_timed_set_per_endpoint() -> None:
+    web = sp(session_affinity="ClientIP", affinity_timeout=600)
+    text = render_full(ProxyState(services={web: eps(2, 3)}))
+    for ep in eps(2, 3):
+        name = affinity_set(web, ep)
+        assert f"add set {T} {name} {{ type ipv4_addr; flags dynamic,timeout; timeout 600s; }}" in lines(text)
+        assert rules_of(text, endpoint_chain(web, ep)) == [
+            f"update @{name} {{ ip saddr }}", f"meta l4proto tcp dnat ip to {ep.ip}:8080"]
+    service = rules_of(text, service_chain(web))
+    # Known clients first, then a fresh pick.
+    assert service[:2] == [f"ip saddr @{affinity_set(web, ep)} goto {endpoint_chain(web, ep)}" for ep in eps(2, 3)]
+    assert service[2] == ("numgen random mod 2 vmap { "
+                          + ", ".join(f"{i} : goto {endpoint_chain(web, ep)}" for i, ep in enumerate(eps(2, 3))) + " }")
+    assert ServicePort(namespace="a", name="b", cluster_ip="10.96.0.1", port=1).affinity_timeout == 10800
+
+
+def test_no_ready_endpoint_rejects_instead_of_dnat() -> None:
+    web = sp(node_port=30080)
+    text = render_full(ProxyState(services={web: []}))
+    assert f"add element {T} no-endpoint-services {{ 10.96.0.10 . tcp . 80 : goto reject-chain }}" in lines(text)
+    assert f"add element {T} no-endpoint-nodeports {{ tcp . 30080 : goto reject-chain }}" in lines(text)
+    assert service_chain(web) not in text and "service-ips {" not in text.split("add element")[-1]
+
+
+def test_nodeport_on_every_node_address_including_loopback() -> None:
+    web = sp(node_port=30080)
+    text = render_full(ProxyState(services={web: eps(2)}, node_ips=("198.18.0.1", "10.244.0.1")))
+    assert f"add element {T} nodeport-ips {{ 10.244.0.1, 127.0.0.1, 198.18.0.1 }}" in lines(text)
+    assert f"add element {T} service-nodeports {{ tcp . 30080 : goto {service_chain(web)} }}" in lines(text)
+    # NodePort connections are marked for masquerade, then DNATed like the ClusterIP.
+    assert rules_of(text, "services")[1:] == [
+        "ip daddr @nodeport-ips meta l4proto . th dport @service-nodeports meta mark set meta mark | 0x4000",
+        "ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports"]
+
+
+def test_cluster_cidr_masquerades_traffic_from_outside_it() -> None:
+    web = sp()
+    text = render_full(ProxyState(services={web: eps(2)}, cluster_cidr="10.244.0.0/16"))
+    assert rules_of(text, service_chain(web))[0] == \
+        "ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade"
+
+
+def test_names_are_declared_before_use() -> None:
+    text = render_full(ProxyState(services={sp(node_port=30080, session_affinity="ClientIP"): eps(2, 3),
+                                            sp("db", "10.96.0.11"): eps(4)}))
+    declared: set[str] = set()
+    for line in lines(text):
+        if m := re.match(rf"add (?:chain|set|map) {T} (\S+)", line):
+            declared.add(m.group(1))
+        for used in re.findall(r"(?:goto|jump) ([^\s,}]+)|@([^\s,}]+)", line):
+            name = used[0] or used[1]
+            assert name in declared, (name, line)
+
+
+def test_partial_update_touches_only_changed_services() -> None:
+    web, db = sp(node_port=30080, session_affinity="ClientIP"), sp("db", "10.96.0.11")
+    old = ProxyState(services={web: eps(2, 3), db: eps(5)})
+    new = ProxyState(services={web: eps(3, 4), db: eps(5)})
+    text = render_update(old, new)
+    assert text is not None and "table" not in text.split("\n")[0]
+    assert "db" not in text  # untouched
+    gone, kept, fresh = eps(2)[0], eps(3)[0], eps(4)[0]
+    assert f"add chain {T} {endpoint_chain(web, fresh)}" in lines(text)
+    assert f"flush chain {T} {service_chain(web)}" in lines(text)
+    assert endpoint_chain(web, kept) not in text.replace(f"goto {endpoint_chain(web, kept)}", "")  # left as is
+    order = lines(text)
+    assert order.index(f"flush chain {T} {service_chain(web)}") < order.index(f"delete chain {T} {endpoint_chain(web, gone)}")
+    assert order.index(f"delete chain {T} {endpoint_chain(web, gone)}") < order.index(
+        f"delete set {T} {affinity_set(web, gone)}")  # the set goes once no rule names it
+    assert order[-2:] == [f"add element {T} hairpin {{ 10.244.0.4 . 10.244.0.4 }}",
+                          f"delete element {T} hairpin {{ 10.244.0.2 . 10.244.0.2 }}"]
+
+
+def test_partial_update_for_endpoints_coming_and_going() -> None:
+    web = sp()
+    empty, ready = ProxyState(services={web: []}), ProxyState(services={web: eps(2)})
+    up = lines(render_update(empty, ready) or "")
+    assert up[0] == f"delete element {T} no-endpoint-services {{ 10.96.0.10 . tcp . 80 }}"
+    assert f"add element {T} service-ips {{ 10.96.0.10 . tcp . 80 : goto {service_chain(web)} }}" in up
+    down = lines(render_update(ready, empty) or "")
+    assert down[0] == f"delete element {T} service-ips {{ 10.96.0.10 . tcp . 80 }}"
+    assert down[-2:] == [f"delete chain {T} {service_chain(web)}", f"delete element {T} hairpin {{ 10.244.0.2 . 10.244.0.2 }}"]
+    removed = lines(render_update(ready, ProxyState()) or "")
+    assert f"delete chain {T} {service_chain(web)}" in removed
+
+
+def test_partial_update_declines_what_it_cannot_express() -> None:
+    web = sp()
+    base = ProxyState(services={web: eps(2)})
+    assert render_update(base, base) == ""
+    assert render_update(base, ProxyState(services={web: eps(2)}, node_ips=("198.18.0.1",))) is None
+    assert render_update(base, ProxyState(services={sp(session_affinity="ClientIP"): eps(2)})) is None
+
+
+def test_cleanup_is_idempotent_text() -> None:
+    assert render_cleanup() == f"add table {T}\ndelete table {T}\n"
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"cluster_ip": "10.96.0.300"}, "clusterIP"),
+    ({"cluster_ip": "fd00::1"}, "clusterIP"),
+    ({"name": "Web; flush ruleset"}, "Service name"),
+    ({"port_name": "http }"}, "port name"),
+    ({"port": 0}, "port"),
+    ({"node_port": 70000}, "nodePort"),
+    ({"protocol": "SCTP"}, "protocol"),
+    ({"session_affinity": "Cookie"}, "sessionAffinity"),
+    ({"affinity_timeout": 0}, "timeout"),
+])
+def test_the_model_refuses_what_could_not_be_rendered_safely(fields: dict, message: str) -> None:
+    base = {"namespace": "default", "name": "web", "cluster_ip": "10.96.0.10", "port": 80} | fields
+    with pytest.raises(ValueError, match=message):
+        ServicePort(**base)
+
+
+def test_the_state_refuses_clashing_services_and_bad_frames() -> None:
+    with pytest.raises(ValueError, match="clusterIP"):
+        ProxyState(services={sp(): [], sp("db"): []})
+    with pytest.raises(ValueError, match="nodePort"):
+        ProxyState(services={sp(node_port=30080): [], sp("db", "10.96.0.11", node_port=30080): []})
+    with pytest.raises(ValueError, match="endpoint IP"):
+        Endpoint("10.244.0.x", 80)
+    with pytest.raises(ValueError, match="mark"):
+        ProxyState(masquerade_mark=0x6000)
+    with pytest.raises(ValueError, match="node address"):
+        ProxyState(node_ips=("localhost",))
+    assert ProxyState().node_ips == ("127.0.0.1",)
