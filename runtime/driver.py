@@ -90,19 +90,28 @@ class ContainerRequest:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PodNetwork:
+    """The node's pod network: an engine bridge network named ``name`` with the pod CIDR
+    ``subnet`` (its first address is the bridge's, the node's own)."""
+
+    name: str
+    subnet: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class PodRequest:
     namespace: str
     name: str
     uid: str
-    pod_ip: str  # every declared containerPort is published on pod_ip:port
+    # The pod's own address on the node's pod network (the scheduler's choice, given to the
+    # engine as a static IP); "" lets the engine choose. Nothing is published on the host.
+    pod_ip: str
     labels: dict[str, str] = field(default_factory=dict)  # ownership, copied to pod and containers
     containers: tuple[ContainerRequest, ...] = ()
     termination_grace_period_seconds: int = 30
     # Extra /etc/hosts entries (hostname, ip) for every container, e.g. Service names.
     hosts: tuple[tuple[str, str], ...] = ()
-    # More TCP ports to publish on pod_ip, beyond the declared containerPorts (e.g. probe ports).
-    extra_ports: tuple[int, ...] = ()
-    # hostNetwork: the containers use the node's network (and hostname); nothing is published.
+    # hostNetwork: the containers use the node's network (and hostname), not the pod network.
     host_network: bool = False
 
 
@@ -116,6 +125,7 @@ class ContainerState:
     started_at: str | None = None  # RFC 3339, UTC
     finished_at: str | None = None
     container_id: str = ""
+    image_id: str = ""  # the engine's id of the image the container runs (Kubernetes' imageID); "" if unknown
     restart_count: int = 0  # restarts the engine itself made (informational; the agent counts its own)
     oom_killed: bool = False  # killed for exceeding its memory limit (reason "OOMKilled")
 
@@ -195,7 +205,17 @@ class NodeDriver(Protocol):
         """(Re)start one container of the pod."""
 
     def stop_container(self, *, namespace: str, name: str, container: str, grace_seconds: int) -> None:
-        """SIGTERM one container, SIGKILL after grace_seconds (a liveness restart)."""
+        """SIGTERM one container, SIGKILL after grace_seconds (a liveness kill)."""
+
+    def recreate_container(self, request: PodRequest, *, container: str, grace_seconds: int) -> str:
+        """Restart one container of the pod the Kubernetes way: a NEW container from its image.
+
+        Stop the old one (grace_seconds, as stop_container) and remove it, create a new one from
+        ``request``'s spec for ``container`` in the same pod and under the same engine name, and
+        start it; returns the new container's id. The writable layer starts afresh (what the old
+        container wrote is gone); mounts (volumes) and the pod's network stay. DriverError when
+        the pod is absent or of another uid, or the engine refuses; ImagePullError when the image
+        is gone from the node."""
 
     def stop_pod(self, *, namespace: str, name: str, grace_seconds: int) -> None:
         """SIGTERM every container, SIGKILL those still running after grace_seconds."""
@@ -237,6 +257,11 @@ class NodeDriver(Protocol):
         After ``timeout`` seconds the answer is (-1, "timed out after Ns") and the
         driver kills the command where it can. DriverError when the container does
         not exist or does not run."""
+
+    def ensure_network(self) -> str | None:
+        """Make sure the node's pod network exists (created if missing); its bridge interface's
+        name, or None when the driver has no pod network of its own. DriverError when a network
+        of that name has another subnet, naming both."""
 
     def netns_path(self, *, namespace: str, name: str) -> str | None:
         """The path of the pod's network namespace on the node (e.g. /run/netns/...),

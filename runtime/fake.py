@@ -6,11 +6,12 @@ is about 60 lines.)
 
 Design: the fake behaves like PodmanDriver where the control plane can tell
 (create needs the image present, start makes containers run, stop terminates
-them, restarts are the caller's job) and nothing more. It is deterministic:
+them, restarts are the caller's job, ``recreate_container`` makes a new container with a
+new id and an empty writable layer) and nothing more. It is deterministic:
 no threads, no randomness; ids come from counters and times from an injectable
 clock. Tests steer it through a few controls (``crash``, ``kill``, ``set_image_pull_fails``,
 ``set_start_fails``, ``set_reachable``, ``remove_container``, ``add_lone_container``,
-``add_image``, ``set_exec_handler``) and read the ``calls`` log (or ``pod_request``, ``hosts``:
+``add_image``, ``set_exec_handler``, ``write_file``) and read the ``calls`` log (or ``pod_request``, ``hosts``:
 every request field is kept as given, mounts, resources and securityContext
 included, though the fake enforces none of them).
 Every method takes one lock, so it is thread-safe; ``list_pods`` returns cached
@@ -24,6 +25,7 @@ watcher stays deterministic; ``watch`` itself only blocks until ``stop``.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -61,7 +63,7 @@ class FakeCall:
 class _Container:
     """Mutable per-container record; turned into a frozen ContainerState on demand."""
     __slots__ = ("request", "container_id", "state", "reason", "exit_code", "started_at", "finished_at", "log",
-                 "oom_killed")
+                 "oom_killed", "layer")
 
     def __init__(self, *, request: ContainerRequest, container_id: str) -> None:
         self.request = request
@@ -73,12 +75,15 @@ class _Container:
         self.finished_at: str | None = None
         self.log: list[str] = []
         self.oom_killed = False
+        # The writable layer: path -> content written (None: deleted); a new container's is empty.
+        self.layer: dict[str, str | None] = {}
 
     def snapshot(self) -> ContainerState:
         return ContainerState(name=self.request.name, image=self.request.image, state=self.state,
                               reason=self.reason, exit_code=self.exit_code, started_at=self.started_at,
                               finished_at=self.finished_at if self.state == "terminated" else None,
-                              container_id=self.container_id, oom_killed=self.oom_killed)
+                              container_id=self.container_id, oom_killed=self.oom_killed,
+                              image_id=fake_image_id(self.request.image))
 
 
 class _Pod:
@@ -107,6 +112,11 @@ ExecHandler = Callable[..., tuple[int, str]]
 
 def _exec_succeeds(**_: Any) -> tuple[int, str]:
     return 0, ""
+
+
+def fake_image_id(image: str) -> str:
+    """The fake's id for an image: stable per reference, shaped like podman's (sha256:<hex>)."""
+    return "sha256:" + hashlib.sha256(image.encode()).hexdigest()
 
 
 def _rfc3339(unix_seconds: float) -> str:
@@ -249,6 +259,17 @@ class FakeDriver:
             self._event(namespace, name, container, "remove")
             self._touch(namespace=namespace, name=name)
         self._flush()
+
+    def write_file(self, *, namespace: str, name: str, container: str, path: str, content: str | None) -> None:
+        """Write (or, with None, delete) a file in the container's writable layer, as a process in it
+        would; ``layer`` reads it back. A recreated container starts with an empty layer."""
+        with self._lock:
+            self._container(namespace=namespace, name=name, container=container).layer[path] = content
+
+    def layer(self, *, namespace: str, name: str, container: str) -> dict[str, str | None]:
+        """What the container wrote (path -> content, None for deleted) since it was created."""
+        with self._lock:
+            return dict(self._container(namespace=namespace, name=name, container=container).layer)
 
     def append_log(self, *, namespace: str, name: str, container: str, line: str) -> None:
         with self._lock:
@@ -417,6 +438,32 @@ class FakeDriver:
             self._touch(namespace=namespace, name=name)
         self._flush()
 
+    def recreate_container(self, request: PodRequest, *, container: str, grace_seconds: int) -> str:
+        with self._lock:
+            self._enter("recreate_container", request=request, container=container, grace_seconds=grace_seconds)
+            pod = self._pod(namespace=request.namespace, name=request.name)
+            where = f"pod {request.namespace}/{request.name}"
+            if pod.request.uid != request.uid:
+                raise DriverError(f"{where} on the node is another pod (uid {pod.request.uid!r}).")
+            spec = next((c for c in request.containers if c.name == container), None)
+            if spec is None:
+                raise DriverError(f"{where} has no container {container} in its spec.")
+            if spec.image not in self._images:
+                raise ImagePullError(f"image {spec.image} is not present on the node; pull it first.")
+            old = pod.containers.get(container)
+            if old is not None:
+                self._stop(pod, old)
+                self._event(request.namespace, request.name, container, "remove")
+            record = _Container(request=spec, container_id=self._new_id("ctr"))
+            pod.containers[container] = record
+            try:
+                self._start(pod, record)
+            finally:
+                self._touch(namespace=request.namespace, name=request.name)
+            new_id = record.container_id
+        self._flush()
+        return new_id
+
     def stop_pod(self, *, namespace: str, name: str, grace_seconds: int) -> None:
         with self._lock:
             self._enter("stop_pod", namespace=namespace, name=name, grace_seconds=grace_seconds)
@@ -504,6 +551,11 @@ class FakeDriver:
                 raise DriverError(f"{where} is not running, so nothing can be executed in it.")
             handler = self._exec_handler
         return handler(namespace=namespace, name=name, container=container, command=argv, timeout=timeout)
+
+    def ensure_network(self) -> str | None:
+        with self._lock:
+            self._enter("ensure_network")
+            return None  # the fake has no network, so no bridge to put in hairpin mode
 
     def netns_path(self, *, namespace: str, name: str) -> str | None:
         with self._lock:

@@ -22,8 +22,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=${RECONCILER_SYSTEMD_CACHE:-/var/cache/reconciler-systemd-image}
 BASE_IMAGE=localhost/reconciler-systemd:bookworm
-# procps: /bin/kill, which the unit's ExecReload runs (every real Debian system has it).
-PACKAGES=systemd,systemd-sysv,python3,python3-venv,git,python3-pip,procps
+# procps: /bin/kill, which the unit's ExecReload runs (every real Debian system has it);
+# nftables, iproute2: the Service data plane (nft) and the hairpin and route settings (ip).
+PACKAGES=systemd,systemd-sysv,python3,python3-venv,git,python3-pip,procps,nftables,iproute2
 # The package list is part of the cache key: changing it rebuilds the base layer.
 ROOTFS_TAR=$CACHE/rootfs-$(printf '%s' "$PACKAGES" | sha256sum | cut -c1-12).tar
 

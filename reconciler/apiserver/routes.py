@@ -12,6 +12,10 @@ Why it looks like this:
 - The daemon's actions (sync, status, diff, rollouts, logs) arrive through
   `DaemonActions`; an optional action the daemon does not provide answers 501, so the
   CLI can ship before the daemon grows the feature.
+- The only writes are a kubelet's (`writes`: register a Node, heartbeats, pod status,
+  pod deletion, Events); desired state changes through Git alone. Tokens (`POST /tokens`),
+  the join line (`POST /join`) and the CA (`GET /cacert`) exist when the daemon serves
+  HTTPS; who may call what over TCP is `auth.Guard`'s, checked before `handle`.
 - An action refuses with a domain error (`reconciler.gitops.errors`); `handle` turns
   it into an `ApiStatusError` (`status.from_action_error`), so a route only ever
   raises `ApiStatusError` and the server never needs to know GitOps.
@@ -23,7 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+from reconciler.apiserver import writes
+from reconciler.apiserver.auth import ADMIN, NODE, TokenAuthority
 from reconciler.apiserver.status import ApiStatusError, from_action_error
+from reconciler.apiserver.tls import Pki
+from reconciler.apiserver.watch import watch_stream
 from reconciler.core import selectors as labels
 from reconciler.core.kinds import APPS, BY_PLURAL, CORE, KindInfo
 from reconciler.gitops.errors import ActionError
@@ -104,9 +112,13 @@ def _field_value(obj: Any, path: list[str]) -> str:
 class Routes:
     """URL -> store read or daemon action. Pure request/response, testable without HTTP."""
 
-    def __init__(self, *, store: Any, actions: DaemonActions) -> None:
+    def __init__(self, *, store: Any, actions: DaemonActions, tokens: TokenAuthority | None = None,
+                 pki: Pki | None = None, advertise: str | None = None) -> None:
         self._store = store
         self._actions = actions
+        self._tokens = tokens
+        self._pki = pki
+        self._advertise = advertise  # "https://HOST:PORT" other hosts dial, when HTTPS is on
 
     def handle(self, *, method: str, path: str, query: dict[str, str], body: Any) -> Response:
         try:
@@ -128,6 +140,17 @@ class Routes:
         if parts == ["diff"]:
             self._only(method, "GET")
             return Response(body=self._optional("diff", "diff")())
+        if parts == ["cacert"]:
+            self._only(method, "GET")
+            if self._pki is None:
+                raise ApiStatusError(404, "the API is not served over HTTPS (api.listen is off), so it has no CA")
+            return Response(text=self._pki.ca_pem)
+        if parts == ["tokens"]:
+            self._only(method, "POST")
+            return Response(code=201, body=self._create_token(body))
+        if parts == ["join"]:
+            self._only(method, "POST")
+            return Response(code=201, body=self._join(body))
         if parts[:2] == ["api", "v1"]:
             return self._group(method=method, group=CORE, rest=parts[2:], query=query, body=body)
         if parts[:3] == ["apis", "apps", "v1"]:
@@ -170,17 +193,53 @@ class Routes:
             info = self._info(group, plural)
         if len(tail) > 2:
             raise ApiStatusError(404, "the server could not find the requested resource")
+        if len(tail) == 2 and tail[1] == "status" and method == "PUT" and info.kind in ("Node", "Pod"):
+            return Response(body=writes.replace(self._store, kind=info.kind, namespace=namespace or "",
+                                                name=tail[0], body=body, status_only=True))
         if len(tail) == 2:
             if namespace is None:
                 raise ApiStatusError(404, "the server could not find the requested resource")
             return self._subresource(method=method, info=info, namespace=namespace, name=tail[0],
                                      sub=tail[1], query=query, body=body)
-        self._only(method, "GET")
+        if method != "GET":
+            return self._write(method=method, info=info, namespace=namespace, tail=tail, body=body)
         if tail:
             if info.namespaced and namespace is None:
                 raise ApiStatusError(404, "the server could not find the requested resource")
             return Response(body=self._get(info, namespace or "", tail[0]))
+        if query.get("watch", "").lower() in ("1", "true"):
+            return self._watch(info, namespace, query)
         return Response(body=self._list(info, namespace, query))
+
+    def _write(self, *, method: str, info: KindInfo, namespace: str | None, tail: list[str], body: Any) -> Response:
+        if info.kind == "Node" and method == "POST" and not tail:
+            code, stored = writes.register_node(self._store, body)
+            return Response(code=code, body=stored)
+        if info.kind == "Node" and method == "PUT" and len(tail) == 1:
+            return Response(body=writes.replace(self._store, kind="Node", namespace="", name=tail[0], body=body,
+                                                status_only=False))
+        if info.kind == "Pod" and method == "DELETE" and len(tail) == 1 and namespace is not None:
+            return Response(body=writes.delete_pod(self._store, namespace=namespace, name=tail[0]))
+        if info.kind == "Event" and method == "POST" and not tail and namespace is not None:
+            return Response(code=201, body=writes.record_event(self._store, namespace=namespace, body=body))
+        raise ApiStatusError(405, f"method {method} is not allowed here (objects change through Git)")
+
+    # -- tokens and joining (HTTPS)
+
+    def _create_token(self, body: Any) -> dict[str, Any]:
+        if self._tokens is None:
+            raise ApiStatusError(501, "tokens need the HTTPS API: set api.listen in the daemon's config")
+        request = body if isinstance(body, dict) else {}
+        kind = NODE if request.get("node") else ADMIN
+        return self._tokens.create(kind=kind, ttl=request.get("ttl"))
+
+    def _join(self, body: Any) -> dict[str, Any]:
+        if self._tokens is None or self._pki is None or not self._advertise:
+            raise ApiStatusError(501, "joining needs the HTTPS API: set api.listen in the daemon's config")
+        request = body if isinstance(body, dict) else {}
+        token = self._tokens.create(kind=NODE, ttl=request.get("ttl"))["token"]
+        command = f"reconciler node --server {self._advertise} --token {token} --ca-hash {self._pki.ca_hash}"
+        return {"server": self._advertise, "token": token, "caHash": self._pki.ca_hash, "command": command}
 
     def _get(self, info: KindInfo, namespace: str, name: str) -> dict[str, Any]:
         if info.kind == "Event":
@@ -210,6 +269,23 @@ class Routes:
             and all((_field_value(obj, p) == v) == eq for p, eq, v in fields)
         ]
         return {"apiVersion": "v1", "kind": "List", "items": items}
+
+    def _watch(self, info: KindInfo, namespace: str | None, query: dict[str, str]) -> Response:
+        if info.kind == "Event":
+            raise ApiStatusError(400, "events cannot be watched; list them")
+        try:
+            selector = labels.parse(query.get("labelSelector", ""))
+        except labels.SelectorError as exc:
+            raise ApiStatusError(400, f"invalid label selector: {exc}") from None
+        fields = _field_requirements(query.get("fieldSelector", ""))
+
+        def matches(obj: dict[str, Any]) -> bool:
+            return selector.matches((obj.get("metadata") or {}).get("labels")) and all(
+                (_field_value(obj, p) == v) == eq for p, eq, v in fields)
+
+        return Response(stream=watch_stream(self._store, kind=info.kind,
+                                            namespace=namespace if info.namespaced else None, matches=matches,
+                                            typed=lambda obj: _with_type(obj, info)))
 
     def _events(self, namespace: str | None, fields: list[tuple[list[str], bool, str]],
                 query: dict[str, str]) -> list[dict[str, Any]]:

@@ -16,6 +16,8 @@ Why it looks like this:
   in-memory store, one thread per connection is plenty, and it adds no dependency.
 - Logs stream as chunked text until the client leaves; then the producer is closed.
 - A failure inside a handler becomes a 500 Status body; the server never dies of it.
+- The same handler serves HTTPS on TCP (`HttpsApiServer`, when `api.listen` is set):
+  there a `Guard` (`auth`) checks each request's bearer token before the routes run.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
+from reconciler.apiserver.auth import Guard
 from reconciler.apiserver.routes import DaemonActions, Response, Routes
 from reconciler.apiserver.status import ApiStatusError, status_body
 
@@ -54,6 +57,7 @@ class _Handler(BaseHTTPRequestHandler):
     # An idle keep-alive connection gives its thread back after this long.
     timeout = 60
     server: _UnixHTTPServer
+    guard: Guard | None = None  # set on the HTTPS listener's handler class
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self._dispatch("GET")
@@ -75,9 +79,14 @@ class _Handler(BaseHTTPRequestHandler):
             url = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
             body = self._read_body()
+            if self.guard is not None:
+                self.guard.check(method=method, path=url.path, query=query,
+                                 authorization=self.headers.get("Authorization"), body=body)
             response = self.server.routes.handle(method=method, path=url.path, query=query, body=body)
         except ApiStatusError as exc:
-            response = Response(code=exc.code, body=status_body(code=exc.code, message=exc.message, reason=exc.reason))
+            headers = {"WWW-Authenticate": 'Bearer realm="reconciler"'} if exc.code == 401 else {}
+            response = Response(code=exc.code, body=status_body(code=exc.code, message=exc.message, reason=exc.reason),
+                                headers=headers)
         except Exception as exc:  # the server must outlive any bug in a route or action
             log.exception("api.handler_failed", method=method, path=self.path)
             response = Response(
@@ -179,12 +188,16 @@ def _someone_listens(path: Path) -> bool:
 class ApiServer:
     """Serves `Routes` on `<state-dir>/api.sock` in a background thread."""
 
-    def __init__(self, *, store: Any, socket_path: Path, actions: DaemonActions) -> None:
-        self._routes = Routes(store=store, actions=actions)
+    def __init__(self, *, store: Any, socket_path: Path, actions: DaemonActions, routes: Routes | None = None) -> None:
+        self._routes = routes or Routes(store=store, actions=actions)
         self._path = Path(socket_path)
         self._server: _UnixHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._inode: int | None = None
+
+    @property
+    def routes(self) -> Routes:
+        return self._routes
 
     @property
     def socket_path(self) -> Path:

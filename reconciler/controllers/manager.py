@@ -46,7 +46,7 @@ from reconciler.core.watches import (
     for_kind,
     route,
 )
-from reconciler.core.workqueue import WorkQueue
+from reconciler.core.workqueue import DoneHook, WorkQueue
 
 log = structlog.get_logger("manager")
 
@@ -64,8 +64,11 @@ class _Registered:
 
 
 class ControllerManager:
-    def __init__(self, *, store: Any, clock: Clock, threaded: bool = True, resync_interval: float = 10.0) -> None:
+    def __init__(self, *, store: Any, clock: Clock, threaded: bool = True, resync_interval: float = 10.0,
+                 queue_observer: Callable[[str], DoneHook] | None = None) -> None:
         self.store = store
+        # Per queue name, the hook that sees every reconcile (the daemon's metrics).
+        self._queue_observer = queue_observer
         self.clock = clock
         self._threaded = threaded
         self._resync_interval = resync_interval
@@ -109,7 +112,8 @@ class ControllerManager:
             raise ValueError(f"a controller named {name} is registered already")
         self._clean[name] = {}
         handler = self._tracked(name, controller.reconcile) if tracked else controller.reconcile
-        queue = WorkQueue(name=name, handler=handler, workers=controller.workers, clock=self.clock)
+        queue = WorkQueue(name=name, handler=handler, workers=controller.workers, clock=self.clock,
+                          on_done=self._queue_observer(name) if self._queue_observer else None)
         self._registered[name] = _Registered(controller=controller, queue=queue, tracked=tracked)
         self.queues[name] = queue
         with self._lock:

@@ -22,6 +22,13 @@ podman node needs:
    reason is cleared here.
 4. A node that left the daemon's config: its pods are deleted at once (there
    is no engine to wait for). That is how a node that died for good is retired.
+5. A node that registered itself through the API (`reconciler node`, annotation
+   `reconciler.io/registered`) is known without being configured. No heartbeat of
+   the daemon's reaches it: its agent writes its Node. As Kubernetes' controller
+   does, this one notes when it last saw that Node's heartbeat change (by its own
+   clock, so the two hosts' clocks need not agree); unchanged for
+   `REGISTERED_GRACE` (Kubernetes' node-monitor grace period), the Node's Ready
+   turns Unknown, and steps 1-3 follow.
 
 The key is a node name. The NotReady time is the Ready condition's
 ``lastTransitionTime`` on the Node object, so a daemon restart neither resets
@@ -38,7 +45,8 @@ import structlog
 
 from reconciler.core import objects as o
 from reconciler.core.bodies import Body
-from reconciler.core.clock import Clock, from_rfc3339
+from reconciler.core.clock import Clock, from_rfc3339, to_rfc3339
+from reconciler.core.keys import ANN_REGISTERED
 from reconciler.core.nodes import node_is_ready
 from reconciler.core.watches import Cache, Change, Watch, Watches
 from reconciler.core.workqueue import Result
@@ -46,6 +54,7 @@ from reconciler.core.workqueue import Result
 log = structlog.get_logger("nodelifecycle")
 
 DEFAULT_TOLERATION = 30.0
+REGISTERED_GRACE = 40.0  # seconds a registered node's heartbeat may stay unchanged (its agent writes every 10 s)
 REASON_NODE_LOST = "NodeLost"
 
 
@@ -57,6 +66,8 @@ class NodeLifecycleController:
         self._store = store
         self._clock = clock
         self._configured = frozenset(nodes)
+        # Registered nodes: the last heartbeat seen, and when (this controller's clock).
+        self._beats: dict[str, tuple[str, float]] = {}
         self.toleration = float(toleration)
         # Told (node, pod key) after a forced removal, so the node agent forgets its probes for it.
         self._on_pod_removed = on_pod_removed or (lambda node, key: None)
@@ -67,10 +78,10 @@ class NodeLifecycleController:
     workers = 1
 
     def usable(self, name: str) -> bool:
-        """False for a node that is not configured, or whose Node says NotReady."""
-        if name not in self._configured:
-            return False
+        """False for a node that is neither configured nor registered, or whose Node says NotReady."""
         node = self._store.get("Node", "", name)
+        if name not in self._configured and not _registered(node):
+            return False
         return node is None or node_is_ready(node)
 
     def _lost_node_of(self, change: Change, _cache: Cache) -> list[str]:
@@ -79,22 +90,27 @@ class NodeLifecycleController:
         return [node] if change.obj is not None and node and not self.usable(node) else []
 
     def resync_keys(self, cache: Cache, *, first: bool) -> list[str]:
-        return sorted(self._configured | {n for n in cache.pod_nodes() if not self.usable(n)})
+        # Every node with pods: a registered node's lost heartbeat is noticed only by looking.
+        return sorted(self._configured | cache.pod_nodes())
 
     def reconcile(self, key: str) -> Result | None:
         name = key
         pods = self.pods_on(name)
-        if name not in self._configured:
+        node = self._store.get("Node", "", name)
+        if name not in self._configured and not _registered(node):
             for pod in pods:
                 self._remove(pod, node=name, why=f"node {name} is no longer in the daemon's config")
             return None
-        node = self._store.get("Node", "", name)
         if node is None:
             return None  # no heartbeat yet: nothing is known about the node
         if node_is_ready(node):
+            stale_in = self._stale_in(name, node) if name not in self._configured else None
+            if stale_in is not None and stale_in <= 0:
+                self._mark_unknown(name)
+                return Result(requeue_after=0.0)
             for pod in pods:
                 self._clear_node_lost(pod)
-            return None
+            return Result(requeue_after=stale_in) if stale_in is not None else None
         cond = o.get_condition(node.get("status") or {}, "Ready") or {}
         now = self._clock.now()
         since = from_rfc3339(cond.get("lastTransitionTime")) or now
@@ -106,6 +122,33 @@ class NodeLifecycleController:
         for pod in pods:
             self._mark_lost(pod, node=name)
         return Result(requeue_after=deadline - now)
+
+    def _stale_in(self, name: str, node: Body) -> float:
+        """Seconds until a registered node's unchanged heartbeat counts as lost (<= 0: it does)."""
+        beat = str((o.get_condition(node.get("status") or {}, "Ready") or {}).get("lastHeartbeatTime") or "")
+        now = self._clock.now()
+        seen = self._beats.get(name)
+        if seen is None or seen[0] != beat:
+            self._beats[name] = seen = (beat, now)
+        return seen[1] + REGISTERED_GRACE - now
+
+    def _mark_unknown(self, name: str) -> None:
+        now = self._clock.now()
+
+        def mutate(cur: Body) -> Body | None:
+            status = cur.setdefault("status", {})
+            cond = o.get_condition(status, "Ready")
+            if cond is None or cond.get("status") != "True":
+                return None
+            cond.update({"status": "Unknown", "reason": "NodeStatusUnknown",
+                         "message": "the node agent stopped posting its status", "lastTransitionTime": to_rfc3339(now)})
+            return cur
+
+        if self._store.update("Node", "", name, mutate) is not None:
+            self._store.record_event(kind="Node", namespace="", name=name, type="Warning", reason="NodeNotReady",
+                                     message=f"Node {name} status is now: NodeNotReady (no heartbeat for "
+                                             f"{_seconds(REGISTERED_GRACE)})")
+            log.info("node not ready", object=f"node/{name}", reason="no heartbeat from its agent", action="mark")
 
     def pods_on(self, node: str) -> list[Body]:
         # The store's node index: a resync reconciles every node, and each would otherwise decode every pod.
@@ -175,3 +218,7 @@ class NodeLifecycleController:
 
 def _seconds(value: float) -> str:
     return f"{int(value)}s" if value == int(value) else f"{value:g}s"
+
+
+def _registered(node: Body | None) -> bool:
+    return node is not None and ((node.get("metadata") or {}).get("annotations") or {}).get(ANN_REGISTERED) == "true"

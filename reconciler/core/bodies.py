@@ -12,9 +12,18 @@ is stored — code never re-derives them.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, TypeVar, cast
 
 Body = dict[str, Any]
+View = TypeVar("View")
+
+
+def view(obj: Body, kind: type[View]) -> View:
+    """``obj`` read through the typed view ``kind`` (a cast: no copy, no check at run time).
+
+    Use it where the kind is known, e.g. ``d = view(obj, Deployment)`` after ``obj["kind"]``
+    was tested, or for an object read from the store by kind."""
+    return cast(View, obj)
 
 
 class OwnerReference(TypedDict, total=False):

@@ -21,6 +21,7 @@ ANN_AUTO_ROLLBACK = "reconciler.io/auto-rollback"
 ANN_ROLLED_BACK_FROM = "reconciler.io/rolled-back-from"  # set by the automatic rollback
 ANN_CONFIG_HASH = "reconciler.io/config-hash"  # digest of the ConfigMaps/Secrets a template reads
 ANN_ROLLOUT_ON_CONFIG = "reconciler.io/rollout-on-config-change"
+ANN_REGISTERED = "reconciler.io/registered"  # on a Node that registered itself through the API (reconciler node)
 ANN_POD_IP = "reconciler.io/pod-ip"  # the scheduler's choice, from the node's pod CIDR
 LABEL_TEMPLATE_HASH = "pod-template-hash"
 LABEL_GRACE = "reconciler.io/grace"  # a pod's termination grace, written on the engine's pod
@@ -43,6 +44,7 @@ HEALTH_KEY = "sync/health"  # the commit being checked, its objects and the last
 OBJECT_STATES_KEY = "sync/objects"  # per-object sync state of the last applied commit
 FAILURES_KEY = "rollback/failures"
 SERVICE_ALLOCATIONS_KEY = "allocator/services"
+API_TOKENS_KEY = "api/tokens"  # sha256 of each API token -> its kind, expiry and bound node (apiserver.auth)
 OWN_COMMITS_PREFIX = "signing/own/"  # + sha: a commit the daemon wrote itself (signing.OwnCommits)
 
 

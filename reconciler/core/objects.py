@@ -14,7 +14,6 @@ from reconciler.core.bodies import Body
 from reconciler.core.clock import from_rfc3339, to_rfc3339
 from reconciler.core.keys import LABEL_TEMPLATE_HASH
 
-Obj = Body  # the older name of the same alias; store modules still import it
 Key = tuple[str, str, str]  # (kind, namespace, name)
 
 # Annotations and labels the control plane owns.

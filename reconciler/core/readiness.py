@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
-Obj = dict[str, Any]
+from reconciler.core.bodies import Body, Condition, Deployment, ObjectMeta, Pod, ReplicaSet, view
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,23 +30,22 @@ class Readiness:
     failed: bool = False
 
 
-def _condition(status: Obj, ctype: str) -> Obj | None:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == ctype), None)
+def _condition(conditions: list[Condition] | None, ctype: str) -> Condition | None:
+    return next((c for c in conditions or [] if c.get("type") == ctype), None)
 
 
-def _observed(obj: Obj) -> bool:
-    generation = int((obj.get("metadata") or {}).get("generation") or 0)
-    return generation <= int((obj.get("status") or {}).get("observedGeneration") or 0)
+def _observed(meta: ObjectMeta | None, observed_generation: int | None) -> bool:
+    return int((meta or {}).get("generation") or 0) <= int(observed_generation or 0)
 
 
-def deployment_readiness(deployment: Obj) -> Readiness:
+def deployment_readiness(deployment: Deployment) -> Readiness:
     """kubectl's deployment status viewer (kubectl rollout status), as data."""
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
     name = json.dumps((deployment.get("metadata") or {}).get("name", ""))
-    if not _observed(deployment):
+    if not _observed(deployment.get("metadata"), status.get("observedGeneration")):
         return Readiness(message="Waiting for deployment spec update to be observed...")
-    progressing = _condition(status, "Progressing")
+    progressing = _condition(status.get("conditions"), "Progressing")
     if progressing is not None and progressing.get("reason") == "ProgressDeadlineExceeded":
         return Readiness(message=f"deployment {name} exceeded its progress deadline", failed=True)
     replicas = spec.get("replicas")
@@ -66,19 +64,19 @@ def deployment_readiness(deployment: Obj) -> Readiness:
     return Readiness(message=f"deployment {name} successfully rolled out", done=True)
 
 
-def replicaset_readiness(rs: Obj) -> Readiness:
+def replicaset_readiness(rs: ReplicaSet) -> Readiness:
     name = json.dumps((rs.get("metadata") or {}).get("name", ""))
-    if not _observed(rs):
+    status = rs.get("status") or {}
+    if not _observed(rs.get("metadata"), status.get("observedGeneration")):
         return Readiness(message=f"Waiting for replicaset {name} spec update to be observed...")
     want = int((rs.get("spec") or {}).get("replicas", 1))
-    status = rs.get("status") or {}
     available = int(status.get("availableReplicas") or 0)
     if available < want:
         return Readiness(message=f"Waiting for replicaset {name}: {available} of {want} replicas are available...")
     return Readiness(message=f"replicaset {name} has {want} available replicas", done=True)
 
 
-def pod_readiness(pod: Obj) -> Readiness:
+def pod_readiness(pod: Pod) -> Readiness:
     name = json.dumps((pod.get("metadata") or {}).get("name", ""))
     status = pod.get("status") or {}
     phase = status.get("phase") or "Pending"
@@ -86,21 +84,21 @@ def pod_readiness(pod: Obj) -> Readiness:
         return Readiness(message=f"pod {name} succeeded", done=True)
     if phase == "Failed":
         return Readiness(message=f"pod {name} failed", failed=True)
-    ready = _condition(status, "Ready")
+    ready = _condition(status.get("conditions"), "Ready")
     if ready is not None and ready.get("status") == "True":
         return Readiness(message=f"pod {name} is ready", done=True)
     return Readiness(message=f"Waiting for pod {name} to be ready (phase {phase})...")
 
 
-def readiness(obj: Obj) -> Readiness:
+def readiness(obj: Body) -> Readiness:
     """The readiness of any object the applier writes."""
     kind = obj.get("kind")
     if kind == "Deployment":
         if (obj.get("spec") or {}).get("paused"):
             return Readiness(message=f"deployment {json.dumps(obj['metadata'].get('name', ''))} is paused", done=True)
-        return deployment_readiness(obj)
+        return deployment_readiness(view(obj, Deployment))
     if kind == "ReplicaSet":
-        return replicaset_readiness(obj)
+        return replicaset_readiness(view(obj, ReplicaSet))
     if kind == "Pod":
-        return pod_readiness(obj)
+        return pod_readiness(view(obj, Pod))
     return Readiness(message=f"{str(kind).lower()} exists", done=True)

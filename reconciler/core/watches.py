@@ -20,9 +20,9 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from reconciler.core.bodies import Body
 from reconciler.core.workqueue import Result
 
-Obj = dict[str, Any]
 NamespacedKey = tuple[str, str]
 
 
@@ -42,7 +42,7 @@ class Change:
     kind: str
     namespace: str
     name: str
-    obj: Obj | None  # the object now; None when it was deleted
+    obj: Body | None  # the object now; None when it was deleted
     before: Remembered
 
     @property
@@ -152,7 +152,7 @@ def owner_of(change: Change, owner_kind: str) -> str | None:
     return controller_owners(change.obj).get(owner_kind)
 
 
-def controller_owners(obj: Obj) -> dict[str, str]:
+def controller_owners(obj: Body) -> dict[str, str]:
     """owner kind -> name: per kind, the first ownerReference of that kind (as ``objects.owner_name``)."""
     owners: dict[str, str] = {}
     meta = obj.get("metadata")

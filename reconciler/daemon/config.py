@@ -57,6 +57,8 @@ class NodeConfig:
     url: str
     pod_cidr: str
     labels: dict[str, str] = field(default_factory=dict)
+    # The podman bridge network (and bridge interface) holding the pod CIDR; made if missing.
+    network: str = "reconciler"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +66,17 @@ class AllowConfig:
     privileged: bool = False
     host_path: bool = False
     host_network: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiConfig:
+    """`api:`: the API over HTTPS on TCP (the unix socket is always served)."""
+
+    listen: str  # HOST:PORT
+    # All three, or none: then the daemon makes a CA and a server certificate in the state dir.
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,8 +94,11 @@ class Config:
     state_dir: Path
     # Empty means "the local podman"; the daemon decides what that is.
     nodes: tuple[NodeConfig, ...] = ()
-    service_cidr: str = "127.96.0.0/16"
-    node_port_address: str = "127.0.0.1"
+    service_cidr: str = "10.96.0.0/16"
+    node_port_address: str = "127.0.0.1"  # NodePorts answer here too (besides every node address)
+    # The nftables table of the Service data plane (``ip <name>``); only several daemons sharing
+    # one kernel (tests) need another name each.
+    nft_table: str = "reconciler"
     allow: AllowConfig = AllowConfig()
     auto_rollback: bool = False
     webhook_listen: str | None = None
@@ -92,6 +108,7 @@ class Config:
     # Seconds between the node agents' full relists of each engine (the safety net under the
     # engine's event stream); None: the controller manager's default.
     relist_interval: float | None = None
+    api: ApiConfig | None = None  # None: the unix socket only
     # Not a setting: how to read this configuration again (see reload_config).
     origin: ConfigOrigin | None = field(default=None, compare=False, repr=False)
 
@@ -178,6 +195,7 @@ _TOP_KEYS = (
     "nodes",
     "serviceCIDR",
     "nodePortAddress",
+    "nftTable",
     "allow",
     "autoRollback",
     "webhookListen",
@@ -185,11 +203,16 @@ _TOP_KEYS = (
     "webhookSecretFile",
     "nodeToleration",
     "relistInterval",
+    "api",
 )
 _SOURCE_KEYS = ("repo", "branch", "path", "interval", "timeout", "verify")
 _VERIFY_KEYS = ("mode", "gpgKeyring", "allowedSigners", "signingKey")
-_NODE_KEYS = ("name", "url", "podCIDR", "labels")
+_API_KEYS = ("listen", "tls")
+_API_TLS_KEYS = ("certFile", "keyFile", "caFile")
+_NODE_KEYS = ("name", "url", "podCIDR", "labels", "network")
 _ALLOW_KEYS = {"privileged": "privileged", "hostPath": "host_path", "hostNetwork": "host_network"}
+_NETWORK_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$")
+_NFT_TABLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
@@ -243,7 +266,7 @@ class _Checker:
         try:
             network = ipaddress.ip_network(text, strict=True)
         except ValueError:
-            raise self.fail(key, f"not a CIDR: {text!r} (expected e.g. 127.244.0.0/24)") from None
+            raise self.fail(key, f"not a CIDR: {text!r} (expected e.g. 10.244.0.0/24)") from None
         return str(network)
 
     def address(self, key: str, value: object) -> str:
@@ -326,17 +349,39 @@ def _nodes(raw: object, checker: _Checker, *, key: str = "nodes") -> tuple[NodeC
         if "://" not in url:
             raise checker.fail(f"{where}.url", f"expected a URL like unix:///run/podman/podman.sock, got {url!r}")
         if entry.get("podCIDR") is None:
-            pod_cidr = f"127.244.{index}.0/24"
+            pod_cidr = f"10.244.{index}.0/24"
         else:
             pod_cidr = checker.cidr(f"{where}.podCIDR", entry["podCIDR"])
+        # Each node on one machine needs a bridge of its own: "reconciler", "reconciler1", ...
+        network = checker.string(f"{where}.network", entry.get("network") or
+                                 ("reconciler" if index == 0 else f"reconciler{index}"))
+        if not _NETWORK_NAME.match(network):
+            raise checker.fail(f"{where}.network", f"not a network name: {network!r} (1-15 letters, digits, "
+                               "'_', '.', '-'; it also names the bridge interface)")
         labels_raw = checker.mapping(f"{where}.labels", entry.get("labels"), None)
         labels: dict[str, str] = {}
         for label, value in labels_raw.items():
             labels[label] = checker.string(f"{where}.labels.{label}", value, empty_ok=True)
         # Every Kubernetes node carries its hostname label; nodeSelectors rely on it.
         labels[HOSTNAME_LABEL] = name
-        nodes.append(NodeConfig(name=name, url=url, pod_cidr=pod_cidr, labels=labels))
+        nodes.append(NodeConfig(name=name, url=url, pod_cidr=pod_cidr, labels=labels, network=network))
     return tuple(nodes)
+
+
+def _api(raw: object, checker: _Checker) -> ApiConfig | None:
+    if raw is None:
+        return None
+    entry = checker.mapping("api", raw, _API_KEYS)
+    if "listen" not in entry:
+        raise checker.fail("api.listen", "required (HOST:PORT, e.g. 0.0.0.0:6443)")
+    listen = checker.listen("api.listen", entry["listen"])
+    tls = checker.mapping("api.tls", entry.get("tls"), _API_TLS_KEYS)
+    files = {key: checker.string(f"api.tls.{key}", tls[key]) for key in _API_TLS_KEYS if tls.get(key) is not None}
+    if files and len(files) != len(_API_TLS_KEYS):
+        missing = ", ".join(f"api.tls.{k}" for k in _API_TLS_KEYS if k not in files)
+        raise checker.fail("api.tls", f"give certFile, keyFile and caFile together (missing: {missing})")
+    return ApiConfig(listen=listen, cert_file=files.get("certFile"), key_file=files.get("keyFile"),
+                     ca_file=files.get("caFile"))
 
 
 def load_config(*, path: Path | None, overrides: Mapping[str, object]) -> Config:
@@ -430,6 +475,13 @@ def load_config(*, path: Path | None, overrides: Mapping[str, object]) -> Config
     value, chk = pick("nodePortAddress", file_data.get("nodePortAddress"))
     if value is not None:
         kwargs["node_port_address"] = chk.address(label("nodePortAddress", chk), value)
+    value, chk = pick("nftTable", file_data.get("nftTable"))
+    if value is not None:
+        table = chk.string(label("nftTable", chk), value)
+        if not _NFT_TABLE.match(table):
+            raise chk.fail(label("nftTable", chk), f"not a table name: {table!r} (1-32 lowercase letters, digits, "
+                           "'-', '_', starting with a letter)")
+        kwargs["nft_table"] = table
 
     value, chk = pick("allow", file_data.get("allow"))
     allow_raw = chk.mapping("allow", value, tuple(_ALLOW_KEYS))
@@ -452,6 +504,8 @@ def load_config(*, path: Path | None, overrides: Mapping[str, object]) -> Config
     value, chk = pick("relistInterval", file_data.get("relistInterval"))
     if value is not None:
         kwargs["relist_interval"] = chk.duration(label("relistInterval", chk), value)
+    value, chk = pick("api", file_data.get("api"))
+    kwargs["api"] = _api(value, chk)
     kwargs["origin"] = ConfigOrigin(path=Path(path) if path is not None else None, overrides=tuple(flags.items()))
     return Config(**kwargs)
 

@@ -21,7 +21,7 @@ from reconciler.controllers.nodelifecycle import DEFAULT_TOLERATION, NodeLifecyc
 from reconciler.controllers.replicaset import ReplicaSetController
 from reconciler.controllers.service.controller import ServiceController
 from reconciler.core.clock import Clock
-from reconciler.core.workqueue import WorkQueue
+from reconciler.core.workqueue import DoneHook, WorkQueue
 from reconciler.gitops.autorollback import AutoRollback
 from reconciler.kubelet import drift
 from reconciler.kubelet.agent import NodeAgent
@@ -38,14 +38,15 @@ class ControlPlane:
     def __init__(self, *, store: Any, clock: Clock, nodes: Sequence[NodeBinding], threaded: bool = True,
                  relist_interval: float | None = None, heartbeat_interval: float = 5.0,
                  resync_interval: float = 10.0, apply_lock: Any = None, volumes_dir: Path | None = None,
-                 service_cidr: str = "127.96.0.0/16", node_toleration: float = DEFAULT_TOLERATION,
+                 service_cidr: str = "10.96.0.0/16", node_toleration: float = DEFAULT_TOLERATION,
                  on_network_change: Callable[[], None] | None = None, auto_rollback: bool = False,
-                 still_serving: Callable[[str], bool] | None = None, on_drift: OnDrift | None = None) -> None:
+                 still_serving: Callable[[str], bool] | None = None, on_drift: OnDrift | None = None,
+                 queue_observer: Callable[[str], DoneHook] | None = None) -> None:
         self.store = store
         self.clock = clock
         self._threaded = threaded
         self.manager = manager = ControllerManager(store=store, clock=clock, threaded=threaded,
-                                                   resync_interval=resync_interval)
+                                                   resync_interval=resync_interval, queue_observer=queue_observer)
         reader = manager.reader  # tracked controllers read through it: their reads decide their resyncs
         # The automatic rollback reads through the tracker too: its pins decide a Deployment's resync.
         self.auto_rollback = AutoRollback(store=reader, clock=clock, default_enabled=auto_rollback)

@@ -32,9 +32,14 @@ from typing import Any
 
 import structlog
 
+from reconciler.apiserver.auth import Guard, TokenAuthority
+from reconciler.apiserver.https import HttpsApiServer, split_listen
+from reconciler.apiserver.routes import Routes
 from reconciler.apiserver.server import ApiServer, ApiServerError
+from reconciler.apiserver.tls import TlsError, advertise_address, ensure_pki
 from reconciler.core.clock import SystemClock
 from reconciler.core.keys import OBJECT_STATES_KEY, SOURCE_KEY
+from reconciler.core.nodes import node_address
 from reconciler.core.workqueue import Result, WorkQueue
 from reconciler.daemon import log as logsetup
 from reconciler.daemon.config import Config, ConfigError, NodeConfig, reload_config
@@ -60,13 +65,14 @@ from reconciler.gitops.watcher import SourceWatcher
 from reconciler.gitops.webhook import WebhookError, WebhookServer
 from reconciler.kubelet.nodestatus import NodeBinding
 from reconciler.manifests import Allow
+from reconciler.proxy.nftables import NftError, NftMissing, NftTable
 from reconciler.proxy.sync import ProxySync
-from reconciler.proxy.userspace import ServiceProxy
 from reconciler.store.store import Store, StoreError
-from runtime.driver import DriverError, NodeDriver
+from runtime.driver import DriverError, NodeDriver, NodeUnreachable, PodNetwork
 
 log = structlog.get_logger("daemon")
 
+DEFAULT_POD_CIDR = "10.244.0.0/24"  # the local node's, when the config names no nodes
 STOP_BUDGET = 8.0  # seconds from SIGTERM to exit: inside the 10 s promise and TimeoutStopSec
 RELOAD_DRAIN = 10.0  # seconds a reload gives in-flight reconciles of replaced controllers
 
@@ -93,7 +99,9 @@ class Daemon:
         # never replaces the source, applier or controllers under a running apply.
         self._swap_lock = threading.RLock()
         self.applier = self._new_applier(config)
-        self.proxy = ServiceProxy(node_port_address=config.node_port_address)
+        # The Service data plane: the kernel's, so it outlives this process (see proxy/sync.py).
+        # NftMissing here is the start-up error naming the package.
+        self.nft = NftTable(table=config.nft_table)
         self.sync_queue = WorkQueue(name="source", handler=self._sync, workers=1, clock=self.clock,
                                     on_done=self.metrics.queue_observer("source"))
         # lastAppliedCommit waits for the commit's objects to be ready; store changes to the
@@ -111,7 +119,7 @@ class Daemon:
         self.operations = self._new_operations()
         self.webhook = self._new_webhook(config)
         self.watcher = self._new_watcher(config, last_seen=None)
-        self.api = ApiServer(store=self.store, socket_path=state_dir / "api.sock", actions=self)
+        self.api, self.api_https = self._new_api(config)
         # Metrics that watch rather than get told.
         self.rollouts = RolloutObserver(store=self.store, metrics=self.metrics)
         self.store.watch(self.rollouts.on_change)
@@ -132,10 +140,10 @@ class Daemon:
 
             url = ensure_local_service()
             name = socket.gethostname() or "local"
-            configured = [NodeConfig(name=name, url=url, pod_cidr="127.244.0.0/24",
+            configured = [NodeConfig(name=name, url=url, pod_cidr=DEFAULT_POD_CIDR,
                                      labels={"kubernetes.io/hostname": name})]
         return [NodeBinding(name=n.name, url=n.url, pod_cidr=n.pod_cidr, labels=dict(n.labels),
-                            driver=PodmanDriver(url=n.url))
+                            driver=PodmanDriver(url=n.url, network=PodNetwork(name=n.network, subnet=n.pod_cidr)))
                 for n in configured]
 
     def _new_source(self, config: Config) -> GitSource:
@@ -157,6 +165,23 @@ class Daemon:
         if config.webhook_secret_file:
             secret = Path(config.webhook_secret_file).read_text().strip()
         return WebhookServer(listen=config.webhook_listen, secret=secret or None, on_push=self.sync)
+
+    def _new_api(self, config: Config) -> tuple[ApiServer, HttpsApiServer | None]:
+        """The API on the unix socket and, with `api.listen`, over HTTPS with tokens: one Routes for both."""
+        if config.api is None:
+            return ApiServer(store=self.store, socket_path=self.state_dir / "api.sock", actions=self), None
+        try:
+            pki = ensure_pki(state_dir=self.state_dir, listen=config.api.listen, cert_file=config.api.cert_file,
+                             key_file=config.api.key_file, ca_file=config.api.ca_file)
+        except (TlsError, OSError) as exc:
+            raise ApiServerError(f"cannot set up the API's certificates: {exc}") from None
+        tokens = TokenAuthority(store=self.store)
+        host = advertise_address(config.api.listen)
+        advertise = f"https://{f'[{host}]' if ':' in host else host}:{split_listen(config.api.listen)[1]}"
+        routes = Routes(store=self.store, actions=self, tokens=tokens, pki=pki, advertise=advertise)
+        unix = ApiServer(store=self.store, socket_path=self.state_dir / "api.sock", actions=self, routes=routes)
+        return unix, HttpsApiServer(routes=routes, listen=config.api.listen, pki=pki,
+                                    guard=Guard(tokens=tokens, store=self.store))
 
     def _new_applier(self, config: Config) -> Applier:
         allow = Allow(privileged=config.allow.privileged, host_path=config.allow.host_path,
@@ -180,9 +205,13 @@ class Daemon:
     def _build_control_plane(self, config: Config) -> None:
         """The parts bound to the node list: controllers, node agents, the proxy's sync loop."""
         local = {n.name: n.driver for n in self.nodes if n.url.startswith("unix://") and n.driver is not None}
-        self.proxy_sync = ProxySync(store=self.store, proxy=self.proxy, local_drivers=local)
+        self.proxy_sync = ProxySync(store=self.store, table=self.nft, local_drivers=local,
+                                    bridges=lambda: _bridges(local.values()),
+                                    bridge_of=lambda node: next(iter(_bridges([local[node]] if node in local else [])),
+                                                                None),
+                                    extra_node_ips=(config.node_port_address,))
         proxy_queue = self.proxy_queue = WorkQueue(name="proxy", handler=self.proxy_sync.reconcile, workers=1,
-                                                   clock=self.clock)
+                                                   clock=self.clock, on_done=self.metrics.queue_observer("proxy"))
         self.control_plane = ControlPlane(
             store=self.store, clock=self.clock, nodes=self.nodes, apply_lock=self._apply_lock,
             volumes_dir=self.state_dir / "volumes", service_cidr=config.service_cidr,
@@ -190,9 +219,8 @@ class Daemon:
             on_network_change=lambda: proxy_queue.add("all"), auto_rollback=config.auto_rollback,
             # Teardown waits (briefly) until a stopping pod's IP serves no Service.
             still_serving=self.proxy_sync.still_serving,
-            on_drift=self.metrics.drift_corrected)  # the agents report what they correct
-        for queue in (*self.control_plane.queues.values(), self.proxy_queue):
-            queue.on_done = self.metrics.queue_observer(queue.name)
+            on_drift=self.metrics.drift_corrected,  # the agents report what they correct
+            queue_observer=self.metrics.queue_observer)
 
     def _start_control_plane(self) -> None:
         self.proxy_queue.start()
@@ -309,7 +337,9 @@ class Daemon:
         if self.metrics_server is not None:
             self.metrics_server.start()  # first: a taken port fails start-up before anything runs
         self.api.start()
-        self.proxy.start()
+        if self.api_https is not None:
+            self.api_https.start()  # early too: a taken port fails start-up before anything runs
+        self._prepare_data_plane()
         self._start_control_plane()
         self.sync_queue.start()
         self.sync_queue.add(SOURCE_KEY)
@@ -359,12 +389,32 @@ class Daemon:
         _halt(queues=[self.sync_queue, self.health_queue, *self.control_plane.queues.values(), self.proxy_queue],
               also=self.control_plane.stop,
               budget=max(deadline - time.monotonic() - 2.0, 0.5))
-        self.proxy.stop()
         self.api.stop()
+        if self.api_https is not None:
+            self.api_https.stop()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.store.close()
-        log.info("daemon stopped; workloads left running", action="stop")
+        log.info("daemon stopped; workloads and the Service data plane left running", action="stop")
+
+    def _prepare_data_plane(self) -> None:
+        """The kernel settings, the local nodes' pod networks and the service CIDR's route.
+
+        A pod network of the wrong subnet is a start-up error (DriverError); a node that does
+        not answer yet gets its network at its first pod.
+        """
+        self.nft.ensure_sysctls()
+        local = [n for n in self.nodes if n.url.startswith("unix://") and n.driver is not None]
+        for binding in local:
+            assert binding.driver is not None
+            self.nft.ensure_pod_cidr_fallback(binding.pod_cidr)
+            try:
+                binding.driver.ensure_network()
+            except NodeUnreachable as exc:
+                log.warning("the pod network is made when the node answers", node=binding.name, error=str(exc))
+        src = node_address(local[0].pod_cidr) if local else None
+        if self.nft.ensure_service_route(self.config.service_cidr, src=src):
+            log.info("added a route for the service CIDR (the host has none)", cidr=self.config.service_cidr)
 
     # -- reload (SIGHUP) ----------------------------------------------------------------------------
     def reload_from_file(self) -> bool:
@@ -532,11 +582,44 @@ def run_daemon(config: Config) -> int:
         daemon = Daemon(config, notifier=notifier)
         daemon.start(stop=stop)
     except (SourceError, ApiServerError, StoreError, DriverError, MetricsError, WebhookError, SigningConfigError,
-            OSError) as exc:
+            NftMissing, NftError, OSError) as exc:
         log.error("cannot start", error=str(exc), action="start")
         print(f"reconciler: {exc}", file=sys.stderr)
         return 1
     notifier.ready(daemon.status_line())
     daemon.supervise(stop=stop, reload_requested=reload_requested)
     daemon.stop()
+    return 0
+
+
+def _bridges(drivers: Iterable[NodeDriver]) -> list[str]:
+    """The local pod networks' bridge interfaces (a node that does not answer has none yet)."""
+    names = []
+    for driver in drivers:
+        try:
+            bridge = driver.ensure_network()
+        except DriverError:
+            continue
+        if bridge:
+            names.append(bridge)
+    return names
+
+
+def cleanup_data_plane(config: Config) -> int:
+    """`reconciler daemon --cleanup`: remove the Service data plane's nftables table (and the
+    pod CIDRs' fallback routes) and exit.
+
+    The table outlives the daemon on purpose; this is how it goes (as ``kube-proxy --cleanup``).
+    """
+    try:
+        table = NftTable(table=config.nft_table)
+        existed = table.exists()
+        table.cleanup()
+        for node in config.nodes or [NodeConfig(name="local", url="", pod_cidr=DEFAULT_POD_CIDR)]:
+            table.remove_pod_cidr_fallback(node.pod_cidr)
+    except (NftMissing, NftError, ValueError) as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return 1
+    print(f"removed the nftables table ip {config.nft_table}" if existed
+          else f"no nftables table ip {config.nft_table} to remove")
     return 0

@@ -39,8 +39,9 @@ UNIT = """# Reconciler: runs the Kubernetes-style manifests of a Git repository 
 # - RestartPreventExitStatus=2: a config error (exit 2) is not retried every 2 s;
 #   fix the file and `systemctl restart reconciler`. SIGHUP (reload) with a bad file
 #   keeps the running configuration instead.
-# - Hardening that still lets it reach podman's socket, enter pods' network namespaces
-#   for the service proxy, and write its state dir. ProtectSystem=full (not strict) keeps
+# - Hardening that still lets it reach podman's socket, write the Service data plane
+#   (nftables over netlink; the sysctls it needs, so no ProtectKernelTunables), and
+#   write its state dir. ProtectSystem=full (not strict) keeps
 #   /srv and /var writable: `rollout undo` commits to a local repository, wherever it is.
 #   A repository under /home needs a drop-in with ReadWritePaths=. No UMask=: the files
 #   of configMap and emptyDir volumes are made here and must stay readable by the
@@ -71,7 +72,6 @@ NoNewPrivileges=yes
 ProtectSystem=full
 ProtectHome=read-only
 PrivateTmp=yes
-ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
 ProtectControlGroups=yes
@@ -99,10 +99,11 @@ stateDir: /var/lib/reconciler
 nodes:
   - name: node1
     url: unix:///run/podman/podman.sock   # `systemctl enable --now podman.socket`
-    # podCIDR: 127.244.0.0/24
+    # podCIDR: 10.244.0.0/24        # the node's podman bridge network (made if missing)
+    # network: reconciler            # its name, also the bridge interface's
     # labels: {disk: ssd}
-serviceCIDR: 127.96.0.0/16
-nodePortAddress: 127.0.0.1
+serviceCIDR: 10.96.0.0/16
+nodePortAddress: 127.0.0.1         # NodePorts also answer on every node address
 allow: {privileged: false, hostPath: false, hostNetwork: false}
 autoRollback: false
 # metricsListen: 127.0.0.1:9090    # Prometheus metrics on /metrics

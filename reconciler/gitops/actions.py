@@ -29,6 +29,7 @@ import yaml
 from ruamel.yaml import YAML
 
 from reconciler.core import objects as o
+from reconciler.core.bodies import Body
 from reconciler.core.keys import ANN_RESTARTED_AT, ANN_SOURCE_FILE
 from reconciler.gitops.applier import Applier, owned_view
 from reconciler.gitops.commits import WriteError, commit_files, find_document, replace_document
@@ -38,7 +39,6 @@ from reconciler.gitops.source import GitSource, SourceError
 
 log = structlog.get_logger("operations")
 
-Obj = dict[str, Any]
 
 
 class PodLogs(Protocol):
@@ -88,13 +88,13 @@ class Operations:
         return {"commit": head, "changes": changes, "errors": errors}
 
     # -- rollouts as commits -------------------------------------------------------------
-    def _deployment(self, namespace: str, name: str) -> Obj:
-        d: Obj | None = self._store.get("Deployment", namespace, name)
+    def _deployment(self, namespace: str, name: str) -> Body:
+        d: Body | None = self._store.get("Deployment", namespace, name)
         if d is None:
             raise NotFound(f'deployments.apps "{name}" not found')
         return d
 
-    def _file_of(self, d: Obj) -> str:
+    def _file_of(self, d: Body) -> str:
         path = o.annotations(d).get(ANN_SOURCE_FILE)
         if not path:
             raise Conflict(f"deployment {d['metadata']['name']} did not come from Git, so it cannot be changed by a commit")
@@ -225,5 +225,5 @@ class Operations:
         return (line if line.endswith("\n") else line + "\n" for line in lines)
 
 
-def _yaml(obj: Obj) -> str:
+def _yaml(obj: Body) -> str:
     return yaml.safe_dump(obj, sort_keys=True, default_flow_style=False)

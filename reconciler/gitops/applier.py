@@ -25,6 +25,7 @@ import structlog
 
 from reconciler.controllers.service.allocation import carry_allocations
 from reconciler.core import objects as o
+from reconciler.core.bodies import Body
 from reconciler.core.clock import Clock, to_rfc3339
 from reconciler.core.keys import (
     ANN_COMMIT,
@@ -43,7 +44,6 @@ from reconciler.manifests import Allow, ParseResult, parse_files
 
 log = structlog.get_logger("applier")
 
-Obj = dict[str, Any]
 Key = tuple[str, str, str]
 
 # Apply order: what pods consume exists before the pods (Kubernetes users rely on
@@ -80,7 +80,7 @@ class ApplyOutcome:
 @dataclass(frozen=True, kw_only=True)
 class _Plan:
     changes: tuple[Change, ...]
-    desired: dict[Key, Obj] = field(default_factory=dict)
+    desired: dict[Key, Body] = field(default_factory=dict)
     parsed: ParseResult | None = None
     unchanged: int = 0
     stale_pins: tuple[Key, ...] = ()  # auto-rollback pins whose Deployment's manifest has changed since
@@ -100,7 +100,7 @@ class Applier:
     def plan(self, sha: str) -> _Plan:
         files = self._source.manifest_files(sha)
         parsed = parse_files(((f.path, f.content) for f in files), allow=self._allow)
-        desired: dict[Key, Obj] = {}
+        desired: dict[Key, Body] = {}
         stale_pins: list[Key] = []
         for obj in parsed.objects:
             body = _strip_none(dict(obj.body))
@@ -146,7 +146,7 @@ class Applier:
         return _Plan(changes=tuple(changes), desired=desired, parsed=parsed, unchanged=unchanged,
                      stale_pins=tuple(stale_pins))
 
-    def _prunable(self, desired: dict[Key, Obj], parsed: ParseResult) -> list[Key]:
+    def _prunable(self, desired: dict[Key, Body], parsed: ParseResult) -> list[Key]:
         keys: list[Key] = []
         for kind in KIND_ORDER:
             for live in self._store.list(kind):
@@ -218,7 +218,7 @@ class Applier:
                     "message": f"{ann.get(ANN_SOURCE_FILE)} does not parse at this commit"})
         self._store.kv_set(OBJECT_STATES_KEY, states)
 
-    def _write(self, key: Key, body: Obj, sha: str, *, create: bool) -> None:
+    def _write(self, key: Key, body: Body, sha: str, *, create: bool) -> None:
         body = dict(body)
         body["metadata"] = dict(body["metadata"])
         body["metadata"]["annotations"] = {**body["metadata"].get("annotations", {}), ANN_COMMIT: sha}
@@ -232,7 +232,7 @@ class Applier:
             self._store.put(body)
             return
 
-        def mutate(cur: Obj) -> Obj:
+        def mutate(cur: Body) -> Body:
             kept = {k: v for k, v in o.annotations(cur).items() if k.startswith(ANN_DEPLOYMENT_PREFIX)}
             new = {k: v for k, v in body.items() if k not in ("metadata", "status")}
             new["metadata"] = {**cur["metadata"], "labels": body["metadata"].get("labels", {}),
@@ -264,7 +264,7 @@ class Applier:
     def _mark_pod(self, namespace: str, name: str) -> None:
         now = self._clock.now()
 
-        def mutate(cur: Obj) -> Obj | None:
+        def mutate(cur: Body) -> Body | None:
             if o.is_terminating(cur):
                 return None
             grace = int((cur.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
@@ -280,7 +280,7 @@ class Applier:
                 self._store.delete("Pod", namespace, name)  # never scheduled: nothing to stop
 
 
-def owned_view(obj: Obj) -> Obj:
+def owned_view(obj: Body) -> Body:
     """The fields Git owns: everything but status and the bookkeeping metadata."""
     meta = obj.get("metadata") or {}
     view = {k: v for k, v in obj.items() if k not in ("metadata", "status")}

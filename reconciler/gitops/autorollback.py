@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from reconciler.core import objects as o
+from reconciler.core.bodies import Body
 from reconciler.core.clock import Clock, to_rfc3339
 from reconciler.core.keys import (
     ANN_AUTO_ROLLBACK,
@@ -39,7 +40,6 @@ from reconciler.core.keys import (
 
 log = structlog.get_logger("autorollback")
 
-Obj = dict[str, Any]
 CRASHLOOP_RESTARTS = 2  # restarts of a new pod's container that count as crash-looping
 
 
@@ -56,13 +56,13 @@ class AutoRollback:
         """A config reload changed ``autoRollback``."""
         self.default_enabled = enabled
 
-    def enabled(self, d: Obj) -> bool:
+    def enabled(self, d: Body) -> bool:
         value = o.annotations(d).get(ANN_AUTO_ROLLBACK)
         if value in ("true", "false"):
             return bool(value == "true")
         return self.default_enabled
 
-    def note_complete(self, d: Obj, *, revision: int) -> None:
+    def note_complete(self, d: Body, *, revision: int) -> None:
         """Remember the template of a revision that completed: where a failed rollout returns to."""
         ns, name = d["metadata"]["namespace"], d["metadata"]["name"]
         record = {"revision": revision, "commit": o.annotations(d).get(ANN_COMMIT, ""),
@@ -76,7 +76,7 @@ class AutoRollback:
             else known.get("previous")
         self._store.kv_set(rollback_completed_key(ns, name), {"current": record, "previous": previous})
 
-    def failure_reason(self, d: Obj, *, new_pods: list[Obj]) -> str | None:
+    def failure_reason(self, d: Body, *, new_pods: list[Body]) -> str | None:
         cond = o.get_condition(d.get("status") or {}, "Progressing") or {}
         if cond.get("reason") == "ProgressDeadlineExceeded":
             return "its progress deadline was exceeded"
@@ -88,7 +88,7 @@ class AutoRollback:
                     return f"its new pods crash-loop (pod {pod['metadata']['name']})"
         return None
 
-    def check(self, d: Obj, *, new_pods: list[Obj]) -> bool:
+    def check(self, d: Body, *, new_pods: list[Body]) -> bool:
         """Roll back if the rollout failed; True when it did."""
         if not self.enabled(d):
             return False
@@ -115,7 +115,7 @@ class AutoRollback:
                          "at": to_rfc3339(self._clock.now())})
         self._store.kv_set(FAILURES_KEY, failures)
 
-        def mutate(cur: Obj) -> Obj:
+        def mutate(cur: Body) -> Body:
             cur["spec"]["template"] = copy.deepcopy(good["template"])
             ann = cur["metadata"].setdefault("annotations", {})
             ann[ANN_ROLLED_BACK_FROM] = failed_commit
@@ -138,7 +138,7 @@ if TYPE_CHECKING:
         return hook  # mypy checks here that AutoRollback still matches the controller's Protocol
 
 
-def pinned_body(store: Any, body: Obj) -> tuple[Obj, bool]:
+def pinned_body(store: Any, body: Body) -> tuple[Body, bool]:
     """The applier's half. Returns (body to apply, whether a pin is now stale): while Git
     still declares the failed spec the good template is kept; once the manifest
     changes the pin is stale, and the caller clears it when it applies."""

@@ -35,7 +35,6 @@ from reconciler.gitops.record import SyncStatus
 
 log = structlog.get_logger("health")
 
-Obj = dict[str, Any]
 Key = tuple[str, str, str]
 WATCHED_KINDS = frozenset({"Deployment", "ReplicaSet", "Pod"})  # kinds whose readiness changes after apply
 

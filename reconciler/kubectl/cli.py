@@ -27,9 +27,11 @@ from reconciler.kubectl.commands.daemon import cmd_daemon, cmd_install_service
 from reconciler.kubectl.commands.describe import cmd_describe
 from reconciler.kubectl.commands.get import cmd_get
 from reconciler.kubectl.commands.logs import cmd_logs
+from reconciler.kubectl.commands.node import cmd_node
 from reconciler.kubectl.commands.output import err
 from reconciler.kubectl.commands.rollout import cmd_rollout_history, cmd_rollout_status, rollout_action
 from reconciler.kubectl.commands.sync import cmd_diff, cmd_status, cmd_sync
+from reconciler.kubectl.commands.tokens import cmd_join_command, cmd_token_create
 from reconciler.kubectl.commands.validate import cmd_validate
 from reconciler.kubectl.exit_codes import (
     EXIT_FAILED,
@@ -87,19 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the daemon's state dir (default: $RECONCILER_STATE_DIR, else the system default)")
     parser.add_argument("-n", "--namespace", dest="namespace", default=None, help="namespace (default: default)")
     parser.add_argument("--version", action="version", version=f"reconciler {_version()}")
+    _client_flags(parser, default=None)
     subs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def sub(p: argparse._SubParsersAction[_Parser], name: str, help_text: str, *, namespaced: bool = True
-            ) -> argparse.ArgumentParser:
+    def sub(p: argparse._SubParsersAction[_Parser], name: str, help_text: str, *, namespaced: bool = True,
+            client: bool = True) -> argparse.ArgumentParser:
         child = p.add_parser(name, help=help_text, description=help_text)
         # SUPPRESS: given after the subcommand it wins; absent, the global value stays.
         child.add_argument("--state-dir", dest="state_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        if client:
+            _client_flags(child, default=argparse.SUPPRESS)
         if namespaced:
             child.add_argument("-n", "--namespace", dest="namespace", default=argparse.SUPPRESS,
                                help="namespace (default: default)")
         return child
 
-    p = sub(subs, "daemon", "run the reconciler daemon", namespaced=False)
+    p = sub(subs, "daemon", "run the reconciler daemon", namespaced=False, client=False)
     p.add_argument("--config", help="config file (YAML)")
     p.add_argument("--repo", help="Git repository: a path or a URL")
     p.add_argument("--branch", help="branch to follow (default: main)")
@@ -108,10 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", metavar="DURATION", help="poll interval for a remote repository (default: 15s)")
     p.add_argument("--webhook-listen", metavar="HOST:PORT", help="listen for Git webhooks")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics")
+    p.add_argument("--cleanup", action="store_true",
+                   help="remove the Service data plane (the nftables table, which outlives the daemon) and exit")
     p.set_defaults(func=cmd_daemon)
 
     p = sub(subs, "install-service", "install the systemd unit, an example config and the launcher",
-            namespaced=False)
+            namespaced=False, client=False)
     p.add_argument("--dest", default="/etc/systemd/system", metavar="DIR",
                    help="where to write reconciler.service (default: /etc/systemd/system)")
     p.add_argument("--config", default="/etc/reconciler/config.yaml", metavar="FILE",
@@ -172,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["json"])
     p.set_defaults(func=cmd_diff)
 
-    p = sub(subs, "validate", "check manifests without a daemon", namespaced=False)
+    p = sub(subs, "validate", "check manifests without a daemon", namespaced=False, client=False)
     p.add_argument("path", metavar="PATH")
     p.set_defaults(func=cmd_validate)
 
@@ -185,7 +192,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true", help="keep streaming")
     p.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N lines")
     p.set_defaults(func=cmd_logs)
+
+    p = sub(subs, "token", "make tokens for the HTTPS API", namespaced=False, client=False)
+    tokens = p.add_subparsers(dest="token_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    tokens.required = True
+    t = sub(tokens, "create", "make a token and print it (the daemon keeps only its hash)", namespaced=False)
+    t.add_argument("--node", action="store_true", help="a node token (register a node, read what it runs, "
+                                                       "write its pods' status), not an admin token")
+    t.add_argument("--ttl", metavar="DURATION", help="expire after this long (default: never)")
+    t.set_defaults(func=cmd_token_create)
+
+    p = sub(subs, "node", "run this host's node agent against the control plane's API (or: node join-command)",
+            namespaced=False, client=False)
+    p.add_argument("--config", metavar="FILE", help="node config (YAML), e.g. /etc/reconciler/node.yaml")
+    p.add_argument("--server", dest="servers", action="append", metavar="URL",
+                   help="the control plane's API, https://HOST:6443 (repeatable: tried in turn)")
+    p.add_argument("--token", metavar="T", help="the node token")
+    p.add_argument("--token-file", dest="token_file", metavar="FILE", help="a file holding the node token")
+    p.add_argument("--ca-hash", dest="ca_hash", metavar="sha256:HEX", help="pin the control plane's CA")
+    p.add_argument("--name", help="node name (default: the host name)")
+    p.add_argument("--node-ip", dest="node_ip", metavar="IP", help="this host's address for other nodes")
+    p.add_argument("--pod-cidr", dest="pod_cidr", metavar="CIDR", help="pod CIDR (default: the control plane picks)")
+    p.add_argument("--podman-url", dest="podman_url", metavar="URL", help="podman's API (default: the local one)")
+    p.set_defaults(func=cmd_node)
+    nodes = p.add_subparsers(dest="node_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    t = sub(nodes, "join-command", "print the command a new host runs to join, with a new node token",
+            namespaced=False)
+    t.add_argument("--ttl", metavar="DURATION", help="the node token expires after this long (default: never)")
+    t.set_defaults(func=cmd_join_command)
     return parser
+
+
+def _client_flags(parser: argparse.ArgumentParser, *, default: object) -> None:
+    """How a client command reaches a daemon over HTTPS instead of the local socket."""
+    parser.add_argument("--server", default=default, metavar="URL",
+                        help="the daemon's HTTPS API, e.g. https://cp:6443 (default: $RECONCILER_SERVER, "
+                             "else the local socket)")
+    parser.add_argument("--token", default=default, metavar="T", help="bearer token (default: $RECONCILER_TOKEN)")
+    parser.add_argument("--ca-hash", dest="ca_hash", default=default, metavar="sha256:HEX",
+                        help="pin the server's CA by this hash (default: $RECONCILER_CA_HASH)")
+    parser.add_argument("--ca-file", dest="ca_file", default=default, metavar="FILE",
+                        help="trust the server's CA in this file (default: $RECONCILER_CA_FILE)")
 
 
 # --------------------------------------------------------------------------- main

@@ -1,26 +1,35 @@
-"""The API client the CLI uses: JSON over HTTP/1.1 on the daemon's unix socket.
+"""The API client the CLI uses: JSON over HTTP/1.1 on the daemon's unix socket, or HTTPS.
 
 Why it looks like this: the standard library's http.client with the connection's
 socket swapped for an AF_UNIX one, so the CLI starts fast and needs nothing the
 daemon does not. Each call opens its own connection; CLI calls are few, and a
 fresh connection can never be a half-closed keep-alive one. Failures come back
 as two exceptions the CLI maps to exit codes: `DaemonUnreachable` (nothing to talk
-to: exit 3) and `ApiError` (the daemon answered no: its Status message).
+to, or nothing we may trust: exit 3) and `ApiError` (the daemon answered no: its
+Status message, e.g. 401 for a wrong token).
+
+Over HTTPS (`server="https://HOST:PORT"`, with a bearer `token`) the server's
+certificate is checked against, in this order: the CA whose hash is `ca_hash`
+(fetched from the server's public `GET /cacert` once, then pinned, as kubeadm's
+`--discovery-token-ca-cert-hash` does), the CA in `ca_file`, or the system's trust
+store. A fetched CA whose hash differs is refused before any token is sent.
 """
 from __future__ import annotations
 
 import http.client
 import json
 import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class DaemonUnreachable(Exception):
-    """No daemon answers on the socket (missing, refused, not permitted, silent)."""
+    """No daemon answers on the socket or URL (missing, refused, not permitted, silent, untrusted)."""
 
-    def __init__(self, socket_path: Path, detail: str | None = None) -> None:
+    def __init__(self, socket_path: Path | str, detail: str | None = None) -> None:
         self.socket_path = socket_path
         self.detail = detail
         super().__init__(str(self))
@@ -63,16 +72,53 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = self.raw_sock = sock
 
 
+class UntrustedServer(DaemonUnreachable):
+    """The server's CA is not the pinned one, or its certificate is not trusted."""
+
+    def __str__(self) -> str:
+        return f"refusing {self.socket_path}: {self.detail}"
+
+
+def _https_target(url: str) -> tuple[str, int]:
+    parsed = urlsplit(url)
+    if parsed.scheme != "https" or not parsed.hostname:
+        raise ValueError(f"expected a server URL like https://HOST:6443, got {url!r}")
+    try:
+        port = parsed.port or 443
+    except ValueError:
+        raise ValueError(f"the port in {url!r} is not a number") from None
+    return parsed.hostname, port
+
+
 class ApiClient:
-    def __init__(self, *, socket_path: Path, timeout: float = 10) -> None:
-        self.socket_path = Path(socket_path)
+    def __init__(self, *, socket_path: Path | None = None, timeout: float = 10, server: str | None = None,
+                 token: str | None = None, ca_hash: str | None = None, ca_file: str | None = None) -> None:
+        if socket_path is None and server is None:
+            raise ValueError("ApiClient needs a socket path or a server URL")
+        # What error messages name: the socket, or the server's URL.
+        self.socket_path: Path | str = Path(socket_path) if socket_path is not None else str(server)
         self.timeout = timeout
+        self._server = _https_target(server) if server is not None else None
+        self._token = token
+        self._ca_hash = ca_hash.strip().lower() if ca_hash else None
+        self._ca_file = ca_file
+        self._context: ssl.SSLContext | None = None
+
+    @property
+    def https(self) -> bool:
+        return self._server is not None
 
     def get(self, path: str) -> dict[str, Any]:
         return self._json("GET", path, None)
 
     def post(self, path: str, body: Any = None) -> dict[str, Any]:
         return self._json("POST", path, body)
+
+    def put(self, path: str, body: Any) -> dict[str, Any]:
+        return self._json("PUT", path, body)
+
+    def delete(self, path: str) -> dict[str, Any]:
+        return self._json("DELETE", path, None)
 
     def get_text(self, path: str) -> str:
         """A plain-text endpoint (healthz, logs without follow)."""
@@ -90,6 +136,10 @@ class ApiClient:
                     data = response.read1(65536)
                 except TimeoutError:
                     raise DaemonUnreachable(self.socket_path, "the daemon stopped answering") from None
+                except (http.client.HTTPException, OSError, ValueError) as exc:
+                    # The daemon went away mid-stream (http.client reads a cut chunk header as ValueError).
+                    detail = f"the connection broke ({exc or type(exc).__name__})"
+                    raise DaemonUnreachable(self.socket_path, detail) from None
                 if not data:
                     break
                 text = decoder.feed(data)
@@ -127,15 +177,70 @@ class ApiClient:
             return {"value": doc}
         return doc
 
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self._server is None:
+            assert isinstance(self.socket_path, Path)
+            return _UnixConnection(self.socket_path, timeout=timeout)
+        host, port = self._server
+        return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._trust())
+
+    def _trust(self) -> ssl.SSLContext:
+        """The TLS context that verifies the server: the pinned CA, the CA file, or the system's."""
+        if self._context is not None:
+            return self._context
+        if self._ca_hash:
+            from reconciler.apiserver.tls import TlsError, ca_hash  # cryptography: only when pinning
+
+            pem = self._fetch_ca()
+            try:
+                got = ca_hash(pem)
+            except TlsError:
+                raise UntrustedServer(self.socket_path, "what it sent as its CA is not a certificate") from None
+            if got != self._ca_hash:
+                raise UntrustedServer(self.socket_path, f"its CA's hash is {got}, not the {self._ca_hash} given with "
+                                                        "--ca-hash (a wrong hash, or someone in between)")
+            context = ssl.create_default_context(cadata=pem)
+        elif self._ca_file:
+            try:
+                context = ssl.create_default_context(cafile=self._ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise UntrustedServer(self.socket_path, f"cannot read the CA file {self._ca_file} ({exc})") from None
+        else:
+            context = ssl.create_default_context()
+        self._context = context
+        return context
+
+    def _fetch_ca(self) -> str:
+        """The server's CA, over TLS not yet verified: it is trusted only if its hash matches."""
+        assert self._server is not None
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        conn = http.client.HTTPSConnection(*self._server, timeout=self.timeout, context=insecure)
+        try:
+            conn.request("GET", "/cacert")  # no token: it is not sent before the server is trusted
+            response = conn.getresponse()
+            raw = response.read()
+        except (http.client.HTTPException, OSError) as exc:
+            raise DaemonUnreachable(self.socket_path, f"cannot fetch its CA ({exc})") from None
+        finally:
+            conn.close()
+        text = raw.decode("utf-8", "replace")
+        if response.status != 200 or "BEGIN CERTIFICATE" not in text:
+            raise UntrustedServer(self.socket_path, f"it answered HTTP {response.status} instead of its CA certificate")
+        return text
+
     def _request(self, method: str, path: str, body: Any, *, timeout: float | None
-                 ) -> tuple[_UnixConnection, http.client.HTTPResponse]:
-        conn = _UnixConnection(self.socket_path, timeout=timeout if timeout is not None else self.timeout)
+                 ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        conn = self._connection(timeout if timeout is not None else self.timeout)
         headers = {"Accept": "application/json"}
+        if self._token and self._server is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        elif method == "POST":
+        elif method in ("POST", "PUT", "DELETE"):
             headers["Content-Length"] = "0"
         try:
             conn.request(method, path, body=payload, headers=headers)
@@ -143,6 +248,13 @@ class ApiClient:
         except (FileNotFoundError, ConnectionRefusedError):
             conn.close()
             raise DaemonUnreachable(self.socket_path) from None
+        except ssl.SSLCertVerificationError as exc:
+            conn.close()
+            raise UntrustedServer(
+                self.socket_path,
+                f"its certificate is not trusted ({exc.verify_message}); give --ca-hash sha256:HEX (printed by "
+                "`reconciler node join-command` on the control plane) or --ca-file FILE",
+            ) from None
         except PermissionError:
             conn.close()
             raise DaemonUnreachable(
@@ -154,8 +266,14 @@ class ApiClient:
         except (http.client.HTTPException, OSError) as exc:
             conn.close()
             raise DaemonUnreachable(self.socket_path, f"the connection failed ({exc})") from None
-        if timeout is None and conn.raw_sock is not None:
-            conn.raw_sock.settimeout(None)
+        raw_sock = getattr(conn, "raw_sock", None)
+        if timeout is None and raw_sock is not None:
+            raw_sock.settimeout(None)
+        elif timeout is None and response.fp is not None:
+            # HTTPS: the response's socket carries the connection's timeout; a follow stream waits on.
+            sock = getattr(getattr(response.fp, "raw", None), "_sock", None)
+            if sock is not None:
+                sock.settimeout(None)
         return conn, response
 
     @staticmethod

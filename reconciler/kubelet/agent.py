@@ -13,11 +13,17 @@ engine holds of it and makes one step towards the object. Its parts live beside 
 - ``prober``: the probes, whose verdicts feed readiness and liveness restarts.
 
 What stays here is starting: pulling images (ImagePullBackOff), creating and starting
-the pod, restarting exited containers after the crash-loop back-off
-(``core/backoff.py``), recreating containers removed behind our back, and restarting
-containers whose liveness probe gave up. A pod whose containers the engine refuses to
-start (DriverError on start) shows ``RunContainerError`` with the engine's message and is
-retried with the same back-off, not at every look.
+the pod, and restarting containers. A restart is what Kubernetes makes it: a NEW
+container from the image in the same pod (``NodeDriver.recreate_container``: a fresh
+writable layer, volumes kept), never the old one started again, so what a container
+broke in its own filesystem dies with it. Every restart, whatever its cause (the
+container exited or was stopped or killed by hand, removed by hand, or killed because
+its liveness or startup probe gave up), goes through one per-container crash-loop
+back-off (``core/backoff.py``: the first at once, then 10 s doubling to 5 min,
+forgotten after 10 min of running). A liveness failure only kills the container (as
+the kubelet does); the restart that follows is an ordinary one. A pod whose containers
+the engine refuses to start (DriverError on start) shows ``RunContainerError`` with the
+engine's message and is retried with the same back-off, not at every look.
 
 Wiring: what the agent calls out to comes in through its constructor: ``enqueue`` (its
 work queue), ``still_serving`` (the service proxy: is this IP still a backend?) and
@@ -46,6 +52,7 @@ from reconciler.kubelet.podrequest import build_request, engine_labels
 from reconciler.kubelet.prober import ProbeEvent, Prober, ProbeTarget
 from reconciler.kubelet.teardown import PodTeardown
 from runtime.driver import (
+    ContainerState,
     DriverError,
     EngineEvent,
     ImagePullError,
@@ -91,6 +98,9 @@ class NodeAgent:
         self._backoff: dict[tuple[str, str, str], Backoff] = {}  # crash loop, per container
         self._pull_backoff: dict[PodKey, Backoff] = {}
         self._run_backoff: dict[PodKey, Backoff] = {}  # the engine refused to start the pod's containers
+        # The container (id, per pod container) killed for a failed liveness/startup probe: restarted
+        # under OnFailure whatever its exit code (a SIGTERM'd process may well exit 0), as in Kubernetes.
+        self._probe_killed: dict[tuple[str, str, str], str] = {}
 
     # -- the engine view (pleg.py) -------------------------------------------------------------
     def on_engine_event(self, event: EngineEvent) -> None:
@@ -138,10 +148,13 @@ class NodeAgent:
             self.pleg.absorb_own_starts(key)
             state = self.pleg.refresh(key)
         else:
-            requeue = self._restart_exited(pod, state)
-            if requeue is None and self._restart_unhealthy(pod, state):
-                requeue = 0.0
+            if self._kill_unhealthy(pod, state):
+                # Killed, not restarted: the restart below is an ordinary one, back-off included.
+                state = self.pleg.refresh(key)
+            if state is not None:
+                requeue = self._restart_exited(pod, state)
             if requeue == 0.0:
+                self.pleg.absorb_own_restarts(key)
                 state = self.pleg.refresh(key)
                 requeue = None
         podstatus.write_status(self._store, pod, state, self._status_for(pod, state), now=self._clock.now())
@@ -179,31 +192,44 @@ class NodeAgent:
         return engine_labels(pod, node=self.node)
 
     def _restart_exited(self, pod: Obj, state: PodState) -> float | None:
-        """Restart exited containers per restartPolicy, after the crash-loop back-off.
+        """Restart containers that exited, were stopped, killed or removed, per restartPolicy and
+        after the crash-loop back-off; start those created but never started.
         Returns 0.0 if something was started, a delay to come back, or None."""
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         policy = pod["spec"].get("restartPolicy", "Always")
         now = self._clock.now()
         started_any = False
         wait: float | None = None
+
+        def later(seconds: float) -> None:
+            nonlocal wait
+            wait = seconds if wait is None else min(wait, seconds)
+
         present = {c.name for c in state.containers}
         missing = [c["name"] for c in pod["spec"].get("containers") or [] if c["name"] not in present]
-        if missing:
-            # Drift: a container removed behind our back (podman rm -f). The driver's
-            # create_pod with the same uid recreates exactly the missing ones.
+        # Ran before: the status names a container of it, or we restarted it already (its status
+        # then shows the back-off, without a container).
+        known = {cs.get("name") for cs in (pod.get("status") or {}).get("containerStatuses") or []
+                 if cs.get("containerID") or (namespace, name, cs.get("name")) in self._backoff}
+        if any(cname not in known for cname in missing):
+            # A container that never ran (the daemon died between creating the pod and it): the
+            # driver's create_pod with the same uid creates exactly the missing ones; no back-off,
+            # as nothing restarts. (Any missing one that did run comes back with it.)
             request, retry = self._create_and_start(pod)
             if request is None or retry is not None:
                 return retry
-            known = {cs.get("name") for cs in (pod.get("status") or {}).get("containerStatuses") or []
-                     if cs.get("containerID")}
             for cname in missing:
-                if cname not in known:
-                    continue  # never ran: the daemon died between creating the pod and this container
-                podstatus.bump_restart(self._store, pod, cname)
-                self._event(pod, "Warning", "DriftCorrected", f"Container {cname} was removed outside reconciler; recreated")
-                log.info("drift corrected", object=f"pod/{name}", namespace=namespace, container=cname,
-                         action="recreate")
-            started_any = True
+                if cname in known:
+                    self._backoff.setdefault((namespace, name, cname), Backoff()).step(now)
+                    self._restarted(pod, cname, last=None, why="removed")
+            return 0.0
+        for cname in missing:
+            # Drift: a container removed behind our back (podman rm -f): a restart like any other.
+            refused = self._restart(pod, cname, last=None, why="removed")
+            if refused is None:
+                started_any = True
+            else:
+                later(refused)
         for c in state.containers:
             if c.state == "running":
                 b = self._backoff.get((namespace, name, c.name))
@@ -216,29 +242,63 @@ class NodeAgent:
                 # or the engine refused to start it: then after the back-off).
                 refused = self._start(pod, container=c.name)
                 if refused is not None:
-                    wait = min(wait or refused, refused)
+                    later(refused)
                     continue
                 started_any = True
                 continue
-            if policy == "Never" or (policy == "OnFailure" and c.exit_code == 0):
+            killed = self._probe_killed.get((namespace, name, c.name)) == c.container_id
+            if policy == "Never" or (policy == "OnFailure" and c.exit_code == 0 and not killed):
                 continue
-            b = self._backoff.setdefault((namespace, name, c.name), Backoff())
-            if b.waiting(now):
-                wait = min(wait or b.remaining(now), b.remaining(now))
-                continue
-            refused = self._start(pod, container=c.name)
-            if refused is not None:
-                wait = min(wait or refused, refused)
-                continue
-            podstatus.bump_restart(self._store, pod, c.name)
-            b.step(now)
-            started_any = True
-            self._event(pod, "Warning" if c.exit_code else "Normal", "BackOff" if c.exit_code else "Restarted",
-                        f"Restarted container {c.name} (exit code {c.exit_code}); "
-                        f"next restart no sooner than {int(b.delay)}s")
+            refused = self._restart(pod, c.name, last=c, why="probe" if killed else "exited")
+            if refused is None:
+                started_any = True
+            else:
+                later(refused)
         if started_any:
             return 0.0
         return wait
+
+    def _restart(self, pod: Obj, cname: str, *, last: ContainerState | None, why: str) -> float | None:
+        """Restart one container (a new one from the image) once its crash-loop back-off allows:
+        None when it runs again, else the seconds until the next attempt."""
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        now = self._clock.now()
+        b = self._backoff.setdefault((namespace, name, cname), Backoff())
+        if b.waiting(now):
+            return b.remaining(now)
+        try:
+            request = build_request(pod=pod, store=self._store, volumes_dir=self.volumes_dir, labels=self._labels(pod))
+        except ConfigError as exc:
+            self._event(pod, "Warning", "Failed", f"Error: {exc}")
+            return 5.0
+        refused = self._start(pod, container=cname, recreate=request)
+        if refused is not None:
+            return refused
+        self._probe_killed.pop((namespace, name, cname), None)
+        b.step(now)
+        self._restarted(pod, cname, last=last, why=why)
+        return None
+
+    def _restarted(self, pod: Obj, cname: str, *, last: ContainerState | None, why: str) -> None:
+        """Count the restart and say why (events, log); ``last`` is the container it replaced."""
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        podstatus.bump_restart(self._store, pod, cname,
+                               last_state={"terminated": podstatus.terminated_state(last)} if last else None)
+        b = self._backoff.get((namespace, name, cname))
+        delay = f"; next restart no sooner than {int(b.delay)}s" if b and b.delay else ""
+        if why == "removed":
+            self._event(pod, "Warning", "DriftCorrected", f"Container {cname} was removed outside reconciler; recreated")
+            log.info("drift corrected", object=f"pod/{name}", namespace=namespace, container=cname, action="recreate")
+            return
+        code = last.exit_code if last else None
+        if why == "probe":
+            self._event(pod, "Normal", "Restarted",
+                        f"Restarted container {cname} after its liveness or startup probe failed{delay}")
+        else:
+            self._event(pod, "Warning" if code else "Normal", "BackOff" if code else "Restarted",
+                        f"Restarted container {cname} (exit code {code}){delay}")
+        log.info("container restarted", object=f"pod/{name}", namespace=namespace, container=cname, reason=why,
+                 exit_code=code, action="restart")
 
     def _create_and_start(self, pod: Obj) -> tuple[PodRequest | None, float | None]:
         """Create the engine pod (or the containers it lacks: the driver creates only what is
@@ -258,9 +318,10 @@ class NodeAgent:
             self.on_drift(drift.POD_RECREATED)
         return request, self._start(pod, container=None)
 
-    def _start(self, pod: Obj, *, container: str | None) -> float | None:
-        """Start the pod's containers (``container`` None) or (re)start one; None when done,
-        else the seconds until the next attempt.
+    def _start(self, pod: Obj, *, container: str | None, recreate: PodRequest | None = None) -> float | None:
+        """Start the pod's containers (``container`` None) or one container; with ``recreate``
+        (the pod's request), replace that container by a new one from its image and start it.
+        None when done, else the seconds until the next attempt.
 
         A start the engine refuses (bad command, missing mount...) is RunContainerError,
         retried with the crash-loop back-off: it will most likely fail the same way again.
@@ -274,6 +335,12 @@ class NodeAgent:
         try:
             if container is None:
                 self.driver.start_pod(namespace=namespace, name=name)
+            elif recreate is not None:
+                spec_c = next(c for c in recreate.containers if c.name == container)
+                # Each start pulls per imagePullPolicy, as the kubelet does (Always: a new pull).
+                self.driver.pull(spec_c.image, policy=spec_c.image_pull_policy)
+                self.driver.recreate_container(recreate, container=container,
+                                               grace_seconds=recreate.termination_grace_period_seconds)
             else:
                 self.driver.start_container(namespace=namespace, name=name, container=container)
         except NodeUnreachable:
@@ -286,18 +353,20 @@ class NodeAgent:
                         container=container or "*", error=str(exc), retry_in=b.delay, action="start")
             return b.delay
         if container is not None:
-            # One container started again: it exited, was stopped, or never started (the daemon
-            # died between create and start): in each case the engine had drifted from the pod.
+            # One container started (again): it exited, was stopped, killed or removed, failed its
+            # liveness probe, or never started (the daemon died between create and start): in each
+            # case the engine had drifted from the pod.
             self.on_drift(drift.CONTAINER_RESTARTED)
         self._run_backoff.pop(key, None)
         return None
 
     # -- probes ------------------------------------------------------------------------------
-    def _restart_unhealthy(self, pod: Obj, state: PodState) -> bool:
-        """Restart containers whose liveness (or startup) probe ran out of attempts."""
+    def _kill_unhealthy(self, pod: Obj, state: PodState) -> bool:
+        """Kill containers whose liveness (or startup) probe ran out of attempts; True if any.
+        Only the kill: ``_restart_exited`` restarts them after the crash-loop back-off."""
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         grace = int((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
-        restarted = False
+        killed = False
         for c in state.containers:
             if c.state != "running":
                 continue
@@ -306,26 +375,30 @@ class NodeAgent:
                 continue
             self._event(pod, "Normal", "Killing",
                         f"Container {c.name} failed its liveness or startup probe, will be restarted")
+            self._probe_killed[(namespace, name, c.name)] = c.container_id
             self.driver.stop_container(namespace=namespace, name=name, container=c.name, grace_seconds=grace)
-            self.driver.start_container(namespace=namespace, name=name, container=c.name)
-            self.on_drift(drift.CONTAINER_RESTARTED)
-            podstatus.bump_restart(self._store, pod, c.name)
-            log.info("container restarted", object=f"pod/{name}", namespace=namespace, container=c.name,
-                     reason=probe_state.message, action="restart")
-            restarted = True
-        return restarted
+            log.info("container killed", object=f"pod/{name}", namespace=namespace, container=c.name,
+                     reason=probe_state.message, action="kill")
+            killed = True
+        return killed
 
     def _sync_probes(self, pod: Obj, state: PodState | None) -> None:
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         running = {c.name: c for c in (state.containers if state else ()) if c.state == "running"}
         pod_ip = state.pod_ip if state else ""
+        # What the status said before (e.g. before this agent restarted): a container reported
+        # ready keeps its readiness until its next probe, so endpoints do not flap on a restart.
+        reported = {s.get("name"): s for s in (pod.get("status") or {}).get("containerStatuses") or []}
         for spec_c in (pod.get("spec") or {}).get("containers") or []:
             cname = spec_c["name"]
             c = running.get(cname)
             ports = {p["name"]: int(p["containerPort"]) for p in spec_c.get("ports") or [] if p.get("name")}
             target = ProbeTarget(pod_ip=pod_ip, ports_by_name=ports, exec_fn=self._exec_fn(namespace, name, cname))
+            before = reported.get(cname) or {}
+            was_ready = bool(c and before.get("ready") and before.get("containerID") == f"podman://{c.container_id}")
             self.prober.sync_container(pod_key=(namespace, name), container=cname, spec=spec_c, target=target,
-                                       started_at=from_rfc3339(c.started_at) if c else None, running=c is not None)
+                                       started_at=from_rfc3339(c.started_at) if c else None, running=c is not None,
+                                       instance=c.container_id if c else "", was_ready=was_ready)
 
     def _exec_fn(self, namespace: str, name: str, container: str) -> Callable[[list[str], float], tuple[int, str]]:
         def run(command: list[str], timeout: float) -> tuple[int, str]:
@@ -363,6 +436,8 @@ class NodeAgent:
         self._run_backoff.pop(key, None)
         for k in [k for k in self._backoff if k[0] == namespace and k[1] == name]:
             self._backoff.pop(k, None)
+        for k in [k for k in self._probe_killed if k[0] == namespace and k[1] == name]:
+            self._probe_killed.pop(k, None)
 
     def _event(self, pod: Obj, etype: str, reason: str, message: str) -> None:
         self._store.record_event(kind="Pod", namespace=pod["metadata"]["namespace"], name=pod["metadata"]["name"],

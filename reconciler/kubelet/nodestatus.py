@@ -34,6 +34,7 @@ import structlog
 
 from reconciler.core import objects as o
 from reconciler.core.clock import Clock, from_rfc3339, to_rfc3339
+from reconciler.core.keys import ANN_REGISTERED
 from reconciler.core.nodes import node_address, node_is_ready, pod_ip_capacity
 from runtime.driver import DriverError, NodeDriver, NodeInfo
 
@@ -54,10 +55,15 @@ class NodeBinding:
     pod_cidr: str
     labels: dict[str, str] = field(default_factory=dict)
     driver: NodeDriver | None = None
+    node_ip: str | None = None  # the host's address for other nodes (InternalIP); None: the pod CIDR's first
 
 
 class NodeController:
-    def __init__(self, *, store: Any, clock: Clock, nodes: list[NodeBinding]) -> None:
+    def __init__(self, *, store: Any, clock: Clock, nodes: list[NodeBinding],
+                 report_every: float = HEARTBEAT_REPORT_EVERY) -> None:
+        # A node agent on another host reports more often (10 s): the control plane knows it is
+        # alive only by these writes (nodelifecycle.REGISTERED_GRACE).
+        self._report_every = report_every
         self._store = store
         self._clock = clock
         self._nodes = {n.name: n for n in nodes}
@@ -93,7 +99,9 @@ class NodeController:
 
     def prune_unconfigured(self) -> list[str]:
         """Delete the Node objects of nodes no longer in the config; returns their names."""
-        gone = [n["metadata"]["name"] for n in self._store.list("Node") if n["metadata"]["name"] not in self._nodes]
+        # A Node that registered itself through the API (`reconciler node`) was never in the config.
+        gone = [n["metadata"]["name"] for n in self._store.list("Node") if n["metadata"]["name"] not in self._nodes
+                and (n["metadata"].get("annotations") or {}).get(ANN_REGISTERED) != "true"]
         for name in gone:
             self._store.delete("Node", "", name)
             self._store.record_event(kind="Node", namespace="", name=name, reason="RemovingNode",
@@ -107,7 +115,7 @@ class NodeController:
 
     def _status(self, node: NodeBinding) -> dict[str, Any]:
         info = self._info.get(node.name)
-        addresses = [{"type": "InternalIP", "address": node_address(node.pod_cidr)}]
+        addresses = [{"type": "InternalIP", "address": node.node_ip or node_address(node.pod_cidr)}]
         addresses.append({"type": "Hostname", "address": info.hostname if info and info.hostname else node.name})
         status: dict[str, Any] = {
             "addresses": addresses,
@@ -150,7 +158,7 @@ class NodeController:
                            "providerID": node.url}
             cur["status"] = new_status
             last_beat = from_rfc3339((old_ready or {}).get("lastHeartbeatTime")) or 0.0
-            if _no_times(cur) == before and now - last_beat < HEARTBEAT_REPORT_EVERY:
+            if _no_times(cur) == before and now - last_beat < self._report_every:
                 return None
             transition.append((old_ready or {}).get("status") != cond["status"])
             return cur

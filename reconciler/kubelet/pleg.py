@@ -191,6 +191,14 @@ class PodLifecycleEventGenerator:
             if self._stale.get(key, {"start"}) <= {"start"}:
                 self._stale.pop(key, None)
 
+    def absorb_own_restarts(self, key: PodKey) -> None:
+        """Like ``absorb_own_starts``, for a restart just made: a restart is a new container, so
+        the old one's died and remove events come with the new one's start. Called just before
+        the read-back, which sees all that these events could tell."""
+        with self._lock:
+            if self._stale.get(key, {"start"}) <= {"start", "died", "remove"}:
+                self._stale.pop(key, None)
+
     def removed(self, key: PodKey) -> None:
         """The worker removed this engine pod: it is gone from the view."""
         with self._lock:

@@ -9,9 +9,10 @@ allow-list let the manifest through).
 
 Service names resolve inside the pod through /etc/hosts entries to the
 Service's ClusterIP (``core/servicehosts.py``, shared with the proxy's sync, which
-keeps them current); the service proxy listens on that address inside the pod's
-own network namespace (see ``reconciler/proxy/``), so ``wget http://web/``
-works from a container as it does in Kubernetes.
+keeps them current); the node's nftables rules send that address to a ready
+endpoint (see ``reconciler/proxy/``), so ``wget http://web/`` works from a
+container as it does in Kubernetes. The pod IP is the scheduler's, given to the
+engine as the pod's static address on the node's bridge network.
 """
 from __future__ import annotations
 
@@ -139,23 +140,6 @@ def _resources(container: Obj) -> _Resources:
         raise ConfigError(f"invalid resources: {exc}") from None
 
 
-def _probe_ports(container: Obj) -> set[int]:
-    by_name = {p.get("name"): int(p["containerPort"]) for p in container.get("ports") or [] if p.get("name")}
-    ports: set[int] = set()
-    for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
-        probe = container.get(kind) or {}
-        for handler in ("httpGet", "tcpSocket"):
-            port = (probe.get(handler) or {}).get("port")
-            if isinstance(port, int):
-                ports.add(port)
-            elif isinstance(port, str):
-                if port.isdigit():
-                    ports.add(int(port))
-                elif port in by_name:
-                    ports.add(by_name[port])
-    return ports
-
-
 def engine_labels(pod: Obj, *, node: str) -> dict[str, str]:
     """Ownership labels for the engine: enough to rebuild the pod's place from podman alone."""
     spec = pod.get("spec") or {}
@@ -180,19 +164,15 @@ def build_request(*, pod: Obj, store: Any, volumes_dir: Path, labels: dict[str, 
     """Raises ConfigError when a referenced ConfigMap/Secret/key is missing."""
     meta, spec = pod["metadata"], pod.get("spec") or {}
     namespace = meta["namespace"]
-    pod_ip = o.annotations(pod).get(ANN_POD_IP, "127.0.0.1")
+    pod_ip = o.annotations(pod).get(ANN_POD_IP, "")  # the scheduler's choice; "" lets the engine pick
     volume_paths = prepare_volumes(pod=pod, store=store, volumes_dir=volumes_dir)
     pod_security = spec.get("securityContext") or {}
-    declared: set[int] = set()
-    probe_ports: set[int] = set()
     containers: list[ContainerRequest] = []
     for c in spec.get("containers") or []:
         env = container_env(pod=pod, container=c, store=store, pod_ip=pod_ip)
         env_map = dict(env)
         ports = tuple(PortRequest(container_port=int(p["containerPort"]), protocol=p.get("protocol", "TCP"),
                                   name=p.get("name")) for p in c.get("ports") or [])
-        declared |= {p.container_port for p in ports if p.protocol == "TCP"}
-        probe_ports |= _probe_ports(c)
         mounts = []
         for vm in c.get("volumeMounts") or []:
             source = volume_paths.get(vm.get("name", ""))
@@ -224,6 +204,5 @@ def build_request(*, pod: Obj, store: Any, volumes_dir: Path, labels: dict[str, 
         containers=tuple(containers),
         termination_grace_period_seconds=int(spec.get("terminationGracePeriodSeconds", 30)),
         hosts=service_hosts(namespace=namespace, services=services),
-        extra_ports=tuple(sorted(probe_ports - declared)),
         host_network=bool(spec.get("hostNetwork")),
     )

@@ -13,6 +13,11 @@ Semantics follow Kubernetes' prober worker:
   ``initialDelaySeconds``; a result only counts after ``failureThreshold``
   (or ``successThreshold``) consecutive equal outcomes;
 - readiness starts failed, liveness starts successful, startup starts unknown;
+  except for a container the prober meets already running and reported ready (``was_ready``:
+  the node agent restarted, its pods did not): its readiness starts where it was, so a
+  restart of the daemon never takes a healthy pod out of its Services' endpoints; the next
+  probe runs at once and decides from there (the kubelet keeps a pod ready across its own
+  restarts the same way);
   while a startup probe has not succeeded, liveness and readiness do not run,
   and after it succeeds it is not run again for that container;
 - a liveness or startup failure puts that probe on hold and marks the container
@@ -92,6 +97,7 @@ class _Container:
     probes: dict[str, _Probe] = field(default_factory=dict)
     message: str = ""
     message_kind: str = ""  # the probe whose failure ``message`` reports
+    instance: str = ""  # the engine's container id, as given by the caller
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,23 +126,31 @@ class Prober:
 
     # -- what to probe --------------------------------------------------------------------
     def sync_container(self, *, pod_key: tuple[str, str], container: str, spec: dict[str, Any], target: ProbeTarget,
-                       started_at: float | None, running: bool) -> None:
-        """Tell the prober about one container; idempotent. A new ``started_at`` (or a
-        changed probe spec, or running again after not running) resets its probes."""
+                       started_at: float | None, running: bool, instance: str = "", was_ready: bool = False) -> None:
+        """Tell the prober about one container; idempotent. A new ``started_at`` or
+        ``instance`` (the engine's container id: a restart makes a new container, which
+        may well start within the same second as the old one, and start times have
+        whole seconds), a changed probe spec, or running again after not running
+        resets its probes. ``was_ready``: the container (this very ``instance``) was reported
+        ready before this prober existed; it counts only when the prober first meets it."""
         configs = parse_probes(spec)
         key = (pod_key, container)
         with self._cond:
             before = self._state_locked(key)
             c = self._containers.get(key)
+            first_seen = c is None
             if c is None:
                 c = _Container(configs=configs, target=target, running=False, started_at=None)
                 self._containers[key] = c
             c.target = target
             if not running:
                 c.running, c.probes, c.message, c.message_kind = False, {}, "", ""
-                c.configs, c.started_at = configs, started_at
-            elif not c.running or c.started_at != started_at or c.configs != configs:
+                c.configs, c.started_at, c.instance = configs, started_at, instance
+            elif not c.running or c.started_at != started_at or c.instance != instance or c.configs != configs:
                 self._reset_locked(c, configs=configs, started_at=started_at)
+                c.instance = instance
+                if first_seen and was_ready:
+                    self._resume_ready_locked(c)
             after = self._state_locked(key)
             self._cond.notify_all()
         if before != after:
@@ -151,6 +165,13 @@ class Prober:
         # recognised as stale when it comes back and thrown away.
         c.probes = {kind: _Probe(config=cfg, next_due=start + cfg.initial_delay, result=kind == LIVENESS)
                     for kind, cfg in configs.items()}
+
+    def _resume_ready_locked(self, c: _Container) -> None:
+        """A container already running and ready when this prober started: keep it so."""
+        now = self._clock.now()
+        for probe in c.probes.values():
+            probe.result = True  # ready: its startup probe had passed, and its readiness too
+            probe.next_due = min(probe.next_due, now)
 
     def forget_pod(self, pod_key: tuple[str, str]) -> None:
         with self._cond:

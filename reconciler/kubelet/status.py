@@ -4,9 +4,10 @@
 back-offs say; it is pure, so the relist can recompute it cheaply to tell whether a
 pod is in step (``in_step``) and the worker can write it (``write_status``). The
 write compares only what the engine determines (``comparable``) and keeps what only
-the store knows: ``restartCount`` (the engine's container is the same one started
-again, so the engine cannot count our restarts for us; ``bump_restart`` counts them),
-``startTime``, and the conditions' transition times.
+the store knows: ``restartCount`` and ``lastState`` (a restart replaces the engine's
+container by a new one, so the engine neither counts our restarts nor remembers how
+the old one ended; ``bump_restart`` records both), ``startTime``, and the conditions'
+transition times.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class ComputedStatus(TypedDict):
     containerStatuses: list[dict[str, Any]]
 
 
-def _terminated(c: ContainerState) -> dict[str, Any]:
+def terminated_state(c: ContainerState) -> dict[str, Any]:
     return {"exitCode": c.exit_code, "reason": c.reason or ("Completed" if c.exit_code == 0 else "Error"),
             "startedAt": c.started_at, "finishedAt": c.finished_at}
 
@@ -55,11 +56,17 @@ def pod_status(pod: Obj, state: PodState | None, *, now: float, probes: Callable
             # The engine refused to start it: say why, as the kubelet does, until a start works.
             entry["state"] = {"waiting": {"reason": "RunContainerError", "message": refused.message}}
             if c is not None and c.state == "terminated":
-                entry["lastState"] = {"terminated": _terminated(c)}
+                entry["lastState"] = {"terminated": terminated_state(c)}
             if c is not None:
                 entry["containerID"] = f"podman://{c.container_id}"
         elif c is None:
-            entry["state"] = {"waiting": {"reason": "ContainerCreating"}}
+            b = crash_backoff(cname)
+            if b and b.until > now:
+                # Removed by hand and waiting its restart's back-off.
+                entry["state"] = {"waiting": {"reason": "CrashLoopBackOff",
+                                              "message": f"back-off {int(b.delay)}s restarting container={cname}"}}
+            else:
+                entry["state"] = {"waiting": {"reason": "ContainerCreating"}}
         elif c.state == "running":
             running += 1
             verdict = probes(cname)
@@ -70,7 +77,7 @@ def pod_status(pod: Obj, state: PodState | None, *, now: float, probes: Callable
             terminated += 1
             if c.exit_code == 0:
                 succeeded += 1
-            term = _terminated(c)
+            term = terminated_state(c)
             b = crash_backoff(cname)
             restartable = policy == "Always" or (policy == "OnFailure" and c.exit_code != 0)
             if restartable and b and b.until > now:
@@ -82,6 +89,8 @@ def pod_status(pod: Obj, state: PodState | None, *, now: float, probes: Callable
             entry["containerID"] = f"podman://{c.container_id}"
         else:
             entry["state"] = {"waiting": {"reason": c.reason or "ContainerCreating"}}
+        if c is not None and c.image_id:
+            entry["imageID"] = c.image_id
         statuses.append(entry)
     total = len(statuses)
     if state is None:
@@ -100,6 +109,10 @@ def pod_status(pod: Obj, state: PodState | None, *, now: float, probes: Callable
     }
 
 
+# Kept by the store across restarts (see the module docstring), so not compared.
+_STORE_ONLY = ("restartCount", "lastState")
+
+
 def comparable(status: dict[str, Any]) -> dict[str, Any]:
     """The parts of a stored pod status the engine determines, for change detection."""
     ready = o.get_condition(status, "Ready")
@@ -107,7 +120,7 @@ def comparable(status: dict[str, Any]) -> dict[str, Any]:
         "phase": status.get("phase"),
         "podIP": status.get("podIP"),
         "ready": bool(ready and ready.get("status") == "True"),
-        "containerStatuses": [{k: v for k, v in cs.items() if k != "restartCount"}
+        "containerStatuses": [{k: v for k, v in cs.items() if k not in _STORE_ONLY}
                               for cs in status.get("containerStatuses") or []],
     }
 
@@ -117,7 +130,7 @@ def _comparable_computed(computed: ComputedStatus) -> dict[str, Any]:
         "phase": computed["phase"],
         "podIP": computed["podIP"],
         "ready": computed["ready"],
-        "containerStatuses": [{k: v for k, v in cs.items() if k != "restartCount"}
+        "containerStatuses": [{k: v for k, v in cs.items() if k not in _STORE_ONLY}
                               for cs in computed["containerStatuses"]],
     }
 
@@ -136,9 +149,12 @@ def write_status(store: Any, pod: Obj, state: PodState | None, computed: Compute
             return None
         status = cur.setdefault("status", {})
         before = comparable(status)
-        stored_counts = {cs["name"]: cs.get("restartCount", 0) for cs in status.get("containerStatuses") or []}
+        stored = {cs["name"]: cs for cs in status.get("containerStatuses") or [] if cs.get("name")}
         for cs in computed["containerStatuses"]:
-            cs["restartCount"] = int(stored_counts.get(cs["name"], 0))
+            before_cs = stored.get(cs["name"]) or {}
+            cs["restartCount"] = int(before_cs.get("restartCount", 0))
+            if "lastState" not in cs and before_cs.get("lastState"):
+                cs["lastState"] = before_cs["lastState"]
         status["phase"] = computed["phase"]
         if computed["podIP"]:
             status["podIP"] = computed["podIP"]
@@ -183,16 +199,18 @@ def set_waiting(store: Any, pod: Obj, *, reason: str, message: str) -> None:
     store.update("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], mutate)
 
 
-def bump_restart(store: Any, pod: Obj, container: str) -> None:
-    """restartCount lives only in the store: the engine's container is the same
-    one started again, so the engine cannot count our restarts for us."""
+def bump_restart(store: Any, pod: Obj, container: str, *, last_state: dict[str, Any] | None = None) -> None:
+    """restartCount (and ``last_state``, how the replaced container ended) live only in the
+    store: a restart is a new engine container, which knows nothing of the old one."""
     def mutate(cur: Obj) -> Obj:
         statuses = cur.setdefault("status", {}).setdefault("containerStatuses", [])
         for cs in statuses:
             if cs.get("name") == container:
                 cs["restartCount"] = int(cs.get("restartCount", 0)) + 1
+                if last_state:
+                    cs["lastState"] = last_state
                 return cur
-        statuses.append({"name": container, "restartCount": 1})
+        statuses.append({"name": container, "restartCount": 1, **({"lastState": last_state} if last_state else {})})
         return cur
 
     store.update("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], mutate)

@@ -1,39 +1,41 @@
-"""Keeps the service proxy in step with the store: the kube-proxy's sync loop.
+"""Keeps the node's kernel data plane in step with the store: kube-proxy's sync loop.
 
 One work item ("all"), deduplicated, re-run whenever a Service, Endpoints or Pod
-changes: it hands every Service and Endpoints to the proxy (which listens on
-ClusterIP and NodePort addresses on the host) and, for each running pod on a
-local node, opens the ClusterIP listeners inside the pod's own network
-namespace — how ``wget http://web/`` reaches a Service from inside a container.
+changes. Each run:
 
-It also answers the node agent's question before a teardown: is this pod IP
-still a backend the proxy may send new connections to?
+1. builds the ``ProxyState`` (``state.build_state``: Services with their cluster IP,
+   ports, node ports and session affinity; the ready Endpoints addresses; the local
+   nodes' addresses, which a NodePort answers on besides 127.0.0.1) and hands it to
+   ``NftTable.sync`` — one atomic ``nft -f`` transaction, partial when only some
+   Services or endpoints changed, nothing at all when nothing did. No process stands
+   in the traffic: the table keeps answering while the daemon is stopped, killed or
+   restarting, and the next start simply syncs it again (a full rebuild, since a new
+   process does not know what the kernel holds);
+2. puts the local pod bridges' ports into hairpin mode (a new pod's veth starts with it
+   off; without it a pod cannot reach itself through its own Service — see
+   ``NftTable.enable_hairpin``), and drops the host's ARP entry for each newly started
+   pod's address (an address is reused after its pod is gone, with a new MAC; see
+   ``NftTable.forget_neighbour``);
+3. keeps running pods' /etc/hosts current (below).
 
-Cost: finding a pod's netns is two engine calls (an inspect of the pod and of its
-sandbox), and podman 4.3's inspects hold locks that slow the creates and starts
-running beside them. So nothing is looked up while no Service has a ClusterIP
-port to listen on (there would be nothing to open inside a pod): a burst of pod
-starts then costs the engine nothing here. It cannot be narrowed to the
-namespaces that have Services: a pod reaches a Service of any namespace by its
-qualified name (``web.other``) or its ClusterIP. When the first Service comes,
-its change re-runs the sync, which looks every running pod up then. A path found
-is remembered per pod uid, so each pod is looked up once while it runs.
+It also answers the node agent's question before a teardown: is this pod IP still a
+backend the rules may send new connections to? (Until the endpoints controller has
+taken it out and that change is in the kernel.)
 
-Names stay current the same way: for each running pod on a local node (host
-network included) the Service entries its /etc/hosts should hold
-(``service_hosts``, as at creation) are compared with those last written for its
-uid, and only a difference (a Service added, removed or readdressed; or a
-container restart, after which the engine may have rewritten the file) costs a
-``set_hosts``. A pod first seen is written once, which also moves its create-time
-entries into the driver's block; while no Service has had a ClusterIP since the
-daemon started, there is nothing to write and no pod is looked up. A pod whose
-file cannot be written is reported once and tried again on the next change;
-nothing here can fail the proxy sync.
+Names stay current the same way as before: for each running pod on a local node (host
+network included) the Service entries its /etc/hosts should hold (``service_hosts``, as
+at creation) are compared with those last written for its uid, and only a difference (a
+Service added, removed or readdressed; or a container restart, after which the engine
+may have rewritten the file) costs a ``set_hosts``. A pod first seen is written once,
+which also moves its create-time entries into the driver's block; while no Service has
+had a ClusterIP since the daemon started, there is nothing to write and no pod is looked
+up. A pod whose file cannot be written is reported once and tried again on the next
+change; nothing here can fail the data plane's sync.
 """
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -42,21 +44,39 @@ from reconciler.core import objects as o
 from reconciler.core.bodies import Body
 from reconciler.core.servicehosts import service_hosts
 from reconciler.core.workqueue import Result
-from reconciler.proxy.userspace import ServiceProxy, cluster_ip_listeners
-from runtime.driver import DriverError, NodeDriver
+from reconciler.proxy.nftables import NftError, NftTable
+from reconciler.proxy.state import build_state, cluster_ip
+from runtime.driver import NodeDriver
 
 log = structlog.get_logger("proxysync")
 
+RETRY_AFTER = 1.0  # seconds before a sync nft refused is tried again
 
 
 class ProxySync:
-    def __init__(self, *, store: Any, proxy: ServiceProxy, local_drivers: Mapping[str, NodeDriver]) -> None:
+    """``reconcile`` is the work queue's handler; ``still_serving`` the node agents' question.
+
+    ``local_drivers``: node name -> driver, for the nodes on this host (their pods' hosts
+    files are reachable, their addresses take NodePorts). ``bridges()``: the local pod
+    bridges' interface names (hairpin); ``bridge_of(node)``: one node's (None: unknown).
+    ``extra_node_ips``: more addresses a NodePort answers on (e.g. the host's own), besides
+    the local Nodes' InternalIPs and 127.0.0.1.
+    """
+
+    def __init__(self, *, store: Any, table: NftTable, local_drivers: Mapping[str, NodeDriver],
+                 bridges: Callable[[], Iterable[str]] = tuple,
+                 bridge_of: Callable[[str], str | None] = lambda _node: None,
+                 extra_node_ips: Iterable[str] = (), cluster_cidr: str | None = None) -> None:
         self._store = store
-        self._proxy = proxy
-        self._drivers = dict(local_drivers)  # node name -> driver, for nodes whose netns we can enter
+        self._table = table
+        self._drivers = dict(local_drivers)
+        self._bridges = bridges
+        self._bridge_of = bridge_of
+        self._neighbours_fresh: dict[str, str] = {}  # pod uid -> its IP, whose ARP entry was dropped
+        self._extra_node_ips = tuple(extra_node_ips)
+        self._cluster_cidr = cluster_cidr
         self._serving: frozenset[str] = frozenset()
-        self._netns: dict[str, str] = {}  # pod uid -> netns path we serve in
-        self._listeners_for: dict[str, tuple] = {}
+        self._problems: frozenset[str] = frozenset()  # logged once each, while they last
         # Pod uid -> (hosts entries, restart signature) its /etc/hosts was last brought to.
         self._hosts_written: dict[str, tuple] = {}
         self._hosts_warned: set[str] = set()  # pod uids whose failure was logged already
@@ -64,29 +84,75 @@ class ProxySync:
         self._lock = threading.Lock()
 
     def still_serving(self, ip: str) -> bool:
-        """True while ``ip`` may get new connections or still has open ones."""
+        """True while ``ip`` is a ready endpoint in the kernel's rules."""
         with self._lock:
-            if ip in self._serving:
-                return True
-        return self._proxy.open_connections_to(ip) > 0
+            return ip in self._serving
+
+    def node_ips(self) -> list[str]:
+        """The local nodes' addresses (their InternalIPs, as the kubelet reported them)."""
+        ips = list(self._extra_node_ips)
+        for name in self._drivers:
+            node = self._store.get("Node", "", name)
+            for address in ((node or {}).get("status") or {}).get("addresses") or []:
+                if address.get("type") == "InternalIP" and address.get("address"):
+                    ips.append(str(address["address"]))
+        return ips
 
     def reconcile(self, _key: Any) -> Result | None:
         services = self._store.list("Service")
         endpoints = self._store.list("Endpoints")
-        self._proxy.sync(services=services, endpoints=endpoints)
-        serving = frozenset(a.get("ip") for ep in endpoints for subset in ep.get("subsets") or []
-                            for a in subset.get("addresses") or [] if a.get("ip"))
+        state, problems = build_state(services=services, endpoints=endpoints, node_ips=self.node_ips(),
+                                      cluster_cidr=self._cluster_cidr)
+        for problem in sorted(set(problems) - self._problems):
+            log.warning(problem)
+        self._problems = frozenset(problems)
+        try:
+            kind = self._table.sync(state)
+        except NftError as exc:
+            log.error("cannot write the Service data plane; retrying", error=str(exc), table=self._table.table)
+            return Result(requeue_after=RETRY_AFTER)
+        if kind != "unchanged":
+            log.debug("data plane synced", sync=kind, seconds=round(self._table.last_seconds, 4),
+                      services=len(state.services))
+        serving = frozenset(ep.ip for eps in state.services.values() for ep in eps)
         with self._lock:
             self._serving = serving
-        self._sync_netns(services)
+        self._hairpin()
+        self._forget_stale_neighbours()
         try:
             self._sync_hosts(services)
-        except Exception as exc:  # names are a convenience: they must never stop the proxy
+        except Exception as exc:  # names are a convenience: they must never stop the data plane
             log.warning("cannot bring pods' /etc/hosts up to date", error=str(exc))
         return None
 
+    def _hairpin(self) -> None:
+        for bridge in self._bridges():
+            try:
+                self._table.enable_hairpin(bridge)
+            except NftError as exc:
+                # A bridge netavark has not made yet (no pod started) or just removed (its last
+                # pod gone) has no ports to set; the next pod's start re-runs this.
+                log.debug("hairpin mode not set", bridge=bridge, error=str(exc))
+
+    def _forget_stale_neighbours(self) -> None:
+        """Once per started local pod: drop the ARP entry a previous holder of its IP left."""
+        seen: dict[str, str] = {}
+        for pod in self._store.list("Pod"):
+            spec, status = pod.get("spec") or {}, pod.get("status") or {}
+            node, ip, uid = spec.get("nodeName") or "", status.get("podIP"), pod["metadata"].get("uid", "")
+            if node not in self._drivers or spec.get("hostNetwork") or not ip or status.get("phase") != "Running":
+                continue
+            seen[uid] = ip
+            if self._neighbours_fresh.get(uid) == ip:
+                continue
+            bridge = self._bridge_of(node)
+            if bridge:
+                self._table.forget_neighbour(ip, bridge=bridge)
+            self._neighbours_fresh[uid] = ip
+        self._neighbours_fresh = {uid: ip for uid, ip in self._neighbours_fresh.items() if uid in seen}
+
     def _sync_hosts(self, services: list[Body]) -> None:
-        if any(_has_cluster_ip(svc) for svc in services):
+        if any(cluster_ip(svc) for svc in services):
             self._had_cluster_ips = True
         running: set[str] = set()
         for pod in self._store.list("Pod"):
@@ -119,49 +185,6 @@ class ProxySync:
             if uid not in running:
                 del self._hosts_written[uid]
         self._hosts_warned &= running
-
-    def _sync_netns(self, services: list[Body]) -> None:
-        listeners = cluster_ip_listeners(services)
-        wanted: dict[str, str] = {}
-        # No ClusterIP port anywhere: nothing to serve inside any pod, so no pod is looked up
-        # (and pods served before are forgotten below, closing their listeners).
-        for pod in self._store.list("Pod") if listeners else []:
-            uid = pod["metadata"].get("uid", "")
-            node = (pod.get("spec") or {}).get("nodeName")
-            driver = self._drivers.get(node or "")
-            if driver is None or o.is_terminating(pod) or (pod.get("spec") or {}).get("hostNetwork"):
-                continue
-            if (pod.get("status") or {}).get("phase") != "Running":
-                continue
-            path = self._netns.get(uid)
-            if path is None:
-                try:
-                    path = driver.netns_path(namespace=pod["metadata"]["namespace"], name=pod["metadata"]["name"])
-                except DriverError:
-                    path = None
-            if path:
-                wanted[uid] = path
-        for uid, path in list(self._netns.items()):
-            if uid not in wanted:
-                self._proxy.forget_netns(path)
-                self._netns.pop(uid, None)
-                self._listeners_for.pop(uid, None)
-        signature = tuple(sorted((ip, port) for ip, port, _ in listeners))
-        for uid, path in wanted.items():
-            if self._netns.get(uid) == path and self._listeners_for.get(uid) == signature:
-                continue
-            try:
-                self._proxy.serve_in_netns(netns_path=path, listeners=listeners)
-            except Exception as exc:  # a pod that just went away must not stop the others
-                log.warning("cannot serve services inside a pod", netns=path, error=str(exc))
-                continue
-            self._netns[uid] = path
-            self._listeners_for[uid] = signature
-
-
-def _has_cluster_ip(service: Body) -> bool:
-    ip = (service.get("spec") or {}).get("clusterIP")
-    return bool(ip) and ip != "None"
 
 
 def _restarts(pod: Body) -> tuple[tuple[str, int], ...]:

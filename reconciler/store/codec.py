@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from reconciler.core.objects import Obj
+from reconciler.core.bodies import Body
 
 
 def rfc3339(ts: float) -> str:
@@ -42,11 +42,11 @@ loads: Callable[[str], Any] = json.loads
 
 # The cache's form of an object and back (a fresh deep copy per call). Bound to the
 # builtins themselves, not wrapped: `get` is the store's hottest path.
-encode: Callable[[Obj], bytes] = marshal.dumps
-decode: Callable[[bytes], Obj] = marshal.loads
+encode: Callable[[Body], bytes] = marshal.dumps
+decode: Callable[[bytes], Body] = marshal.loads
 
 
-def decode_many(blobs: list[bytes]) -> list[Obj]:
+def decode_many(blobs: list[bytes]) -> list[Body]:
     """marshal.loads each blob, with the cyclic GC paused for big batches.
 
     Thousands of fresh dicts kept alive trigger one generational collection after

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 
-from reconciler.core.objects import Obj
+from reconciler.core.bodies import Body
 
 MAX_EVENTS = 10_000
 _EVENT_TRIM_SLACK = 500
@@ -100,7 +100,7 @@ class EventLog:
         namespace: str | None,
         name: str | None,
         limit: int,
-    ) -> list[Obj]:
+    ) -> list[Body]:
         """The newest `limit` matching events as v1 Event objects, oldest first (see
         `StoreReader.events` for what `namespace` means)."""
         where: list[str] = []

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 
-from reconciler.core.objects import Obj
+from reconciler.core.bodies import Body
 
 Key = tuple[str, str]  # (namespace, name) within one kind
 # What a secondary index maps to keys, e.g. ("owner", "ReplicaSet", uid), ("node", name),
@@ -36,7 +36,7 @@ def _hashable(value: object) -> bool:
     return True
 
 
-def index_terms(obj: Obj) -> frozenset[Term]:
+def index_terms(obj: Body) -> frozenset[Term]:
     """The index terms of one stored object.
 
     Owners follow `objects.owner_uid(obj, kind)` exactly: per owner kind, the first

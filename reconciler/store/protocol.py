@@ -49,12 +49,12 @@ import builtins  # `list` is a method name in these classes; builtins.list is th
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from reconciler.core.objects import Obj
+from reconciler.core.bodies import Body
 
 # `callback(kind, namespace, name)`, called after a write of that object committed.
 WatchCallback = Callable[[str, str, str], None]
 # `mutate(current) -> new or None`: see `StoreWriter.update`.
-Mutate = Callable[[Obj], Obj | None]
+Mutate = Callable[[Body], Body | None]
 
 
 class StoreError(Exception):
@@ -65,27 +65,27 @@ class StoreError(Exception):
 class StoreReader(Protocol):
     """Reads of the cluster store: objects, index lookups, watches, and the daemon's records."""
 
-    def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+    def get(self, kind: str, namespace: str, name: str) -> Body | None:
         """A copy of one object, or None when absent."""
         ...
 
-    def list(self, kind: str, namespace: str | None = None) -> builtins.list[Obj]:
+    def list(self, kind: str, namespace: str | None = None) -> builtins.list[Body]:
         """Copies of every object of `kind` (in `namespace`, or all namespaces when None),
         sorted by (namespace, name)."""
         ...
 
-    def owned_by(self, kind: str, *, owner_kind: str, owner_uid: str, namespace: str | None = None) -> builtins.list[Obj]:
+    def owned_by(self, kind: str, *, owner_kind: str, owner_uid: str, namespace: str | None = None) -> builtins.list[Body]:
         """Objects of `kind` whose controller owner of `owner_kind` has `owner_uid`,
         sorted like `list`: per owner kind, the first ownerReference of that kind whose
         `controller` is true or absent (`objects.owner_uid(obj, owner_kind)`)."""
         ...
 
-    def on_node(self, kind: str, *, node: str, namespace: str | None = None) -> builtins.list[Obj]:
+    def on_node(self, kind: str, *, node: str, namespace: str | None = None) -> builtins.list[Body]:
         """Objects of `kind` (Pods) whose spec.nodeName is `node`, sorted like `list`.
         ValueError for an empty `node`: unbound pods are not indexed."""
         ...
 
-    def with_labels(self, kind: str, *, labels: Mapping[str, str], namespace: str | None = None) -> builtins.list[Obj]:
+    def with_labels(self, kind: str, *, labels: Mapping[str, str], namespace: str | None = None) -> builtins.list[Body]:
         """Objects of `kind` whose labels include every `labels` pair (an equality
         selector), sorted like `list`; empty `labels` select everything."""
         ...
@@ -115,7 +115,7 @@ class StoreReader(Protocol):
         namespace: str | None = None,
         name: str | None = None,
         limit: int = 200,
-    ) -> builtins.list[Obj]:
+    ) -> builtins.list[Body]:
         """The newest `limit` matching v1 Events, oldest first. `namespace` is the event's
         own namespace: events about cluster-scoped objects live in "default", so "" and
         "default" both find them."""
@@ -135,14 +135,14 @@ class StoreReader(Protocol):
 class StoreWriter(Protocol):
     """Writes to the cluster store. Object writes notify watchers; the others do not."""
 
-    def put(self, obj: Obj) -> Obj:
+    def put(self, obj: Body) -> Body:
         """Insert or replace an object (the caller's dict is not changed) and return the
         stored copy, with uid, creationTimestamp, generation and resourceVersion filled
         in by the store. ValueError without kind or metadata.name; ValueError/TypeError
         for what JSON cannot hold (nothing is written then)."""
         ...
 
-    def update(self, kind: str, namespace: str, name: str, mutate: Mutate) -> Obj | None:
+    def update(self, kind: str, namespace: str, name: str, mutate: Mutate) -> Body | None:
         """Read-modify-write one object without losing a concurrent write (see the module
         docstring: `mutate` may run more than once and must be pure). Returns what was
         stored, or None when the object is absent or `mutate` returned None."""

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from reconciler.core.objects import Obj
+from reconciler.core.bodies import Body
 from reconciler.store import codec, schema
 from reconciler.store.codec import rfc3339
 from reconciler.store.events import EventLog
@@ -171,13 +171,13 @@ class Store:
 
     # ------------------------------------------------------------------ objects
 
-    def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+    def get(self, kind: str, namespace: str, name: str) -> Body | None:
         with self._lock:
             blob = self._objects.get(kind, {}).get((namespace or "", name))
         # Decode outside the lock: the bytes are immutable, so readers do not queue.
         return None if blob is None else codec.decode(blob)
 
-    def list(self, kind: str, namespace: str | None = None) -> builtins.list[Obj]:
+    def list(self, kind: str, namespace: str | None = None) -> builtins.list[Body]:
         with self._lock:
             objects = self._objects.get(kind)
             if not objects:
@@ -193,13 +193,13 @@ class Store:
 
     def owned_by(
         self, kind: str, *, owner_kind: str, owner_uid: str, namespace: str | None = None
-    ) -> builtins.list[Obj]:
+    ) -> builtins.list[Body]:
         """Objects of `kind` whose controller owner of `owner_kind` has `owner_uid`,
         sorted like `list`: the same as filtering `list(kind, namespace)` with
         `objects.owner_uid(obj, owner_kind) == owner_uid`, without decoding the rest."""
         return self._lookup(kind, [("owner", owner_kind, owner_uid)], namespace=namespace)
 
-    def on_node(self, kind: str, *, node: str, namespace: str | None = None) -> builtins.list[Obj]:
+    def on_node(self, kind: str, *, node: str, namespace: str | None = None) -> builtins.list[Body]:
         """Objects of `kind` (Pods) whose spec.nodeName is `node`, sorted like `list`."""
         if not node:
             raise ValueError("on_node needs a node name; unbound pods are not indexed")
@@ -207,7 +207,7 @@ class Store:
 
     def with_labels(
         self, kind: str, *, labels: Mapping[str, str], namespace: str | None = None
-    ) -> builtins.list[Obj]:
+    ) -> builtins.list[Body]:
         """Objects of `kind` whose labels include every `labels` pair (values compared
         with ==, as an equality selector does), sorted like `list`. Empty `labels`
         select everything, as an empty selector does."""
@@ -215,7 +215,7 @@ class Store:
             return self.list(kind, namespace)
         return self._lookup(kind, [("label", k, v) for k, v in labels.items()], namespace=namespace)
 
-    def _lookup(self, kind: str, terms: builtins.list[Term], *, namespace: str | None) -> builtins.list[Obj]:
+    def _lookup(self, kind: str, terms: builtins.list[Term], *, namespace: str | None) -> builtins.list[Body]:
         with self._lock:
             objects = self._objects.get(kind)
             if not objects:
@@ -226,14 +226,14 @@ class Store:
             blobs = [objects[k] for k in sorted(keys)]
         return codec.decode_many(blobs)
 
-    def put(self, obj: Obj) -> Obj:
+    def put(self, obj: Body) -> Body:
         """Insert or replace an object; the store owns uid, creationTimestamp, generation
         and resourceVersion. Returns the stored copy."""
         stored = self._put(obj)
         self._notify(stored["kind"], stored["metadata"].get("namespace") or "", stored["metadata"]["name"])
         return stored
 
-    def update(self, kind: str, namespace: str, name: str, mutate: Mutate) -> Obj | None:
+    def update(self, kind: str, namespace: str, name: str, mutate: Mutate) -> Body | None:
         """Read-modify-write one object atomically: ``mutate`` gets a copy of the stored
         object and returns the new one, or None to write nothing. Returns what was
         stored, or None when the object is absent or nothing was written.
@@ -253,7 +253,7 @@ class Store:
         self._notify(kind, namespace or "", name)
         return stored
 
-    def _put(self, obj: Obj) -> Obj:
+    def _put(self, obj: Body) -> Body:
         # A JSON round trip copies the caller's dict (we never mutate it), turns tuples
         # into lists so a read after a restart looks like a read now, and rejects what
         # JSON cannot hold before anything is written.
@@ -398,7 +398,7 @@ class Store:
         namespace: str | None = None,
         name: str | None = None,
         limit: int = 200,
-    ) -> builtins.list[Obj]:
+    ) -> builtins.list[Body]:
         """The newest `limit` matching events, oldest first.
 
         `namespace` is the event's own namespace, as `kubectl get events -n` uses it:

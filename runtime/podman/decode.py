@@ -56,6 +56,7 @@ def container_state(container: dict[str, Any], *, oom_killed: bool = False) -> C
         "name": labels.get(LABEL_CONTAINER_NAME, ""),
         "image": labels.get(LABEL_CONTAINER_IMAGE) or container.get("Image", ""),
         "container_id": container.get("Id", ""),
+        "image_id": image_id(container),
         "restart_count": int(container.get("Restarts") or 0),
     }
     if state in RUNNING_STATES:
@@ -70,6 +71,16 @@ def container_state(container: dict[str, Any], *, oom_killed: bool = False) -> C
     # created / configured / initialized: made but not (successfully) started.
     return ContainerState(state="waiting", reason="Created" if state in ("created", "configured", "initialized")
                           else state.capitalize() or "Unknown", **common)
+
+
+def image_id(container: dict[str, Any]) -> str:
+    """The id of the image a container runs, as Kubernetes' imageID ("sha256:<hex>"; "" if unlisted).
+
+    podman lists the bare hex id (the image config's digest); containerd shows local images
+    the same way, with the algorithm in front.
+    """
+    listed = str(container.get("ImageID") or "")
+    return listed if not listed or ":" in listed else f"sha256:{listed}"
 
 
 def is_terminated(container: dict[str, Any]) -> bool:

@@ -48,6 +48,7 @@ from runtime.driver import (
     ImagePullError,
     LoneContainer,
     NodeInfo,
+    PodNetwork,
     PodRequest,
     PodState,
     WatchStatusHandler,
@@ -79,6 +80,7 @@ from runtime.podman.naming import (
     engine_container_name,
     engine_pod_name,
 )
+from runtime.podman.network import ensure_network
 from runtime.podman.transport import (
     DEFAULT_TIMEOUT,
     CallTimeout,
@@ -92,9 +94,12 @@ from runtime.podman.transport import (
 class PodmanDriver:
     """NodeDriver for one podman service, reached at ``url`` (unix://, ssh://, tcp://)."""
 
-    def __init__(self, *, url: str, call_timeout: float = 60.0) -> None:
-        """``call_timeout``: seconds an ordinary call may take before the node counts as unreachable."""
+    def __init__(self, *, url: str, call_timeout: float = 60.0, network: PodNetwork | None = None) -> None:
+        """``call_timeout``: seconds an ordinary call may take before the node counts as unreachable.
+        ``network``: the node's pod network, made on first use (None: podman's default network)."""
         self._transport = Transport(url=url, call_timeout=call_timeout)
+        self._network = network
+        self._bridge: str | None = None  # the pod network's bridge, once ensure_network found it
         self._oom = OomMemo()
         self._present = PresenceMemo()
 
@@ -240,7 +245,12 @@ class PodmanDriver:
             # Create first: the inspect that would tell us about a pod already there is only
             # needed when podman says the name is taken (409), which is rare (a retry after a
             # crash, a drift repair, a pod of an older uid).
-            response = self._call("post", "/pods/create", body=specgen.pod_spec(request, engine_name=engine_name))
+            network = None
+            if self._network is not None and not request.host_network:
+                self.ensure_network()
+                network = self._network.name
+            response = self._call("post", "/pods/create",
+                                  body=specgen.pod_spec(request, engine_name=engine_name, network=network))
             if response.status_code in (200, 201):
                 pod_id = str((response.json() or {}).get("Id", ""))
                 try:
@@ -323,6 +333,36 @@ class PodmanDriver:
     def stop_container(self, *, namespace: str, name: str, container: str, grace_seconds: int) -> None:
         engine_name = engine_container_name(namespace=namespace, name=name, container=container)
         self._stop_container(engine_name, grace=max(0, int(grace_seconds)), pod=f"{namespace}/{name}")
+
+    def recreate_container(self, request: PodRequest, *, container: str, grace_seconds: int) -> str:
+        # A restart is a new container from the image (Kubernetes), not the old one started
+        # again: what the old one wrote (a broken file, say) must not outlive it.
+        where = f"pod {request.namespace}/{request.name}"
+        engine_pod = engine_pod_name(namespace=request.namespace, name=request.name)
+        if not any(c.name == container for c in request.containers):
+            raise DriverError(f"{where} has no container {container} in its spec.")
+        specgen.check_request(request, engine_name=engine_pod)
+        pod = self._inspect_pod(engine_pod)
+        labels = (pod or {}).get("Labels") or {}
+        if pod is None or labels.get(LABEL_MANAGED) != "true":
+            raise DriverError(f"{where} does not exist on the node.")
+        if labels.get(LABEL_POD_UID) != request.uid:
+            raise DriverError(f"{where} on the node is another pod (uid {labels.get(LABEL_POD_UID)!r}).")
+        engine_name = engine_container_name(namespace=request.namespace, name=request.name, container=container)
+        self._stop_container(engine_name, grace=max(0, int(grace_seconds)), pod=f"{request.namespace}/{request.name}")
+        # v: the old container's anonymous (image VOLUME) volumes go with it, as its layer does.
+        response = self._call("delete", f"/containers/{engine_name}", params={"force": "true", "v": "true"})
+        if response.status_code not in (200, 204, 404):
+            raise DriverError(f"podman could not remove container {container} of {where}: "
+                              f"{error_message(response)}")
+        others = {engine_container_name(namespace=request.namespace, name=request.name, container=c.name)
+                  for c in request.containers if c.name != container}
+        made = self._create_containers(request, engine_pod, skip=others)
+        if container not in made:
+            # Created by someone else between our remove and create: not the fresh one we need.
+            raise DriverError(f"container {container} of {where} came back before it could be recreated.")
+        self.start_container(namespace=request.namespace, name=request.name, container=container)
+        return made[container]
 
     def stop_pod(self, *, namespace: str, name: str, grace_seconds: int) -> None:
         engine_name = engine_pod_name(namespace=namespace, name=name)
@@ -432,6 +472,13 @@ class PodmanDriver:
              timeout: float) -> tuple[int, str]:
         return exec_command(self._call, call_timeout=self.call_timeout, namespace=namespace, name=name,
                             container=container, command=command, timeout=timeout)
+
+    def ensure_network(self) -> str | None:
+        if self._network is None:
+            return None
+        if self._bridge is None:  # asked once per driver: the network outlives every pod
+            self._bridge = ensure_network(self._call, self._network)
+        return self._bridge
 
     def netns_path(self, *, namespace: str, name: str) -> str | None:
         pod = self._inspect_pod(engine_pod_name(namespace=namespace, name=name))

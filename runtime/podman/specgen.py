@@ -4,11 +4,11 @@ Design:
 - Everything is checked before podman makes anything (``check_request``), so a bad
   field leaves nothing half made behind and the error is one sentence naming the
   container and field, instead of podman's late and cryptic refusal.
-- Networking: the pod's infra container owns the network namespace; every
-  declared containerPort (and every ``extra_ports`` entry, for probes) is
-  published on ``pod_ip:port`` (host port = container port), so a pod answers on
-  its pod IP like in Kubernetes. A hostNetwork pod shares the node's network and
-  UTS namespaces instead and publishes nothing.
+- Networking: the pod's infra container owns the network namespace, joined to the
+  node's pod network (a bridge, ``network.py``) with the scheduler's pod IP as its
+  static address, so a pod answers on its pod IP on every port it listens on, as in
+  Kubernetes; nothing is published on the host. A hostNetwork pod shares the node's
+  network and UTS namespaces instead.
 - Extra /etc/hosts entries (Service names) are podman's ``hostadd``: on the pod,
   whose infra container owns the one hosts file every container bind-mounts; on
   each container for a hostNetwork pod (podman 4.3 ignores a pod's hostadd there).
@@ -22,6 +22,7 @@ Design:
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 import signal
 from collections.abc import Callable
@@ -44,12 +45,12 @@ def check_request(request: PodRequest, *, engine_name: str) -> None:
     for name in (engine_name, *(c.name for c in request.containers)):
         if not valid_engine_name(name):
             raise DriverError(f"{name!r} is not a valid name for a podman pod or container.")
-    publishes = request.extra_ports or any(c.ports for c in request.containers)
-    if publishes and not request.pod_ip and not request.host_network:
-        raise DriverError(f"pod {request.namespace}/{request.name} declares ports but has no pod IP.")
-    for port in request.extra_ports:
-        if not 1 <= port <= 65535:
-            raise DriverError(f"pod {request.namespace}/{request.name}: port {port} is not in 1-65535.")
+    if request.pod_ip and not request.host_network:
+        try:
+            ipaddress.IPv4Address(request.pod_ip)
+        except ValueError:
+            raise DriverError(f"pod {request.namespace}/{request.name}: pod IP {request.pod_ip!r} is not an "
+                              "IPv4 address.") from None
     for container in request.containers:
         check_container(container, pod=f"{request.namespace}/{request.name}")
 
@@ -83,8 +84,8 @@ def check_container(container: ContainerRequest, *, pod: str) -> None:
         signal_number(container.stop_signal, where=where)
 
 
-def pod_spec(request: PodRequest, *, engine_name: str) -> dict[str, Any]:
-    """The body of ``POST /pods/create``."""
+def pod_spec(request: PodRequest, *, engine_name: str, network: str | None = None) -> dict[str, Any]:
+    """The body of ``POST /pods/create``; ``network``: the node's pod network (None: podman's default)."""
     spec: dict[str, Any] = {"name": engine_name, "labels": pod_labels(request)}
     if request.host_network:
         # Kubernetes: a hostNetwork pod has the node's network and hostname; its ports are the
@@ -93,19 +94,12 @@ def pod_spec(request: PodRequest, *, engine_name: str) -> dict[str, Any]:
         spec["netns"] = {"nsmode": "host"}
         spec["utsns"] = {"nsmode": "host"}
         return spec
-    mappings: dict[tuple[int, str], dict[str, Any]] = {}
-    for container in request.containers:
-        for port in container.ports:
-            protocol = (port.protocol or "TCP").lower()
-            mappings[(port.container_port, protocol)] = {
-                "host_ip": request.pod_ip, "container_port": port.container_port,
-                "host_port": port.container_port, "protocol": protocol}
-    for extra in request.extra_ports:
-        mappings.setdefault((extra, "tcp"), {"host_ip": request.pod_ip, "container_port": extra,
-                                             "host_port": extra, "protocol": "tcp"})
+    if network:
+        spec["netns"] = {"nsmode": "bridge"}
+        options: dict[str, Any] = {"static_ips": [request.pod_ip]} if request.pod_ip else {}
+        spec["Networks"] = {network: options}
     # Kubernetes sets a pod's hostname to its name (a DNS label, at most 63 characters).
     spec["hostname"] = request.name[:63].rstrip(".-")
-    spec["portmappings"] = list(mappings.values())
     if request.hosts:
         spec["hostadd"] = [f"{host}:{ip}" for host, ip in request.hosts]
     return spec

@@ -8,7 +8,6 @@ The random moments come from a seed printed on failure; RECONCILER_CRASH_SEED re
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -54,14 +53,6 @@ def manifest(step: int, images) -> str:
     return MANIFEST.format(replicas=REPLICAS, step=step, image=images.hello_v2 if step % 2 else images.hello_v1)
 
 
-def isolated_config(path, node_url: str) -> tuple[str, ...]:
-    """Daemon flags for a config whose pod CIDR no other test file uses: several test runs may
-    share this host's loopback, and a pod IP taken by another run's pod cannot be published."""
-    path.write_text(json.dumps({"serviceCIDR": "127.97.0.0/16",
-                                "nodes": [{"name": "node1", "url": node_url, "podCIDR": "127.245.220.0/24"}]}))
-    return ("--config", str(path))  # after the harness's own --config, so this one wins
-
-
 def kill_and_restart(daemon: Daemon) -> None:
     assert daemon.proc is not None
     daemon.proc.kill()  # SIGKILL: no clean-up of any kind
@@ -77,8 +68,7 @@ def test_kill_9_during_rollouts_converges_without_duplicates_orphans_or_lost_his
     driver = PodmanDriver(url=podman_node.url)
     repo = tmp_path / "repo"
     commits = [init_repo(repo, {"crash.yaml": manifest(0, images)}, message="step 0")]
-    daemon = Daemon(repo=repo, state_dir=tmp_path / "state", nodes={"node1": podman_node.url},
-                    extra=isolated_config(tmp_path / "config.yaml", podman_node.url)).start()
+    daemon = Daemon(repo=repo, state_dir=tmp_path / "state", nodes={"node1": podman_node.url}).start()
     try:
         wait_for(lambda: daemon.json("status")["lastAppliedCommit"] == commits[0], timeout=90, what="step 0 healthy")
         kills = []

@@ -10,7 +10,7 @@ import urllib.error
 
 import pytest
 
-from tests.harness.daemon_harness import SLOT, Daemon, commit, http_get, init_repo, wait_for
+from tests.harness.daemon_harness import SERVICE_CIDR, Daemon, commit, http_get, http_inside, init_repo, wait_for
 
 pytestmark = pytest.mark.podman
 
@@ -80,11 +80,17 @@ def test_cluster_ip_balances_over_all_pods_and_node_port_answers(cluster):
     wait_for(lambda: len(ready_pods(daemon)) == 3, timeout=120, what="3 ready pods")
     svc = wait_for(lambda: (s := service(daemon))["spec"].get("clusterIP") and s, timeout=30, what="a ClusterIP")
     ip, node_port = svc["spec"]["clusterIP"], svc["spec"]["ports"][0]["nodePort"]
-    assert ipaddress.ip_address(ip) in ipaddress.ip_network(f"127.97.{SLOT}.0/24")
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(SERVICE_CIDR)
     assert 30000 <= node_port <= 32767
     ep = wait_for(lambda: (e := daemon.json("get", "endpoints", "web"))["subsets"]
                   and len(e["subsets"][0].get("addresses", [])) == 3 and e, timeout=30, what="3 endpoints")
     assert ep["subsets"][0]["ports"][0]["port"] == 8080
+    # Pod IPs are the pods' own addresses on the node's bridge: answered directly, nothing published.
+    pod_cidr = ipaddress.ip_network(cluster["node"].pod_cidr)
+    for address in ep["subsets"][0]["addresses"]:
+        assert ipaddress.ip_address(address["ip"]) in pod_cidr
+        assert "hello v1" in http_get(f"http://{address['ip']}:8080/")
+    assert "0.0.0.0" not in cluster["node"].cli("ps", "--format", "{{.Ports}}").stdout
     seen = set()
     wait_for(lambda: http_get(f"http://{ip}:80/"), timeout=20, what="the ClusterIP to answer")
     for _ in range(30):
@@ -248,13 +254,57 @@ def test_service_reachable_from_inside_a_container_by_env_and_name(cluster):
     ctr = f"default_{pod['metadata']['name']}_web"
     env = node.cli("exec", ctr, "sh", "-c", "echo $WEB_SERVICE_HOST:$WEB_SERVICE_PORT").stdout.strip()
     assert env == f"{service(daemon)['spec']['clusterIP']}:80"
-    by_env = wait_for(lambda: (r := node.cli("exec", ctr, "sh", "-c",
-                                             "wget -qO- http://$WEB_SERVICE_HOST:$WEB_SERVICE_PORT/")).returncode == 0
-                      and r.stdout, timeout=20, what="wget by env inside the container")
+    host, port = env.split(":")
+    by_env = wait_for(lambda: (r := http_inside(node, ctr, host, int(port))).returncode == 0 and r.stdout,
+                      timeout=20, what="a request by env inside the container")
     assert "hello" in by_env
     for name in ("web", "web.default", "web.default.svc"):
-        out = node.cli("exec", ctr, "wget", "-qO-", f"http://{name}/")
+        out = http_inside(node, ctr, name)
         assert out.returncode == 0 and "hello" in out.stdout, f"{name}: {out.stderr}"
+
+
+def test_a_pod_reaches_itself_through_its_own_service(cluster):
+    """Hairpin: with one ready endpoint left, every request from that pod to its Service is to itself."""
+    daemon, node, repo = cluster["daemon"], cluster["node"], cluster["repo"]
+    commit(repo, {"solo.yaml": SOLO.format(image=cluster["images"].hello_v1), "solo-svc.yaml": SOLO_SERVICE},
+           message="solo")
+    pod = wait_for(lambda: ready_pods(daemon, "solo") and ready_pods(daemon, "solo")[0], timeout=120,
+                   what="a ready solo pod")
+    ctr = f"default_{pod['metadata']['name']}_web"
+    wait_for(lambda: (e := daemon.json("get", "endpoints", "solo"))["subsets"]
+             and e["subsets"][0].get("addresses"), timeout=30, what="the solo endpoint")
+    for _ in range(5):
+        out = http_inside(node, ctr, "solo", timeout=3)
+        assert out.returncode == 0 and "hello" in out.stdout, out.stderr
+    commit(repo, {"solo.yaml": "", "solo-svc.yaml": ""}, message="remove solo")
+
+
+SOLO = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: solo}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: solo}}}}
+  template:
+    metadata: {{labels: {{app: solo}}}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+        - name: web
+          image: {image}
+          ports: [{{name: http, containerPort: 8080}}]
+          readinessProbe: {{httpGet: {{path: /index.html, port: http}}, periodSeconds: 1}}
+"""
+
+SOLO_SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata: {name: solo}
+spec:
+  selector: {app: solo}
+  ports: [{port: 80, targetPort: http}]
+"""
 
 
 LATE_SERVICE = """\
@@ -273,7 +323,7 @@ def test_a_service_added_after_the_pod_resolves_by_name_inside_it_and_goes_when_
     uid, ctr = pod["metadata"]["uid"], f"default_{pod['metadata']['name']}_web"
 
     def fetch(name: str) -> str:
-        out = node.cli("exec", ctr, "wget", "-qO-", f"http://{name}/", timeout=30)
+        out = http_inside(node, ctr, name)
         return out.stdout if out.returncode == 0 else ""
 
     assert fetch("late") == ""  # not a Service yet
@@ -287,7 +337,7 @@ def test_a_service_added_after_the_pod_resolves_by_name_inside_it_and_goes_when_
     commit(repo, {}, message="remove Service late")
 
     def gone() -> bool:
-        out = node.cli("exec", ctr, "wget", "-qO-", "http://late/", timeout=30)
+        out = http_inside(node, ctr, "late")
         return out.returncode != 0 and "bad address" in out.stderr
     wait_for(gone, timeout=60, what="the name late to stop resolving inside the pod")
     hosts = node.cli("exec", ctr, "cat", "/etc/hosts", check=True).stdout

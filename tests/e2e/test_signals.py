@@ -19,7 +19,15 @@ from reconciler.core.clock import ManualClock, SystemClock
 from reconciler.core.workqueue import WorkQueue
 from reconciler.daemon.systemd import Notifier, ProgressWatchdog, notify
 from runtime.podman.driver import PodmanDriver
-from tests.harness.daemon_harness import REPO_ROOT, commit, free_port, http_get, init_repo, wait_for  # noqa: E402
+from tests.harness.daemon_harness import (  # noqa: E402
+    REPO_ROOT,
+    commit,
+    daemon_settings,
+    free_port,
+    http_get,
+    init_repo,
+    wait_for,
+)
 
 
 class NotifySocket:
@@ -207,9 +215,8 @@ class NotifiedDaemon:
 
     def config(self, **extra: object) -> dict:
         doc: dict = {"source": {"repo": str(self.repo), "branch": "main", "interval": "1h"},
-                     "stateDir": str(self.state_dir), "serviceCIDR": "127.97.0.0/16",
-                     "metricsListen": f"127.0.0.1:{self.metrics_port}",
-                     "nodes": [{"name": "node1", "url": self.node_url, "podCIDR": "127.245.230.0/24"}]}
+                     "stateDir": str(self.state_dir), "metricsListen": f"127.0.0.1:{self.metrics_port}",
+                     **daemon_settings({"node1": self.node_url})}
         for key, value in extra.items():
             if key == "interval":
                 doc["source"]["interval"] = value

@@ -22,7 +22,8 @@ import pytest
 
 from reconciler.daemon import install
 from runtime.podman.driver import PodmanDriver
-from tests.harness.daemon_harness import REPO_ROOT, commit, init_repo, wait_for  # noqa: E402
+from tests.harness.daemon_harness import NFT_TABLE, REPO_ROOT, SERVICE_CIDR, commit, init_repo, wait_for  # noqa: E402
+from tests.harness.podman_fixtures import network_settings
 
 UNIT_FILE = REPO_ROOT / "systemd" / "reconciler.service"
 CACHE = Path(os.environ.get("RECONCILER_SYSTEMD_CACHE", "/var/cache/reconciler-systemd-image"))
@@ -125,16 +126,21 @@ spec:
           ports: [{{containerPort: 8080}}]
 """
 
+# The node's pod CIDR and network are its podman service's bridge (the harness's slot); the
+# service range and nftables table are this test session's (the container shares the host's
+# network, so its data plane is the host kernel's).
 CONFIG = """\
 source:
   repo: /srv/gitops/manifests
   branch: main
 stateDir: /var/lib/reconciler
-serviceCIDR: 127.98.0.0/16
+serviceCIDR: {service_cidr}
+nftTable: {table}
 nodes:
   - name: node1
     url: unix:///run/podman/podman.sock
-    podCIDR: 127.245.240.0/24
+    podCIDR: {pod_cidr}
+    network: {network}
 """
 
 
@@ -215,7 +221,9 @@ def test_the_unit_under_real_systemd(tmp_path, podman_node, images, systemd_imag
         installed = box.ok("/opt/reconciler/venv/bin/reconciler install-service")
         assert "written /etc/systemd/system/reconciler.service" in installed
         assert "written /usr/local/bin/reconciler" in installed
-        box.ok("cat > /etc/reconciler/config.yaml", input=CONFIG)
+        network = network_settings(podman_node.url)
+        box.ok("cat > /etc/reconciler/config.yaml", input=CONFIG.format(
+            service_cidr=SERVICE_CIDR, table=NFT_TABLE, pod_cidr=network["podCIDR"], network=network["network"]))
         verify = box.sh("systemd-analyze verify /etc/systemd/system/reconciler.service")
         assert verify.returncode == 0 and not (verify.stdout + verify.stderr).strip(), verify.stdout + verify.stderr
         box.ok("systemctl daemon-reload")

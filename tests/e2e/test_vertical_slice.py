@@ -10,7 +10,7 @@ import time
 import pytest
 
 from runtime.podman.driver import PodmanDriver
-from tests.harness.daemon_harness import SLOT, Daemon, commit, git, http_get, init_repo, wait_for
+from tests.harness.daemon_harness import Daemon, commit, git, http_get, init_repo, wait_for
 
 pytestmark = pytest.mark.podman
 
@@ -47,7 +47,7 @@ def cluster(tmp_path_factory, podman_node, images):
     first = init_repo(repo, {"apps/hello.yaml": MANIFEST.format(image=images.hello_v1)}, message="hello v1")
     daemon = Daemon(repo=repo, state_dir=base / "state", nodes={"node1": podman_node.url}).start()
     state = {"daemon": daemon, "repo": repo, "commits": [first], "driver": PodmanDriver(url=podman_node.url),
-             "images": images}
+             "images": images, "pod_cidr": podman_node.pod_cidr}
     yield state
     if daemon.proc and daemon.proc.poll() is None:
         daemon.stop()
@@ -76,7 +76,7 @@ def serving(daemon: Daemon, version: str, count: int = 3) -> list[dict]:
 def test_commit_runs_three_ready_pods_that_answer(cluster):
     daemon = cluster["daemon"]
     running = wait_for(lambda: serving(daemon, "v1"), timeout=120, what="3 ready v1 pods answering HTTP")
-    cidr = ipaddress.ip_network(f"127.245.{SLOT}.0/24")  # the harness gives test nodes 127.245.SLOT+N.0/24
+    cidr = ipaddress.ip_network(cluster["pod_cidr"])  # the node's pod CIDR: its bridge's subnet
     assert {p["spec"]["nodeName"] for p in running} == {"node1"}
     assert all(p["status"]["phase"] == "Running" for p in running)
     ips = {p["status"]["podIP"] for p in running}

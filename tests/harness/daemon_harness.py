@@ -3,6 +3,7 @@
 `reconciler ...` commands for every observation."""
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -15,15 +16,37 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.harness.podman_fixtures import claim_network_slot
+from tests.harness.podman_fixtures import claim_network_slot, network_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Address ranges for this test session: 127.245.SLOT.0/24 for the first node and
-# 127.97.SLOT.0/24 for Services, so two sessions on one machine (or a host daemon on
-# 127.244/127.96) never publish on the same address. The slot is held with an flock for the
-# life of the process (podman_fixtures' network slots), so no concurrent session gets it.
+# What this test session's daemons own on the shared kernel: the Services' range
+# 10.96.SLOT.0/24 and the nftables table ``ip rctestSLOT`` (each node's pod CIDR is its own
+# podman service's network slot, ``network_settings``). So two sessions on one machine, or a
+# daemon on the host with the defaults (10.96.0.0/16 and ``ip reconciler``), never overwrite
+# each other's rules or share a ClusterIP; separate network namespaces would not do, since the
+# tests reach Services from the host (127.0.0.1 NodePorts) and from pods on the host's bridges.
+# The slot is held with an flock for the life of the process (podman_fixtures' network slots),
+# so no concurrent session gets it.
 _SLOT_CLAIM = claim_network_slot()
 SLOT = _SLOT_CLAIM.index
+SERVICE_CIDR = f"10.96.{SLOT}.0/24"
+NFT_TABLE = f"rctest{SLOT}"
+
+
+def remove_nft_table() -> None:
+    """Remove this session's data-plane table (the daemon leaves it on purpose when it stops)."""
+    subprocess.run(["nft", "delete", "table", "ip", NFT_TABLE], capture_output=True, timeout=30, check=False)
+
+
+# Also when a test failed before its own cleanup: nothing of ours stays in the kernel.
+atexit.register(remove_nft_table)
+
+
+def daemon_settings(nodes: dict[str, str]) -> dict[str, Any]:
+    """The config keys a test daemon needs on this machine: its Service range, its nftables
+    table, and each node (name -> podman URL) with the pod CIDR and network of its bridge."""
+    return {"serviceCIDR": SERVICE_CIDR, "nftTable": NFT_TABLE,
+            "nodes": [{"name": name, "url": url, **network_settings(url)} for name, url in nodes.items()]}
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
@@ -71,6 +94,21 @@ def commit(repo: Path, files: dict[str, str], *, message: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
+def http_inside(node: Any, container: str, host: str, port: int = 80, path: str = "/",
+                timeout: int = 2) -> subprocess.CompletedProcess[str]:
+    """GET ``http://host:port/path`` from inside a container (the test images' busybox).
+
+    With ``nc``, not ``wget``: busybox's wget segfaults on some hosts (seen under gVisor),
+    while nc and the resolver (``/etc/hosts``) work. stdout is the whole response, headers
+    included; an unknown name fails with "bad address" on stderr, as wget's does.
+    """
+    request = f"printf 'GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' | nc -w {timeout} {host} {port}"
+    out = node.cli("exec", container, "sh", "-c", request, timeout=30)
+    if out.returncode == 0 and not out.stdout.startswith("HTTP/1."):
+        out.returncode = 1  # connected, but no HTTP answer (reset, closed)
+    return out
+
+
 def http_get(url: str, *, timeout: float = 2.0) -> str:
     with urllib.request.urlopen(url, timeout=timeout) as response:  # loopback only
         return response.read().decode()
@@ -86,16 +124,12 @@ class Daemon:
         self.extra = extra
         self.proc: subprocess.Popen | None = None
         self.log_path = state_dir.parent / f"{state_dir.name}-daemon.log"
+        self.config_path = state_dir.parent / f"{state_dir.name}-config.yaml"
 
     def start(self) -> Daemon:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        # Test nodes take pod CIDRs from 127.245.0.0/16, so a daemon running on the host
-        # with the default 127.244.N.0/24 ranges never shares a published address with them.
-        config = self.state_dir.parent / f"{self.state_dir.name}-config.yaml"
-        config.write_text(json.dumps({**self.config_extra, "serviceCIDR": f"127.97.{SLOT}.0/24", "nodes": [
-            {"name": name, "url": url, "podCIDR": f"127.245.{SLOT if i == 0 else claim_network_slot().index}.0/24"}
-            for i, (name, url) in enumerate(self.nodes.items())
-        ]}))
+        config = self.config_path
+        config.write_text(json.dumps({**self.config_extra, **daemon_settings(self.nodes)}))
         args = [sys.executable, "-m", "reconciler", "daemon", "--config", str(config), "--repo", str(self.repo),
                 "--branch", "main", "--state-dir", str(self.state_dir), *self.extra]
         log = open(self.log_path, "ab")
@@ -103,7 +137,9 @@ class Daemon:
         wait_for(lambda: self.cli("status", "-o", "json").returncode == 0, timeout=60, what="the daemon's API")
         return self
 
-    def stop(self, *, timeout: float = 20.0) -> int:
+    def stop(self, *, timeout: float = 20.0, cleanup: bool = True) -> int:
+        """SIGTERM and wait; then (``cleanup``) remove the data plane's table, which a stopped
+        daemon leaves in the kernel on purpose, with the daemon's own ``--cleanup``."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -112,6 +148,19 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError(f"the daemon did not stop within {timeout}s of SIGTERM") from None
+        finally:
+            if cleanup:
+                self.cleanup_data_plane()
+
+    def kill(self) -> None:
+        """``kill -9``: the process goes at once, the kernel's rules stay."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def cleanup_data_plane(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "reconciler", "daemon", "--cleanup", "--config",
+                               str(self.config_path)], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "reconciler", "--state-dir", str(self.state_dir), *args],

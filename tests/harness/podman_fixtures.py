@@ -16,13 +16,15 @@ one bridge; and netavark names its firewall chains after the network name, so
 one service tearing down "its" ``podman`` network would take the other's port
 forwarding with it. So every test node gets a network of its own: a netavark
 config dir holding one bridge network with a unique name, bridge and subnet
-(``rcnet<N>``, 10.213.<N>.0/24), made the node's default network through a
+(``rcnet<N>``, 10.244.<N>.0/24: the node's pod CIDR, inside the pod network's
+10.244.0.0/16 that tests may send traffic to), made the node's default network through a
 per-node ``CONTAINERS_CONF`` (podman 4.3 reads only that file when it is set,
 so it is the host's containers.conf files merged, plus the ``[network]``
 settings). ``N`` is a slot claimed with an flock under /tmp, so concurrent
 test sessions never pick the same one, and a crashed session's slot is free
-again as soon as its process is gone. Each slot also suggests a pod CIDR
-(127.245.<N>.0/24) that no other session uses at the same time.
+again as soon as its process is gone. A daemon under test is given the slot's
+network and subnet as its node's ``network`` and ``podCIDR`` (``network_settings``), so
+the pods it places get their scheduler-chosen addresses on this very bridge.
 
 Use from tests/conftest.py:  from podman_fixtures import podman_host, podman_node, images  # noqa: F401
 (a test module needing a second node imports ``podman_node2`` from here itself).
@@ -50,7 +52,7 @@ from runtime.podman.service import PodmanService, ping_socket
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY_URL = "http://127.0.0.1:5000"
 
-# Network slots: 16..250 leaves 127.245.0-15.0/24 to the daemon harness's defaults (node N -> 127.245.N.0/24).
+# Network slots: 16..250 leave 10.244.0-15.0/24 to a daemon's defaults (node N -> 10.244.N.0/24).
 NETWORK_SLOTS_DIR = Path("/tmp/reconciler-test-network-slots")
 FIRST_SLOT, LAST_SLOT = 16, 250
 NETWORK_PREFIX = "rcnet"  # network and bridge name: rcnet<N>, well under Linux's 15 characters
@@ -111,8 +113,8 @@ class NetworkSlot:
 
     index: int
     name: str  # network name and bridge interface
-    subnet: str  # the containers' addresses on the bridge
-    pod_cidr: str  # a podCIDR for the node (published pod IPs) that no other session uses
+    subnet: str  # the containers' addresses on the bridge: the node's pod CIDR
+    pod_cidr: str  # the same: a podCIDR no other session uses
     lock_fd: int
 
     def release(self) -> None:
@@ -132,8 +134,8 @@ def claim_network_slot() -> NetworkSlot:
         except BlockingIOError:
             os.close(fd)
             continue
-        return NetworkSlot(index=index, name=f"{NETWORK_PREFIX}{index}", subnet=f"10.213.{index}.0/24",
-                           pod_cidr=f"127.245.{index}.0/24", lock_fd=fd)
+        return NetworkSlot(index=index, name=f"{NETWORK_PREFIX}{index}", subnet=f"10.244.{index}.0/24",
+                           pod_cidr=f"10.244.{index}.0/24", lock_fd=fd)
     raise RuntimeError(f"every test network slot {FIRST_SLOT}-{LAST_SLOT} is in use.")
 
 
@@ -292,9 +294,29 @@ def remove_podman_dir(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def _remove_bridge(name: str) -> None:
-    """netavark leaves a bridge behind when its last container goes; a next user of the slot re-creates it."""
+def _remove_bridge(name: str, subnet: str | None = None) -> None:
+    """netavark leaves a bridge behind when its last container goes; a next user of the slot re-creates it.
+    Also the daemon's fallback route for the subnet (``NftTable.ensure_pod_cidr_fallback``), if any."""
     subprocess.run(["ip", "link", "delete", name], capture_output=True, timeout=30)
+    if subnet:
+        subprocess.run(["ip", "route", "del", "unreachable", subnet, "metric", "4242"], capture_output=True, timeout=30)
+
+
+# The network slot of each private podman service running now, by its URL.
+_SLOTS_BY_URL: dict[str, NetworkSlot] = {}
+
+
+def network_settings(url: str) -> dict[str, str]:
+    """A config ``nodes[]`` entry's ``podCIDR`` and ``network`` for the test node at ``url``.
+
+    The node's bridge network is already there (``write_network``), with the pod CIDR as its
+    subnet, so the daemon finds it instead of making one. A URL that is no test node of this
+    process gets a slot of its own (held until the process ends) and a network the daemon makes.
+    """
+    slot = _SLOTS_BY_URL.get(url)
+    if slot is None:
+        slot = _SLOTS_BY_URL[url] = claim_network_slot()
+    return {"podCIDR": slot.subnet, "network": slot.name}
 
 
 def private_podman_node() -> Iterator[PodmanNode]:
@@ -313,9 +335,11 @@ def private_podman_node() -> Iterator[PodmanNode]:
         slot.release()
         pytest.fail(f"could not start a private podman service: {exc}", pytrace=False)
     node = PodmanNode(service=service, slot=slot)
+    _SLOTS_BY_URL[node.url] = slot
     try:
         yield node
     finally:
+        _SLOTS_BY_URL.pop(node.url, None)
         try:
             if not ping_socket(service.socket):  # a test stopped it: start it again to clean up through it
                 service.start(timeout=60)
@@ -323,7 +347,7 @@ def private_podman_node() -> Iterator[PodmanNode]:
         finally:
             service.stop()
             remove_podman_dir(base)
-            _remove_bridge(slot.name)
+            _remove_bridge(slot.name, slot.subnet)
             slot.release()
 
 

@@ -16,6 +16,7 @@ from reconciler.core.keys import ANN_COMMIT
 from reconciler.daemon.controlplane import ControlPlane
 from reconciler.kubelet.nodestatus import NodeBinding
 from reconciler.store.store import Store
+from runtime.driver import PodRequest
 from runtime.fake import FakeDriver
 
 
@@ -68,6 +69,11 @@ class CrashingDriver(FakeDriver):
     def start_container(self, *, namespace: str, name: str, container: str) -> None:
         super().start_container(namespace=namespace, name=name, container=container)
         self._crash_if_needed(namespace, name)
+
+    def recreate_container(self, request: PodRequest, *, container: str, grace_seconds: int) -> str:
+        new_id = super().recreate_container(request, container=container, grace_seconds=grace_seconds)
+        self._crash_if_needed(request.namespace, request.name)
+        return new_id
 
 
 def deployment(name: str = "web", *, replicas: int = 10, image: str = "hello:v1", surge: int | str = 1,

@@ -10,6 +10,7 @@ module never parses a command line and never decides how an error is shown.
 - `rollout`: status/history/undo/restart/pause/resume of a Deployment;
 - `sync`: the GitOps verbs `status`, `sync` and `diff`;
 - `validate`: manifests checked locally, without a daemon;
+- `tokens`: `token create` and `node join-command` (credentials for the HTTPS API);
 - `daemon`: the entry points that start or install the daemon itself;
 - `arguments` and `output`: what every command shares (the API client, the namespace,
   KIND/NAME targets; stdout, stderr and -o json|yaml).

@@ -7,6 +7,7 @@ and reject a typo as a usage error (exit 2) before the daemon is asked anything.
 from __future__ import annotations
 
 import argparse
+import os
 from urllib.parse import urlencode
 
 from reconciler.apiserver import socket_path
@@ -16,10 +17,34 @@ from reconciler.daemon.config import resolve_state_dir
 from reconciler.kubectl.client import ApiClient
 from reconciler.kubectl.exit_codes import UsageError
 
+ENV_SERVER, ENV_TOKEN, ENV_CA_HASH, ENV_CA_FILE = ("RECONCILER_SERVER", "RECONCILER_TOKEN", "RECONCILER_CA_HASH",
+                                                   "RECONCILER_CA_FILE")
+
 
 def api_client(args: argparse.Namespace) -> ApiClient:
-    """The daemon's API, through the socket in the state dir (--state-dir, else the default)."""
-    return ApiClient(socket_path=socket_path(resolve_state_dir(getattr(args, "state_dir", None))))
+    """The daemon's API: over HTTPS with --server URL --token T (or $RECONCILER_SERVER and
+    $RECONCILER_TOKEN), else through the socket in the state dir (--state-dir, else the default)."""
+    server = getattr(args, "server", None) or os.environ.get(ENV_SERVER) or None
+    if server is None:
+        return ApiClient(socket_path=socket_path(resolve_state_dir(getattr(args, "state_dir", None))))
+    token = getattr(args, "token", None) or os.environ.get(ENV_TOKEN) or None
+    if not token:
+        raise UsageError(f"--server {server} needs a token: give --token T or set ${ENV_TOKEN}")
+    ca_hash = getattr(args, "ca_hash", None) or os.environ.get(ENV_CA_HASH) or None
+    if ca_hash is not None:
+        check_ca_hash(ca_hash)
+    try:
+        return ApiClient(server=server, token=token, ca_hash=ca_hash,
+                         ca_file=getattr(args, "ca_file", None) or os.environ.get(ENV_CA_FILE) or None)
+    except ValueError as exc:
+        raise UsageError(f"--server: {exc}") from None
+
+
+def check_ca_hash(text: str) -> None:
+    """`sha256:` and 64 hex digits, as kubeadm writes a CA hash."""
+    algorithm, _, digest = text.strip().lower().partition(":")
+    if algorithm != "sha256" or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise UsageError(f"--ca-hash: expected sha256:<64 hex digits>, got {text!r}")
 
 
 def namespace_of(args: argparse.Namespace) -> str:

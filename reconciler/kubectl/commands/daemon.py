@@ -25,11 +25,18 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "webhookListen": args.webhook_listen,
         "metricsListen": args.metrics_listen,
     }
+    cleanup = bool(getattr(args, "cleanup", False))
+    if cleanup and not args.repo:
+        overrides["source.repo"] = "."  # the cleanup reads only the table's name; no source needed
     try:
         config = load_config(path=Path(args.config) if args.config else None, overrides=overrides)
     except ConfigError as exc:
         err(f"error: {exc}")
         return EXIT_USAGE
+    if cleanup:
+        from reconciler.daemon.daemon import cleanup_data_plane
+
+        return cleanup_data_plane(config)
     from reconciler.daemon.daemon import run_daemon  # lazily: the other commands never need it
 
     return int(run_daemon(config) or 0)

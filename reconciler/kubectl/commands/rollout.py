@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from reconciler.core.bodies import Deployment, view
 from reconciler.core.kinds import KINDS
 from reconciler.core.readiness import deployment_readiness
 from reconciler.daemon.config import parse_duration
@@ -28,7 +29,7 @@ _DEPLOYMENT = KINDS["deployments"]
 
 def deployment_rollout_status(deployment: dict[str, Any]) -> tuple[str, bool]:
     """kubectl's deployment status viewer: (message, done); raises Failed past the deadline."""
-    seen = deployment_readiness(deployment)
+    seen = deployment_readiness(view(deployment, Deployment))  # a Deployment read from the API
     if seen.failed:
         raise Failed(seen.message)
     return seen.message, seen.done

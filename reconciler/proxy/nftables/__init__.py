@@ -7,10 +7,10 @@
 in the kernel when the agent stops, so Services keep answering through restarts.
 """
 from reconciler.proxy.nftables.model import Endpoint, ProxyState, ServicePort
-from reconciler.proxy.nftables.ruleset import render_cleanup, render_full, render_update
+from reconciler.proxy.nftables.ruleset import check_table_name, render_cleanup, render_full, render_update
 from reconciler.proxy.nftables.table import NftError, NftMissing, NftTable, require_nft
 
 __all__ = [
-    "Endpoint", "NftError", "NftMissing", "NftTable", "ProxyState", "ServicePort",
+    "Endpoint", "NftError", "check_table_name", "NftMissing", "NftTable", "ProxyState", "ServicePort",
     "render_cleanup", "render_full", "render_update", "require_nft",
 ]

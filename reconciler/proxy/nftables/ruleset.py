@@ -49,6 +49,7 @@ addresses, a Service port's own fields) returns None and the caller renders in f
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 from reconciler.proxy.nftables.model import Endpoint, ProxyState, ServicePort
@@ -56,6 +57,31 @@ from reconciler.proxy.nftables.model import Endpoint, ProxyState, ServicePort
 FAMILY = "ip"
 TABLE = "reconciler"
 _T = f"{FAMILY} {TABLE}"
+# A table name of our own choosing (several daemons on one machine, e.g. tests): letters,
+# digits, "-" and "_", starting with a letter, so it can never be nft syntax.
+_TABLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def check_table_name(table: str) -> str:
+    """``table`` if nft may carry it as a table name, else ValueError (one sentence)."""
+    if not _TABLE_NAME.match(table):
+        raise ValueError(f"nftables table name {table!r} must be 1-32 lowercase letters, digits, '-' or '_', "
+                         "starting with a letter")
+    return table
+
+
+def _retable(text: str, table: str) -> str:
+    """The same transaction for the table ``table`` instead of ``TABLE``.
+
+    Every line renders the table once, as ``<verb> <object> ip reconciler`` (a unit test
+    holds the renders to that), so renaming is one replacement per line, at its head.
+    """
+    if table == TABLE:
+        return text
+    check_table_name(table)
+    head = re.compile(rf"^((?:add|delete|flush) (?:table|chain|rule|set|map|element)) {re.escape(_T)}(?= |$)",
+                      re.MULTILINE)
+    return head.sub(rf"\1 {FAMILY} {table}", text)
 
 # nftables priorities: dstnat is -100, srcnat 100 (nft 1.0.6 accepts the name "dstnat" only in
 # prerouting, so output says -100). The reject checks run just before DNAT.
@@ -114,6 +140,10 @@ def _frame(state: ProxyState) -> list[str]:
         f"add rule {_T} nat-postrouting jump masquerading",
         # Only the first packet of a connection ("ct state new") needs a verdict here; the
         # rest follow conntrack.
+        # route_localnet=1 (for NodePorts on 127.0.0.1, see table.py) would also let another
+        # host send to this host's loopback services; drop what reaches 127/8 from outside
+        # unless it was DNATed here (kube-proxy's fix for CVE-2020-8558).
+        f'add rule {_T} filter-input iifname != "lo" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop',
         f"add rule {_T} filter-input ct state new jump nodeport-endpoints-check",
         f"add rule {_T} filter-input ct state new jump service-endpoints-check",
         f"add rule {_T} filter-forward ct state new jump service-endpoints-check",
@@ -242,8 +272,12 @@ def _fill(sp: ServicePort, eps: Sequence[Endpoint], state: ProxyState,
 
 
 # -- transactions ------------------------------------------------------------------------------
-def render_full(state: ProxyState) -> str:
+def render_full(state: ProxyState, *, table: str = TABLE) -> str:
     """The whole table as one transaction: add + delete (exists or not), then build it again."""
+    return _retable(_render_full(state), table)
+
+
+def _render_full(state: ProxyState) -> str:
     services = sorted(state.services.items(), key=lambda item: item[0].key)
     lines = [f"add table {_T}", f"delete table {_T}", *_frame(state)]
     # Declarations before use: sets and chains first, then the rules and map elements that name them.
@@ -259,7 +293,13 @@ def render_full(state: ProxyState) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_update(old: ProxyState, new: ProxyState) -> str | None:
+def render_update(old: ProxyState, new: ProxyState, *, table: str = TABLE) -> str | None:
+    """A partial transaction turning the applied ``old`` into ``new`` (see ``_render_update``)."""
+    text = _render_update(old, new)
+    return text if not text else _retable(text, table)
+
+
+def _render_update(old: ProxyState, new: ProxyState) -> str | None:
     """A partial transaction turning the applied ``old`` into ``new``; "" if they render alike.
 
     None when a partial update cannot express the change (node addresses, cluster CIDR or mark
@@ -321,6 +361,6 @@ def render_update(old: ProxyState, new: ProxyState) -> str | None:
     return "\n".join(lines) + "\n"
 
 
-def render_cleanup() -> str:
+def render_cleanup(*, table: str = TABLE) -> str:
     """Remove the table whether or not it exists (``add`` first makes ``delete`` always valid)."""
-    return f"add table {_T}\ndelete table {_T}\n"
+    return _retable(f"add table {_T}\ndelete table {_T}\n", table)

@@ -20,7 +20,9 @@ The kernel settings it needs (``ensure_sysctls``):
   packet as a martian. The ruleset masquerades every NodePort connection, so the source is
   rewritten to the outgoing interface's address before the packet leaves (kube-proxy sets the
   same sysctl for the same reason). The setting only lets 127/8 be *routed*; nothing else in
-  this table accepts traffic from it.
+  this table accepts traffic from it, and the table drops packets that reach 127/8 from
+  another interface without having been DNATed here (so other hosts cannot reach the host's
+  loopback services through it, kube-proxy's fix for CVE-2020-8558).
 
 Hairpin (a pod reaching itself through its Service) also needs its bridge port in hairpin
 mode (``enable_hairpin``), see there why.
@@ -31,6 +33,7 @@ namespace, never on the host's own table.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
@@ -38,7 +41,14 @@ import time
 from pathlib import Path
 
 from reconciler.proxy.nftables.model import ProxyState
-from reconciler.proxy.nftables.ruleset import FAMILY, TABLE, render_cleanup, render_full, render_update
+from reconciler.proxy.nftables.ruleset import (
+    FAMILY,
+    TABLE,
+    check_table_name,
+    render_cleanup,
+    render_full,
+    render_update,
+)
 
 #: The sysctls the data plane needs, and the value each must have.
 SYSCTLS = {
@@ -66,10 +76,15 @@ def require_nft(nft: str = "nft") -> str:
 
 
 class NftTable:
-    """The node's ``ip reconciler`` table, optionally inside the network namespace ``netns``."""
+    """The node's ``ip reconciler`` table, optionally inside the network namespace ``netns``.
 
-    def __init__(self, netns: str | None = None, nft: str = "nft", timeout: float = 30.0) -> None:
+    ``table`` names it otherwise: several daemons sharing one kernel (the tests) each own one.
+    """
+
+    def __init__(self, netns: str | None = None, nft: str = "nft", timeout: float = 30.0,
+                 table: str = TABLE) -> None:
         self.netns = netns
+        self.table = check_table_name(table)
         self.timeout = timeout
         self._nft = require_nft(nft)
         if netns is not None and shutil.which("nsenter") is None:
@@ -99,7 +114,7 @@ class NftTable:
     def sync(self, state: ProxyState) -> str:
         """Make the kernel's table match ``state``; returns "full", "partial" or "unchanged"."""
         started = time.perf_counter()
-        text = render_update(self.applied, state) if self.applied is not None else None
+        text = render_update(self.applied, state, table=self.table) if self.applied is not None else None
         kind = "unchanged" if text == "" else "partial"
         if text:
             try:
@@ -109,7 +124,7 @@ class NftTable:
         if text is None:
             kind = "full"
             self.applied = None  # if this fails too, the next sync must not trust the old state
-            self.apply(render_full(state))
+            self.apply(render_full(state, table=self.table))
         self.applied = state
         self.last_sync, self.last_seconds = kind, time.perf_counter() - started
         return kind
@@ -117,23 +132,23 @@ class NftTable:
     def replace(self, state: ProxyState) -> None:
         """Rebuild the whole table from ``state`` (also what a periodic full resync calls)."""
         self.applied = None
-        self.apply(render_full(state))
+        self.apply(render_full(state, table=self.table))
         self.applied = state
 
     def exists(self) -> bool:
         try:
-            self.run("list", "table", FAMILY, TABLE)
+            self.run("list", "table", FAMILY, self.table)
         except NftError:
             return False
         return True
 
     def listing(self) -> str:
         """``nft list table ip reconciler`` — for logs, tests and a person debugging a node."""
-        return self.run("list", "table", FAMILY, TABLE)
+        return self.run("list", "table", FAMILY, self.table)
 
     def cleanup(self) -> None:
         """Delete the table (and so every rule it holds); fine if it does not exist."""
-        self.apply(render_cleanup())
+        self.apply(render_cleanup(table=self.table))
         self.applied = None
 
     # -- kernel settings -----------------------------------------------------------------------
@@ -163,6 +178,68 @@ class NftTable:
                 raise NftError(f"could not turn hairpin mode on for {name}: {proc.stderr.strip()}")
             changed.append(name)
         return changed
+
+    def forget_neighbour(self, ip: str, *, bridge: str) -> bool:
+        """Drop the host's ARP entry for ``ip`` on ``bridge``; True if there was one.
+
+        Why: a pod IP is handed out again once its pod is gone, and the new pod's interface has
+        a new MAC, but netavark announces nothing. While traffic to the address goes on (probes,
+        Services), the kernel keeps confirming the old entry and sends the new pod's packets to
+        a MAC that no longer exists — seen for minutes in a rolling update. Called when a pod
+        with that address starts; the next packet resolves the address afresh.
+        """
+        proc = subprocess.run([*self._prefix(), "ip", "neigh", "del", ip, "dev", bridge], capture_output=True,
+                              text=True, timeout=self.timeout, check=False)
+        return proc.returncode == 0
+
+    #: The metric of the fallback route of a pod CIDR: above the bridge's own connected route (0).
+    FALLBACK_METRIC = 4242
+
+    def ensure_pod_cidr_fallback(self, cidr: str) -> None:
+        """An ``unreachable`` route for a local pod CIDR, under the bridge's own route.
+
+        netavark removes a bridge (and its route) with the network's last pod; a connection to
+        one of its addresses then followed the default route off the host — seen in a test as
+        another machine's 404 on a dead pod's IP. With this route it fails at once with "no
+        route to host" and stays on the host; while the bridge exists its route wins.
+        """
+        network = str(ipaddress.IPv4Network(cidr, strict=False))
+        proc = subprocess.run([*self._prefix(), "ip", "route", "replace", "unreachable", network, "metric",
+                               str(self.FALLBACK_METRIC)], capture_output=True, text=True, timeout=self.timeout,
+                              check=False)
+        if proc.returncode != 0:
+            raise NftError(f"could not add the fallback route for the pod CIDR {cidr}: {proc.stderr.strip()}")
+
+    def remove_pod_cidr_fallback(self, cidr: str) -> bool:
+        """Remove ``ensure_pod_cidr_fallback``'s route; True if there was one."""
+        network = str(ipaddress.IPv4Network(cidr, strict=False))
+        proc = subprocess.run([*self._prefix(), "ip", "route", "del", "unreachable", network, "metric",
+                               str(self.FALLBACK_METRIC)], capture_output=True, text=True, timeout=self.timeout,
+                              check=False)
+        return proc.returncode == 0
+
+    def ensure_service_route(self, cidr: str, *, src: str | None = None) -> bool:
+        """Give the service CIDR a route if the host has none; True if one was added.
+
+        A connection the host itself opens to a ClusterIP is routed *before* the nat output
+        hook DNATs it, so without any route (no default route, an isolated host) it fails with
+        "network unreachable" and never reaches the rules. Any route will do, since DNAT
+        re-routes the packet to the endpoint: ``dev lo`` always exists (a pod bridge goes away
+        with its last pod), and ``src`` (the node's address on its bridge) makes the
+        endpoint's reply come back to an address it can reach. A host with a default route is
+        left alone, as kube-proxy does.
+        """
+        first = str(next(iter(ipaddress.IPv4Network(cidr, strict=False).hosts())))
+        probe = subprocess.run([*self._prefix(), "ip", "route", "get", first], capture_output=True, text=True,
+                               timeout=self.timeout, check=False)
+        if probe.returncode == 0:
+            return False
+        command = [*self._prefix(), "ip", "route", "replace", str(ipaddress.IPv4Network(cidr, strict=False)),
+                   "dev", "lo", *(["src", src] if src else [])]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=self.timeout, check=False)
+        if proc.returncode != 0:
+            raise NftError(f"could not add a route for the service CIDR {cidr}: {proc.stderr.strip()}")
+        return True
 
     def ensure_sysctls(self) -> None:
         """Set ``SYSCTLS`` (in the namespace, if any); only writes a value that differs."""

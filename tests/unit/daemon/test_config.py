@@ -28,12 +28,14 @@ stateDir: /tmp/rc-state-from-file
 nodes:
   - name: node1
     url: unix:///run/podman/podman.sock
-    podCIDR: 127.244.10.0/24
+    podCIDR: 10.244.10.0/24
     labels: {disk: ssd}
+    network: podnet
   - name: node2
     url: ssh://core@127.0.0.1/run/podman/podman.sock
-serviceCIDR: 127.97.0.0/16
+serviceCIDR: 10.97.0.0/16
 nodePortAddress: 127.0.0.2
+nftTable: rctest
 allow: {privileged: true, hostPath: false, hostNetwork: true}
 autoRollback: true
 """
@@ -62,14 +64,15 @@ def test_full_file_maps_onto_the_dataclasses(tmp_path: Path) -> None:
         source=SourceConfig(repo="/srv/gitops/manifests", branch="prod", path="apps", interval=90.0),
         state_dir=Path("/tmp/rc-state-from-file"),
         nodes=(
-            NodeConfig(name="node1", url="unix:///run/podman/podman.sock", pod_cidr="127.244.10.0/24",
-                       labels={"disk": "ssd", "kubernetes.io/hostname": "node1"}),
-            # The second node has no podCIDR: it gets 127.244.<index>.0/24.
+            NodeConfig(name="node1", url="unix:///run/podman/podman.sock", pod_cidr="10.244.10.0/24",
+                       labels={"disk": "ssd", "kubernetes.io/hostname": "node1"}, network="podnet"),
+            # The second node has no podCIDR: it gets 10.244.<index>.0/24, and a bridge of its own.
             NodeConfig(name="node2", url="ssh://core@127.0.0.1/run/podman/podman.sock",
-                       pod_cidr="127.244.1.0/24", labels={"kubernetes.io/hostname": "node2"}),
+                       pod_cidr="10.244.1.0/24", labels={"kubernetes.io/hostname": "node2"}, network="reconciler1"),
         ),
-        service_cidr="127.97.0.0/16",
+        service_cidr="10.97.0.0/16",
         node_port_address="127.0.0.2",
+        nft_table="rctest",
         allow=AllowConfig(privileged=True, host_path=False, host_network=True),
         auto_rollback=True,
     )
@@ -81,8 +84,9 @@ def test_defaults_with_only_a_repo(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     config = load_config(path=None, overrides={"source.repo": "/repo"})
     assert config.source == SourceConfig(repo="/repo", branch="main", path=".", interval=15.0)
     assert config.nodes == ()
-    assert config.service_cidr == "127.96.0.0/16"
+    assert config.service_cidr == "10.96.0.0/16"
     assert config.node_port_address == "127.0.0.1"
+    assert config.nft_table == "reconciler"
     assert config.allow == AllowConfig()
     assert config.auto_rollback is False
     assert config.webhook_listen is None and config.metrics_listen is None
@@ -112,14 +116,14 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     assert config.state_dir == tmp_path / "flag-state"
     # --node replaces the file's node list, and the defaults are computed for it.
     assert [(n.name, n.url, n.pod_cidr) for n in config.nodes] == [
-        ("a", "unix:///run/a.sock", "127.244.0.0/24"),
-        ("b", "tcp://127.0.0.1:8888", "127.244.1.0/24"),
+        ("a", "unix:///run/a.sock", "10.244.0.0/24"),
+        ("b", "tcp://127.0.0.1:8888", "10.244.1.0/24"),
     ]
     assert config.nodes[1].labels == {"kubernetes.io/hostname": "b"}
     assert config.webhook_listen == "127.0.0.1:9000"
     assert config.metrics_listen == "127.0.0.1:9100"
     # Untouched keys still come from the file.
-    assert config.auto_rollback is True and config.service_cidr == "127.97.0.0/16"
+    assert config.auto_rollback is True and config.service_cidr == "10.97.0.0/16"
 
 
 def test_state_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -153,6 +157,9 @@ def test_state_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         ("source: {repo: /r}\nautoRollback: 1\n", "config.yaml: autoRollback: expected true or false"),
         ("source: {repo: /r}\nserviceCIDR: 127.96.0.1/16\n", "config.yaml: serviceCIDR: not a CIDR"),
         ("source: {repo: /r}\nnodePortAddress: localhost\n", "config.yaml: nodePortAddress: not an IP address"),
+        ("source: {repo: /r}\nnodes:\n  - {name: n1, url: 'unix:///x', network: a-network-name-too-long}\n",
+         "config.yaml: nodes[0].network: not a network name"),
+        ("source: {repo: /r}\nnftTable: 'x; flush ruleset'\n", "config.yaml: nftTable: not a table name"),
         ("source: /r\n", "config.yaml: source: expected a mapping, got a string"),
         ("source: {branch: main}\n", "config.yaml: source.repo: required"),
         ("- just\n- a list\n", "config.yaml: expected a mapping of settings at the top level"),

@@ -3,7 +3,6 @@ then the daemon's /metrics on a real podman: it parses as Prometheus text and mo
 commit is applied and when drift is corrected."""
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -191,11 +190,9 @@ def test_metrics_endpoint_parses_and_moves_with_commits_and_drift(tmp_path, podm
     first = init_repo(repo, {"app.yaml": MANIFEST.format(image=images.hello_v1)}, message="metered v1")
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    config = tmp_path / "config.yaml"  # a pod CIDR of its own: other test runs may share this host
-    config.write_text(json.dumps({"serviceCIDR": "127.97.0.0/16", "nodes": [
-        {"name": "node1", "url": podman_node.url, "podCIDR": "127.245.210.0/24"}]}))
+    # The harness gives the node its own bridge network and the daemon its own Service range.
     daemon = Daemon(repo=repo, state_dir=tmp_path / "state", nodes={"node1": podman_node.url},
-                    extra=("--config", str(config), "--metrics-listen", f"127.0.0.1:{port}")).start()
+                    extra=("--metrics-listen", f"127.0.0.1:{port}")).start()
     try:
         def running(count: int) -> list[dict]:
             pods = daemon.json("get", "pods", "-l", "app=metered")["items"]

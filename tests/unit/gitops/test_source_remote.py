@@ -314,23 +314,31 @@ def test_redact_url() -> None:
 # ---------------------------------------------------------------- polling
 
 
-def _fetch_times(src: GitSource) -> list[float]:
-    times: list[float] = []
+def _fetch_times(src: GitSource) -> list[tuple[float, float]]:
+    """(start, end) of every fetch the watcher makes."""
+    times: list[tuple[float, float]] = []
     real = src.fetch
 
     def recording_fetch() -> None:
-        times.append(time.monotonic())
-        real()
+        started = time.monotonic()
+        try:
+            real()
+        finally:
+            times.append((started, time.monotonic()))
 
     src.fetch = recording_fetch  # type: ignore[method-assign]
     return times
 
 
-def _gaps(times: list[float], count: int) -> list[float]:
+def _gaps(times: list[tuple[float, float]], count: int) -> list[float]:
+    """The watcher's waits between polls: from the end of one fetch to the start of the next.
+
+    Measured without the fetches themselves, whose duration is the machine's business (a
+    loaded machine makes a git fetch slow, not the watcher's jitter wrong)."""
     wait_for(lambda: len(times) >= count + 2, timeout=count * 1.2 + 5, what=f"{count + 2} fetches")
-    # The first fetch is the start-up check; the gaps after it are poll to poll.
+    # The first fetch is the start-up check; the waits after it are poll to poll.
     polls = times[1 : count + 2]
-    return [b - a for a, b in zip(polls, polls[1:])]
+    return [b[0] - a[1] for a, b in zip(polls, polls[1:])]
 
 
 @pytest.mark.parametrize("draw, low, high", [("min", 0.85, 0.96), ("max", 1.05, 1.16)])
@@ -358,7 +366,8 @@ def test_polls_are_jittered_around_the_interval(server: tuple[Path, Path], tmp_p
     started = time.monotonic()
     assert rec.wait_for_sha(pushed, timeout=5) - started < 0.55 + 0.3  # seen by a poll, no trigger
     gaps = _gaps(times, 6)
-    assert all(0.45 - 0.05 <= g <= 0.55 + 0.08 for g in gaps), gaps
+    # A wait never ends early; it may end late by the scheduler's latency on a busy machine.
+    assert all(0.45 - 0.01 <= g <= 0.55 + 0.15 for g in gaps), gaps
     assert max(gaps) - min(gaps) > 0.005, f"no jitter: {gaps}"
 
 

@@ -663,7 +663,7 @@ def test_daemon_builds_the_config(capsys: pytest.CaptureFixture[str], monkeypatc
     assert config.source.repo == str(tmp_path / "repo")
     assert config.source.branch == "prod" and config.source.interval == 5.0
     assert config.state_dir == tmp_path / "state"
-    assert [(n.name, n.pod_cidr) for n in config.nodes] == [("n1", "127.244.0.0/24"), ("n2", "127.244.1.0/24")]
+    assert [(n.name, n.pod_cidr) for n in config.nodes] == [("n1", "10.244.0.0/24"), ("n2", "10.244.1.0/24")]
     assert config.auto_rollback is True and config.webhook_listen == "127.0.0.1:9999"
 
 

@@ -254,6 +254,26 @@ def test_a_container_seen_long_after_its_start_is_probed_at_once(http_server):
     assert prober.run_due() == 1 and st(prober).ready
 
 
+def test_a_container_reported_ready_before_the_agent_restarted_stays_ready(http_server):
+    # The node agent restarted (kill -9 of the daemon); its pods did not. A container the status
+    # reported ready keeps its readiness, so its Services' endpoints do not flap; its probes run
+    # at once and only failureThreshold failures take it out, as for any ready container.
+    prober, clock, rec = make_prober()
+    spec = {"readinessProbe": http_probe(http_server.port, periodSeconds=1, failureThreshold=2, initialDelaySeconds=30),
+            "startupProbe": http_probe(http_server.port)}
+    prober.sync_container(pod_key=POD, container="app", spec=spec, target=target(), started_at=clock.now() - 5,
+                          running=True, instance="c1", was_ready=True)
+    assert st(prober) == ContainerProbeState(ready=True, started=True, restart_needed=False, message="")
+    http_server.status = 503
+    assert prober.run_due() == 1 and st(prober).ready  # one failure of two
+    steps_until(prober, clock, period=1, done=lambda: not st(prober).ready)
+    # Only the first meeting counts: a new container (a restart) starts not ready, as always.
+    http_server.status = 200
+    prober.sync_container(pod_key=POD, container="app", spec=spec, target=target(), started_at=clock.now(),
+                          running=True, instance="c2", was_ready=True)
+    assert not st(prober).ready and not st(prober).started
+
+
 # -- liveness ------------------------------------------------------------------------------------------------
 def test_liveness_failures_ask_for_a_restart_and_a_new_start_resets(listener):
     prober, clock, rec = make_prober()

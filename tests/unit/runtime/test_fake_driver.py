@@ -117,6 +117,44 @@ def test_crash_then_start_container() -> None:
         driver.start_pod(namespace="default", name="absent")
 
 
+def test_recreate_gives_a_new_container_with_a_fresh_layer_and_leaves_the_others() -> None:
+    driver = FakeDriver(images=[IMAGE])
+    request = pod_request(containers=("web", "side"))
+    driver.create_pod(request)
+    driver.start_pod(namespace="default", name="web-1")
+    old, side = state_of(driver), state_of(driver, container="side")
+    driver.write_file(namespace="default", name="web-1", container="web", path="/www/index.html", content=None)
+    events: list[tuple[str, str]] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=driver.watch, kwargs={
+        "on_event": lambda e: events.append((e.container, e.action)), "stop": stop})
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not driver.watchers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        new_id = driver.recreate_container(request, container="web", grace_seconds=5)
+    finally:
+        stop.set()
+        watcher.join(5)
+    new = state_of(driver)
+    assert new_id == new.container_id != old.container_id
+    assert (new.state, new.image_id) == ("running", old.image_id) and new.image_id.startswith("sha256:")
+    assert driver.layer(namespace="default", name="web-1", container="web") == {}
+    assert state_of(driver, container="side") == side  # untouched
+    assert [c.name for c in driver.list_pods()[0].containers] == ["web", "side"]
+    assert events == [("web", "died"), ("web", "remove"), ("web", "start")]
+    # A container removed by hand is recreated too (there is nothing to stop).
+    driver.remove_container(namespace="default", name="web-1", container="web")
+    assert driver.recreate_container(request, container="web", grace_seconds=5) != new_id
+    with pytest.raises(DriverError, match="another pod"):
+        driver.recreate_container(pod_request(uid="uid-2"), container="web", grace_seconds=5)
+    with pytest.raises(DriverError, match="no container nope"):
+        driver.recreate_container(request, container="nope", grace_seconds=5)
+    with pytest.raises(DriverError, match="does not exist"):
+        driver.recreate_container(pod_request(name="absent"), container="web", grace_seconds=5)
+
+
 def test_container_removed_by_hand_comes_back_with_the_same_uid() -> None:
     driver = FakeDriver(images=[IMAGE])
     driver.create_pod(pod_request(containers=("web", "side")))
@@ -228,7 +266,7 @@ def test_full_pod_spec_fields_are_accepted_and_kept() -> None:
         run_as_user=1000, run_as_group=2000, read_only_root_filesystem=True, privileged=False,
         capabilities_add=("NET_BIND_SERVICE",), capabilities_drop=("ALL",), stop_signal="SIGINT")
     request = PodRequest(namespace="default", name="full", uid="u", pod_ip="", containers=(container,),
-                         extra_ports=(9090,), host_network=True, hosts=(("web", "127.96.0.1"),))
+                         host_network=True, hosts=(("web", "10.96.0.1"),))
     driver.create_pod(request)
     assert driver.pod_request(namespace="default", name="full") == request
     assert driver.calls_to("create_pod")[0].args["request"].containers[0].mounts == container.mounts

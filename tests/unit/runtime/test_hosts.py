@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -17,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from reconciler.proxy.nftables import NftTable
 from reconciler.proxy.sync import ProxySync
-from reconciler.proxy.userspace import ServiceProxy
 from reconciler.store.store import Store
 from runtime.driver import ContainerRequest, PodRequest
 from runtime.fake import FakeDriver
@@ -28,44 +30,44 @@ from runtime.podman.naming import engine_container_name
 from tests.harness.daemon_harness import wait_for
 
 # What podman 4.3 writes for a pod created with hostadd web/web.default (one line per entry, first).
-PODMAN_FILE = ("127.96.0.2\tweb\n127.96.0.2\tweb.default\n127.0.0.1\tlocalhost\n"
+PODMAN_FILE = ("10.96.0.2\tweb\n10.96.0.2\tweb.default\n127.0.0.1\tlocalhost\n"
                "10.88.0.1\thost.containers.internal\n10.88.15.75\tweb-1 98e5bc9de6f1-infra\n")
-CREATED = frozenset({("web", "127.96.0.2"), ("web.default", "127.96.0.2")})
+CREATED = frozenset({("web", "10.96.0.2"), ("web.default", "10.96.0.2")})
 PODMAN_OWN = ["127.0.0.1\tlocalhost", "10.88.0.1\thost.containers.internal", "10.88.15.75\tweb-1 98e5bc9de6f1-infra"]
 
 
 # --- the block rewrite --------------------------------------------------------------------------
 
 def test_first_rewrite_takes_over_the_create_time_entries_and_keeps_podmans_lines() -> None:
-    hosts = (("web", "127.96.0.2"), ("web.default", "127.96.0.2"), ("late", "127.96.0.3"))
+    hosts = (("web", "10.96.0.2"), ("web.default", "10.96.0.2"), ("late", "10.96.0.3"))
     out = rewrite_hosts_block(PODMAN_FILE, hosts=hosts, drop=CREATED)
-    assert out.splitlines() == [HOSTS_BEGIN, "127.96.0.2\tweb", "127.96.0.2\tweb.default", "127.96.0.3\tlate",
+    assert out.splitlines() == [HOSTS_BEGIN, "10.96.0.2\tweb", "10.96.0.2\tweb.default", "10.96.0.3\tlate",
                                 HOSTS_END, *PODMAN_OWN]
     assert rewrite_hosts_block(out, hosts=hosts, drop=CREATED) == out
 
 
 def test_the_block_is_replaced_where_it_is_and_later_podman_lines_stay() -> None:
-    first = rewrite_hosts_block(PODMAN_FILE, hosts=(("web", "127.96.0.2"),), drop=CREATED)
+    first = rewrite_hosts_block(PODMAN_FILE, hosts=(("web", "10.96.0.2"),), drop=CREATED)
     appended = first + "127.0.0.1\tsidecar\n"  # podman appends when a container starts later
-    out = rewrite_hosts_block(appended, hosts=(("late", "127.96.0.3"),), drop=CREATED)
-    assert out.splitlines() == [HOSTS_BEGIN, "127.96.0.3\tlate", HOSTS_END, *PODMAN_OWN, "127.0.0.1\tsidecar"]
+    out = rewrite_hosts_block(appended, hosts=(("late", "10.96.0.3"),), drop=CREATED)
+    assert out.splitlines() == [HOSTS_BEGIN, "10.96.0.3\tlate", HOSTS_END, *PODMAN_OWN, "127.0.0.1\tsidecar"]
 
 
 def test_no_entries_leaves_only_podmans_lines() -> None:
-    first = rewrite_hosts_block(PODMAN_FILE, hosts=(("web", "127.96.0.2"),), drop=CREATED)
+    first = rewrite_hosts_block(PODMAN_FILE, hosts=(("web", "10.96.0.2"),), drop=CREATED)
     assert rewrite_hosts_block(first, hosts=(), drop=CREATED).splitlines() == PODMAN_OWN
     assert rewrite_hosts_block(PODMAN_FILE, hosts=(), drop=CREATED).splitlines() == PODMAN_OWN
 
 
 def test_only_lines_made_of_create_time_entries_are_dropped() -> None:
-    text = "127.96.0.2\tweb mine\n127.96.0.9\tweb\n# 127.96.0.2 web\n"
+    text = "10.96.0.2\tweb mine\n10.96.0.9\tweb\n# 10.96.0.2 web\n"
     assert rewrite_hosts_block(text, hosts=(), drop=CREATED) == text
 
 
 def test_a_begin_marker_without_its_end_loses_nothing_of_podmans() -> None:
-    torn = f"{HOSTS_BEGIN}\n127.96.0.2\tweb\n" + "".join(line + "\n" for line in PODMAN_OWN)
-    out = rewrite_hosts_block(torn, hosts=(("late", "127.96.0.3"),), drop=CREATED)
-    assert out.splitlines() == [HOSTS_BEGIN, "127.96.0.3\tlate", HOSTS_END, *PODMAN_OWN]
+    torn = f"{HOSTS_BEGIN}\n10.96.0.2\tweb\n" + "".join(line + "\n" for line in PODMAN_OWN)
+    out = rewrite_hosts_block(torn, hosts=(("late", "10.96.0.3"),), drop=CREATED)
+    assert out.splitlines() == [HOSTS_BEGIN, "10.96.0.3\tlate", HOSTS_END, *PODMAN_OWN]
 
 
 _names = st.from_regex(r"[a-z][a-z0-9.-]{0,12}", fullmatch=True)
@@ -102,15 +104,26 @@ def store(tmp_path) -> Iterator[Store]:  # type: ignore[no-untyped-def]
     s.close()
 
 
+@pytest.fixture()
+def table() -> Iterator[NftTable]:
+    """The sync's data plane, in a network namespace of the test's own (never the host's table)."""
+    name = f"rchosts-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=30)
+    try:
+        yield NftTable(netns=name)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30, check=False)
+
+
 def pod(name: str, *, namespace: str = "default", node: str = "node1", phase: str = "Running",
         restarts: int = 0, host_network: bool = False) -> dict:
     spec: dict = {"nodeName": node, "containers": [{"name": "main", "image": "web:1"}], "hostNetwork": host_network}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}"},
-            "spec": spec, "status": {"phase": phase, "podIP": "127.244.0.9",
+            "spec": spec, "status": {"phase": phase, "podIP": "10.244.0.9",
                                      "containerStatuses": [{"name": "main", "restartCount": restarts}]}}
 
 
-def service(name: str, *, namespace: str = "default", cluster_ip: str = "127.96.0.10") -> dict:
+def service(name: str, *, namespace: str = "default", cluster_ip: str = "10.96.0.10") -> dict:
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
             "spec": {"type": "ClusterIP", "selector": {"app": name}, "clusterIP": cluster_ip,
                      "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}}
@@ -126,14 +139,14 @@ def written(driver: FakeDriver) -> list[tuple[str, tuple]]:
 def running_fake_pod(driver: FakeDriver, name: str, *, namespace: str = "default",
                      hosts: tuple[tuple[str, str], ...] = ()) -> None:
     driver.add_image("web:1")
-    driver.create_pod(PodRequest(namespace=namespace, name=name, uid=f"uid-{name}", pod_ip="127.244.0.9",
+    driver.create_pod(PodRequest(namespace=namespace, name=name, uid=f"uid-{name}", pod_ip="10.244.0.9",
                                  containers=(ContainerRequest(name="main", image="web:1"),), hosts=hosts))
     driver.start_pod(namespace=namespace, name=name)
 
 
-def test_a_service_added_later_reaches_every_running_local_pod_once(store: Store) -> None:
+def test_a_service_added_later_reaches_every_running_local_pod_once(store: Store, table: NftTable) -> None:
     driver = FakeDriver()
-    sync = ProxySync(store=store, proxy=ServiceProxy(), local_drivers={"node1": driver})
+    sync = ProxySync(store=store, table=table, local_drivers={"node1": driver})
     for name in ("a", "host"):
         running_fake_pod(driver, name)
     store.put(pod("a"))
@@ -149,7 +162,7 @@ def test_a_service_added_later_reaches_every_running_local_pod_once(store: Store
     full = ("late", "late.default", "late.default.svc", "late.default.svc.cluster.local")
     qualified = full[1:]
     assert written(driver) == [("a", full), ("host", full), ("team", qualified)]
-    assert driver.hosts(namespace="default", name="a") == tuple((n, "127.96.0.10") for n in full)
+    assert driver.hosts(namespace="default", name="a") == tuple((n, "10.96.0.10") for n in full)
 
     sync.reconcile("all")  # nothing changed: nothing written, nothing asked
     assert written(driver) == []
@@ -160,9 +173,9 @@ def test_a_service_added_later_reaches_every_running_local_pod_once(store: Store
     assert driver.hosts(namespace="default", name="a") == ()
 
 
-def test_a_new_pod_is_written_once_and_a_restart_writes_again(store: Store) -> None:
+def test_a_new_pod_is_written_once_and_a_restart_writes_again(store: Store, table: NftTable) -> None:
     driver = FakeDriver()
-    sync = ProxySync(store=store, proxy=ServiceProxy(), local_drivers={"node1": driver})
+    sync = ProxySync(store=store, table=table, local_drivers={"node1": driver})
     store.put(service("web"))
     sync.reconcile("all")
     running_fake_pod(driver, "a")
@@ -187,9 +200,9 @@ class _Refusing(FakeDriver):
         raise OSError("permission denied")
 
 
-def test_a_failing_pod_is_logged_once_retried_and_never_breaks_the_sync(store: Store) -> None:
+def test_a_failing_pod_is_logged_once_retried_and_never_breaks_the_sync(store: Store, table: NftTable) -> None:
     driver = _Refusing()
-    sync = ProxySync(store=store, proxy=ServiceProxy(), local_drivers={"node1": driver})
+    sync = ProxySync(store=store, table=table, local_drivers={"node1": driver})
     store.put(pod("a"))
     store.put(pod("b"))
     store.put(service("web"))
@@ -220,7 +233,7 @@ def start(driver: PodmanDriver, images, name: str, *, host_network: bool,  # typ
           hosts: tuple[tuple[str, str], ...]) -> None:
     containers = tuple(ContainerRequest(name=c, image=images.hello_v1, command=("sleep", "600")) for c in ("a", "b"))
     driver.create_pod(PodRequest(namespace="hosts", name=name, uid=f"uid-hosts-{next(_uids)}",
-                                 pod_ip="" if host_network else f"127.244.251.{next(_octets)}",
+                                 pod_ip="" if host_network else f"10.244.251.{next(_octets)}",
                                  containers=containers, hosts=hosts, host_network=host_network,
                                  termination_grace_period_seconds=1))
     driver.start_pod(namespace="hosts", name=name)
@@ -246,14 +259,14 @@ def hosts_path(podman_node, name: str, container: str) -> str:  # type: ignore[n
 def test_set_hosts_rewrites_every_containers_file_in_place(driver, images, podman_node,  # type: ignore[no-untyped-def]
                                                            host_network: bool) -> None:
     name = "hostnet" if host_network else "bridged"
-    created = (("web", "127.96.0.2"), ("web.hosts", "127.96.0.2"))
+    created = (("web", "10.96.0.2"), ("web.hosts", "10.96.0.2"))
     try:
         start(driver, images, name, host_network=host_network, hosts=created)
         before = {c: cat_hosts(driver, name, c) for c in ("a", "b")}
         inodes = {c: os.stat(hosts_path(podman_node, name, c)).st_ino for c in ("a", "b")}
-        assert all("127.96.0.2\tweb" in lines for lines in before.values())
+        assert all("10.96.0.2\tweb" in lines for lines in before.values())
 
-        late = (("late", "127.96.0.3"), ("late.hosts", "127.96.0.3"))
+        late = (("late", "10.96.0.3"), ("late.hosts", "10.96.0.3"))
         assert driver.set_hosts(namespace="hosts", name=name, hosts=created + late) is True
         for c in ("a", "b"):
             lines = cat_hosts(driver, name, c)
@@ -261,7 +274,7 @@ def test_set_hosts_rewrites_every_containers_file_in_place(driver, images, podma
             assert lines[begin + 1:end] == [f"{ip}\t{host}" for host, ip in created + late]
             # podman's own lines stay; the create-time entries now live only in the block.
             assert lines[:begin] + lines[end + 1:] == [line for line in before[c]
-                                                       if line not in ("127.96.0.2\tweb", "127.96.0.2\tweb.hosts")]
+                                                       if line not in ("10.96.0.2\tweb", "10.96.0.2\tweb.hosts")]
             assert os.stat(hosts_path(podman_node, name, c)).st_ino == inodes[c]
 
         assert driver.set_hosts(namespace="hosts", name=name, hosts=created + late) is True  # idempotent
@@ -269,26 +282,26 @@ def test_set_hosts_rewrites_every_containers_file_in_place(driver, images, podma
         for c in ("a", "b"):
             lines = cat_hosts(driver, name, c)
             assert not any(line.split()[-1:] == ["web"] for line in lines), lines
-            assert "127.96.0.3\tlate" in lines
+            assert "10.96.0.3\tlate" in lines
     finally:
         driver.remove_pod(namespace="hosts", name=name)
 
 
 @pytest.mark.podman
 def test_set_hosts_answers_false_where_no_file_is_reachable(driver, images) -> None:  # type: ignore[no-untyped-def]
-    assert driver.set_hosts(namespace="hosts", name="absent", hosts=(("late", "127.96.0.3"),)) is False
+    assert driver.set_hosts(namespace="hosts", name="absent", hosts=(("late", "10.96.0.3"),)) is False
     remote = PodmanDriver(url="ssh://core@127.0.0.1:1/run/podman/podman.sock")
     try:
         # Decided from the URL alone: no connection is tried.
-        assert remote.set_hosts(namespace="hosts", name="any", hosts=(("late", "127.96.0.3"),)) is False
+        assert remote.set_hosts(namespace="hosts", name="any", hosts=(("late", "10.96.0.3"),)) is False
     finally:
         remote.close()
     try:
         driver.create_pod(PodRequest(namespace="hosts", name="created", uid=f"uid-hosts-{next(_uids)}",
-                                     pod_ip=f"127.244.251.{next(_octets)}", termination_grace_period_seconds=1,
+                                     pod_ip=f"10.244.251.{next(_octets)}", termination_grace_period_seconds=1,
                                      containers=(ContainerRequest(name="a", image=images.hello_v1,
                                                                   command=("sleep", "600")),)))
         # Created, never started: podman has made no hosts file yet.
-        assert driver.set_hosts(namespace="hosts", name="created", hosts=(("late", "127.96.0.3"),)) is False
+        assert driver.set_hosts(namespace="hosts", name="created", hosts=(("late", "10.96.0.3"),)) is False
     finally:
         driver.remove_pod(namespace="hosts", name="created")

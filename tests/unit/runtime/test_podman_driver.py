@@ -1,7 +1,8 @@
 """PodmanDriver against a real, private podman service and the local registry.
 
-Every test uses its own pod names and pod IPs in 127.244.250.0/24 (far from the
-per-node CIDRs other tests use), waits on conditions with deadlines, and checks
+Every test uses its own pod names, and pod IPs from .200 up in the node's pod CIDR (its
+bridge network's subnet; a daemon's scheduler hands out addresses from .2), waits on
+conditions with deadlines, and checks
 what podman really did through the driver and, where it matters, the podman CLI.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,6 +33,7 @@ from runtime.driver import (
     ImagePullError,
     Mount,
     NodeUnreachable,
+    PodNetwork,
     PodRequest,
     PodState,
     PortRequest,
@@ -51,7 +53,8 @@ from tests.harness.podman_fixtures import remove_podman_dir, short_tmp_dir
 pytestmark = pytest.mark.podman
 
 T = TypeVar("T")
-_ip_octets = itertools.count(1)
+_ip_octets = itertools.count()
+_subnet: list[str] = []  # the node's pod CIDR, set by the driver fixture
 _uids = itertools.count(1)
 
 
@@ -77,13 +80,12 @@ def http_get(url: str) -> str | None:
 
 def make_request(*, name: str, containers: tuple[ContainerRequest, ...], uid: str | None = None,
                  labels: dict[str, str] | None = None, grace: int = 30,
-                 hosts: tuple[tuple[str, str], ...] = (), extra_ports: tuple[int, ...] = (),
-                 host_network: bool = False) -> PodRequest:
+                 hosts: tuple[tuple[str, str], ...] = (), host_network: bool = False) -> PodRequest:
+    prefix = _subnet[0].rsplit(".", 1)[0]
     return PodRequest(namespace="drv", name=name, uid=uid or f"uid-{next(_uids)}",
-                      pod_ip="" if host_network else f"127.244.250.{next(_ip_octets)}",
+                      pod_ip="" if host_network else f"{prefix}.{next(_ip_octets) % 54 + 200}",
                       labels=labels or {"app": name}, containers=containers,
-                      termination_grace_period_seconds=grace, hosts=hosts, extra_ports=extra_ports,
-                      host_network=host_network)
+                      termination_grace_period_seconds=grace, hosts=hosts, host_network=host_network)
 
 
 def sleeper(image: str, *, name: str = "web", **extra: object) -> ContainerRequest:
@@ -130,7 +132,9 @@ def container_of(driver: PodmanDriver, pod: str, container: str = "web") -> Cont
 
 @pytest.fixture(scope="module")
 def driver(podman_node, images) -> Iterator[PodmanDriver]:  # type: ignore[no-untyped-def]
-    driver = PodmanDriver(url=podman_node.url)
+    _subnet[:] = [podman_node.slot.subnet]
+    driver = PodmanDriver(url=podman_node.url, network=PodNetwork(name=podman_node.slot.name,
+                                                                  subnet=podman_node.slot.subnet))
     driver.pull(images.hello_v1)
     driver.pull(images.crash)
     yield driver
@@ -261,8 +265,12 @@ def test_create_pod_makes_only_the_pod_and_its_containers(driver, images, cleanu
         created = driver.create_pod(request)
     # What a user would send by hand, nothing more: no inspect before, no read-back after.
     assert log.calls == [("post", "/pods/create"), ("post", "/containers/create"), ("post", "/containers/create")]
-    # The state it returns without asking is exactly what asking gives.
-    assert created == driver.pod_state(namespace="drv", name="lean") == find_pod(driver, "lean")
+    # The state it returns without asking is exactly what asking gives, but for the image ids
+    # (only asking tells; the agent reads the pod back after starting it anyway).
+    asked = driver.pod_state(namespace="drv", name="lean")
+    assert asked is not None and asked == find_pod(driver, "lean")
+    assert all(c.image_id.startswith("sha256:") for c in asked.containers)
+    assert created == replace(asked, containers=tuple(replace(c, image_id="") for c in asked.containers))
     assert [(c.name, c.state, c.reason) for c in created.containers] == [("web", "waiting", "Created"),
                                                                          ("side", "waiting", "Created")]
     with CallLog(driver) as log:
@@ -409,7 +417,7 @@ def test_logs_follow_ends_when_the_container_exits(driver, images, cleanup) -> N
 
 def test_command_args_env_working_dir_and_hosts(driver, images, cleanup) -> None:
     script = 'echo "greeting=$GREETING pwd=$(pwd) args=$0,$1"; grep svc /etc/hosts; sleep 600'
-    request = make_request(name="spec", hosts=(("web.drv.svc", "127.96.0.10"),), containers=(
+    request = make_request(name="spec", hosts=(("web.drv.svc", "10.96.0.10"),), containers=(
         ContainerRequest(name="web", image=images.hello_v1, command=("sh", "-c", script), args=("a0", "a1"),
                          env=(("GREETING", "hi there"),), working_dir="/www"),))
     cleanup.append(request.name)
@@ -418,7 +426,7 @@ def test_command_args_env_working_dir_and_hosts(driver, images, cleanup) -> None
     logs = wait_for(lambda: (lines := list(driver.logs(namespace="drv", name="spec", container="web")))
                     and len(lines) >= 2 and lines, timeout=15, what="the container's output")
     assert logs[0] == "greeting=hi there pwd=/www args=a0,a1"
-    assert "127.96.0.10" in logs[1] and "web.drv.svc" in logs[1]
+    assert "10.96.0.10" in logs[1] and "web.drv.svc" in logs[1]
 
 
 def test_remove_pod_removes_everything_and_absent_is_fine(driver, images, podman_node) -> None:
@@ -769,9 +777,10 @@ def test_netns_path_is_the_pods_network_namespace(driver, images, cleanup) -> No
         driver.exec(namespace="drv", name="netns", container="web", command=["true"], timeout=5)
 
 
-def test_extra_ports_are_published_on_the_pod_ip(driver, images, podman_node, cleanup) -> None:
-    # "probe" listens on 9090 without declaring it; only extra_ports makes it reachable on the pod IP.
-    request = make_request(name="extra", extra_ports=(9090, 8080), containers=(
+def test_the_pod_ip_is_its_address_on_the_bridge_and_nothing_is_published(driver, images, podman_node,
+                                                                         cleanup) -> None:
+    # "probe" listens on 9090 without declaring it: on its own address a pod answers on every port.
+    request = make_request(name="extra", containers=(
         hello(images.hello_v1),
         ContainerRequest(name="probe", image=images.hello_v1, env=(("PORT", "9090"),)),
     ))
@@ -780,13 +789,39 @@ def test_extra_ports_are_published_on_the_pod_ip(driver, images, podman_node, cl
     for port in (8080, 9090):
         assert wait_for(lambda: http_get(f"http://{request.pod_ip}:{port}/"), timeout=15,
                         what=f"port {port}") == "hello v1 from extra\n"
-    ports = podman_node.cli("port", "drv_extra_web", check=True).stdout.split()
-    assert sorted(p for p in ports if "/" in p) == ["8080/tcp", "9090/tcp"]
+    assert podman_node.pod_bridge_ips()["drv_extra"] == request.pod_ip
+    assert podman_node.cli("port", "drv_extra_web", check=True).stdout.strip() == ""
+
+
+def test_the_pod_network_is_made_when_missing_and_a_wrong_subnet_is_refused(podman_node) -> None:
+    slot = podman_node.slot
+    # A network this node does not have yet: made (a config only: netavark makes the bridge at
+    # the first pod), with the bridge named after it and the first address as the gateway.
+    name, subnet = f"rcmk{slot.index}", f"10.244.{(slot.index + 117) % 235 + 16}.0/24"
+    made = PodmanDriver(url=podman_node.url, network=PodNetwork(name=name, subnet=subnet))
+    try:
+        assert made.ensure_network() == name
+        inspected = json.loads(podman_node.cli("network", "inspect", name, check=True).stdout)[0]
+        assert inspected["network_interface"] == name
+        assert inspected["subnets"][0]["subnet"] == subnet
+        assert inspected["subnets"][0]["gateway"] == subnet.replace(".0/24", ".1")
+        assert PodmanDriver(url=podman_node.url, network=PodNetwork(name=name, subnet=subnet)).ensure_network() == name
+    finally:
+        made.close()
+        podman_node.cli("network", "rm", "-f", name)
+    # The node's own network with another subnet than the configured pod CIDR: one clear error.
+    wrong = PodmanDriver(url=podman_node.url, network=PodNetwork(name=slot.name, subnet="10.244.254.0/24"))
+    with pytest.raises(DriverError) as info:
+        wrong.ensure_network()
+    wrong.close()
+    assert str(info.value) == (f"podman network {slot.name} exists with {slot.subnet}, but this node's pod CIDR is "
+                               f"10.244.254.0/24: remove the network (podman network rm {slot.name}) or set the "
+                               "node's podCIDR to its subnet.")
 
 
 def test_host_network_pod_uses_the_nodes_network(driver, images, podman_node, cleanup) -> None:
-    request = make_request(name="hostnet", host_network=True, hosts=(("web.drv.svc", "127.96.0.10"),),
-                           extra_ports=(9090,), containers=(
+    request = make_request(name="hostnet", host_network=True, hosts=(("web.drv.svc", "10.96.0.10"),),
+                           containers=(
                                sleeper(images.hello_v1, ports=(PortRequest(container_port=8080),)),))
     cleanup.append(request.name)
     run_pod(driver, request)
@@ -801,7 +836,7 @@ def test_host_network_pod_uses_the_nodes_network(driver, images, podman_node, cl
     assert code == 0 and inside.strip() == os.readlink("/proc/self/ns/net")
     assert sh(driver, "hostnet", "hostname") == (0, f"{socket.gethostname()}\n")
     code, hosts = sh(driver, "hostnet", "cat /etc/hosts")
-    assert code == 0 and any(line.split() == ["127.96.0.10", "web.drv.svc"] for line in hosts.splitlines())
+    assert code == 0 and any(line.split() == ["10.96.0.10", "web.drv.svc"] for line in hosts.splitlines())
     assert driver.netns_path(namespace="drv", name="hostnet") is None
 
 
@@ -817,3 +852,32 @@ def test_oom_kill_maps_to_reason_oom_killed() -> None:
     plain = container_state(entry)
     assert (plain.reason, plain.oom_killed, plain.restart_count) == ("Error", False, 0)
     assert container_state({**entry, "Restarts": 3}).restart_count == 3
+
+
+def test_recreate_container_is_a_new_container_from_the_image(driver, images, podman_node, cleanup) -> None:
+    """A restart the Kubernetes way: what the old container wrote is gone, its sibling untouched."""
+    request = make_request(name="recreate", containers=(sleeper(images.hello_v1),
+                                                        sleeper(images.hello_v1, name="side")))
+    cleanup.append(request.name)
+    run_pod(driver, request)
+    old, side = container_of(driver, "recreate"), container_of(driver, "recreate", "side")
+    assert old is not None and side is not None
+    assert sh(driver, "recreate", "echo scribbled >/www/extra && rm /bin/wget")[0] == 0
+
+    new_id = driver.recreate_container(request, container="web", grace_seconds=1)
+    new = container_of(driver, "recreate")
+    assert new is not None and new.state == "running"
+    assert new.container_id == new_id != old.container_id
+    assert sh(driver, "recreate", "test ! -e /www/extra && test -e /bin/wget")[0] == 0  # a fresh layer
+    assert podman_node.cli("container", "exists", old.container_id).returncode == 1
+    again = container_of(driver, "recreate", "side")
+    assert again is not None and (again.container_id, again.started_at) == (side.container_id, side.started_at)
+    image = podman_node.cli("image", "inspect", "--format", "{{.Id}}", images.hello_v1, check=True).stdout.strip()
+    assert new.image_id == old.image_id == f"sha256:{image.removeprefix('sha256:')}"
+
+    with pytest.raises(DriverError, match="another pod"):
+        driver.recreate_container(make_request(name="recreate", containers=request.containers),
+                                  container="web", grace_seconds=1)
+    with pytest.raises(DriverError, match="does not exist"):
+        driver.recreate_container(make_request(name="absent", containers=request.containers),
+                                  container="web", grace_seconds=1)

@@ -146,22 +146,22 @@ def test_kill_9_at_any_moment_leaves_a_consistent_store(db_path: Path) -> None:
 # ---------------------------------------------------------------- performance
 
 
-def test_reads_are_fast_for_thousands_of_pods(store: Store) -> None:
+def test_reads_of_thousands_of_pods_are_served_from_memory(store: Store) -> None:
+    """Reads never go to SQLite: the write-through copy answers them (how fast that is, is
+    bench/'s business; here: that no statement runs at all)."""
     for i in range(3000):
         store.put(pod(i, namespace="default" if i % 3 else "prod"))
-
-    def best_of(n: int, fn) -> float:
-        best = float("inf")
-        for _ in range(n):
-            t = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t)
-        return best
-
-    list_time = best_of(3, lambda: store.list("Pod"))
-    names = [pod(i)["metadata"]["name"] for i in range(1, 3000, 3)][:1000]
-    get_time = best_of(3, lambda: [store.get("Pod", "default", n) for n in names])
-    assert len(store.list("Pod")) == 3000
-    # The bounds leave room for slow CI machines (measured ~40 ms and ~7 ms on a small VM).
-    assert list_time < 0.2, f"list of 3000 pods took {list_time * 1000:.0f} ms"
-    assert get_time < 0.05, f"1000 gets took {get_time * 1000:.0f} ms"
+    statements: list[str] = []
+    assert store._db is not None
+    store._db.set_trace_callback(statements.append)
+    try:
+        assert len(store.list("Pod")) == 3000
+        assert len(store.list("Pod", "prod")) == 1000
+        names = [pod(i)["metadata"]["name"] for i in range(1, 3000, 3)][:1000]
+        assert all(store.get("Pod", "default", n) is not None for n in names)
+        reads = list(statements)
+        store.put(pod(9999))  # the trace does see this connection: a write is statements
+    finally:
+        store._db.set_trace_callback(None)
+    assert reads == []
+    assert statements

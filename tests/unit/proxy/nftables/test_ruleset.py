@@ -206,3 +206,24 @@ def test_the_state_refuses_clashing_services_and_bad_frames() -> None:
     with pytest.raises(ValueError, match="node address"):
         ProxyState(node_ips=("localhost",))
     assert ProxyState().node_ips == ("127.0.0.1",)
+
+
+def test_another_table_name_renames_every_line_and_only_the_table() -> None:
+    state = ProxyState(services={sp(node_port=30080, session_affinity="ClientIP"): eps(2, 3)}, node_ips=("10.244.0.1",))
+    default, named = render_full(state), render_full(state, table="rctest-7")
+    assert named == default.replace(f" {T} ", " ip rctest-7 ").replace(f" {T}\n", " ip rctest-7\n")
+    assert all(" ip rctest-7" in line and T not in line for line in lines(named))
+    fewer = ProxyState(services={sp(node_port=30080, session_affinity="ClientIP"): eps(2)},
+                       node_ips=("10.244.0.1",))
+    update = render_update(state, fewer, table="rctest-7")
+    assert update and all(" ip rctest-7 " in line for line in lines(update))
+    assert render_cleanup(table="rctest-7") == "add table ip rctest-7\ndelete table ip rctest-7\n"
+    with pytest.raises(ValueError, match="nftables table name"):
+        render_cleanup(table="x; flush ruleset")
+
+
+def test_loopback_is_not_reachable_from_other_hosts_despite_route_localnet() -> None:
+    # route_localnet=1 is set for NodePorts on 127.0.0.1; without this rule another host could
+    # reach the host's loopback-only services (CVE-2020-8558).
+    assert 'iifname != "lo" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop' in rules_of(
+        render_full(ProxyState()), "filter-input")

@@ -1,0 +1,182 @@
+"""`reconciler node`: the node agent as its own process, talking to the control plane only through the API.
+
+The composition root of a node: the same kubelet the daemon runs for its own host
+(`NodeAgent` for pods, `Kubelet` for its queue, relists and engine events, `NodeController`
+for the Node and its heartbeats) on the same controller manager, over a `RemoteStore`
+instead of the SQLite store. So a pod behaves the same on every host, and the only thing
+this module adds is the life cycle of a process on its own:
+
+1. Register the Node (`POST /api/v1/nodes`: name, labels, the pod CIDR asked for, else
+   the control plane picks a free /24) — retried until some server answers.
+2. Wait for the first snapshot of the pods bound here (or use the one kept in the state
+   dir from the last run), so no running container is taken for an orphan.
+3. Run: the manager routes each cached pod change to the kubelet's queue; heartbeats
+   every 5 s; relists every `relistInterval`; podman's event stream.
+4. SIGTERM stops the agent only: pods keep running (as when a kubelet restarts), and the
+   next start finds them by their engine labels.
+
+Through an API outage the cache keeps what was known: pods, probes and restarts go on,
+status writes fail and are retried with back-off; the transport tries each `--server` in
+turn, and the first snapshot after the outage is reconciled like any relist.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from reconciler.apiserver.tls import advertise_address
+from reconciler.controllers.manager import ControllerManager
+from reconciler.core.clock import SystemClock
+from reconciler.daemon import log as logsetup
+from reconciler.daemon.nodeconfig import NodeAgentConfig
+from reconciler.daemon.systemd import Notifier
+from reconciler.kubelet.agent import NodeAgent
+from reconciler.kubelet.nodestatus import NodeBinding, NodeController
+from reconciler.kubelet.remotestore import ApiDown, ApiRefused, RemoteStore, Transport
+from reconciler.kubelet.runner import Kubelet
+from runtime.driver import NodeDriver
+
+log = structlog.get_logger("node")
+
+HEARTBEAT_INTERVAL = 5.0
+REPORT_EVERY = 10.0  # an unchanged Node is written this often: the control plane's proof the agent lives
+REGISTER_RETRY = 2.0
+
+
+class NodeProcess:
+    def __init__(self, config: NodeAgentConfig, *, transport: Transport, driver: NodeDriver | None = None,
+                 podman_url: str | None = None, relist_interval: float | None = None) -> None:
+        self.config = config
+        self.transport = transport
+        self.clock = SystemClock()
+        state_dir = Path(config.state_dir)
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.state_dir = state_dir
+        self.podman_url = podman_url or config.podman_url or ""
+        if driver is None and not self.podman_url:
+            from runtime.podman.service import ensure_local_service
+
+            self.podman_url = ensure_local_service()
+        self.driver = driver  # made once the pod CIDR is known (build), unless given
+        # As the spec says: default, the host's address on its default route.
+        self.node_ip = config.node_ip or advertise_address("0.0.0.0:0")
+        self.remote = RemoteStore(transport=transport, node=config.name, snapshot=state_dir / "pods.json")
+        self.manager: ControllerManager | None = None
+        self.kubelet: Kubelet | None = None
+        self.agent: NodeAgent | None = None
+        self._relist_interval = relist_interval
+
+    def register(self, *, stop: threading.Event) -> str | None:
+        """Register the Node until some server answers; returns its pod CIDR (None if stopped first)."""
+        config = self.config
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "Node",
+                                "metadata": {"name": config.name, "labels": dict(config.labels)},
+                                "spec": {"podCIDR": config.pod_cidr} if config.pod_cidr else {}}
+        body["status"] = {"addresses": [{"type": "InternalIP", "address": self.node_ip}]}
+        while not stop.is_set():
+            try:
+                stored = self.transport.request("POST", "/api/v1/nodes", body)
+                return str((stored.get("spec") or {}).get("podCIDR") or config.pod_cidr or "")
+            except ApiRefused as exc:
+                if exc.code in (400, 401, 403, 409):
+                    raise  # a wrong token or a refused pod CIDR will not mend by waiting
+                log.warning("registration refused; retrying", node=config.name, error=str(exc), action="register")
+            except ApiDown as exc:
+                log.warning("no control plane answers; retrying", node=config.name, error=str(exc),
+                            action="register")
+            stop.wait(REGISTER_RETRY)
+        return None
+
+    def build(self, pod_cidr: str) -> None:
+        config = self.config
+        if self.driver is None:
+            from runtime.driver import PodNetwork
+            from runtime.podman.driver import PodmanDriver  # podman-py only for a real agent
+
+            self.driver = PodmanDriver(url=self.podman_url, network=PodNetwork(name=config.network, subnet=pod_cidr))
+        binding = NodeBinding(name=config.name, url=self.podman_url or "unix://", pod_cidr=pod_cidr,
+                              labels=dict(config.labels), driver=self.driver, node_ip=self.node_ip)
+        manager = self.manager = ControllerManager(store=self.remote, clock=self.clock)
+        nodes = NodeController(store=self.remote, clock=self.clock, nodes=[binding], report_every=REPORT_EVERY)
+        queue_name = f"node/{config.name}"
+
+        def enqueue(key: Any) -> None:
+            queue = manager.queues.get(queue_name)
+            if queue is not None:
+                queue.add(key)
+
+        agent = self.agent = NodeAgent(node=config.name, driver=self.driver, store=self.remote, clock=self.clock,
+                                       volumes_dir=self.state_dir / "volumes", enqueue=enqueue)
+        # Always usable: the engine is local, and its view is never stale the way a remote one can be.
+        kubelet = self.kubelet = Kubelet(agent=agent, heartbeat=nodes.heartbeat, usable=lambda _node: True,
+                                         relist_interval=self._relist_interval)
+        manager.add(kubelet, tracked=False)
+        manager.every(f"relist/{config.name}", kubelet.relist_interval, kubelet.relist)
+        manager.every(f"heartbeat/{config.name}", HEARTBEAT_INTERVAL, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        assert self.kubelet is not None
+        try:
+            self.kubelet.heartbeat()
+        except (ApiDown, ApiRefused) as exc:
+            log.debug("heartbeat not delivered", node=self.config.name, error=str(exc))
+
+    def start(self, *, stop: threading.Event) -> bool:
+        """Register, wait for the pods' first snapshot, start the kubelet. False if stopped first."""
+        self.remote.start()
+        pod_cidr = self.register(stop=stop)
+        if pod_cidr is None:
+            return False
+        while not self.remote.synced.wait(timeout=0.2):
+            if stop.is_set():
+                return False
+        self.build(pod_cidr)
+        assert self.manager is not None and self.kubelet is not None and self.agent is not None
+        self.agent.prober.start()
+        self.manager.start()
+        self.kubelet.start_watcher()
+        log.info("node agent started", node=self.config.name, servers=list(self.config.servers), pod_cidr=pod_cidr,
+                 podman=self.podman_url, action="start")
+        return True
+
+    def stop(self) -> None:
+        self.remote.stop()
+        if self.kubelet is not None:
+            self.kubelet.stop_watcher(deadline=time.monotonic() + 3.0)
+        if self.agent is not None:
+            self.agent.prober.stop()
+        if self.manager is not None:
+            self.manager.stop()
+        log.info("node agent stopped; workloads left running", node=self.config.name, action="stop")
+
+
+def run_node(config: NodeAgentConfig, *, transport: Transport) -> int:
+    """The `reconciler node` command: run until SIGTERM/SIGINT."""
+    Path(config.state_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    logsetup.configure(state_dir=Path(config.state_dir))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    notifier = Notifier()
+    try:
+        node = NodeProcess(config, transport=transport)
+        started = node.start(stop=stop)
+    except ApiRefused as exc:
+        print(f"reconciler node: the control plane refused to register node {config.name}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # one sentence, never a traceback
+        print(f"reconciler node: cannot start: {exc}", file=sys.stderr)
+        return 1
+    if started:
+        notifier.ready(f"node {config.name}: running")
+        while not stop.wait(timeout=1.0):
+            notifier.watchdog()
+        notifier.stopping()
+    node.stop()
+    return 0
