@@ -1,5 +1,8 @@
 """The daemon's configuration: the YAML config file, command-line overrides, defaults.
 
+(One piece over 500 lines on purpose: the whole contract's config schema, checked by one
+``_Checker`` that names every key path the same way; split, the key paths would drift apart.)
+
 Why it looks like this: a daemon that starts with a typo in its config silently
 doing something else is worse than one that refuses to start, so the loader is
 strict (an unknown key or a wrong type is a `ConfigError` naming the key path,
@@ -59,6 +62,7 @@ class NodeConfig:
     labels: dict[str, str] = field(default_factory=dict)
     # The podman bridge network (and bridge interface) holding the pod CIDR; made if missing.
     network: str = "reconciler"
+    node_ip: str | None = None  # the host's address other nodes route this node's pods via
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +98,10 @@ class Config:
     state_dir: Path
     # Empty means "the local podman"; the daemon decides what that is.
     nodes: tuple[NodeConfig, ...] = ()
+    # `localNode: false`: no node agent in the daemon (every node joins with `reconciler node`);
+    # a mapping describes the daemon's own host (name, nodeIP, podCIDR, labels, podmanURL).
+    local_node: bool = True
+    local_node_config: NodeConfig | None = None
     service_cidr: str = "10.96.0.0/16"
     node_port_address: str = "127.0.0.1"  # NodePorts answer here too (besides every node address)
     # The nftables table of the Service data plane (``ip <name>``); only several daemons sharing
@@ -191,6 +199,7 @@ FLAG_NAMES: dict[str, str] = {
 
 _TOP_KEYS = (
     "source",
+    "localNode",
     "stateDir",
     "nodes",
     "serviceCIDR",
@@ -348,6 +357,11 @@ def _nodes(raw: object, checker: _Checker, *, key: str = "nodes") -> tuple[NodeC
         url = checker.string(f"{where}.url", entry["url"])
         if "://" not in url:
             raise checker.fail(f"{where}.url", f"expected a URL like unix:///run/podman/podman.sock, got {url!r}")
+        if not url.startswith("unix://"):
+            # A remote engine driven from the control plane has no kubelet or data plane of its own;
+            # such a host now runs its own agent (docs/nodes.md: "Moving an ssh:// node").
+            raise checker.fail(f"{where}.url", f"{url.split('://')[0]}:// engines are no longer nodes: run "
+                               "`reconciler node` on that host (reconciler node join-command prints the line)")
         if entry.get("podCIDR") is None:
             pod_cidr = f"10.244.{index}.0/24"
         else:
@@ -506,6 +520,12 @@ def load_config(*, path: Path | None, overrides: Mapping[str, object]) -> Config
         kwargs["relist_interval"] = chk.duration(label("relistInterval", chk), value)
     value, chk = pick("api", file_data.get("api"))
     kwargs["api"] = _api(value, chk)
+    value, chk = pick("localNode", file_data.get("localNode"))
+    if value is not None:
+        if isinstance(value, bool):
+            kwargs["local_node"] = value
+        else:
+            kwargs["local_node_config"] = _local_node(value, chk)
     kwargs["origin"] = ConfigOrigin(path=Path(path) if path is not None else None, overrides=tuple(flags.items()))
     return Config(**kwargs)
 
@@ -515,3 +535,23 @@ def reload_config(config: Config) -> Config:
     if config.origin is None or config.origin.path is None:
         raise ConfigError("the daemon was started without --config, so there is no file to reload")
     return load_config(path=config.origin.path, overrides=dict(config.origin.overrides))
+
+
+_LOCAL_NODE_KEYS = ("name", "nodeIP", "podCIDR", "labels", "podmanURL", "network")
+
+
+def _local_node(raw: object, chk: _Checker) -> NodeConfig:
+    """`localNode: {name, nodeIP, podCIDR, labels, podmanURL, network}` (each optional)."""
+    data = chk.mapping("localNode", raw, _LOCAL_NODE_KEYS)
+    name = chk.string("localNode.name", data["name"]) if data.get("name") is not None else ""
+    labels_raw = chk.mapping("localNode.labels", data.get("labels"), None)
+    labels = {k: chk.string(f"localNode.labels.{k}", v, empty_ok=True) for k, v in labels_raw.items()}
+    return NodeConfig(
+        name=name,  # empty: the host name, filled in by the daemon
+        url=chk.string("localNode.podmanURL", data["podmanURL"]) if data.get("podmanURL") is not None else "",
+        pod_cidr=chk.cidr("localNode.podCIDR", data["podCIDR"]) if data.get("podCIDR") is not None
+        else "10.244.0.0/24",
+        labels=labels,
+        network=chk.string("localNode.network", data["network"]) if data.get("network") is not None
+        else "reconciler",
+        node_ip=chk.address("localNode.nodeIP", data["nodeIP"]) if data.get("nodeIP") is not None else None)

@@ -14,6 +14,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from reconciler.controllers.deployment.controller import DeploymentController
 from reconciler.controllers.endpoints import EndpointsController
 from reconciler.controllers.manager import ControllerManager
@@ -21,14 +23,18 @@ from reconciler.controllers.nodelifecycle import DEFAULT_TOLERATION, NodeLifecyc
 from reconciler.controllers.replicaset import ReplicaSetController
 from reconciler.controllers.service.controller import ServiceController
 from reconciler.core.clock import Clock
-from reconciler.core.workqueue import DoneHook, WorkQueue
+from reconciler.core.workqueue import DoneHook, Result, WorkQueue
+from reconciler.daemon.hostwide import HostSync
 from reconciler.gitops.autorollback import AutoRollback
 from reconciler.kubelet import drift
 from reconciler.kubelet.agent import NodeAgent
 from reconciler.kubelet.drift import OnDrift
 from reconciler.kubelet.nodestatus import NodeBinding, NodeController
+from reconciler.kubelet.routes import PodRoutes, RouteError, wanted_routes
 from reconciler.kubelet.runner import WATCHER_JOIN, Kubelet
 from reconciler.scheduler.scheduler import Scheduler
+
+log = structlog.get_logger("controlplane")
 
 # Kinds whose changes move the service data plane.
 NETWORK_KINDS = ("Pod", "Service", "Endpoints")
@@ -41,7 +47,8 @@ class ControlPlane:
                  service_cidr: str = "10.96.0.0/16", node_toleration: float = DEFAULT_TOLERATION,
                  on_network_change: Callable[[], None] | None = None, auto_rollback: bool = False,
                  still_serving: Callable[[str], bool] | None = None, on_drift: OnDrift | None = None,
-                 queue_observer: Callable[[str], DoneHook] | None = None) -> None:
+                 queue_observer: Callable[[str], DoneHook] | None = None,
+                 pod_routes: PodRoutes | None = None) -> None:
         self.store = store
         self.clock = clock
         self._threaded = threaded
@@ -85,6 +92,24 @@ class ControlPlane:
             # Two jobs per node, each in its own thread, so a slow node delays only itself.
             manager.every(f"relist/{binding.name}", kubelet.relist_interval, kubelet.relist)
             manager.every(f"heartbeat/{binding.name}", heartbeat_interval, kubelet.heartbeat)
+        if pod_routes is not None and nodes:
+            # This host is a node: route the other nodes' pod CIDRs via their addresses (host-gw),
+            # as every `reconciler node` does for its own host.
+            local = frozenset(n.name for n in nodes)
+            self._pod_routes = pod_routes
+            manager.add(HostSync(name="routes", handler=lambda _key: self._sync_routes(local), kinds=("Node",)),
+                        tracked=False)
+
+    def _sync_routes(self, local: frozenset[str]) -> Result | None:
+        try:
+            changed = self._pod_routes.sync(wanted_routes(self.store.list("Node"), me=local))
+        except RouteError as exc:
+            log.warning("cannot route to the other nodes' pods; retrying", error=str(exc), action="route")
+            return Result(requeue_after=5.0)
+        if changed["added"] or changed["removed"]:
+            log.info("routes to other nodes' pods", added=[r.cidr for r in changed["added"]],
+                     removed=[r.cidr for r in changed["removed"]], action="route")
+        return None
 
     # -- the manager's surface -----------------------------------------------------------------
     @property

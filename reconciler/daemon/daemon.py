@@ -1,5 +1,9 @@
 """The daemon: wires source, applier, store, controllers, node agents and the API.
 
+(One piece over 500 lines on purpose: it is the composition root, the one object that holds
+every part and swaps them on a reload under one lock; the parts themselves, the control plane's
+wiring (``controlplane.py``) and the host's data plane (``dataplane.py``) live elsewhere.)
+
 A commit flows: SourceWatcher (filesystem events or poll) → the "source" work
 item → Applier.apply(commit) writes desired objects → store watchers enqueue
 keys → Deployment → ReplicaSet → scheduler → node agent → podman. Status flows
@@ -39,11 +43,11 @@ from reconciler.apiserver.server import ApiServer, ApiServerError
 from reconciler.apiserver.tls import TlsError, advertise_address, ensure_pki
 from reconciler.core.clock import SystemClock
 from reconciler.core.keys import OBJECT_STATES_KEY, SOURCE_KEY
-from reconciler.core.nodes import node_address
 from reconciler.core.workqueue import Result, WorkQueue
 from reconciler.daemon import log as logsetup
 from reconciler.daemon.config import Config, ConfigError, NodeConfig, reload_config
 from reconciler.daemon.controlplane import ControlPlane
+from reconciler.daemon.dataplane import DEFAULT_POD_CIDR, bridges, prepare_data_plane
 from reconciler.daemon.metrics import (
     Metrics,
     MetricsError,
@@ -64,15 +68,15 @@ from reconciler.gitops.sync import CommitNotices, Syncer
 from reconciler.gitops.watcher import SourceWatcher
 from reconciler.gitops.webhook import WebhookError, WebhookServer
 from reconciler.kubelet.nodestatus import NodeBinding
+from reconciler.kubelet.routes import PodRoutes
 from reconciler.manifests import Allow
 from reconciler.proxy.nftables import NftError, NftMissing, NftTable
 from reconciler.proxy.sync import ProxySync
 from reconciler.store.store import Store, StoreError
-from runtime.driver import DriverError, NodeDriver, NodeUnreachable, PodNetwork
+from runtime.driver import DriverError, NodeDriver, PodNetwork
 
 log = structlog.get_logger("daemon")
 
-DEFAULT_POD_CIDR = "10.244.0.0/24"  # the local node's, when the config names no nodes
 STOP_BUDGET = 8.0  # seconds from SIGTERM to exit: inside the 10 s promise and TimeoutStopSec
 RELOAD_DRAIN = 10.0  # seconds a reload gives in-flight reconciles of replaced controllers
 
@@ -135,14 +139,17 @@ class Daemon:
         from runtime.podman.driver import PodmanDriver  # podman-py is only needed by a real daemon
 
         configured = list(config.nodes)
-        if not configured:
+        if not configured and config.local_node:
             from runtime.podman.service import ensure_local_service
 
-            url = ensure_local_service()
-            name = socket.gethostname() or "local"
-            configured = [NodeConfig(name=name, url=url, pod_cidr=DEFAULT_POD_CIDR,
-                                     labels={"kubernetes.io/hostname": name})]
-        return [NodeBinding(name=n.name, url=n.url, pod_cidr=n.pod_cidr, labels=dict(n.labels),
+            local = config.local_node_config
+            url = (local.url if local and local.url else None) or ensure_local_service()
+            name = (local.name if local and local.name else None) or socket.gethostname() or "local"
+            configured = [NodeConfig(name=name, url=url, pod_cidr=local.pod_cidr if local else DEFAULT_POD_CIDR,
+                                     labels={**(local.labels if local else {}), "kubernetes.io/hostname": name},
+                                     network=local.network if local else "reconciler",
+                                     node_ip=local.node_ip if local else None)]
+        return [NodeBinding(name=n.name, url=n.url, pod_cidr=n.pod_cidr, labels=dict(n.labels), node_ip=n.node_ip,
                             driver=PodmanDriver(url=n.url, network=PodNetwork(name=n.network, subnet=n.pod_cidr)))
                 for n in configured]
 
@@ -206,8 +213,8 @@ class Daemon:
         """The parts bound to the node list: controllers, node agents, the proxy's sync loop."""
         local = {n.name: n.driver for n in self.nodes if n.url.startswith("unix://") and n.driver is not None}
         self.proxy_sync = ProxySync(store=self.store, table=self.nft, local_drivers=local,
-                                    bridges=lambda: _bridges(local.values()),
-                                    bridge_of=lambda node: next(iter(_bridges([local[node]] if node in local else [])),
+                                    bridges=lambda: bridges(local.values()),
+                                    bridge_of=lambda node: next(iter(bridges([local[node]] if node in local else [])),
                                                                 None),
                                     extra_node_ips=(config.node_port_address,))
         proxy_queue = self.proxy_queue = WorkQueue(name="proxy", handler=self.proxy_sync.reconcile, workers=1,
@@ -220,7 +227,7 @@ class Daemon:
             # Teardown waits (briefly) until a stopping pod's IP serves no Service.
             still_serving=self.proxy_sync.still_serving,
             on_drift=self.metrics.drift_corrected,  # the agents report what they correct
-            queue_observer=self.metrics.queue_observer)
+            queue_observer=self.metrics.queue_observer, pod_routes=PodRoutes())
 
     def _start_control_plane(self) -> None:
         self.proxy_queue.start()
@@ -339,7 +346,7 @@ class Daemon:
         self.api.start()
         if self.api_https is not None:
             self.api_https.start()  # early too: a taken port fails start-up before anything runs
-        self._prepare_data_plane()
+        prepare_data_plane(nft=self.nft, nodes=self.nodes, service_cidr=self.config.service_cidr)
         self._start_control_plane()
         self.sync_queue.start()
         self.sync_queue.add(SOURCE_KEY)
@@ -396,25 +403,6 @@ class Daemon:
             self.metrics_server.stop()
         self.store.close()
         log.info("daemon stopped; workloads and the Service data plane left running", action="stop")
-
-    def _prepare_data_plane(self) -> None:
-        """The kernel settings, the local nodes' pod networks and the service CIDR's route.
-
-        A pod network of the wrong subnet is a start-up error (DriverError); a node that does
-        not answer yet gets its network at its first pod.
-        """
-        self.nft.ensure_sysctls()
-        local = [n for n in self.nodes if n.url.startswith("unix://") and n.driver is not None]
-        for binding in local:
-            assert binding.driver is not None
-            self.nft.ensure_pod_cidr_fallback(binding.pod_cidr)
-            try:
-                binding.driver.ensure_network()
-            except NodeUnreachable as exc:
-                log.warning("the pod network is made when the node answers", node=binding.name, error=str(exc))
-        src = node_address(local[0].pod_cidr) if local else None
-        if self.nft.ensure_service_route(self.config.service_cidr, src=src):
-            log.info("added a route for the service CIDR (the host has none)", cidr=self.config.service_cidr)
 
     # -- reload (SIGHUP) ----------------------------------------------------------------------------
     def reload_from_file(self) -> bool:
@@ -589,37 +577,4 @@ def run_daemon(config: Config) -> int:
     notifier.ready(daemon.status_line())
     daemon.supervise(stop=stop, reload_requested=reload_requested)
     daemon.stop()
-    return 0
-
-
-def _bridges(drivers: Iterable[NodeDriver]) -> list[str]:
-    """The local pod networks' bridge interfaces (a node that does not answer has none yet)."""
-    names = []
-    for driver in drivers:
-        try:
-            bridge = driver.ensure_network()
-        except DriverError:
-            continue
-        if bridge:
-            names.append(bridge)
-    return names
-
-
-def cleanup_data_plane(config: Config) -> int:
-    """`reconciler daemon --cleanup`: remove the Service data plane's nftables table (and the
-    pod CIDRs' fallback routes) and exit.
-
-    The table outlives the daemon on purpose; this is how it goes (as ``kube-proxy --cleanup``).
-    """
-    try:
-        table = NftTable(table=config.nft_table)
-        existed = table.exists()
-        table.cleanup()
-        for node in config.nodes or [NodeConfig(name="local", url="", pod_cidr=DEFAULT_POD_CIDR)]:
-            table.remove_pod_cidr_fallback(node.pod_cidr)
-    except (NftMissing, NftError, ValueError) as exc:
-        print(f"reconciler: {exc}", file=sys.stderr)
-        return 1
-    print(f"removed the nftables table ip {config.nft_table}" if existed
-          else f"no nftables table ip {config.nft_table} to remove")
     return 0

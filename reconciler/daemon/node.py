@@ -11,7 +11,10 @@ this module adds is the life cycle of a process on its own:
 2. Wait for the first snapshot of the pods bound here (or use the one kept in the state
    dir from the last run), so no running container is taken for an orphan.
 3. Run: the manager routes each cached pod change to the kubelet's queue; heartbeats
-   every 5 s; relists every `relistInterval`; podman's event stream.
+   every 5 s; relists every `relistInterval`; podman's event stream. The host's own
+   data plane, as on the daemon's host: the Services' nftables table (``ProxySync``,
+   kept when the agent stops) and routes to the other nodes' pod CIDRs via their
+   addresses (``PodRoutes``, flannel's host-gw), both from what the API says.
 4. SIGTERM stops the agent only: pods keep running (as when a kubelet restarts), and the
    next start finds them by their engine labels.
 
@@ -33,14 +36,19 @@ import structlog
 from reconciler.apiserver.tls import advertise_address
 from reconciler.controllers.manager import ControllerManager
 from reconciler.core.clock import SystemClock
+from reconciler.core.workqueue import Result
 from reconciler.daemon import log as logsetup
+from reconciler.daemon.hostwide import HostSync
 from reconciler.daemon.nodeconfig import NodeAgentConfig
 from reconciler.daemon.systemd import Notifier
 from reconciler.kubelet.agent import NodeAgent
 from reconciler.kubelet.nodestatus import NodeBinding, NodeController
 from reconciler.kubelet.remotestore import ApiDown, ApiRefused, RemoteStore, Transport
+from reconciler.kubelet.routes import PodRoutes, RouteError, wanted_routes
 from reconciler.kubelet.runner import Kubelet
-from runtime.driver import NodeDriver
+from reconciler.proxy.nftables import NftError, NftMissing, NftTable
+from reconciler.proxy.sync import ProxySync
+from runtime.driver import NodeDriver, NodeUnreachable
 
 log = structlog.get_logger("node")
 
@@ -111,14 +119,52 @@ class NodeProcess:
             if queue is not None:
                 queue.add(key)
 
+        proxy_sync = self._build_data_plane(pod_cidr)
         agent = self.agent = NodeAgent(node=config.name, driver=self.driver, store=self.remote, clock=self.clock,
-                                       volumes_dir=self.state_dir / "volumes", enqueue=enqueue)
+                                       volumes_dir=self.state_dir / "volumes", enqueue=enqueue,
+                                       # Teardown waits (briefly) until a stopping pod's IP serves no Service.
+                                       still_serving=proxy_sync.still_serving)
         # Always usable: the engine is local, and its view is never stale the way a remote one can be.
         kubelet = self.kubelet = Kubelet(agent=agent, heartbeat=nodes.heartbeat, usable=lambda _node: True,
                                          relist_interval=self._relist_interval)
         manager.add(kubelet, tracked=False)
         manager.every(f"relist/{config.name}", kubelet.relist_interval, kubelet.relist)
         manager.every(f"heartbeat/{config.name}", HEARTBEAT_INTERVAL, self._heartbeat)
+
+    def _build_data_plane(self, pod_cidr: str) -> ProxySync:
+        """Services in this host's kernel and routes to the other nodes' pods (see the module docstring)."""
+        config, manager, driver = self.config, self.manager, self.driver
+        assert manager is not None and driver is not None
+        nft = self.nft = NftTable(table=config.nft_table)  # NftMissing: the start-up error naming the package
+        nft.ensure_sysctls()
+        nft.ensure_pod_cidr_fallback(pod_cidr)
+        try:
+            driver.ensure_network()
+        except NodeUnreachable as exc:
+            log.warning("the pod network is made when podman answers", node=config.name, error=str(exc))
+        # The node's own address as the source: it exists from the start (the bridge's comes with
+        # the first pod), and every pod can reach it through its gateway.
+        nft.ensure_service_route(config.service_cidr, src=self.node_ip)
+        self.proxy_sync = ProxySync(store=self.remote, table=nft, local_drivers={config.name: driver},
+                                    bridges=lambda: (config.network,),
+                                    bridge_of=lambda node: config.network if node == config.name else None,
+                                    extra_node_ips=(self.node_ip,))
+        manager.add(HostSync(name="proxy", handler=self.proxy_sync.reconcile,
+                             kinds=("Pod", "Service", "Endpoints")), tracked=False)
+        self.routes = PodRoutes()
+        manager.add(HostSync(name="routes", handler=self._sync_routes, kinds=("Node",)), tracked=False)
+        return self.proxy_sync
+
+    def _sync_routes(self, _key: Any) -> Result | None:
+        try:
+            changed = self.routes.sync(wanted_routes(self.remote.list("Node"), me=self.config.name))
+        except RouteError as exc:
+            log.warning("cannot route to the other nodes' pods; retrying", error=str(exc), action="route")
+            return Result(requeue_after=5.0)
+        if changed["added"] or changed["removed"]:
+            log.info("routes to other nodes' pods", added=[r.cidr for r in changed["added"]],
+                     removed=[r.cidr for r in changed["removed"]], action="route")
+        return None
 
     def _heartbeat(self) -> None:
         assert self.kubelet is not None
@@ -180,3 +226,22 @@ def run_node(config: NodeAgentConfig, *, transport: Transport) -> int:
         notifier.stopping()
     node.stop()
     return 0
+
+
+def cleanup_node(config: NodeAgentConfig) -> int:
+    """`reconciler node --cleanup`: what the agent leaves in the kernel on purpose (the Services'
+    table, routes to the other nodes' pods, the pod CIDR's fallback route) goes; pods are left."""
+    try:
+        table = NftTable(table=config.nft_table)
+        existed = table.exists()
+        table.cleanup()
+        if config.pod_cidr:
+            table.remove_pod_cidr_fallback(config.pod_cidr)
+        PodRoutes().clear()
+    except (NftMissing, NftError, RouteError, ValueError) as exc:
+        print(f"reconciler node: {exc}", file=sys.stderr)
+        return 1
+    print(f"removed the nftables table ip {config.nft_table} and the routes to other nodes' pods" if existed
+          else f"no nftables table ip {config.nft_table}; removed the routes to other nodes' pods")
+    return 0
+

@@ -30,7 +30,7 @@ from typing import Any
 from reconciler.daemon.config import ConfigError, _Checker, _read_file, default_state_dir
 
 _KEYS = ("servers", "token", "tokenFile", "caHash", "name", "nodeIP", "podCIDR", "labels", "podmanURL", "network",
-         "stateDir")
+         "stateDir", "serviceCIDR", "nftTable")
 _FLAGS = {"servers": "--server", "token": "--token", "tokenFile": "--token-file", "caHash": "--ca-hash",
           "name": "--name", "nodeIP": "--node-ip", "podCIDR": "--pod-cidr", "podmanURL": "--podman-url",
           "stateDir": "--state-dir"}
@@ -50,6 +50,10 @@ class NodeAgentConfig:
     podman_url: str | None = None
     network: str = "reconciler"
     state_dir: Path = Path("/var/lib/reconciler-node")
+    # The control plane's service CIDR: a host with no route for it gets one, so its own
+    # connections to a ClusterIP reach the nftables rules (as on the daemon's host).
+    service_cidr: str = "10.96.0.0/16"
+    nft_table: str = "reconciler"  # the Service data plane's nftables table on this host
 
 
 def default_node_state_dir() -> Path:
@@ -122,6 +126,11 @@ def load_node_config(*, path: Path | None, overrides: Mapping[str, object]) -> N
     state_dir = Path(chk.string(where, str(raw))).expanduser() if raw is not None else default_node_state_dir()
     if node_ip is not None:
         ipaddress.ip_address(node_ip)
+    service_cidr = (file_check.cidr("serviceCIDR", data["serviceCIDR"]) if data.get("serviceCIDR") is not None
+                    else "10.96.0.0/16")
+    nft_table = file_check.string("nftTable", data["nftTable"]) if data.get("nftTable") is not None else "reconciler"
+    if not re.match(r"^[a-zA-Z][a-zA-Z0-9_]{0,31}$", nft_table):
+        raise file_check.fail("nftTable", f"not an nftables table name: {nft_table!r}")
     return NodeAgentConfig(servers=servers, token=token, ca_hash=ca_hash, name=name, node_ip=node_ip,
                            pod_cidr=pod_cidr, labels=labels, podman_url=podman_url, network=network,
-                           state_dir=Path(os.fspath(state_dir)))
+                           state_dir=Path(os.fspath(state_dir)), service_cidr=service_cidr, nft_table=nft_table)

@@ -214,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-ip", dest="node_ip", metavar="IP", help="this host's address for other nodes")
     p.add_argument("--pod-cidr", dest="pod_cidr", metavar="CIDR", help="pod CIDR (default: the control plane picks)")
     p.add_argument("--podman-url", dest="podman_url", metavar="URL", help="podman's API (default: the local one)")
+    p.add_argument("--cleanup", action="store_true",
+                   help="remove this host's Service rules, pod-CIDR routes and fallback route, then exit")
     p.set_defaults(func=cmd_node)
     nodes = p.add_subparsers(dest="node_command", metavar="SUBCOMMAND", parser_class=_Parser)
     t = sub(nodes, "join-command", "print the command a new host runs to join, with a new node token",

@@ -36,12 +36,14 @@ class Route:
     via: str  # that node's address
 
 
-def wanted_routes(nodes: Iterable[Body], *, me: str) -> list[Route]:
-    """One route per other node that has a pod CIDR and an InternalIP."""
+def wanted_routes(nodes: Iterable[Body], *, me: str | Iterable[str]) -> list[Route]:
+    """One route per other node (not ``me``: one name, or all the nodes of this host) that has a
+    pod CIDR and an InternalIP."""
+    mine = {me} if isinstance(me, str) else set(me)
     routes: list[Route] = []
     for node in nodes:
         meta = node.get("metadata") or {}
-        if meta.get("name") == me:
+        if meta.get("name") in mine:
             continue
         cidr = (node.get("spec") or {}).get("podCIDR")
         addresses = (node.get("status") or {}).get("addresses") or []
@@ -53,6 +55,8 @@ def wanted_routes(nodes: Iterable[Body], *, me: str) -> list[Route]:
             gateway = ipaddress.ip_address(via)
         except ValueError:
             continue  # a Node we cannot route to is the node controller's problem, not a reason to fail all
+        if gateway in network:
+            continue  # its address is on its own bridge (a node on this very machine): nothing to route
         routes.append(Route(cidr=str(network), via=str(gateway)))
     return sorted(set(routes))
 
@@ -86,10 +90,21 @@ class PodRoutes:
         have = self.current()
         added = [r for r in want if r not in have]
         removed = [r for r in have if r.cidr not in {w.cidr for w in want}]
+        failed: list[str] = []
+        # Each route on its own: one node whose address this host cannot reach (not on a shared
+        # link) must not keep the others' routes from being made.
         for route in added:
-            self._ip("route", "replace", route.cidr, "via", route.via, "proto", PROTO)
+            try:
+                self._ip("route", "replace", route.cidr, "via", route.via, "proto", PROTO)
+            except RouteError as exc:
+                failed.append(str(exc))
         for route in removed:
-            self._ip("route", "delete", route.cidr, "proto", PROTO)
+            try:
+                self._ip("route", "delete", route.cidr, "proto", PROTO)
+            except RouteError as exc:
+                failed.append(str(exc))
+        if failed:
+            raise RouteError("; ".join(failed))
         return {"added": added, "removed": removed}
 
     def clear(self) -> None:

@@ -74,7 +74,9 @@ def test_a_host_joins_and_runs_pods_through_an_outage(tmp_path: Path, podman_nod
             "podCIDR": net["podCIDR"], "network": net["network"], "podmanURL": podman_node2.url,
             # Hosts share this machine: the node's address is its own bridge's (no host-gw route needed).
             "nodeIP": bridge_ip,
-            "labels": {"disk": "ssd"}, "stateDir": str(tmp_path / "node-state")}))
+            "labels": {"disk": "ssd"}, "stateDir": str(tmp_path / "node-state"),
+            # This machine's kernel is shared with other test daemons: a table of this test's own.
+            "nftTable": f"rcnode{os.getpid()}"}))
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
         with open(agent_log, "ab") as log:
             agent = subprocess.Popen([sys.executable, "-m", "reconciler", "node", "--config", str(tmp_path / "node.yaml")],
@@ -128,6 +130,9 @@ def test_a_host_joins_and_runs_pods_through_an_outage(tmp_path: Path, podman_nod
         if agent is not None and agent.poll() is None:
             agent.kill()
             agent.wait()
+        if (tmp_path / "node.yaml").exists():  # the agent's kernel state outlives it on purpose: remove it
+            subprocess.run([sys.executable, "-m", "reconciler", "node", "--cleanup", "--config",
+                            str(tmp_path / "node.yaml")], cwd=REPO_ROOT, capture_output=True, timeout=60)
         if daemon.proc and daemon.proc.poll() is None:
             daemon.stop()
         podman_node.remove_everything()

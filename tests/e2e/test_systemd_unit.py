@@ -288,7 +288,7 @@ def test_the_unit_under_real_systemd(tmp_path, podman_node, images, systemd_imag
         stopped = box.show()
         assert (stopped["ActiveState"], stopped["Result"]) == ("inactive", "success"), stopped
         assert fingerprint() == before, "stopping the unit touched the pods"
-        assert "daemon stopped; workloads left running" in box.journal()
+        assert "daemon stopped; workloads and the Service data plane left running" in box.journal()
     finally:
         run("podman", "rm", "-f", "-t", "0", box.name, timeout=120)
         podman_node.remove_everything()

@@ -19,6 +19,7 @@ routes. Only addresses of the lab are used: 198.18.0.0/24 and the hosts' pod CID
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -32,6 +33,9 @@ from runtime.podman.service import PodmanService
 from tests.harness.podman_fixtures import remove_podman_dir, short_tmp_dir, write_containers_conf
 
 LAB_NET = "198.18.0"
+# One lab at a time on a machine: every lab uses the same addresses on the root side (its
+# 198.18.0.1, routes to the hosts' pod CIDRs), so two test sessions' labs take turns.
+LOCK_PATH = Path("/run/lock/reconciler-hostlab.lock")
 ROOT_ADDRESS = f"{LAB_NET}.1"
 POD_NETWORK = "reconciler"
 
@@ -111,9 +115,13 @@ class HostLab:
                       for i in range(hosts)]
         self.images = images
         self._root_routes: list[str] = []
+        self._lock: int | None = None
 
     # -- making ----------------------------------------------------------------------------
     def __enter__(self) -> HostLab:
+        LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)  # released by close(), or when this process ends
         try:
             self._make_switch()
             for host in self.hosts:
@@ -155,7 +163,7 @@ class HostLab:
             "name": POD_NETWORK,
             "id": hashlib.sha256(f"{self.tag}-{host.name}".encode()).hexdigest(),
             "driver": "bridge",
-            "network_interface": "rcpod0",  # inside the host's namespace: no clash between hosts
+            "network_interface": POD_NETWORK,  # inside the host's namespace: no clash between hosts
             "subnets": [{"subnet": host.pod_cidr, "gateway": host.bridge_address}],
             "ipv6_enabled": False,
             "internal": False,
@@ -199,6 +207,9 @@ class HostLab:
         self._root_routes = []
         run("ip", "link", "delete", self.root_link, check=False)
         run("ip", "netns", "delete", self.switch, check=False)
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            os.close(lock)  # closing the descriptor releases the flock
 
     def leftovers(self) -> list[str]:
         """Anything of this lab still on the machine (namespaces, links, routes)."""

@@ -34,7 +34,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         err(f"error: {exc}")
         return EXIT_USAGE
     if cleanup:
-        from reconciler.daemon.daemon import cleanup_data_plane
+        from reconciler.daemon.dataplane import cleanup_data_plane
 
         return cleanup_data_plane(config)
     from reconciler.daemon.daemon import run_daemon  # lazily: the other commands never need it

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.daemon.config import ConfigError
-from reconciler.daemon.node import run_node
+from reconciler.daemon.node import cleanup_node, run_node
 from reconciler.daemon.nodeconfig import load_node_config
 from reconciler.kubectl.client import ApiClient, ApiError, DaemonUnreachable
 from reconciler.kubectl.exit_codes import EXIT_USAGE
@@ -104,5 +104,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"reconciler node: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "cleanup", False):
+        return cleanup_node(config)
     transport = FailoverTransport(servers=config.servers, token=config.token, ca_hash=config.ca_hash)
     return run_node(config, transport=transport)

@@ -32,7 +32,7 @@ nodes:
     labels: {disk: ssd}
     network: podnet
   - name: node2
-    url: ssh://core@127.0.0.1/run/podman/podman.sock
+    url: unix:///run/podman/node2.sock
 serviceCIDR: 10.97.0.0/16
 nodePortAddress: 127.0.0.2
 nftTable: rctest
@@ -67,7 +67,7 @@ def test_full_file_maps_onto_the_dataclasses(tmp_path: Path) -> None:
             NodeConfig(name="node1", url="unix:///run/podman/podman.sock", pod_cidr="10.244.10.0/24",
                        labels={"disk": "ssd", "kubernetes.io/hostname": "node1"}, network="podnet"),
             # The second node has no podCIDR: it gets 10.244.<index>.0/24, and a bridge of its own.
-            NodeConfig(name="node2", url="ssh://core@127.0.0.1/run/podman/podman.sock",
+            NodeConfig(name="node2", url="unix:///run/podman/node2.sock",
                        pod_cidr="10.244.1.0/24", labels={"kubernetes.io/hostname": "node2"}, network="reconciler1"),
         ),
         service_cidr="10.97.0.0/16",
@@ -108,7 +108,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         "source.path": None,  # not given: the file's value stays
         "source.interval": "500ms",
         "stateDir": str(tmp_path / "flag-state"),
-        "nodes": ["a=unix:///run/a.sock", "b=tcp://127.0.0.1:8888"],
+        "nodes": ["a=unix:///run/a.sock", "b=unix:///run/b.sock"],
         "webhookListen": "127.0.0.1:9000",
         "metricsListen": "127.0.0.1:9100",
     })
@@ -117,7 +117,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     # --node replaces the file's node list, and the defaults are computed for it.
     assert [(n.name, n.url, n.pod_cidr) for n in config.nodes] == [
         ("a", "unix:///run/a.sock", "10.244.0.0/24"),
-        ("b", "tcp://127.0.0.1:8888", "10.244.1.0/24"),
+        ("b", "unix:///run/b.sock", "10.244.1.0/24"),
     ]
     assert config.nodes[1].labels == {"kubernetes.io/hostname": "b"}
     assert config.webhook_listen == "127.0.0.1:9000"
@@ -240,3 +240,25 @@ def test_resolve_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     monkeypatch.setenv("RECONCILER_STATE_DIR", str(tmp_path / "env"))
     assert resolve_state_dir(None) == tmp_path / "env"
     assert resolve_state_dir(str(tmp_path / "flag")) == tmp_path / "flag"
+
+
+@pytest.mark.parametrize("url", ["ssh://core@192.0.2.20/run/podman/podman.sock", "tcp://127.0.0.1:8888"])
+def test_remote_engines_are_no_longer_nodes(tmp_path: Path, url: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"source: {{repo: /srv/repo}}\nnodes: [{{name: far, url: '{url}'}}]\n")
+    with pytest.raises(ConfigError, match=r"nodes\[0\]\.url: .* engines are no longer nodes: run `reconciler node`"):
+        load_config(path=path, overrides={})
+
+
+def test_local_node_false_and_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("source: {repo: /srv/repo}\nlocalNode: false\n")
+    assert load_config(path=path, overrides={}).local_node is False
+    path.write_text("source: {repo: /srv/repo}\n"
+                    "localNode: {name: cp1, nodeIP: 198.18.0.5, podCIDR: 10.244.7.0/24, labels: {disk: ssd}}\n")
+    local = load_config(path=path, overrides={}).local_node_config
+    assert local is not None and (local.name, local.node_ip, local.pod_cidr, local.labels) == (
+        "cp1", "198.18.0.5", "10.244.7.0/24", {"disk": "ssd"})
+    path.write_text("source: {repo: /srv/repo}\nlocalNode: {name: cp1, podIP: 1.2.3.4}\n")
+    with pytest.raises(ConfigError, match="localNode.podIP"):
+        load_config(path=path, overrides={})

@@ -366,8 +366,10 @@ def test_polls_are_jittered_around_the_interval(server: tuple[Path, Path], tmp_p
     started = time.monotonic()
     assert rec.wait_for_sha(pushed, timeout=5) - started < 0.55 + 0.3  # seen by a poll, no trigger
     gaps = _gaps(times, 6)
-    # A wait never ends early; it may end late by the scheduler's latency on a busy machine.
-    assert all(0.45 - 0.01 <= g <= 0.55 + 0.15 for g in gaps), gaps
+    # The waits follow the jittered interval; on a busy machine a fetch's end is recorded late
+    # (shortening the next measured wait) and a wait may end late, so both ends get some slack.
+    # The exact ends of the range are test_polls_use_the_ends_of_the_jitter_range's business.
+    assert all(0.45 - 0.06 <= g <= 0.55 + 0.15 for g in gaps), gaps
     assert max(gaps) - min(gaps) > 0.005, f"no jitter: {gaps}"
 
 

@@ -656,7 +656,7 @@ def test_daemon_builds_the_config(capsys: pytest.CaptureFixture[str], monkeypatc
     config_file = tmp_path / "config.yaml"
     config_file.write_text("source: {repo: /from/file, branch: prod, interval: 1m}\nautoRollback: true\n")
     code = main(["daemon", "--config", str(config_file), "--repo", str(tmp_path / "repo"), "--interval", "5s",
-                 "--node", "n1=unix:///run/a.sock", "--node", "n2=tcp://127.0.0.1:7000",
+                 "--node", "n1=unix:///run/a.sock", "--node", "n2=unix:///run/b.sock",
                  "--state-dir", str(tmp_path / "state"), "--webhook-listen", "127.0.0.1:9999"])
     assert code == 0
     (config,) = seen

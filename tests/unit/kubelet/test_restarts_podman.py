@@ -25,6 +25,7 @@ from reconciler.core.clock import ManualClock
 from reconciler.daemon.controlplane import ControlPlane
 from reconciler.kubelet.nodestatus import NodeBinding
 from reconciler.store.store import Store
+from runtime.driver import PodNetwork
 from runtime.podman.driver import PodmanDriver
 from runtime.podman.naming import engine_container_name
 
@@ -119,7 +120,9 @@ def cluster(tmp_path, podman_node, images) -> Iterator[Cluster]:  # type: ignore
     podman_node.remove_everything()
     clock = ManualClock(start=time.time())  # near the engine's clock: container start times are real
     store = Store(tmp_path / "store.db", clock=clock.now)
-    driver = PodmanDriver(url=podman_node.url)
+    # The pod on the test node's own bridge network, as the daemon configures its drivers.
+    driver = PodmanDriver(url=podman_node.url, network=PodNetwork(name=podman_node.slot.name,
+                                                                  subnet=podman_node.pod_cidr))
     plane = ControlPlane(store=store, clock=clock, threaded=False, volumes_dir=tmp_path / "volumes",
                          nodes=[NodeBinding(name="node1", url=podman_node.url, pod_cidr=podman_node.pod_cidr,
                                             driver=driver)])
