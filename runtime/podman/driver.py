@@ -1,5 +1,7 @@
 """The podman node driver: NodeDriver over podman's libpod REST API (via podman-py).
 
+(Just over 500 lines: one method per NodeDriver call, each already delegating to the modules below.)
+
 Design: ``PodmanDriver`` is the orchestration only, one method per NodeDriver
 call; each concern it draws on is a module of its own:
 

@@ -239,6 +239,79 @@ def test_three_hosts_pods_services_and_nodeports_survive_kill_9(tmp_path: Path, 
     assert lab.leftovers() == []
 
 
+def test_a_lost_host_is_replaced_and_its_stale_pods_removed_when_it_returns(tmp_path: Path,
+                                                                           images: ImageRefs) -> None:
+    """Cut a host off the network (its agent and pods keep running, unseen): NotReady after the
+    heartbeat grace, its pods replaced on the others after ``nodeToleration``; back on the
+    network, its agent finds its pods gone from the API and removes them from its podman."""
+    lab = HostLab(hosts=3, images=(images.hello_v1,))
+    agents: dict[str, subprocess.Popen] = {}
+    daemon: Daemon | None = None
+    with lab:
+        try:
+            repo = tmp_path / "repo"
+            init_repo(repo, {"README.md": "manifests\n"})
+            port = 7443 + os.getpid() % 1000
+            daemon = Daemon(repo=repo, state_dir=tmp_path / "state", nodes={},
+                            config_extra={"localNode": False, "nodeToleration": "5s",
+                                          "api": {"listen": f"{ROOT_ADDRESS}:{port}"}}).start()
+            line = daemon.cli("node", "join-command").stdout.strip()
+            server, _, ca_hash = re.match(r"^reconciler node --server (\S+) --token (\S+) --ca-hash (\S+)$",
+                                          line).groups()  # type: ignore[union-attr]
+            for host in lab.hosts:
+                token = daemon.cli("token", "create", "--node").stdout.strip()
+                agents[host.name] = start_agent(tmp_path, host, server=server, token=token, ca_hash=ca_hash)
+            wait_for(lambda: sorted(n["metadata"]["name"] for n in daemon.api("/api/v1/nodes")["items"]
+                                    if ready_node(n)) == [h.name for h in lab.hosts],
+                     timeout=90, what="three nodes Ready")
+            commit(repo, {"web.yaml": WEB.format(image=images.hello_v1)}, message="web")
+            daemon.cli("sync")
+            pods = wait_for(lambda: (ps := web_pods(daemon)) and len(ps) == 6 and all(ready(p) for p in ps) and ps,
+                            timeout=240, what="six web pods Ready on three hosts")
+            lost = lab.hosts[2]
+            assert any(p["spec"]["nodeName"] == lost.name for p in pods)
+
+            run("ip", "-n", lab.switch, "link", "set", lost.name, "down")  # the host drops off the network
+
+            def node_ready(name: str) -> bool:
+                nodes = {n["metadata"]["name"]: n for n in daemon.api("/api/v1/nodes")["items"]}
+                return ready_node(nodes[name])
+
+            wait_for(lambda: not node_ready(lost.name), timeout=90, what=f"{lost.name} NotReady")
+
+            def replaced() -> bool:
+                ps = web_pods(daemon)
+                return (len(ps) == 6 and all(ready(p) for p in ps)
+                        and not any(p["spec"]["nodeName"] == lost.name for p in ps))
+
+            wait_for(replaced, timeout=120, what="the lost host's pods replaced on the others")
+            # Cut off, the host's own podman still runs its (now stale) pods.
+            assert "_web" in lost.podman("ps", "--format", "{{.Names}}").stdout
+
+            run("ip", "-n", lab.switch, "link", "set", lost.name, "up")
+            wait_for(lambda: node_ready(lost.name), timeout=90, what=f"{lost.name} Ready again")
+            wait_for(lambda: "_web" not in lost.podman("ps", "-a", "--format", "{{.Names}}").stdout, timeout=90,
+                     what="the returned host's stale pods removed")
+            assert len(web_pods(daemon)) == 6
+        finally:
+            for agent in agents.values():
+                if agent.poll() is None:
+                    agent.send_signal(signal.SIGTERM)
+                    try:
+                        agent.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        agent.kill()
+            if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:
+                daemon.stop()
+            for host in lab.hosts:
+                config = tmp_path / f"{host.name}.yaml"
+                if config.exists():
+                    subprocess.run(["nsenter", f"--net=/run/netns/{host.netns}", sys.executable, "-m",
+                                    "reconciler", "node", "--cleanup", "--config", str(config)],
+                                   cwd=REPO_ROOT, capture_output=True, timeout=60)
+    assert lab.leftovers() == []
+
+
 def ready_node(node: dict) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (node.get("status") or {}).get("conditions") or [])
