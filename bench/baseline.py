@@ -2,9 +2,10 @@
 
 Two workloads, both on a ``PrivateEngine`` with the raw client (see ``bench/engine.py``):
 
-- ``create_pods``: create and start N pods, each publishing port 8080 on its own
-  loopback IP, with ``workers`` requests in flight (default 8: the daemon's node agent
-  runs 8 workers per node, so both sides may use the engine equally in parallel).
+- ``create_pods``: create and start N pods, each with its static IP on the bridge
+  network the daemon's pods use (nothing published), with ``workers`` requests in
+  flight (default 8: the daemon's node agent runs 8 workers per node, so both sides
+  may use the engine equally in parallel).
   Timed from the first request to the last pod running (no probes: a running
   container is what Ready means for the daemon too).
 - ``replace_pods``: replace N running pods one at a time — start a new pod, then stop
@@ -25,10 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.engine import HELLO_V1, HELLO_V2, HandPod, PrivateEngine  # noqa: E402
+from bench.engine import HELLO_V1, HELLO_V2, BenchNetwork, HandPod, PrivateEngine  # noqa: E402
 
-# Baseline pods publish on 127.246.250.0/24, apart from every daemon's pod CIDR (127.246.N.0/24, N < 250).
-HAND_NET = "127.246.250"
+# Pods by hand share the daemon's bridge network, on addresses its scheduler does not reach in a
+# benchmark (it hands out the lowest free ones from .2; at most ~40 pods live at once there).
+HAND_FIRST, HAND_LAST = 150, 254
 NODE_AGENT_WORKERS = 8
 
 
@@ -40,8 +42,8 @@ class Replacement:
     last_old_gone: float  # every old pod is also removed
 
 
-def hand_pods(count: int, *, prefix: str, first: int = 2) -> list[HandPod]:
-    return [HandPod(name=f"{prefix}{i}", ip=f"{HAND_NET}.{first + i}") for i in range(count)]
+def hand_pods(net: BenchNetwork, count: int, *, prefix: str) -> list[HandPod]:
+    return [HandPod(name=f"{prefix}{i}", ip=net.ip(HAND_FIRST + i), network=net.name) for i in range(count)]
 
 
 def create_pods(engine: PrivateEngine, pods: list[HandPod], *, image: str = HELLO_V1,
@@ -63,13 +65,15 @@ def replace_pods(engine: PrivateEngine, old: list[HandPod], *, image: str, prefi
 
     A new pod takes the lowest IP no live pod holds, as the daemon's scheduler does.
     """
+    network = old[0].network
+    subnet = old[0].ip.rsplit(".", 1)[0]
     used = {p.ip for p in old}
-    free = [f"{HAND_NET}.{i}" for i in range(2, 250) if f"{HAND_NET}.{i}" not in used]
+    free = [f"{subnet}.{i}" for i in range(HAND_FIRST, HAND_LAST + 1) if f"{subnet}.{i}" not in used]
     new: list[HandPod] = []
     started = time.perf_counter()
     last_new = 0.0
     for n, victim in enumerate(old):
-        pod = HandPod(name=f"{prefix}{n}", ip=free.pop(0))
+        pod = HandPod(name=f"{prefix}{n}", ip=free.pop(0), network=network)
         engine.create_and_start(pod, image=image)
         last_new = time.perf_counter() - started
         new.append(pod)
@@ -87,7 +91,7 @@ def main() -> int:
     with PrivateEngine() as engine:
         engine.pull(HELLO_V1)
         engine.pull(HELLO_V2)
-        pods = hand_pods(args.pods, prefix="hand-a")
+        pods = hand_pods(engine.network(), args.pods, prefix="hand-a")
         created = create_pods(engine, pods, workers=args.workers)
         print(f"create and start {args.pods} pods ({args.workers} in flight): {created:.3f} s")
         replaced, new = replace_pods(engine, pods, image=HELLO_V2, prefix="hand-b")

@@ -8,8 +8,9 @@ every ``POLL`` seconds. The daemon's JSON log (``<state-dir>/reconciler.log``) g
 the moment a commit's reconcile started: the ``commit applied`` event carries its
 timestamp and the apply's ``duration``.
 
-Each daemon gets its own pod CIDR (``127.246.N.0/24``) and the service CIDR
-``127.98.0.0/16``, so nothing collides with tests or a daemon on the host.
+Each daemon gets a bridge network of the private engine (``PrivateEngine.network()``): its
+node's pod CIDR 10.244.S.0/24 and network, the service CIDR 10.96.S.0/24 and the nftables
+table ``ip rcbenchS``, so nothing collides with tests or a daemon on the host.
 """
 from __future__ import annotations
 
@@ -25,11 +26,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.engine import BenchNetwork
 from reconciler.kubectl.client import ApiClient, ApiError, DaemonUnreachable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POLL = 0.025  # seconds between status reads while waiting: the resolution of every "to ready" figure
-SERVICE_CIDR = "127.98.0.0/16"
 _GIT_ENV = {"GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
             "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
 
@@ -56,7 +57,7 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, inter
 
 
 def deployment_yaml(*, name: str, replicas: int, image: str, surge: int | str = 1, unavailable: int | str = 0) -> str:
-    """A Deployment of the hello image with one published port and no probes."""
+    """A Deployment of the hello image with one container port and no probes."""
     return f"""apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -97,12 +98,12 @@ class LogEvent:
 class Cluster:
     """One daemon on one node (a private podman engine), watching a fresh local repository."""
 
-    def __init__(self, *, base: Path, engine_url: str, cidr_index: int = 0) -> None:
+    def __init__(self, *, base: Path, engine_url: str, network: BenchNetwork) -> None:
         self.base = base
         self.repo = base / "repo"
         self.state_dir = base / "state"
         self.engine_url = engine_url
-        self.pod_cidr = f"127.246.{cidr_index}.0/24"
+        self.network = network
         self.proc: subprocess.Popen[bytes] | None = None
         self.api = ApiClient(socket_path=self.state_dir / "api.sock", timeout=30)
 
@@ -132,8 +133,10 @@ class Cluster:
         (self.repo / "README").write_text("benchmark manifests\n")
         self.commit(files={}, message="empty")
         config = self.base / "config.yaml"
-        config.write_text(json.dumps({"serviceCIDR": SERVICE_CIDR,
-                                      "nodes": [{"name": "bench", "url": self.engine_url, "podCIDR": self.pod_cidr}]}))
+        net = self.network
+        config.write_text(json.dumps({"serviceCIDR": net.service_cidr, "nftTable": net.nft_table,
+                                      "nodes": [{"name": "bench", "url": self.engine_url, "podCIDR": net.subnet,
+                                                 "network": net.name}]}))
         log = open(self.base / "daemon.out", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reconciler", "daemon", "--config", str(config), "--repo", str(self.repo),

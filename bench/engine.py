@@ -5,13 +5,21 @@ Why: the benchmarks create and destroy hundreds of pods, so they run their own
 storage, run root and socket under a short ``/tmp`` dir: the host's pods are never
 seen or disturbed, and everything the benchmark made goes away with that dir.
 
+Pods live on a podman bridge network with static pod IPs, as the daemon's do: the engine
+keeps its network configs in a dir of its own (``--network-config-dir``), and ``network()``
+makes one bridge network per pod CIDR, 10.244.S.0/24 with S a network slot claimed through
+the test harness's flock (``tests/harness/podman_fixtures.py``), so a benchmark and a test
+session on one machine never share a bridge or a subnet. The slot also names what a daemon
+on that network owns in the kernel: the service range 10.96.S.0/24 and the nftables table
+``ip rcbenchS``; ``close()`` removes the table, the bridge and the fallback route.
+
 The baseline client speaks podman's libpod REST API through podman-py's low-level
 ``APIClient`` (raw podman-py, not ``runtime.podman.PodmanDriver``): each pod is the
-fewest calls that make a pod with a published port and a running container —
-``POST /pods/create`` (port mapping on the pod IP), ``POST /containers/create``,
-``POST /pods/{name}/start`` — and removing one is ``POST /pods/{name}/stop`` then
-``DELETE /pods/{name}``. That is the physical limit the daemon is compared against;
-what the daemon adds on top (image checks, inspections, relists, its own store and
+fewest calls that make a pod with its static IP on the bridge and a running container —
+``POST /pods/create`` (the network and ``static_ips``, nothing published),
+``POST /containers/create``, ``POST /pods/{name}/start`` — and removing one is
+``POST /pods/{name}/stop`` then ``DELETE /pods/{name}``. That is the physical limit the
+daemon is compared against; what the daemon adds on top (image checks, inspections, relists, its own store and
 controllers) is what the ratios show.
 """
 from __future__ import annotations
@@ -31,7 +39,10 @@ from typing import Any
 
 import podman
 
+from runtime.driver import PodNetwork
+from runtime.podman.network import network_body
 from runtime.podman.service import PodmanService
+from tests.harness.podman_fixtures import NetworkSlot, claim_network_slot
 
 API_VERSION = "4.0.0"  # what runtime/podman.py pins: accepted by podman 4.x and 5.x services
 HELLO_V1 = "localhost:5000/hello:v1"
@@ -45,10 +56,37 @@ class EngineError(RuntimeError):
 
 @dataclass(frozen=True, kw_only=True)
 class HandPod:
-    """A pod the baseline made by hand: its podman name and the loopback IP it publishes on."""
+    """A pod the baseline made by hand: its podman name, its network and its static IP there."""
 
     name: str
     ip: str
+    network: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchNetwork:
+    """One bridge network of the private engine and what a daemon on it owns in the kernel."""
+
+    slot: NetworkSlot
+    name: str  # the podman network and its bridge interface
+    subnet: str  # the pod CIDR, 10.244.S.0/24
+    service_cidr: str  # 10.96.S.0/24
+    nft_table: str  # ip rcbenchS
+
+    def ip(self, host: int) -> str:
+        """The address ``host`` (2..254) of the pod CIDR; 1 is the bridge's own."""
+        return self.subnet.rsplit(".", 1)[0] + f".{host}"
+
+
+class _NetworkedService(PodmanService):
+    """A PodmanService whose network configs are its own (also for conmon's cleanup command)."""
+
+    def __init__(self, *, network_dir: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.network_dir = network_dir
+
+    def storage_args(self) -> list[str]:
+        return [*super().storage_args(), "--network-config-dir", str(self.network_dir)]
 
 
 class PrivateEngine:
@@ -57,8 +95,11 @@ class PrivateEngine:
     def __init__(self, *, prefix: str = "rb-") -> None:
         # podman refuses a runroot longer than 50 characters: keep the base short.
         self.base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-        self.service = PodmanService(root=self.base / "root", runroot=self.base / "run",
-                                     socket=self.base / "podman.sock", log_path=self.base / "service.log")
+        (self.base / "networks").mkdir()
+        self.service = _NetworkedService(root=self.base / "root", runroot=self.base / "run",
+                                         socket=self.base / "podman.sock", log_path=self.base / "service.log",
+                                         network_dir=self.base / "networks")
+        self.networks: list[BenchNetwork] = []
         self._local = threading.local()
         self._clients: list[Any] = []
         self._lock = threading.Lock()
@@ -114,12 +155,23 @@ class PrivateEngine:
         if '"error"' in text:
             raise EngineError(f"podman could not pull {image}: {text[:300]}")
 
+    def network(self) -> BenchNetwork:
+        """A new bridge network on this engine, on a pod CIDR no test session or benchmark uses now."""
+        slot = claim_network_slot()
+        net = BenchNetwork(slot=slot, name=f"rcbench{slot.index}", subnet=slot.subnet,
+                           service_cidr=f"10.96.{slot.index}.0/24", nft_table=f"rcbench{slot.index}")
+        self.networks.append(net)
+        # Made here (the daemon's own ensure_network finds it), so the baseline can use it first.
+        self.call("post", "/networks/create", body=network_body(PodNetwork(name=net.name, subnet=net.subnet)))
+        return net
+
     # -- pods by hand ----------------------------------------------------------------------
     def create_and_start(self, pod: HandPod, *, image: str = HELLO_V1, port: int = 8080) -> None:
-        """The minimum for one pod: the pod (port published on its IP), one container, start."""
+        """The minimum for one pod: the pod (its static IP on the bridge), one container, start."""
+        del port  # nothing is published: the pod IP is reachable on the bridge, as the daemon's pods are
         self.call("post", "/pods/create", body={
             "name": pod.name, "hostname": pod.name[:63], "labels": {BENCH_LABEL: "true"},
-            "portmappings": [{"host_ip": pod.ip, "container_port": port, "host_port": port, "protocol": "tcp"}]})
+            "netns": {"nsmode": "bridge"}, "Networks": {pod.network: {"static_ips": [pod.ip]}}})
         self.call("post", "/containers/create", body={
             "name": f"{pod.name}_app", "image": image, "pod": pod.name, "restart_policy": "no",
             "stop_timeout": 30, "terminal": False, "labels": {BENCH_LABEL: "true"}})
@@ -180,6 +232,15 @@ class PrivateEngine:
             except Exception:  # noqa: BLE001
                 pass
         self.service.stop()
+        for net in self.networks:
+            # What the daemon leaves in the kernel on purpose (its table, the pod CIDR's fallback
+            # route) and netavark's bridge: ours, since the slot is.
+            subprocess.run(["nft", "delete", "table", "ip", net.nft_table], capture_output=True, timeout=30)
+            subprocess.run(["ip", "link", "delete", net.name], capture_output=True, timeout=30)
+            subprocess.run(["ip", "route", "del", "unreachable", net.subnet, "metric", "4242"],
+                           capture_output=True, timeout=30)
+            net.slot.release()
+        self.networks = []
         _unmount_under(self.base)
         shutil.rmtree(self.base, ignore_errors=True)
 

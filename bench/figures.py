@@ -75,6 +75,8 @@ def _fmt(value: float | None, unit: str) -> str:
         return f"{value:.2f} %"
     if unit == "MB":
         return f"{value:.1f} MB"
+    if unit == "req/s":
+        return f"{value:,.0f} req/s"
     return f"{value:g} {unit}"
 
 

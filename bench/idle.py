@@ -55,7 +55,7 @@ def run(*, results: Results, engine: PrivateEngine, pods: int, window: float, se
     engine_pid = engine.pid()
     if engine_pid is None:
         raise RuntimeError("cannot find the private podman service's process")
-    cluster = Cluster(base=engine.base / "idle", engine_url=engine.url, cidr_index=1).start()
+    cluster = Cluster(base=engine.base / "idle", engine_url=engine.url, network=engine.network()).start()
     try:
         started = time.monotonic()
         cluster.commit(files={"idle.yaml": deployment_yaml(name="idle", replicas=pods, image=HELLO_V1)},

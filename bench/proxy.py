@@ -1,43 +1,69 @@
-"""Benchmark: HTTP requests through the service proxy vs straight to the backend.
+"""Benchmark: TCP/HTTP through a ClusterIP (the real nftables rules) against straight to the pod IPs.
 
-How to run (from the repository root; no podman needed, loopback traffic only):
+How to run (from the repository root, as root; needs ``ip``, ``nft`` and ``nsenter``; no podman):
 
-    python3 bench/proxy.py                       # 5000 requests, 8 concurrent clients
-    python3 bench/proxy.py --requests 20000 --concurrency 16 --duration 60
-    python3 bench/proxy.py --pod 127.244.0.2:8080   # a real pod IP (see `reconciler get pods -o wide`)
+    python3 bench/proxy.py                          # 6,000 requests a side, 8 clients, from a pod
+    python3 bench/proxy.py --requests 20000 --concurrency 16 --source node
+    python3 bench/proxy.py --json /tmp/proxy.json   # bench/figures.py's format
 
-It starts a small asyncio HTTP server (the backend) in a process of its own, then runs
-the load generator, also in a process of its own, twice: straight at the backend, and
-at a ClusterIP on which a ``ServiceProxy`` (in this process, as in the daemon) forwards
-to it. Each request is a new TCP connection (``Connection: close``: no keep-alive, so
-every request pays the proxy's accept + connect, which is what a proxy adds). The run
-stops after ``--requests`` requests or ``--duration`` seconds, whichever is first.
-It prints requests per second, p50 and p99 latency for both, the ratios, and the CPU
-time the proxy spent per request (the steadiest figure on a busy or small machine:
-the three processes share the CPUs, so throughput also measures contention).
+What it builds, all in scratch network namespaces named ``rcproxy-<tag>-…`` (nothing on the
+host; the namespaces, and with them every link, route and the nftables table, are deleted at
+the end, also on error or Ctrl-C):
 
-Why separate processes: the proxy's event loop should not share a GIL with the load
-generator or the backend, or the figures would measure contention rather than the proxy.
+* ``node``: the host of the data plane — a bridge ``br0`` 10.244.60.1/24 (a node's pod
+  network, as podman makes it) and the product's ``NftTable`` in it, written by
+  ``NftTable.sync`` for one Service ``bench/web`` (ClusterIP 10.96.0.10:80, the
+  ``--endpoints`` pods as its endpoints on :8080), with the same sysctls and service route
+  the node agent sets (``ensure_sysctls``, ``ensure_service_route``);
+* ``pod0..podN-1``: the endpoints, one namespace each on the bridge (10.244.60.2…), each
+  running a small asyncio HTTP server in a process of its own;
+* ``client``: one more pod on the bridge (10.244.60.200), where the load runs — the path a
+  pod takes to a Service (``--source node`` runs it in the node namespace instead: the host's
+  own connections, which the nat output hook DNATs).
+
+The load is bounded: ``--requests`` per side, ``--concurrency`` clients, each request a new TCP
+connection (``Connection: close``: every request pays the connection set-up, which is where
+DNAT and conntrack act; keep-alive traffic pays it once per connection). The two sides
+alternate over ``--rounds`` rounds in one run (direct, ClusterIP, ClusterIP, direct, …), so
+drift on a shared machine falls on both. "Direct" spreads its requests over the same pod IPs
+round-robin, as the ClusterIP spreads them, so both sides load the same servers equally.
+
+Reported: requests per second of each side, the ratio (goal >= 0.95x), p50 and p99 latency of
+each side, and the added p99 (ClusterIP p99 minus direct p99; goal < 0.2 ms). Any failed
+request makes the run fail: a rule that drops or rejects would otherwise look fast.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing as mp
-import resource
+import json
+import os
+import selectors
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.figures import Figure, Results, format_table  # noqa: E402
+
+SUBNET = "10.244.60"
+BRIDGE_IP = f"{SUBNET}.1"
+CLIENT_IP = f"{SUBNET}.200"
+CLUSTER_IP = "10.96.0.10"
+SERVICE_CIDR = "10.96.0.0/16"
+PORT = 8080
 RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
             b"Connection: close\r\n\r\nhello, world\n")
 
 
-# -- backend ---------------------------------------------------------------------------------
+# -- the parts that run inside a namespace (this file again, with --serve or --load) ---------
 class _Http(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -50,158 +76,261 @@ class _Http(asyncio.Protocol):
             self.transport.close()
 
 
-def serve_backend(ip: str, port: int) -> None:
+def serve(port: int) -> None:
     async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(_Http, ip, port, backlog=4096, reuse_address=True)
+        server = await asyncio.get_running_loop().create_server(_Http, "0.0.0.0", port, backlog=4096,
+                                                                reuse_address=True)
+        print("ready", flush=True)
         async with server:
             await server.serve_forever()
 
     asyncio.run(main())
 
 
-# -- load generator -----------------------------------------------------------------------------
-def run_load(ip: str, port: int, requests: int, concurrency: int, duration: float, out: mp.Queue) -> None:
-    request = f"GET / HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n".encode()
-
-    async def main() -> tuple[list[float], int, float]:
+def load(targets: list[tuple[str, int]], requests: int, concurrency: int, timeout: float) -> dict:
+    """``requests`` HTTP requests over ``concurrency`` clients, each a new connection, to
+    ``targets`` round-robin; latencies (s), errors and the elapsed time."""
+    async def main() -> dict:
         loop = asyncio.get_running_loop()
         latencies: list[float] = []
-        errors = 0
+        errors: list[str] = []
         issued = 0
-        deadline = time.perf_counter() + duration
 
-        async def one() -> None:
-            nonlocal errors
+        async def one(ip: str, port: int) -> None:
+            request = f"GET / HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n".encode()
             started = time.perf_counter()
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
             try:
-                await loop.sock_connect(sock, (ip, port))
-                await loop.sock_sendall(sock, request)
-                reply = b""
-                while True:
-                    chunk = await loop.sock_recv(sock, 65536)
-                    if not chunk:
-                        break
-                    reply += chunk
+                async with asyncio.timeout(timeout):
+                    await loop.sock_connect(sock, (ip, port))
+                    await loop.sock_sendall(sock, request)
+                    reply = b""
+                    while chunk := await loop.sock_recv(sock, 65536):
+                        reply += chunk
                 if not reply.startswith(b"HTTP/1.1 200"):
-                    raise OSError("bad reply")
+                    raise OSError(f"bad reply {reply[:40]!r}")
                 latencies.append(time.perf_counter() - started)
-            except OSError:
-                errors += 1
+            except (OSError, TimeoutError) as exc:
+                errors.append(f"{ip}:{port}: {exc or type(exc).__name__}")
             finally:
                 sock.close()
 
         async def worker() -> None:
             nonlocal issued
-            while issued < requests and time.perf_counter() < deadline:
+            while issued < requests:
+                ip, port = targets[issued % len(targets)]
                 issued += 1
-                await one()
+                await one(ip, port)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return latencies, errors, time.perf_counter() - started
+        return {"latencies": latencies, "errors": errors[:5], "error_count": len(errors),
+                "elapsed": time.perf_counter() - started}
 
-    out.put(asyncio.run(main()))
-
-
-def measure(ip: str, port: int, args: argparse.Namespace) -> dict[str, float]:
-    ctx = mp.get_context("spawn")
-    queue: mp.Queue = ctx.Queue()
-    proc = ctx.Process(target=run_load, args=(ip, port, args.requests, args.concurrency, args.duration, queue))
-    proc.start()
-    latencies, errors, elapsed = queue.get(timeout=args.duration + 60)
-    proc.join(30)
-    latencies.sort()
-    n = len(latencies)
-    return {
-        "requests": n,
-        "errors": errors,
-        "rps": n / elapsed if elapsed else 0.0,
-        "p50_ms": statistics.median(latencies) * 1000 if n else float("nan"),
-        "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000 if n else float("nan"),
-    }
+    return asyncio.run(main())
 
 
-def _cpu_seconds() -> tuple[float, float]:
-    usage = resource.getrusage(resource.RUSAGE_SELF)  # this process: the proxy's thread, idle otherwise
-    return usage.ru_utime, usage.ru_stime
+# -- the lab ------------------------------------------------------------------------------------
+def _sh(*args: str) -> str:
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout
 
 
-def wait_listening(ip: str, port: int, *, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((ip, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"the backend did not start listening on {ip}:{port} within {timeout:.0f} s.")
+@dataclass
+class Lab:
+    """The namespaces above; ``close()`` removes all of them (and so every link, route and table)."""
+
+    endpoints: int = 3
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    namespaces: list[str] = field(default_factory=list)
+    servers: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def ns(self, role: str) -> str:
+        return f"rcproxy-{self.tag}-{role}"
+
+    def pod_ip(self, i: int) -> str:
+        return f"{SUBNET}.{2 + i}"
+
+    def _add_ns(self, role: str) -> str:
+        name = self.ns(role)
+        _sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        _sh("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    def _add_pod(self, role: str, ip: str, index: int) -> str:
+        node, pod = self.ns("node"), self._add_ns(role)
+        # Links are made inside the namespaces, never on the host.
+        _sh("ip", "-n", node, "link", "add", f"vp{index}", "type", "veth", "peer", "name", "eth0", "netns", pod)
+        _sh("ip", "-n", node, "link", "set", f"vp{index}", "master", "br0", "up")
+        _sh("ip", "-n", pod, "addr", "add", f"{ip}/24", "dev", "eth0")
+        _sh("ip", "-n", pod, "link", "set", "eth0", "up")
+        _sh("ip", "-n", pod, "route", "add", "default", "via", BRIDGE_IP)
+        return pod
+
+    def start(self) -> Lab:
+        node = self._add_ns("node")
+        _sh("ip", "-n", node, "link", "add", "br0", "type", "bridge")
+        _sh("ip", "-n", node, "addr", "add", f"{BRIDGE_IP}/24", "dev", "br0")
+        _sh("ip", "-n", node, "link", "set", "br0", "up")
+        for i in range(self.endpoints):
+            self._add_pod(f"pod{i}", self.pod_ip(i), i)
+        self._add_pod("client", CLIENT_IP, self.endpoints)
+        for i in range(self.endpoints):
+            self.servers.append(self.popen(self.ns(f"pod{i}"), "--serve", str(PORT)))
+        for proc in self.servers:
+            if _readline(proc, time.monotonic() + 20).strip() != "ready":
+                raise RuntimeError("an endpoint's HTTP server did not start")
+        return self
+
+    def popen(self, ns: str, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", sys.executable, __file__, *args],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+
+    def close(self) -> None:
+        for proc in self.servers:
+            proc.kill()
+            proc.wait(timeout=10)
+            if proc.stdout:
+                proc.stdout.close()
+        self.servers.clear()
+        for name in reversed(self.namespaces):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30, check=False)
+        self.namespaces.clear()
 
 
-def free_port(ip: str) -> int:
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return s.getsockname()[1]
+def _readline(proc: subprocess.Popen[str], deadline: float) -> str:
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            return proc.stdout.readline()
+    raise TimeoutError("no line from the subprocess in time")
+
+
+def _run_load(lab: Lab, ns: str, targets: list[tuple[str, int]], requests: int, concurrency: int) -> dict:
+    spec = json.dumps({"targets": targets, "requests": requests, "concurrency": concurrency, "timeout": 5.0})
+    proc = subprocess.run(["nsenter", f"--net=/run/netns/{ns}", sys.executable, __file__, "--load", spec],
+                          capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the load generator failed: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout)
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
+
+
+def run(results: Results, *, requests: int = 6000, concurrency: int = 8, rounds: int = 6, endpoints: int = 3,
+        source: str = "pod", command: str = "python3 bench/proxy.py") -> None:
+    from reconciler.proxy.nftables import Endpoint, NftTable, ProxyState, ServicePort
+
+    lab = Lab(endpoints=endpoints)
+    try:
+        lab.start()
+        table = NftTable(netns=lab.ns("node"))
+        table.ensure_sysctls()
+        table.ensure_service_route(SERVICE_CIDR, src=BRIDGE_IP)
+        service = ServicePort(namespace="bench", name="web", cluster_ip=CLUSTER_IP, port=80, port_name="http")
+        table.sync(ProxyState(services={service: [Endpoint(lab.pod_ip(i), PORT) for i in range(endpoints)]},
+                              node_ips=(BRIDGE_IP,), cluster_cidr=f"{SUBNET}.0/24"))
+        ns = lab.ns("client") if source == "pod" else lab.ns("node")
+        sides = {"direct": [(lab.pod_ip(i), PORT) for i in range(endpoints)], "clusterip": [(CLUSTER_IP, 80)]}
+        _run_load(lab, ns, sides["clusterip"], 200, concurrency)  # warm-up: caches, ARP, conntrack
+        latencies: dict[str, list[float]] = {"direct": [], "clusterip": []}
+        elapsed = {"direct": 0.0, "clusterip": 0.0}
+        rps_rounds: dict[str, list[float]] = {"direct": [], "clusterip": []}
+        per_round = max(1, requests // rounds)
+        for r in range(rounds):
+            order = ("direct", "clusterip") if r % 2 == 0 else ("clusterip", "direct")
+            for side in order:
+                out = _run_load(lab, ns, sides[side], per_round, concurrency)
+                if out["error_count"]:
+                    raise RuntimeError(f"{out['error_count']} of {per_round} {side} requests failed, e.g. "
+                                       f"{out['errors'][0]}")
+                latencies[side] += out["latencies"]
+                elapsed[side] += out["elapsed"]
+                rps_rounds[side].append(len(out["latencies"]) / out["elapsed"])
+        table.cleanup()
+    finally:
+        lab.close()
+
+    stats = {}
+    for side in ("direct", "clusterip"):
+        values = sorted(latencies[side])
+        stats[side] = {"rps": len(values) / elapsed[side], "p50": statistics.median(values) * 1000,
+                       "p99": _percentile(values, 0.99) * 1000, "n": len(values)}
+    d, c = stats["direct"], stats["clusterip"]
+    load_note = (f"{c['n']} requests a side in {rounds} alternating rounds, {concurrency} clients, one connection "
+                 f"per request, from {'a pod' if source == 'pod' else 'the node'} to {endpoints} pods; "
+                 f"load average {os.getloadavg()[0]:.1f}")
+    # The goal is on direct/ClusterIP (ratio <= 1/0.95): the table's ratio is value/baseline.
+    results.add(Figure(
+        key="proxy.rps", title=f"req/s straight to the pod IPs, against through the ClusterIP, from {source}",
+        unit="req/s", value=round(d["rps"]), baseline=round(c["rps"]), baseline_title="(ClusterIP)",
+        goal=1 / 0.95, goal_text="ratio <= 1.05 (ClusterIP >= 0.95x)", samples=tuple(round(x) for x in rps_rounds["direct"]),
+        baseline_samples=tuple(round(x) for x in rps_rounds["clusterip"]),
+        note=f"value = straight to the pod IPs; ClusterIP/direct {c['rps'] / d['rps']:.3f}x; {load_note}",
+        command=command))
+    results.add(Figure(
+        key="proxy.p50", title=f"ClusterIP p50 latency, from {source}", unit="ms", value=c["p50"],
+        baseline=d["p50"], baseline_title="straight to the pod IPs", note=load_note, command=command))
+    results.add(Figure(
+        key="proxy.p99-added", title=f"ClusterIP added p99 latency, from {source}", unit="ms",
+        value=c["p99"] - d["p99"], goal=0.2, goal_text="< 0.2 ms",
+        note=f"p99 {c['p99']:.2f} ms through the ClusterIP, {d['p99']:.2f} ms straight to the pod IPs; {load_note}",
+        command=command))
+
+
+def usable() -> str:
+    """Why this benchmark cannot run here ("" if it can)."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces and nftables)"
+    for tool in ("ip", "nft", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"needs {tool}"
+    return ""
 
 
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        serve(int(sys.argv[2]))
+        return 0
+    if len(sys.argv) == 3 and sys.argv[1] == "--load":
+        spec = json.loads(sys.argv[2])
+        print(json.dumps(load([tuple(t) for t in spec["targets"]], spec["requests"], spec["concurrency"],
+                              spec["timeout"])))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=5000, help="requests per run (default 5000)")
+    parser.add_argument("--requests", type=int, default=6000, help="requests a side (default 6000)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
-    parser.add_argument("--duration", type=float, default=30.0, help="time limit per run in seconds (default 30)")
-    parser.add_argument("--backend-ip", default="127.201.0.2", help="backend address (loopback)")
-    parser.add_argument("--cluster-ip", default="127.201.1.10", help="ClusterIP the proxy listens on (loopback)")
-    parser.add_argument("--pod", metavar="IP:PORT", help="use a running pod (its pod IP and port) as the backend")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds the requests are split into")
+    parser.add_argument("--endpoints", type=int, default=3, help="pods behind the Service (default 3)")
+    parser.add_argument("--source", choices=("pod", "node"), default="pod",
+                        help="where the load runs: another pod on the bridge, or the node itself")
+    parser.add_argument("--json", type=Path, help="save the figures here (bench/figures.py's format)")
     args = parser.parse_args()
-    if args.pod:
-        args.backend_ip, _, pod_port = args.pod.rpartition(":")
-    for ip in (args.backend_ip, args.cluster_ip):
-        if not ip.startswith("127."):
-            parser.error(f"{ip} is not a loopback address; this benchmark only sends traffic to 127.0.0.0/8.")
-
-    from reconciler.proxy.userspace import ServiceProxy
-
-    if args.pod:
-        backend_port, backend = int(pod_port), None
-    else:
-        backend_port = free_port(args.backend_ip)
-        ctx = mp.get_context("spawn")
-        backend = ctx.Process(target=serve_backend, args=(args.backend_ip, backend_port), daemon=True)
-        backend.start()
-    proxy = ServiceProxy()
+    if not 1 <= args.endpoints <= 100 or args.requests < 1 or args.concurrency < 1 or args.rounds < 1:
+        parser.error("--endpoints must be 1-100, and --requests, --concurrency and --rounds at least 1.")
+    if why := usable():
+        parser.error(f"this benchmark {why}.")
+    results = Results(command=" ".join(sys.argv))
     try:
-        wait_listening(args.backend_ip, backend_port)
-        direct = measure(args.backend_ip, backend_port, args)
-        proxy.start()
-        svc = {"metadata": {"namespace": "bench", "name": "web"},
-               "spec": {"type": "ClusterIP", "clusterIP": args.cluster_ip, "ports": [{"name": "http", "port": 80}]}}
-        eps = {"metadata": {"namespace": "bench", "name": "web"},
-               "subsets": [{"addresses": [{"ip": args.backend_ip}], "ports": [{"name": "http", "port": backend_port}]}]}
-        proxy.sync(services=[svc], endpoints=[eps])
-        if proxy.problems():
-            raise SystemExit("; ".join(proxy.problems()))
-        cpu_before = _cpu_seconds()
-        proxied = measure(args.cluster_ip, 80, args)
-        proxy_user, proxy_sys = (after - before for after, before in zip(_cpu_seconds(), cpu_before))
-    finally:
-        proxy.stop()
-        if backend is not None:
-            backend.terminate()
-            backend.join(10)
-
-    print(f"{args.concurrency} concurrent clients, one connection per request (no keep-alive)")
-    print(f"{'':10}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
-    for name, r in (("direct", direct), ("proxy", proxied)):
-        print(f"{name:10}{r['requests']:>10}{r['errors']:>8}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}")
-    if proxied["requests"]:
-        per = 1e6 / proxied["requests"]
-        print(f"proxy CPU: {(proxy_user + proxy_sys) * per:.0f} us per request "
-              f"({proxy_user * per:.0f} user + {proxy_sys * per:.0f} system; this process, during the proxied run)")
-    if direct["rps"] and proxied["rps"]:
-        print(f"proxy/direct: throughput {proxied['rps'] / direct['rps']:.2f}x, "
-              f"p99 latency {proxied['p99_ms'] / direct['p99_ms']:.2f}x")
-    return 0 if not (direct["errors"] or proxied["errors"]) else 1
+        run(results, requests=args.requests, concurrency=args.concurrency, rounds=args.rounds,
+            endpoints=args.endpoints, source=args.source, command=" ".join(["python3", *sys.argv]))
+    except RuntimeError as exc:
+        print(f"bench/proxy.py: {exc}", file=sys.stderr)
+        return 1
+    print()
+    print(format_table(results.figures))
+    for figure in results.figures:
+        print(f"  {figure.key}: {figure.note}")
+    if args.json:
+        results.save(args.json)
+    return 0
 
 
 if __name__ == "__main__":

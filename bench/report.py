@@ -22,6 +22,8 @@ def _fmt(value: float | None, unit: str) -> str:
         return f"{value:,.0f} ms" if value >= 100 else f"{value:.1f} ms"
     if unit == "%":
         return f"{value:.2f} %"
+    if unit == "req/s":
+        return f"{value:,.0f} req/s"
     if unit == "MB":
         return f"{value:.1f} MB"
     return f"{value:.1f}{unit}"
@@ -44,7 +46,8 @@ def markdown(data: dict) -> str:
         verdict = {True: "ok", False: "**above goal**", None: ""}[f.get("meets_goal")]
         samples = ", ".join(_fmt(v, unit).replace(" ", "\u00a0") for v in f.get("samples") or [])
         if f.get("baseline_samples"):
-            samples += " / by hand: " + ", ".join(_fmt(v, unit).replace(" ", "\u00a0") for v in f["baseline_samples"])
+            side = "ClusterIP" if f["key"] == "proxy.rps" else "by hand"
+            samples += f" / {side}: " + ", ".join(_fmt(v, unit).replace(" ", "\u00a0") for v in f["baseline_samples"])
         baseline = (f"{_fmt(f['baseline'], unit)} {f.get('baseline_title', '')}".strip()
                     if f.get("baseline") is not None else "–")
         note = f" ({f['note']})" if f.get("note") else ""

@@ -9,11 +9,12 @@
   pods one at a time.
 - Commit noticed (4): from ``git commit`` to the reconcile starting, for every commit of
   (2) and (3), from the daemon's own log.
-- Peer (7): ``podman kube play`` of the same one-replica Deployment (its port published
-  on a loopback IP too), timed from the command to its return (the pod runs then),
+- Peer (7): ``podman kube play --network <the same bridge network>`` of the same
+  one-replica Deployment, timed from the command to its return (the pod runs then),
   beside (2) for one replica.
 
-Both sides run in the same repetition, in alternating order, on the same engine, and
+Both sides run in the same repetition, in alternating order, on the same engine and the
+same bridge network (the daemon's pods from .2 up, the baseline's from .150), and
 every figure is the median of the repetitions. Everything made is removed between
 repetitions, so each one starts from an empty engine.
 """
@@ -25,10 +26,8 @@ from pathlib import Path
 
 from bench.baseline import create_pods, hand_pods, remove_pods, replace_pods
 from bench.cluster import Cluster, Commit, deployment_yaml, wait_until
-from bench.engine import HELLO_V1, HELLO_V2, PrivateEngine
+from bench.engine import HELLO_V1, HELLO_V2, BenchNetwork, PrivateEngine
 from bench.figures import Figure, Results, median
-
-PEER_IP = "127.246.251.2"
 
 
 @dataclass(kw_only=True)
@@ -44,10 +43,8 @@ class _Samples:
 
 
 def _peer_yaml() -> str:
-    # The same Deployment as ours, plus hostPort/hostIP: kube play publishes only declared host ports.
-    return deployment_yaml(name="peer", replicas=1, image=HELLO_V1).replace(
-        "        - containerPort: 8080\n",
-        f"        - containerPort: 8080\n          hostPort: 8080\n          hostIP: {PEER_IP}\n")
+    # The same Deployment as ours; kube play publishes nothing without a hostPort, as we do not.
+    return deployment_yaml(name="peer", replicas=1, image=HELLO_V1)
 
 
 def _ours_ready(cluster: Cluster, *, replicas: int, samples: _Samples) -> float:
@@ -63,16 +60,16 @@ def _ours_ready(cluster: Cluster, *, replicas: int, samples: _Samples) -> float:
     return elapsed
 
 
-def _hand_ready(engine: PrivateEngine, *, replicas: int, rep: int) -> float:
-    pods = hand_pods(replicas, prefix=f"hand-r{rep}-n{replicas}-")
+def _hand_ready(engine: PrivateEngine, net: BenchNetwork, *, replicas: int, rep: int) -> float:
+    pods = hand_pods(net, replicas, prefix=f"hand-r{rep}-n{replicas}-")
     elapsed = create_pods(engine, pods)
     remove_pods(engine, pods)
     return elapsed
 
 
-def _peer_ready(engine: PrivateEngine, path: Path) -> float:
+def _peer_ready(engine: PrivateEngine, net: BenchNetwork, path: Path) -> float:
     started = time.perf_counter()
-    result = engine.kube("kube", "play", str(path))
+    result = engine.kube("kube", "play", "--network", net.name, str(path))
     elapsed = time.perf_counter() - started
     if result.returncode != 0 or engine.running_pods() < 1:
         raise RuntimeError(f"podman kube play failed: {result.stderr.strip()[-500:]}")
@@ -97,12 +94,13 @@ def _ours_roll(cluster: Cluster, *, replicas: int, image: str, samples: _Samples
 def run(*, results: Results, engine: PrivateEngine, reps: int, sizes: tuple[int, ...], roll_replicas: int = 10,
         command: str) -> None:
     samples = _Samples()
-    cluster = Cluster(base=engine.base / "cluster", engine_url=engine.url, cidr_index=0).start()
+    net = engine.network()
+    cluster = Cluster(base=engine.base / "cluster", engine_url=engine.url, network=net).start()
     peer_file = engine.base / "peer.yaml"
     peer_file.write_text(_peer_yaml())
     try:
         # Warm-up, not measured: the first pod of an engine pays for its network set-up.
-        warm = hand_pods(2, prefix="warm-")
+        warm = hand_pods(net, 2, prefix="warm-")
         create_pods(engine, warm)
         remove_pods(engine, warm)
 
@@ -111,17 +109,17 @@ def run(*, results: Results, engine: PrivateEngine, reps: int, sizes: tuple[int,
                 ours_first = (rep + replicas) % 2 == 0
                 if ours_first:
                     samples.ours.setdefault(replicas, []).append(_ours_ready(cluster, replicas=replicas, samples=samples))
-                samples.hand.setdefault(replicas, []).append(_hand_ready(engine, replicas=replicas, rep=rep))
+                samples.hand.setdefault(replicas, []).append(_hand_ready(engine, net, replicas=replicas, rep=rep))
                 if not ours_first:
                     samples.ours.setdefault(replicas, []).append(_ours_ready(cluster, replicas=replicas, samples=samples))
                 if replicas == 1:
-                    samples.peer.append(_peer_ready(engine, peer_file))
+                    samples.peer.append(_peer_ready(engine, net, peer_file))
             print(f"  commit->ready repetition {rep + 1}/{reps}: " + ", ".join(
                 f"{n}: ours {samples.ours[n][-1]:.2f}s hand {samples.hand[n][-1]:.2f}s" for n in sizes), flush=True)
 
         # Rolling update: both sides start from `roll_replicas` running pods and alternate images.
         _ours_roll(cluster, replicas=roll_replicas, image=HELLO_V1, samples=_Samples())  # set-up, not measured
-        hand = hand_pods(roll_replicas, prefix="hand-roll-0-")
+        hand = hand_pods(net, roll_replicas, prefix="hand-roll-0-")
         create_pods(engine, hand)
         for rep in range(reps):
             image = HELLO_V2 if rep % 2 == 0 else HELLO_V1

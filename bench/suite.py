@@ -1,10 +1,12 @@
-"""Every benchmark of issue 7 in one run: ``bench/run`` calls this (``bench/run --help``).
+"""Every benchmark in one run: ``bench/run`` calls this (``bench/run --help``).
 
 Order: the engine benchmarks first (commit → ready with the peer, rolling update,
 commit noticed — ``bench/rollouts.py``), then the idle cost (``bench/idle.py``), on one
-private podman engine; then the control plane on the fake runtime
-(``bench/controlplane.py``). It prints each figure as it is measured, then the whole
-table, and saves everything (figures, raw samples, pyinstrument profiles, the machine)
+private podman engine and its bridge networks; then the Service data plane in scratch
+network namespaces (``bench/nftables.py``: writing the ruleset; ``bench/proxy.py``:
+traffic through a ClusterIP against straight to the pods); then the control plane on
+the fake runtime (``bench/controlplane.py``). It prints each figure as it is measured,
+then the whole table, and saves everything (figures, raw samples, pyinstrument profiles, the machine)
 as JSON for ``docs/performance.md``.
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.figures import Results, format_table  # noqa: E402
 
-SECTIONS = ("rollouts", "idle", "controlplane")
+SECTIONS = ("rollouts", "idle", "nftables", "proxy", "controlplane")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,7 +75,7 @@ def machine() -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="bench/run", description="Run every benchmark of issue 7 and print "
+    parser = argparse.ArgumentParser(prog="bench/run", description="Run every benchmark and print "
                                      "each figure with its baseline and ratio.")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and shorter windows (~9 min)")
     parser.add_argument("--only", default=",".join(SECTIONS),
@@ -87,8 +89,9 @@ def main() -> int:
     unknown = [s for s in only if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}.")
-    if os.geteuid() != 0 and any(s in only for s in ("rollouts", "idle")):
-        parser.error("the engine benchmarks need root (podman with published ports on loopback IPs).")
+    if os.geteuid() != 0 and any(s in only for s in ("rollouts", "idle", "nftables", "proxy")):
+        parser.error("the engine and data-plane benchmarks need root (podman bridge networks, network "
+                     "namespaces, nftables).")
     command = "bench/run" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
 
     results = Results(machine=machine(), command=command)
@@ -112,6 +115,16 @@ def main() -> int:
                 print(f"== idle cost with {settings.idle_pods} pods", flush=True)
                 idle.run(results=results, engine=engine, pods=settings.idle_pods, window=settings.idle_window,
                          settle=settings.idle_settle, command=command)
+    if "nftables" in only:
+        from bench import nftables
+
+        print("== nftables ruleset: 1000 Services x 3 endpoints, one endpoint changed", flush=True)
+        nftables.run(results, reps=reps, updates=20)
+    if "proxy" in only:
+        from bench import proxy
+
+        print("== ClusterIP through nftables against straight to the pod IPs", flush=True)
+        proxy.run(results, requests=3000 if args.quick else 6000, command=command)
     if "controlplane" in only:
         from bench import controlplane
 

@@ -1,7 +1,7 @@
 """The API over HTTPS on TCP (`api.listen`), for node agents and remote CLIs.
 
 The same `Routes` and request handler as the unix socket (`server`), with two
-differences: TLS with the certificates of `tls.ensure_pki`, and a `Guard` (`auth`) that
+differences: TLS with the certificates of `certs.ensure_pki`, and a `Guard` (`auth`) that
 checks every request's bearer token before the routes see it.
 
 Why it looks like this:

@@ -40,7 +40,7 @@ from reconciler.apiserver.auth import Guard, TokenAuthority
 from reconciler.apiserver.https import HttpsApiServer, split_listen
 from reconciler.apiserver.routes import Routes
 from reconciler.apiserver.server import ApiServer, ApiServerError
-from reconciler.apiserver.tls import TlsError, advertise_address, ensure_pki
+from reconciler.apiserver.tls import TlsError, advertise_address
 from reconciler.core.clock import SystemClock
 from reconciler.core.keys import OBJECT_STATES_KEY, SOURCE_KEY
 from reconciler.core.workqueue import Result, WorkQueue
@@ -177,6 +177,8 @@ class Daemon:
         """The API on the unix socket and, with `api.listen`, over HTTPS with tokens: one Routes for both."""
         if config.api is None:
             return ApiServer(store=self.store, socket_path=self.state_dir / "api.sock", actions=self), None
+        from reconciler.apiserver.certs import ensure_pki  # cryptography: only for HTTPS
+
         try:
             pki = ensure_pki(state_dir=self.state_dir, listen=config.api.listen, cert_file=config.api.cert_file,
                              key_file=config.api.key_file, ca_file=config.api.ca_file)

@@ -189,7 +189,8 @@ class ApiClient:
         if self._context is not None:
             return self._context
         if self._ca_hash:
-            from reconciler.apiserver.tls import TlsError, ca_hash  # cryptography: only when pinning
+            from reconciler.apiserver.certs import ca_hash  # cryptography: only when pinning
+            from reconciler.apiserver.tls import TlsError
 
             pem = self._fetch_ca()
             try:

@@ -19,10 +19,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from reconciler.apiserver.auth import Guard, TokenAuthority, references
+from reconciler.apiserver.certs import ca_hash, ensure_pki
 from reconciler.apiserver.https import HttpsApiServer
 from reconciler.apiserver.routes import Routes
 from reconciler.apiserver.server import ApiServer
-from reconciler.apiserver.tls import ca_hash, ensure_pki
 from reconciler.core.keys import API_TOKENS_KEY
 from reconciler.kubectl.client import ApiClient, ApiError, UntrustedServer
 from reconciler.store.store import Store

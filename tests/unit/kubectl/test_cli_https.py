@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from reconciler.apiserver.auth import Guard, TokenAuthority
+from reconciler.apiserver.certs import ensure_pki
 from reconciler.apiserver.https import HttpsApiServer
 from reconciler.apiserver.routes import Routes
 from reconciler.apiserver.server import ApiServer
-from reconciler.apiserver.tls import ensure_pki
 from reconciler.kubectl.cli import main
 from reconciler.store.store import Store
 

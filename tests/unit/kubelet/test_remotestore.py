@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.apiserver.auth import Guard, TokenAuthority
+from reconciler.apiserver.certs import ensure_pki
 from reconciler.apiserver.https import HttpsApiServer
 from reconciler.apiserver.routes import Routes
-from reconciler.apiserver.tls import ensure_pki
 from reconciler.kubectl.commands.node import FailoverTransport
 from reconciler.kubelet.remotestore import ApiDown, ApiRefused, RemoteStore
 from reconciler.store.protocol import StoreReadWriter
