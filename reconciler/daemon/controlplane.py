@@ -14,8 +14,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from reconciler.controllers.deployment.controller import DeploymentController
 from reconciler.controllers.endpoints import EndpointsController
 from reconciler.controllers.manager import ControllerManager
@@ -30,11 +28,9 @@ from reconciler.kubelet import drift
 from reconciler.kubelet.agent import NodeAgent
 from reconciler.kubelet.drift import OnDrift
 from reconciler.kubelet.nodestatus import NodeBinding, NodeController
-from reconciler.kubelet.routes import PodRoutes, RouteError, wanted_routes
+from reconciler.kubelet.routes import PodRoutes, sync_logged
 from reconciler.kubelet.runner import WATCHER_JOIN, Kubelet
 from reconciler.scheduler.scheduler import Scheduler
-
-log = structlog.get_logger("controlplane")
 
 # Kinds whose changes move the service data plane.
 NETWORK_KINDS = ("Pod", "Service", "Endpoints")
@@ -101,15 +97,8 @@ class ControlPlane:
                         tracked=False)
 
     def _sync_routes(self, local: frozenset[str]) -> Result | None:
-        try:
-            changed = self._pod_routes.sync(wanted_routes(self.store.list("Node"), me=local))
-        except RouteError as exc:
-            log.warning("cannot route to the other nodes' pods; retrying", error=str(exc), action="route")
-            return Result(requeue_after=5.0)
-        if changed["added"] or changed["removed"]:
-            log.info("routes to other nodes' pods", added=[r.cidr for r in changed["added"]],
-                     removed=[r.cidr for r in changed["removed"]], action="route")
-        return None
+        retry = sync_logged(self._pod_routes, self.store.list("Node"), me=local)
+        return Result(requeue_after=retry) if retry is not None else None
 
     # -- the manager's surface -----------------------------------------------------------------
     @property

@@ -44,7 +44,7 @@ from reconciler.daemon.systemd import Notifier
 from reconciler.kubelet.agent import NodeAgent
 from reconciler.kubelet.nodestatus import NodeBinding, NodeController
 from reconciler.kubelet.remotestore import ApiDown, ApiRefused, RemoteStore, Transport
-from reconciler.kubelet.routes import PodRoutes, RouteError, wanted_routes
+from reconciler.kubelet.routes import PodRoutes, RouteError, sync_logged
 from reconciler.kubelet.runner import Kubelet
 from reconciler.proxy.nftables import NftError, NftMissing, NftTable
 from reconciler.proxy.sync import ProxySync
@@ -156,15 +156,8 @@ class NodeProcess:
         return self.proxy_sync
 
     def _sync_routes(self, _key: Any) -> Result | None:
-        try:
-            changed = self.routes.sync(wanted_routes(self.remote.list("Node"), me=self.config.name))
-        except RouteError as exc:
-            log.warning("cannot route to the other nodes' pods; retrying", error=str(exc), action="route")
-            return Result(requeue_after=5.0)
-        if changed["added"] or changed["removed"]:
-            log.info("routes to other nodes' pods", added=[r.cidr for r in changed["added"]],
-                     removed=[r.cidr for r in changed["removed"]], action="route")
-        return None
+        retry = sync_logged(self.routes, self.remote.list("Node"), me=self.config.name)
+        return Result(requeue_after=retry) if retry is not None else None
 
     def _heartbeat(self) -> None:
         assert self.kubelet is not None

@@ -21,7 +21,11 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import structlog
+
 from reconciler.core.bodies import Body
+
+log = structlog.get_logger("routes")
 
 PROTO = "199"  # our routes' protocol number (iproute2's rt_protos leaves 199 unassigned)
 
@@ -110,3 +114,20 @@ class PodRoutes:
     def clear(self) -> None:
         """Remove every route of ours (an explicit clean-up; stopping the agent keeps them)."""
         self.sync([])
+
+
+RETRY_AFTER = 5.0  # seconds before a failed route sync is tried again
+
+
+def sync_logged(routes: PodRoutes, nodes: Iterable[Body], *, me: str | Iterable[str]) -> float | None:
+    """One host's route sync as a controller runs it: logs what changed or failed; returns the
+    seconds after which to try again (None: done)."""
+    try:
+        changed = routes.sync(wanted_routes(nodes, me=me))
+    except RouteError as exc:
+        log.warning("cannot route to the other nodes' pods; retrying", error=str(exc), action="route")
+        return RETRY_AFTER
+    if changed["added"] or changed["removed"]:
+        log.info("routes to other nodes' pods", added=[r.cidr for r in changed["added"]],
+                 removed=[r.cidr for r in changed["removed"]], action="route")
+    return None

@@ -221,21 +221,7 @@ def test_three_hosts_pods_services_and_nodeports_survive_kill_9(tmp_path: Path, 
             assert all(int(c.get("restartCount", 0)) == 0 for p in after
                        for c in p["status"].get("containerStatuses") or [])
         finally:
-            for agent in agents.values():
-                if agent.poll() is None:
-                    agent.send_signal(signal.SIGTERM)
-                    try:
-                        agent.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        agent.kill()
-            if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:
-                daemon.stop()
-            for host in lab.hosts:  # the agents' kernel state outlives them on purpose
-                config = tmp_path / f"{host.name}.yaml"
-                if config.exists():
-                    subprocess.run(["nsenter", f"--net=/run/netns/{host.netns}", sys.executable, "-m",
-                                    "reconciler", "node", "--cleanup", "--config", str(config)],
-                                   cwd=REPO_ROOT, capture_output=True, timeout=60)
+            tear_down(tmp_path, lab, agents, daemon)
     assert lab.leftovers() == []
 
 
@@ -294,22 +280,26 @@ def test_a_lost_host_is_replaced_and_its_stale_pods_removed_when_it_returns(tmp_
                      what="the returned host's stale pods removed")
             assert len(web_pods(daemon)) == 6
         finally:
-            for agent in agents.values():
-                if agent.poll() is None:
-                    agent.send_signal(signal.SIGTERM)
-                    try:
-                        agent.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        agent.kill()
-            if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:
-                daemon.stop()
-            for host in lab.hosts:
-                config = tmp_path / f"{host.name}.yaml"
-                if config.exists():
-                    subprocess.run(["nsenter", f"--net=/run/netns/{host.netns}", sys.executable, "-m",
-                                    "reconciler", "node", "--cleanup", "--config", str(config)],
-                                   cwd=REPO_ROOT, capture_output=True, timeout=60)
+            tear_down(tmp_path, lab, agents, daemon)
     assert lab.leftovers() == []
+
+
+def tear_down(tmp_path: Path, lab: HostLab, agents: dict[str, subprocess.Popen], daemon: Daemon | None) -> None:
+    """Agents and daemon stopped; the agents' kernel state (it outlives them on purpose) removed."""
+    for agent in agents.values():
+        if agent.poll() is None:
+            agent.send_signal(signal.SIGTERM)
+            try:
+                agent.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+    if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:
+        daemon.stop()
+    for host in lab.hosts:
+        config = tmp_path / f"{host.name}.yaml"
+        if config.exists():
+            subprocess.run(["nsenter", f"--net=/run/netns/{host.netns}", sys.executable, "-m", "reconciler", "node",
+                            "--cleanup", "--config", str(config)], cwd=REPO_ROOT, capture_output=True, timeout=60)
 
 
 def ready_node(node: dict) -> bool:
