@@ -258,6 +258,10 @@ class Scheduler:
         self._shares: dict[tuple[str, str], _Share] = {}
         self._usage: dict[str, _NodeUsage] = {}
         self._seeded = False
+        # Per node, the last pod IP handed out: the next search starts after it (host-local
+        # IPAM's rotation), so a freed address is not reused at once — a host's neighbour cache
+        # would still hold the previous pod's MAC for it, and new connections would time out.
+        self._last_ip: dict[str, int] = {}
 
     # -- the per-node aggregates ---------------------------------------------------------
     def observe_pod(self, namespace: str, name: str) -> None:
@@ -303,7 +307,11 @@ class Scheduler:
             usage = self._usage.get(node["metadata"]["name"]) or _NodeUsage()
             network = _pod_network(node)
             if network is not None and network.version == 4 and network.prefixlen <= 30:
-                return _lowest_free_ipv4(network, usage.ipv4s)
+                name = node["metadata"]["name"]
+                ip = _next_free_ipv4(network, usage.ipv4s, after=self._last_ip.get(name))
+                if ip is not None:
+                    self._last_ip[name] = int(ipaddress.IPv4Address(ip))
+                return ip
             return free_ip(node=node, used=set(usage.ips))
 
     # -- reconcile -----------------------------------------------------------------------
@@ -452,3 +460,16 @@ def _lowest_free_ipv4(network: ipaddress.IPv4Network, taken: Container[int]) -> 
     while candidate <= last and candidate in taken:
         candidate += 1
     return str(ipaddress.IPv4Address(candidate)) if candidate <= last else None
+
+
+def _next_free_ipv4(network: ipaddress.IPv4Network, taken: Container[int], *, after: int | None) -> str | None:
+    """The first free host address after ``after`` (wrapping round), else the lowest free one."""
+    first, last = int(network.network_address) + 2, int(network.broadcast_address) - 1
+    if after is None or not first <= after <= last:
+        return _lowest_free_ipv4(network, taken)
+    candidate = after + 1
+    while candidate <= last:
+        if candidate not in taken:
+            return str(ipaddress.IPv4Address(candidate))
+        candidate += 1
+    return _lowest_free_ipv4(network, taken)
