@@ -1,7 +1,7 @@
 """A private podman engine for the benchmarks, and the "by hand" client that is their baseline.
 
 Why: the benchmarks create and destroy hundreds of pods, so they run their own
-``podman system service`` (``runtime.podman_service.PodmanService``) with its own
+``podman system service`` (``runtime.podman.service.PodmanService``) with its own
 storage, run root and socket under a short ``/tmp`` dir: the host's pods are never
 seen or disturbed, and everything the benchmark made goes away with that dir.
 
@@ -41,8 +41,7 @@ import podman
 
 from runtime.driver import PodNetwork
 from runtime.podman.network import network_body
-from runtime.podman.service import PodmanService
-from tests.harness.podman_fixtures import NetworkSlot, claim_network_slot
+from tests.harness.podman_fixtures import NetworkedPodmanService, NetworkSlot, claim_network_slot
 
 API_VERSION = "4.0.0"  # what runtime/podman.py pins: accepted by podman 4.x and 5.x services
 HELLO_V1 = "localhost:5000/hello:v1"
@@ -78,17 +77,6 @@ class BenchNetwork:
         return self.subnet.rsplit(".", 1)[0] + f".{host}"
 
 
-class _NetworkedService(PodmanService):
-    """A PodmanService whose network configs are its own (also for conmon's cleanup command)."""
-
-    def __init__(self, *, network_dir: Path, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.network_dir = network_dir
-
-    def storage_args(self) -> list[str]:
-        return [*super().storage_args(), "--network-config-dir", str(self.network_dir)]
-
-
 class PrivateEngine:
     """One private podman service; ``client()`` gives a per-thread podman-py APIClient on it."""
 
@@ -96,7 +84,7 @@ class PrivateEngine:
         # podman refuses a runroot longer than 50 characters: keep the base short.
         self.base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
         (self.base / "networks").mkdir()
-        self.service = _NetworkedService(root=self.base / "root", runroot=self.base / "run",
+        self.service = NetworkedPodmanService(root=self.base / "root", runroot=self.base / "run",
                                          socket=self.base / "podman.sock", log_path=self.base / "service.log",
                                          network_dir=self.base / "networks")
         self.networks: list[BenchNetwork] = []

@@ -29,8 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.podman.service import PodmanService
-from tests.harness.podman_fixtures import remove_podman_dir, short_tmp_dir, write_containers_conf
+from tests.harness.podman_fixtures import (
+    NetworkedPodmanService,
+    remove_podman_dir,
+    short_tmp_dir,
+    write_containers_conf,
+)
 
 LAB_NET = "198.18.0"
 # One lab at a time on a machine: every lab uses the same addresses on the root side (its
@@ -49,20 +53,15 @@ def in_netns(netns: str, *args: str, check: bool = True, timeout: float = 60) ->
     return run("nsenter", f"--net=/run/netns/{netns}", *args, check=check, timeout=timeout)
 
 
-class NetnsPodmanService(PodmanService):
-    """A podman service whose containers live in a host namespace's network."""
+class NetnsPodmanService(NetworkedPodmanService):
+    """A test node's podman service whose containers live in a host namespace's network."""
 
-    def __init__(self, *, netns: str, network_dir: Path, **kwargs: Any) -> None:
+    def __init__(self, *, netns: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.netns = netns
-        self.network_dir = network_dir
 
     def command(self) -> list[str]:
         return ["nsenter", f"--net=/run/netns/{self.netns}", *super().command()]
-
-    def storage_args(self) -> list[str]:
-        # The global flag also reaches conmon's cleanup command (see podman_fixtures).
-        return [*super().storage_args(), "--network-config-dir", str(self.network_dir)]
 
 
 @dataclass
