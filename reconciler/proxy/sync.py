@@ -13,7 +13,7 @@ changes. Each run:
    process does not know what the kernel holds);
 2. puts the local pod bridges' ports into hairpin mode (a new pod's veth starts with it
    off; without it a pod cannot reach itself through its own Service — see
-   ``NftTable.enable_hairpin``), and drops the host's ARP entry for each newly started
+   ``NftTable.settle_bridge``, which also pins the bridge's MAC), and drops the host's ARP entry for each newly started
    pod's address (an address is reused after its pod is gone, with a new MAC; see
    ``NftTable.forget_neighbour``);
 3. keeps running pods' /etc/hosts current (below).
@@ -117,7 +117,7 @@ class ProxySync:
         serving = frozenset(ep.ip for eps in state.services.values() for ep in eps)
         with self._lock:
             self._serving = serving
-        self._hairpin()
+        self._settle_bridges()
         self._forget_stale_neighbours()
         try:
             self._sync_hosts(services)
@@ -125,14 +125,14 @@ class ProxySync:
             log.warning("cannot bring pods' /etc/hosts up to date", error=str(exc))
         return None
 
-    def _hairpin(self) -> None:
+    def _settle_bridges(self) -> None:
         for bridge in self._bridges():
             try:
-                self._table.enable_hairpin(bridge)
+                self._table.settle_bridge(bridge)
             except NftError as exc:
                 # A bridge netavark has not made yet (no pod started) or just removed (its last
                 # pod gone) has no ports to set; the next pod's start re-runs this.
-                log.debug("hairpin mode not set", bridge=bridge, error=str(exc))
+                log.debug("bridge not settled (MAC, hairpin)", bridge=bridge, error=str(exc))
 
     def _forget_stale_neighbours(self) -> None:
         """Once per started local pod: drop the ARP entry a previous holder of its IP left."""

@@ -99,9 +99,6 @@ def test_cluster_ip_balances_over_all_pods_and_node_port_answers(cluster):
     assert "hello v1" in http_get(f"http://127.0.0.1:{node_port}/")
 
 
-@pytest.mark.xfail(strict=False, reason="KNOWN DEFECT, open: about one request in several hundred times out "
-                   "during the rollout since the nftables data plane landed (session note 2026-12-06); "
-                   "the test still runs and reports XPASS when none fails")
 def test_rolling_update_through_the_service_fails_no_request(cluster):
     daemon, repo = cluster["daemon"], cluster["repo"]
     ip = service(daemon)["spec"]["clusterIP"]

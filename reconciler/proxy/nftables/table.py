@@ -25,7 +25,7 @@ The kernel settings it needs (``ensure_sysctls``):
   loopback services through it, kube-proxy's fix for CVE-2020-8558).
 
 Hairpin (a pod reaching itself through its Service) also needs its bridge port in hairpin
-mode (``enable_hairpin``), see there why.
+mode, and the bridge a MAC address that does not move (``settle_bridge``), see there why.
 
 ``netns`` runs every command inside ``/run/netns/NAME`` through ``nsenter --net=…`` (not
 ``ip netns exec``, which remounts /sys); tests and the benchmark use it to work in a scratch
@@ -92,6 +92,7 @@ class NftTable:
         self.applied: ProxyState | None = None  # what the kernel holds, as far as we know
         self.last_sync = ""  # "full" | "partial" | "unchanged": what the last sync() did
         self.last_seconds = 0.0  # how long the last sync()'s nft call took
+        self._pinned_bridges: set[int] = set()  # ifindexes of bridges whose MAC we set (settle_bridge)
 
     # -- commands ------------------------------------------------------------------------------
     def _prefix(self) -> list[str]:
@@ -152,32 +153,53 @@ class NftTable:
         self.applied = None
 
     # -- kernel settings -----------------------------------------------------------------------
-    def enable_hairpin(self, bridge: str) -> list[str]:
-        """Put every port of the pod ``bridge`` in hairpin mode; returns the ports changed.
+    def settle_bridge(self, bridge: str) -> list[str]:
+        """Pin the pod ``bridge``'s MAC address and put its ports in hairpin mode; returns what changed.
 
-        With br_netfilter loaded (as on a podman host), a packet DNATed to a pod on the same
-        bridge is bridged, not routed; when a pod reaches *itself* through its Service that
-        means out of the port it came in on, which a bridge refuses unless the port is in
+        One ``ip -d -j link show`` lists the bridge and its ports; a bridge already pinned (by
+        ifindex: netavark deletes a bridge with its last pod and makes a new one later) with
+        every port in hairpin mode costs nothing more. Call it after a pod starts.
+
+        The MAC: a Linux bridge whose address was never set takes the lowest MAC of its ports,
+        so it changes whenever a pod's veth with a lower one comes or goes — every rollout. The
+        pods' ARP entries for their gateway (the bridge) then point at a MAC nobody answers
+        for, and their replies to the host (a SYN-ACK through a ClusterIP, seen here as one
+        connect timeout in a few hundred during a rolling update) are lost until the entry is
+        probed again, seconds later. netavark fixed this in 1.9 (containers/netavark#833);
+        Debian 12 ships 1.4. Setting the address to its *current* value is enough: the kernel
+        then keeps it (``addr_assign_type`` 3) and nothing changes for pods already attached.
+        Kubernetes' bridge CNI plugin sets an explicit MAC for the same reason.
+
+        Hairpin: with br_netfilter loaded (as on a podman host), a packet DNATed to a pod on
+        the same bridge is bridged, not routed; when a pod reaches *itself* through its Service
+        that means out of the port it came in on, which a bridge refuses unless the port is in
         hairpin mode — the masquerade in the ruleset is not enough on its own. kubelet's
-        ``--hairpin-mode=hairpin-veth`` does the same per pod port. Call it after a pod starts
-        (new veth ports start with hairpin off); ports already on are left alone.
+        ``--hairpin-mode=hairpin-veth`` does the same per pod port (new veth ports start with
+        hairpin off); ports already on are left alone.
         """
-        out = subprocess.run([*self._prefix(), "ip", "-d", "-j", "link", "show", "master", bridge],
+        out = subprocess.run([*self._prefix(), "ip", "-d", "-j", "link", "show"],
                              capture_output=True, text=True, timeout=self.timeout, check=False)
         if out.returncode != 0:
-            raise NftError(f"could not list the ports of bridge {bridge}: {out.stderr.strip()}")
+            raise NftError(f"could not list the links of bridge {bridge}: {out.stderr.strip()}")
+        links = json.loads(out.stdout or "[]")
         changed = []
-        for link in json.loads(out.stdout or "[]"):
-            info = link.get("linkinfo", {}).get("info_slave_data", {})
-            if info.get("hairpin"):
+        for link in links:
+            if link.get("ifname") == bridge and link.get("ifindex") not in self._pinned_bridges:
+                self._ip("link", "set", "dev", bridge, "address", link["address"])
+                self._pinned_bridges.add(link["ifindex"])
+                changed.append(bridge)
+        for link in links:
+            if link.get("master") != bridge or link.get("linkinfo", {}).get("info_slave_data", {}).get("hairpin"):
                 continue
-            name = link["ifname"]
-            proc = subprocess.run([*self._prefix(), "ip", "link", "set", "dev", name, "type", "bridge_slave",
-                                   "hairpin", "on"], capture_output=True, text=True, timeout=self.timeout, check=False)
-            if proc.returncode != 0:
-                raise NftError(f"could not turn hairpin mode on for {name}: {proc.stderr.strip()}")
-            changed.append(name)
+            self._ip("link", "set", "dev", link["ifname"], "type", "bridge_slave", "hairpin", "on")
+            changed.append(link["ifname"])
         return changed
+
+    def _ip(self, *args: str) -> None:
+        proc = subprocess.run([*self._prefix(), "ip", *args], capture_output=True, text=True,
+                              timeout=self.timeout, check=False)
+        if proc.returncode != 0:
+            raise NftError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
 
     def forget_neighbour(self, ip: str, *, bridge: str) -> bool:
         """Drop the host's ARP entry for ``ip`` on ``bridge``; True if there was one.

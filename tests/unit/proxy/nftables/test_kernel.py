@@ -9,13 +9,14 @@ which endpoint it reached and whether the source was masqueraded.
 from __future__ import annotations
 
 import collections
+import json
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from reconciler.proxy.nftables import Endpoint, NftMissing, NftTable, ProxyState, ServicePort, require_nft
-from tests.unit.proxy.nftables.netlab import NODE_IP, SERVER_PORT, SUBNET, Lab, usable
+from tests.unit.proxy.nftables.netlab import NODE_IP, SERVER_PORT, SUBNET, Lab, sh, usable
 
 pytestmark = pytest.mark.skipif(bool(usable()), reason=usable() or "usable")
 
@@ -87,9 +88,39 @@ def test_hairpin_needs_the_bridge_port_in_hairpin_mode() -> None:
         table.sync(state(lab, [0]))  # pod 0 is the only endpoint: every connection is a hairpin
         [result] = lab.connect(lab.pod_ns(0), CLUSTER_IP, 80, timeout=0.5)
         assert "error" in result, result  # bridged back out of its own port: dropped
-        assert table.enable_hairpin("br0") == ["vp0", "vp1"]
-        assert table.enable_hairpin("br0") == []  # already on
+        assert table.settle_bridge("br0") == ["br0", "vp0", "vp1"]
+        assert table.settle_bridge("br0") == []  # pinned and already on
         assert served_by(lab.connect(lab.pod_ns(0), CLUSTER_IP, 80, count=3)) == {lab.pod_ip(0): 3}
+    finally:
+        lab.close()
+
+
+def _bridge_mac(lab: Lab) -> str:
+    return json.loads(sh("ip", "-n", lab.node, "-j", "link", "show", "br0"))[0]["address"]
+
+
+def _attach_low_mac_port(lab: Lab, name: str) -> None:
+    """A new port whose MAC is below every other: an unpinned bridge takes it as its own."""
+    sh("ip", "-n", lab.node, "link", "add", name, "address", "02:00:00:00:00:01", "type", "veth",
+       "peer", "name", name + "p")
+    sh("ip", "-n", lab.node, "link", "set", name, "master", "br0", "up")
+
+
+def test_the_bridge_mac_does_not_move_when_pods_come_and_go() -> None:
+    """Pods' ARP entries for their gateway must stay right through a rollout (settle_bridge)."""
+    lab = Lab(pods=2)
+    try:
+        lab.start()
+        before = _bridge_mac(lab)
+        _attach_low_mac_port(lab, "vlow0")
+        assert _bridge_mac(lab) != before  # the kernel's default: the lowest port MAC wins
+        sh("ip", "-n", lab.node, "link", "del", "vlow0")
+        table = NftTable(netns=lab.node)
+        table.settle_bridge("br0")
+        pinned = _bridge_mac(lab)
+        _attach_low_mac_port(lab, "vlow1")
+        sh("ip", "-n", lab.node, "link", "del", "vlow1")
+        assert _bridge_mac(lab) == pinned
     finally:
         lab.close()
 
