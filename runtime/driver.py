@@ -34,6 +34,11 @@ class ImagePullError(DriverError):
     """The image could not be pulled (or is absent with policy Never)."""
 
 
+class ContainerConfigError(DriverError):
+    """The request cannot be run as asked on this node (Kubernetes' CreateContainerConfigError),
+    e.g. runAsNonRoot and the image runs as root; nothing of the container was created."""
+
+
 class NodeUnreachable(DriverError):
     """The engine does not answer."""
 
@@ -82,10 +87,17 @@ class ContainerRequest:
     # securityContext
     run_as_user: int | None = None  # None: the image's USER
     run_as_group: int | None = None  # None: the user's primary group
+    supplemental_groups: tuple[int, ...] = ()  # fsGroup and supplementalGroups: extra groups of its processes
     read_only_root_filesystem: bool = False
     privileged: bool = False
     capabilities_add: tuple[str, ...] = ()  # Kubernetes names, e.g. "NET_ADMIN" ("CAP_" prefix optional)
     capabilities_drop: tuple[str, ...] = ()  # "ALL" drops every capability
+    # allowPrivilegeEscalation: false -> the kernel's no_new_privs: setuid binaries and file
+    # capabilities cannot raise the privileges of the container's processes.
+    no_new_privileges: bool = False
+    # runAsNonRoot: the driver refuses (ContainerConfigError) to create the container when its
+    # user would be 0: run_as_user if set, else the image's USER (a user name cannot be verified).
+    run_as_non_root: bool = False
     stop_signal: str | None = None  # e.g. "SIGINT"; None: the image's STOPSIGNAL, else SIGTERM
 
 
@@ -108,6 +120,11 @@ class PodRequest:
     pod_ip: str
     labels: dict[str, str] = field(default_factory=dict)  # ownership, copied to pod and containers
     containers: tuple[ContainerRequest, ...] = ()
+    # initContainers, in order. The driver creates those of the request with the pod and never
+    # starts one on its own: the caller runs them one by one (start_container) and creates the app
+    # containers only once all have exited 0 (a second create_pod, without init containers). Names
+    # are unique across both lists, as Kubernetes validates.
+    init_containers: tuple[ContainerRequest, ...] = ()
     termination_grace_period_seconds: int = 30
     # Extra /etc/hosts entries (hostname, ip) for every container, e.g. Service names.
     hosts: tuple[tuple[str, str], ...] = ()
@@ -139,6 +156,7 @@ class PodState:
     labels: dict[str, str]
     containers: tuple[ContainerState, ...]
     runtime_id: str = ""
+    init_containers: tuple[ContainerState, ...] = ()  # in spec order; empty once removed or if none
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,11 +213,14 @@ class NodeDriver(Protocol):
         """Make ``image`` present per the pull policy; ImagePullError if it cannot."""
 
     def create_pod(self, request: PodRequest) -> PodState:
-        """Create (not start) the pod and its containers. If a pod with the same
-        (namespace, name) and uid exists already, return it unchanged."""
+        """Create (not start) the pod and its containers (init containers included). If a pod
+        with the same (namespace, name) and uid exists already, create only the containers of
+        ``request`` it lacks. ContainerConfigError (before anything is made) when a container of
+        the request has runAsNonRoot and would run as root."""
 
     def start_pod(self, *, namespace: str, name: str) -> None:
-        """Start every container of the pod that is not running."""
+        """Start every container of the pod that is not running (init containers included: a
+        caller whose pod has init containers starts its containers one by one instead)."""
 
     def start_container(self, *, namespace: str, name: str, container: str) -> None:
         """(Re)start one container of the pod."""

@@ -11,9 +11,12 @@ new id and an empty writable layer) and nothing more. It is deterministic:
 no threads, no randomness; ids come from counters and times from an injectable
 clock. Tests steer it through a few controls (``crash``, ``kill``, ``set_image_pull_fails``,
 ``set_start_fails``, ``set_reachable``, ``remove_container``, ``add_lone_container``,
-``add_image``, ``set_exec_handler``, ``write_file``) and read the ``calls`` log (or ``pod_request``, ``hosts``:
-every request field is kept as given, mounts, resources and securityContext
-included, though the fake enforces none of them).
+``add_image``, ``set_image_user``, ``set_exec_handler``, ``write_file``) and read the ``calls`` log (or
+``pod_request``, ``hosts``: every request field is kept as given, mounts, resources and securityContext
+included, though the fake enforces none of them but runAsNonRoot, which it refuses as podman does,
+from the image's USER that ``set_image_user`` gives: none, i.e. root, by default).
+Init containers are containers of the pod like the others, kept apart (``PodState.init_containers``);
+a test ends one with ``crash(exit_code=0)`` (completed) or another code (failed).
 Every method takes one lock, so it is thread-safe; ``list_pods`` returns cached
 immutable states, so polling thousands of pods every second stays cheap.
 
@@ -49,6 +52,7 @@ from runtime.driver import (
     WatchStatus,
     WatchStatusHandler,
 )
+from runtime.nonroot import verify_non_root
 
 _POLICIES = ("Always", "IfNotPresent", "Never")
 
@@ -87,14 +91,19 @@ class _Container:
 
 
 class _Pod:
-    __slots__ = ("request", "runtime_id", "containers", "cached", "hosts")
+    __slots__ = ("request", "runtime_id", "containers", "init", "cached", "hosts")
 
     def __init__(self, *, request: PodRequest, runtime_id: str) -> None:
         self.request = request
         self.runtime_id = runtime_id
         self.hosts = request.hosts  # the extra /etc/hosts entries now (set_hosts replaces them)
         self.containers: dict[str, _Container] = {}
+        self.init: dict[str, _Container] = {}  # init containers, in the order made (the spec's)
         self.cached: PodState | None = None
+
+    def records(self) -> list[_Container]:
+        """Every container of the pod, init containers first."""
+        return [*self.init.values(), *self.containers.values()]
 
     def snapshot(self) -> PodState:
         if self.cached is None:
@@ -102,6 +111,7 @@ class _Pod:
             self.cached = PodState(namespace=request.namespace, name=request.name, uid=request.uid,
                                    pod_ip=request.pod_ip, labels=dict(request.labels),
                                    containers=tuple(c.snapshot() for c in self.containers.values()),
+                                   init_containers=tuple(c.snapshot() for c in self.init.values()),
                                    runtime_id=self.runtime_id)
         return self.cached
 
@@ -135,6 +145,7 @@ class FakeDriver:
         self._record = record_calls
         self._stop_exit_code = stop_exit_code
         self._images: set[str] = set(images)
+        self._image_users: dict[str, str] = {}  # image -> its USER ("" or absent: root)
         self._pull_fails: set[str] = set()
         self._reachable = True
         self._pods: dict[tuple[str, str], _Pod] = {}
@@ -184,6 +195,14 @@ class FakeDriver:
         """Make ``image`` present, as if pulled earlier."""
         with self._lock:
             self._images.add(image)
+
+    def set_image_user(self, image: str, user: str) -> None:
+        """The image's USER (e.g. "1000", "1000:1000", "nobody"; "" is root, the default)."""
+        with self._lock:
+            self._image_users[image] = user
+
+    def _image_user(self, image: str) -> str:
+        return self._image_users.get(image, "").partition(":")[0]
 
     def set_image_pull_fails(self, image: str, fails: bool = True) -> None:
         """Every pull of ``image`` fails from now on (or works again with ``fails=False``)."""
@@ -251,7 +270,7 @@ class FakeDriver:
         """The container is removed by hand (drift), leaving the pod."""
         with self._lock:
             pod = self._pod(namespace=namespace, name=name)
-            record = pod.containers.pop(container, None)
+            record = pod.containers.pop(container, None) or pod.init.pop(container, None)
             if record is None:
                 raise DriverError(f"container {container} of pod {namespace}/{name} does not exist.")
             if record.state == "running":
@@ -304,7 +323,8 @@ class FakeDriver:
         return pod
 
     def _container(self, *, namespace: str, name: str, container: str) -> _Container:
-        record = self._pod(namespace=namespace, name=name).containers.get(container)
+        pod = self._pod(namespace=namespace, name=name)
+        record = pod.containers.get(container) or pod.init.get(container)
         if record is None:
             raise DriverError(f"container {container} of pod {namespace}/{name} does not exist on the node.")
         return record
@@ -346,12 +366,13 @@ class FakeDriver:
                 subscriber(event)
 
     def _add_containers(self, pod: _Pod, request: PodRequest) -> None:
-        missing = [c for c in request.containers if c.name not in pod.containers]
-        for container in missing:
+        missing = [(pod.init, c) for c in request.init_containers if c.name not in pod.init]
+        missing += [(pod.containers, c) for c in request.containers if c.name not in pod.containers]
+        for _, container in missing:
             if container.image not in self._images:
                 raise ImagePullError(f"image {container.image} is not present on the node; pull it first.")
-        for container in missing:
-            pod.containers[container.name] = _Container(request=container, container_id=self._new_id("ctr"))
+        for into, container in missing:
+            into[container.name] = _Container(request=container, container_id=self._new_id("ctr"))
 
     # --- NodeDriver -----------------------------------------------------------------------
 
@@ -387,16 +408,18 @@ class FakeDriver:
     def create_pod(self, request: PodRequest) -> PodState:
         with self._lock:
             self._enter("create_pod", request=request)
+            for container in (*request.init_containers, *request.containers):
+                verify_non_root(container, pod=f"{request.namespace}/{request.name}", image_user=self._image_user)
             key = (request.namespace, request.name)
             pod = self._pods.get(key)
             if pod is not None and pod.request.uid != request.uid:
                 del self._pods[key]
-                for record in pod.containers.values():
+                for record in pod.records():
                     self._stop(pod, record)
                     self._event(request.namespace, request.name, record.request.name, "remove")
                 pod = None
             if pod is None:
-                for container in request.containers:
+                for container in (*request.init_containers, *request.containers):
                     if container.image not in self._images:
                         raise ImagePullError(f"image {container.image} is not present on the node; pull it first.")
                 pod = _Pod(request=request, runtime_id=self._new_id("pod"))
@@ -413,7 +436,7 @@ class FakeDriver:
             self._enter("start_pod", namespace=namespace, name=name)
             pod = self._pod(namespace=namespace, name=name)
             try:
-                for record in pod.containers.values():
+                for record in pod.records():  # init containers too, as podman's pod start does
                     self._start(pod, record)
             finally:
                 self._touch(namespace=namespace, name=name)
@@ -445,17 +468,20 @@ class FakeDriver:
             where = f"pod {request.namespace}/{request.name}"
             if pod.request.uid != request.uid:
                 raise DriverError(f"{where} on the node is another pod (uid {pod.request.uid!r}).")
-            spec = next((c for c in request.containers if c.name == container), None)
+            init = any(c.name == container for c in request.init_containers)
+            spec = next((c for c in (*request.init_containers, *request.containers) if c.name == container), None)
             if spec is None:
                 raise DriverError(f"{where} has no container {container} in its spec.")
             if spec.image not in self._images:
                 raise ImagePullError(f"image {spec.image} is not present on the node; pull it first.")
-            old = pod.containers.get(container)
+            verify_non_root(spec, pod=f"{request.namespace}/{request.name}", image_user=self._image_user)
+            into = pod.init if init else pod.containers
+            old = into.get(container)
             if old is not None:
                 self._stop(pod, old)
                 self._event(request.namespace, request.name, container, "remove")
             record = _Container(request=spec, container_id=self._new_id("ctr"))
-            pod.containers[container] = record
+            into[container] = record
             try:
                 self._start(pod, record)
             finally:
@@ -470,7 +496,7 @@ class FakeDriver:
             pod = self._pods.get((namespace, name))
             if pod is None:
                 return
-            for record in pod.containers.values():
+            for record in pod.records():
                 self._stop(pod, record)
             self._touch(namespace=namespace, name=name)
         self._flush()
@@ -481,7 +507,7 @@ class FakeDriver:
             pod = self._pods.pop((namespace, name), None)
             if pod is not None:
                 self._list_cache = None
-                for record in pod.containers.values():
+                for record in pod.records():
                     self._stop(pod, record)
                     self._event(namespace, name, record.request.name, "remove")
         self._flush()
@@ -568,7 +594,7 @@ class FakeDriver:
             self._enter("set_hosts", namespace=namespace, name=name, hosts=tuple(hosts))
             pod = self._pods.get((namespace, name))
             # Like podman: a pod's hosts file exists once a container of it has started.
-            if pod is None or not any(c.state == "running" for c in pod.containers.values()):
+            if pod is None or not any(c.state == "running" for c in pod.records()):
                 return False
             pod.hosts = tuple(hosts)
             return True

@@ -34,6 +34,7 @@ from reconciler.apiserver.tls import Pki
 from reconciler.apiserver.watch import watch_stream
 from reconciler.core import selectors as labels
 from reconciler.core.kinds import APPS, BY_PLURAL, CORE, KindInfo
+from reconciler.core.nodes import DEFAULT_POD_CIDR_POOL
 from reconciler.gitops.errors import ActionError
 
 _EVENT_LIMIT_DEFAULT = 500
@@ -113,8 +114,10 @@ class Routes:
     """URL -> store read or daemon action. Pure request/response, testable without HTTP."""
 
     def __init__(self, *, store: Any, actions: DaemonActions, tokens: TokenAuthority | None = None,
-                 pki: Pki | None = None, advertise: str | None = None) -> None:
+                 pki: Pki | None = None, advertise: str | None = None,
+                 pod_cidr_pool: str = DEFAULT_POD_CIDR_POOL) -> None:
         self._store = store
+        self._pod_cidr_pool = pod_cidr_pool  # joining nodes get the next free /24 of it
         self._actions = actions
         self._tokens = tokens
         self._pki = pki
@@ -213,7 +216,7 @@ class Routes:
 
     def _write(self, *, method: str, info: KindInfo, namespace: str | None, tail: list[str], body: Any) -> Response:
         if info.kind == "Node" and method == "POST" and not tail:
-            code, stored = writes.register_node(self._store, body)
+            code, stored = writes.register_node(self._store, body, pool=self._pod_cidr_pool)
             return Response(code=code, body=stored)
         if info.kind == "Node" and method == "PUT" and len(tail) == 1:
             return Response(body=writes.replace(self._store, kind="Node", namespace="", name=tail[0], body=body,

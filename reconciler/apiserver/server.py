@@ -212,7 +212,7 @@ class ApiServer:
                 f"the API socket path {path} is too long for a unix socket "
                 f"(at most {_MAX_SOCKET_PATH} bytes); use a shorter state dir."
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the state dir, if nothing made it yet
         self._clear_stale(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         if len(os.fsencode(str(tmp))) > _MAX_SOCKET_PATH:

@@ -25,8 +25,7 @@ from typing import Any
 
 from reconciler.apiserver.status import ApiStatusError
 from reconciler.core.keys import ANN_REGISTERED
-
-DEFAULT_POD_CIDR_POOL = "10.244.0.0/16"
+from reconciler.core.nodes import DEFAULT_POD_CIDR_POOL
 
 
 def _body(body: Any, kind: str) -> dict[str, Any]:
@@ -44,7 +43,7 @@ def _check_version(current: dict[str, Any], body: dict[str, Any], what: str) -> 
         raise ApiStatusError(409, f"the object has been modified; read {what} again and retry", reason="Conflict")
 
 
-def register_node(store: Any, body: Any) -> tuple[int, dict[str, Any]]:
+def register_node(store: Any, body: Any, *, pool: str = DEFAULT_POD_CIDR_POOL) -> tuple[int, dict[str, Any]]:
     node = _body(body, "Node")
     meta = node.get("metadata") or {}
     name = meta.get("name")
@@ -54,7 +53,7 @@ def register_node(store: Any, body: Any) -> tuple[int, dict[str, Any]]:
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise ApiStatusError(400, "metadata.labels must map names to strings")
     spec = dict(node.get("spec") or {})
-    spec["podCIDR"] = _pod_cidr(store, name, spec.get("podCIDR"))
+    spec["podCIDR"] = _pod_cidr(store, name, spec.get("podCIDR"), pool=pool)
     spec["podCIDRs"] = [spec["podCIDR"]]
     # Marked, so the daemon's start-up does not take it for a node that left its config.
     annotations = {ANN_REGISTERED: "true"}
@@ -75,7 +74,7 @@ def register_node(store: Any, body: Any) -> tuple[int, dict[str, Any]]:
     return 200, store.update("Node", "", name, mutate) or store.get("Node", "", name)
 
 
-def _pod_cidr(store: Any, name: str, wanted: object) -> str:
+def _pod_cidr(store: Any, name: str, wanted: object, *, pool: str) -> str:
     """The node's pod CIDR: the one it asks for unless another node's overlaps it; else the one it
     had; else the lowest free /24 of the pool."""
     others = {}
@@ -98,10 +97,10 @@ def _pod_cidr(store: Any, name: str, wanted: object) -> str:
     current = store.get("Node", "", name)
     if current is not None and (current.get("spec") or {}).get("podCIDR"):
         return str(current["spec"]["podCIDR"])
-    for candidate in ipaddress.ip_network(DEFAULT_POD_CIDR_POOL).subnets(new_prefix=24):
+    for candidate in ipaddress.ip_network(pool).subnets(new_prefix=24):
         if not any(candidate.overlaps(taken) for taken in others.values() if taken.version == 4):
             return str(candidate)
-    raise ApiStatusError(409, f"no free /24 left in the pod CIDR pool {DEFAULT_POD_CIDR_POOL}", reason="Conflict")
+    raise ApiStatusError(409, f"no free /24 left in the pod CIDR pool {pool}", reason="Conflict")
 
 
 def replace(store: Any, *, kind: str, namespace: str, name: str, body: Any, status_only: bool) -> dict[str, Any]:

@@ -8,6 +8,12 @@ containers with the grace period, and only then removes the object.
 
 Pod names are ``<replicaset>-<5 random chars>`` like Kubernetes'; ownership is
 the ownerReference (uid), never the name.
+
+One reconcile creates or deletes at most ``BURST_REPLICAS`` pods, as Kubernetes'
+ReplicaSet controller does (its ``burstReplicas``, 500), then requeues the key behind
+whatever else waits: a big scale-up (bounded by ``limits.replicasPerObject`` at parse
+time) never holds a worker for minutes, starves the other ReplicaSets, or outruns the
+scheduler and the node agents by thousands of pods.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ log = structlog.get_logger("replicaset")
 
 _SUFFIX = "bcdfghjklmnpqrstvwxz2456789"
 _PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
+BURST_REPLICAS = 500  # pod creations (or deletions) per reconcile of one ReplicaSet
 
 
 class ReplicaSetController:
@@ -56,14 +63,20 @@ class ReplicaSetController:
         active = [p for p in pods if o.pod_is_active(p)]
         want = int(rs["spec"].get("replicas", 0) or 0)
         diff = len(active) - want
+        burst = min(abs(diff), BURST_REPLICAS)
         if diff < 0:
-            for _ in range(-diff):
+            for _ in range(burst):
                 active.append(self._create_pod(rs))
         elif diff > 0:
-            for pod in self._victims(active, diff):
+            for pod in self._victims(active, burst):
                 self.mark_for_deletion(pod, reason="scale down")
                 active.remove(pod)
-        return self._update_status(rs, pods_after=self._owned_pods(rs))
+        result = self._update_status(rs, pods_after=self._owned_pods(rs))
+        if burst < abs(diff):
+            log.info("burst limit reached; the rest follows in the next reconcile", action="requeue",
+                     object=f"replicaset/{name}", namespace=namespace, done=burst, left=abs(diff) - burst)
+            return Result(requeue_after=0.0)  # at the back of the queue: other keys go first
+        return result
 
     # -- pods ---------------------------------------------------------------------------
     def _owned_pods(self, rs: Body) -> list[Body]:

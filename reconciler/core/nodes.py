@@ -10,11 +10,27 @@ from typing import Any
 
 from reconciler.core import objects as o
 
+DEFAULT_POD_CIDR_POOL = "10.244.0.0/16"  # config podCIDRPool: a /24 of it per node
+
 
 def node_is_ready(node: dict[str, Any]) -> bool:
     """The Node's Ready condition is True."""
     cond = o.get_condition(node.get("status") or {}, "Ready")
     return bool(cond and cond.get("status") == "True")
+
+
+def internal_ip(node: dict[str, Any] | None) -> str | None:
+    """The Node's InternalIP (the address other hosts reach it at), as its agent reported it."""
+    for address in ((node or {}).get("status") or {}).get("addresses") or []:
+        if address.get("type") == "InternalIP" and address.get("address"):
+            return str(address["address"])
+    return None
+
+
+def host_ip(store: Any, pod: dict[str, Any]) -> str | None:
+    """A pod's ``status.hostIP``: the InternalIP of the node it runs on (None before it has one)."""
+    node_name = (pod.get("spec") or {}).get("nodeName")
+    return internal_ip(store.get("Node", "", node_name)) if node_name else None
 
 
 def node_address(pod_cidr: str) -> str:

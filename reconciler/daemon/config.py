@@ -26,11 +26,13 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from reconciler.core.nodes import DEFAULT_POD_CIDR_POOL
 
 ENV_STATE_DIR = "RECONCILER_STATE_DIR"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
@@ -52,6 +54,9 @@ class SourceConfig:
     allowed_signers: str | None = None
     # Signs the daemon's own commits (rollout undo...): an SSH private key file or a GPG key id.
     signing_key: str | None = None
+    # Refuse a head that does not descend from the last applied commit (a force-push back
+    # to an older, still validly signed commit): `source.verify.requireDescendant`.
+    require_descendant: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +75,19 @@ class AllowConfig:
     privileged: bool = False
     host_path: bool = False
     host_network: bool = False
+    host_pid: bool = False
+    host_ipc: bool = False
+    host_port: bool = False
+    # Capabilities a container may add beyond Kubernetes' baseline set, without CAP_ ("NET_ADMIN").
+    capabilities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitsConfig:
+    """`limits:`: how much one commit may ask for (see reconciler/manifests/limits.py)."""
+
+    replicas_per_object: int = 1000  # a Deployment or ReplicaSet above it is an error for that object
+    objects: int = 10000  # a commit with more is refused whole; the last applied state stays
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,11 +121,14 @@ class Config:
     local_node: bool = True
     local_node_config: NodeConfig | None = None
     service_cidr: str = "10.96.0.0/16"
+    # Each node gets a /24 of it: the configured ones in order, joining ones the next free one.
+    pod_cidr_pool: str = DEFAULT_POD_CIDR_POOL
     node_port_address: str = "127.0.0.1"  # NodePorts answer here too (besides every node address)
     # The nftables table of the Service data plane (``ip <name>``); only several daemons sharing
     # one kernel (tests) need another name each.
     nft_table: str = "reconciler"
     allow: AllowConfig = AllowConfig()
+    limits: LimitsConfig = LimitsConfig()
     auto_rollback: bool = False
     webhook_listen: str | None = None
     webhook_secret_file: str | None = None
@@ -117,6 +138,8 @@ class Config:
     # engine's event stream); None: the controller manager's default.
     relist_interval: float | None = None
     api: ApiConfig | None = None  # None: the unix socket only
+    # `decryption.ageKeyFile`: the age identities that decrypt SOPS-encrypted manifests.
+    age_key_file: str | None = None
     # Not a setting: how to read this configuration again (see reload_config).
     origin: ConfigOrigin | None = field(default=None, compare=False, repr=False)
 
@@ -203,9 +226,11 @@ _TOP_KEYS = (
     "stateDir",
     "nodes",
     "serviceCIDR",
+    "podCIDRPool",
     "nodePortAddress",
     "nftTable",
     "allow",
+    "limits",
     "autoRollback",
     "webhookListen",
     "metricsListen",
@@ -213,13 +238,27 @@ _TOP_KEYS = (
     "nodeToleration",
     "relistInterval",
     "api",
+    "decryption",
 )
 _SOURCE_KEYS = ("repo", "branch", "path", "interval", "timeout", "verify")
-_VERIFY_KEYS = ("mode", "gpgKeyring", "allowedSigners", "signingKey")
+_VERIFY_KEYS = ("mode", "gpgKeyring", "allowedSigners", "signingKey", "requireDescendant")
 _API_KEYS = ("listen", "tls")
+_DECRYPTION_KEYS = ("ageKeyFile",)
 _API_TLS_KEYS = ("certFile", "keyFile", "caFile")
 _NODE_KEYS = ("name", "url", "podCIDR", "labels", "network")
-_ALLOW_KEYS = {"privileged": "privileged", "hostPath": "host_path", "hostNetwork": "host_network"}
+_ALLOW_KEYS = {"privileged": "privileged", "hostPath": "host_path", "hostNetwork": "host_network",
+               "hostPID": "host_pid", "hostIPC": "host_ipc", "hostPort": "host_port"}
+# Linux's capabilities (capabilities(7)) and "ALL": a misspelt name in allow.capabilities is a
+# start-up error, not an allowance that silently matches nothing.
+_CAPABILITIES = frozenset({
+    "ALL", "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF", "CHECKPOINT_RESTORE", "CHOWN",
+    "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "IPC_LOCK", "IPC_OWNER", "KILL", "LEASE",
+    "LINUX_IMMUTABLE", "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN", "NET_BIND_SERVICE", "NET_BROADCAST",
+    "NET_RAW", "PERFMON", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYSLOG", "SYS_ADMIN", "SYS_BOOT",
+    "SYS_CHROOT", "SYS_MODULE", "SYS_NICE", "SYS_PACCT", "SYS_PTRACE", "SYS_RAWIO", "SYS_RESOURCE", "SYS_TIME",
+    "SYS_TTY_CONFIG", "WAKE_ALARM",
+})
+_LIMITS_KEYS = {"replicasPerObject": "replicas_per_object", "objects": "objects"}
 _NETWORK_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$")
 _NFT_TABLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -257,6 +296,14 @@ class _Checker:
     def boolean(self, key: str, value: object) -> bool:
         if not isinstance(value, bool):
             raise self.fail(key, f"expected true or false, got {_type_name(value)}")
+        return value
+
+    def count(self, key: str, value: object, *, most: int) -> int:
+        """A whole number from 1 to ``most``."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"expected a whole number, got {_type_name(value)}")
+        if not 1 <= value <= most:
+            raise self.fail(key, f"must be from 1 to {most}, not {value}")
         return value
 
     def duration(self, key: str, value: object) -> float:
@@ -363,7 +410,7 @@ def _nodes(raw: object, checker: _Checker, *, key: str = "nodes") -> tuple[NodeC
             raise checker.fail(f"{where}.url", f"{url.split('://')[0]}:// engines are no longer nodes: run "
                                "`reconciler node` on that host (reconciler node join-command prints the line)")
         if entry.get("podCIDR") is None:
-            pod_cidr = f"10.244.{index}.0/24"
+            pod_cidr = ""  # the next free /24 of podCIDRPool (_fill_pod_cidrs)
         else:
             pod_cidr = checker.cidr(f"{where}.podCIDR", entry["podCIDR"])
         # Each node on one machine needs a bridge of its own: "reconciler", "reconciler1", ...
@@ -458,6 +505,10 @@ def load_config(*, path: Path | None, overrides: Mapping[str, object]) -> Config
         if source_kwargs.get("verify_mode", "off") == "off":
             raise file_check.fail("source.verify.signingKey", "needs source.verify.mode ssh or gpg")
         source_kwargs["signing_key"] = file_check.string("source.verify.signingKey", verify["signingKey"])
+    if "requireDescendant" in verify:
+        # Independent of the mode: a rewound branch is refused with or without signatures.
+        source_kwargs["require_descendant"] = file_check.boolean("source.verify.requireDescendant",
+                                                                 verify["requireDescendant"])
     source = SourceConfig(**source_kwargs)
 
     value, chk = pick("stateDir", None)
@@ -498,10 +549,15 @@ def load_config(*, path: Path | None, overrides: Mapping[str, object]) -> Config
         kwargs["nft_table"] = table
 
     value, chk = pick("allow", file_data.get("allow"))
-    allow_raw = chk.mapping("allow", value, tuple(_ALLOW_KEYS))
+    allow_raw = chk.mapping("allow", value, (*_ALLOW_KEYS, "capabilities"))
     kwargs["allow"] = AllowConfig(
-        **{attr: chk.boolean(f"allow.{key}", allow_raw[key]) for key, attr in _ALLOW_KEYS.items() if key in allow_raw}
+        **{attr: chk.boolean(f"allow.{key}", allow_raw[key]) for key, attr in _ALLOW_KEYS.items() if key in allow_raw},
+        capabilities=_capabilities(allow_raw.get("capabilities"), chk),
     )
+    limits_raw = file_check.mapping("limits", file_data.get("limits"), tuple(_LIMITS_KEYS))
+    # replicas is an int32 in Kubernetes; 2**31-1 means "no limit" for whoever wants none.
+    kwargs["limits"] = LimitsConfig(**{attr: file_check.count(f"limits.{key}", limits_raw[key], most=2**31 - 1)
+                                       for key, attr in _LIMITS_KEYS.items() if key in limits_raw})
     value, chk = pick("autoRollback", file_data.get("autoRollback"))
     if value is not None:
         kwargs["auto_rollback"] = chk.boolean(label("autoRollback", chk), value)
@@ -520,14 +576,80 @@ def load_config(*, path: Path | None, overrides: Mapping[str, object]) -> Config
         kwargs["relist_interval"] = chk.duration(label("relistInterval", chk), value)
     value, chk = pick("api", file_data.get("api"))
     kwargs["api"] = _api(value, chk)
+    decryption = file_check.mapping("decryption", file_data.get("decryption"), _DECRYPTION_KEYS)
+    if decryption.get("ageKeyFile") is not None:
+        kwargs["age_key_file"] = file_check.string("decryption.ageKeyFile", decryption["ageKeyFile"])
     value, chk = pick("localNode", file_data.get("localNode"))
     if value is not None:
         if isinstance(value, bool):
             kwargs["local_node"] = value
         else:
             kwargs["local_node_config"] = _local_node(value, chk)
+    value, chk = pick("podCIDRPool", file_data.get("podCIDRPool"))
+    pool = DEFAULT_POD_CIDR_POOL
+    if value is not None:
+        pool = chk.cidr(label("podCIDRPool", chk), value)
+        if ipaddress.ip_network(pool).prefixlen > 24 or ipaddress.ip_network(pool).version != 4:
+            raise chk.fail(label("podCIDRPool", chk), f"{pool} holds no /24 for a node (expected e.g. 10.244.0.0/16)")
+    kwargs["pod_cidr_pool"] = pool
+    _fill_pod_cidrs(kwargs, pool, file_check)
     kwargs["origin"] = ConfigOrigin(path=Path(path) if path is not None else None, overrides=tuple(flags.items()))
     return Config(**kwargs)
+
+
+def _fill_pod_cidrs(kwargs: dict[str, Any], pool: str, chk: _Checker) -> None:
+    """Give every configured node without a ``podCIDR`` the next /24 of ``pool`` that no node
+    asked for (the local node first, then ``nodes`` in order), as the control plane does for
+    nodes that join; two nodes asking for overlapping CIDRs is an error."""
+    local = kwargs.get("local_node_config")
+    if kwargs.get("nodes"):
+        local = None  # engines listed in `nodes` replace the local node (daemon._bind_nodes)
+    elif local is None and kwargs.get("local_node", True):
+        local = NodeConfig(name="", url="", pod_cidr="")
+    nodes = [*([local] if local is not None else []), *kwargs.get("nodes", ())]
+    wanted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
+        ipaddress.ip_network(n.pod_cidr, strict=False) for n in nodes if n.pod_cidr]
+    for i, a in enumerate(wanted):
+        for b in wanted[i + 1:]:
+            if a.overlaps(b):
+                raise chk.fail("podCIDR", f"the nodes' pod CIDRs {a} and {b} overlap")
+    subnets = list(ipaddress.IPv4Network(pool).subnets(new_prefix=24))  # a v4 pool: checked above
+    taken = list(wanted)
+    filled = []
+    for index, node in enumerate(nodes):
+        if not node.pod_cidr:
+            # The index-th /24 when free (what earlier versions gave, so an upgrade keeps every
+            # node's CIDR), else the lowest free one.
+            candidates = subnets[index:index + 1] + subnets
+            cidr = next((c for c in candidates if not any(c.overlaps(t) for t in taken)), None)
+            if cidr is None:
+                raise chk.fail("podCIDRPool", f"no free /24 left in {pool} for node {node.name or 'local'}")
+            taken.append(cidr)
+            node = replace(node, pod_cidr=str(cidr))
+        filled.append(node)
+    if local is not None:
+        kwargs["local_node_config"], filled = filled[0], filled[1:]
+    elif kwargs.get("local_node_config") is not None and not kwargs["local_node_config"].pod_cidr:
+        kwargs["local_node_config"] = replace(kwargs["local_node_config"], pod_cidr=str(subnets[0]))
+    kwargs["nodes"] = tuple(filled)
+
+
+def _capabilities(raw: object, chk: _Checker) -> tuple[str, ...]:
+    """`allow.capabilities: [NET_ADMIN, CAP_SYS_TIME]`: Kubernetes' spelling, with or without CAP_."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise chk.fail("allow.capabilities", f"expected a list of capability names, got {_type_name(raw)}")
+    names: list[str] = []
+    for index, item in enumerate(raw):
+        key = f"allow.capabilities[{index}]"
+        text = chk.string(key, item)
+        name = text[4:] if text.startswith("CAP_") else text
+        if name not in _CAPABILITIES:
+            raise chk.fail(key, f"not a capability: {text!r} (upper case, as Kubernetes writes them: NET_ADMIN, "
+                                "SYS_TIME ... or ALL)")
+        names.append(name)
+    return tuple(sorted(set(names)))
 
 
 def reload_config(config: Config) -> Config:
@@ -550,7 +672,7 @@ def _local_node(raw: object, chk: _Checker) -> NodeConfig:
         name=name,  # empty: the host name, filled in by the daemon
         url=chk.string("localNode.podmanURL", data["podmanURL"]) if data.get("podmanURL") is not None else "",
         pod_cidr=chk.cidr("localNode.podCIDR", data["podCIDR"]) if data.get("podCIDR") is not None
-        else "10.244.0.0/24",
+        else "",  # the first free /24 of podCIDRPool (_fill_pod_cidrs)
         labels=labels,
         network=chk.string("localNode.network", data["network"]) if data.get("network") is not None
         else "reconciler",

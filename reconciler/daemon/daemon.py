@@ -43,6 +43,7 @@ from reconciler.apiserver.server import ApiServer, ApiServerError
 from reconciler.apiserver.tls import TlsError, advertise_address
 from reconciler.core.clock import SystemClock
 from reconciler.core.keys import OBJECT_STATES_KEY, SOURCE_KEY
+from reconciler.core.privatefiles import private_dir
 from reconciler.core.workqueue import Result, WorkQueue
 from reconciler.daemon import log as logsetup
 from reconciler.daemon.config import Config, ConfigError, NodeConfig, reload_config
@@ -55,6 +56,7 @@ from reconciler.daemon.metrics import (
     RolloutObserver,
     StateCollector,
 )
+from reconciler.daemon.statedir import prepare_state_dir
 from reconciler.daemon.systemd import Health, Notifier, ProgressWatchdog
 from reconciler.gitops import autorollback as rollback
 from reconciler.gitops.actions import Operations, PodLogs
@@ -70,6 +72,8 @@ from reconciler.gitops.webhook import WebhookError, WebhookServer
 from reconciler.kubelet.nodestatus import NodeBinding
 from reconciler.kubelet.routes import PodRoutes
 from reconciler.manifests import Allow
+from reconciler.manifests.limits import Limits
+from reconciler.manifests.sops import AgeKeyError, AgeKeys
 from reconciler.proxy.nftables import NftError, NftMissing, NftTable
 from reconciler.proxy.sync import ProxySync
 from reconciler.store.store import Store, StoreError
@@ -89,8 +93,10 @@ class Daemon:
         self.clock = SystemClock()
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
+        # Read once, first (a bad key file is a start-up error before anything starts); a reload keeps them.
+        self.age_keys = AgeKeys.from_file(config.age_key_file) if config.age_key_file else None
         state_dir = Path(config.state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
+        prepare_state_dir(state_dir)  # 0700, whatever the umask: the store holds every Secret
         self.state_dir = state_dir
         self.store = Store(state_dir / "store.db")
         self.nodes = self._bind_nodes(config)
@@ -119,6 +125,10 @@ class Daemon:
         self.notices = CommitNotices()  # when each commit was first seen, for the sync lag
         self._first_sync = threading.Event()
         self.syncer = self._new_syncer(config)
+        if self.applier.policy_changed():
+            # Started with another allow-list than the last apply judged with: judge the head
+            # again, as a reload does, so a permission taken back stops what used it.
+            self.sync_status.forget_completed()
         self._build_control_plane(config)
         self.operations = self._new_operations()
         self.webhook = self._new_webhook(config)
@@ -156,7 +166,7 @@ class Daemon:
     def _new_source(self, config: Config) -> GitSource:
         """Local repositories are read in place; remote ones are mirrored under the state dir."""
         return GitSource(repo=config.source.repo, branch=config.source.branch, path=config.source.path,
-                         cache_dir=Path(config.state_dir) / "sources", timeout=config.source.timeout)
+                         cache_dir=private_dir(Path(config.state_dir) / "sources"), timeout=config.source.timeout)
 
     def _new_signatures(self, config: Config) -> SignaturePolicy:
         src = config.source
@@ -187,16 +197,20 @@ class Daemon:
         tokens = TokenAuthority(store=self.store)
         host = advertise_address(config.api.listen)
         advertise = f"https://{f'[{host}]' if ':' in host else host}:{split_listen(config.api.listen)[1]}"
-        routes = Routes(store=self.store, actions=self, tokens=tokens, pki=pki, advertise=advertise)
+        routes = Routes(store=self.store, actions=self, tokens=tokens, pki=pki, advertise=advertise,
+                        pod_cidr_pool=config.pod_cidr_pool)
         unix = ApiServer(store=self.store, socket_path=self.state_dir / "api.sock", actions=self, routes=routes)
         return unix, HttpsApiServer(routes=routes, listen=config.api.listen, pki=pki,
                                     guard=Guard(tokens=tokens, store=self.store))
 
     def _new_applier(self, config: Config) -> Applier:
         allow = Allow(privileged=config.allow.privileged, host_path=config.allow.host_path,
-                      host_network=config.allow.host_network)
+                      host_network=config.allow.host_network, host_pid=config.allow.host_pid,
+                      host_ipc=config.allow.host_ipc, host_port=config.allow.host_port,
+                      capabilities=frozenset(config.allow.capabilities), service_cidr=config.service_cidr)
+        limits = Limits(replicas_per_object=config.limits.replicas_per_object, objects=config.limits.objects)
         return Applier(store=self.store, source=self.source, clock=self.clock, allow=allow,
-                       apply_lock=self._apply_lock)
+                       apply_lock=self._apply_lock, limits=limits, age_keys=self.age_keys)
 
     def _new_operations(self) -> Operations:
         return Operations(store=self.store, source=self.source, applier=self.applier,
@@ -248,7 +262,8 @@ class Daemon:
         return Syncer(store=self.store, status=self.sync_status, source=self.source, signatures=self.signatures,
                       applier=self.applier, health=self.health, check_health=lambda: self.health_queue.add("commit"),
                       metrics=self.metrics, clock=self.clock, notices=self.notices, first_sync=self._first_sync,
-                      report=lambda: self.notifier.status(self.status_line()), retry_after=config.source.interval)
+                      report=lambda: self.notifier.status(self.status_line()), retry_after=config.source.interval,
+                      require_descendant=config.source.require_descendant)
 
     def _sync(self, _key: Any) -> Result | None:
         # The swap lock: a reload never replaces the Syncer's parts under a running apply.
@@ -426,7 +441,8 @@ class Daemon:
 
     # Config fields a reload applies; any other field that changes is logged and keeps its
     # running value until the next start (so a new setting is never half-applied by default).
-    RELOADABLE = frozenset({"source", "nodes", "service_cidr", "allow", "auto_rollback", "metrics_listen"})
+    RELOADABLE = frozenset({"source", "nodes", "service_cidr", "allow", "limits", "auto_rollback",
+                            "metrics_listen"})
 
     def reload(self, new: Config) -> list[str]:
         """Apply a new configuration; returns what changed. Workloads are never touched:
@@ -444,7 +460,8 @@ class Daemon:
         source_changed = dataclasses.replace(old.source, interval=0) != dataclasses.replace(new.source, interval=0)
         interval_changed = old.source.interval != new.source.interval
         nodes_changed = old.nodes != new.nodes or old.service_cidr != new.service_cidr
-        allow_changed = old.allow != new.allow
+        # New limits judge the commit again, as a new allow-list does.
+        allow_changed = old.allow != new.allow or old.limits != new.limits
         # Whatever can fail is built before anything is swapped: a failed reload changes nothing.
         source = self._new_source(new) if source_changed else self.source
         try:
@@ -469,12 +486,15 @@ class Daemon:
                 self._replace_control_plane(new, nodes)
                 changes.append(f"nodes: {', '.join(n.name for n in nodes)}; serviceCIDR {new.service_cidr}")
             self.config = new
-            if source_changed or allow_changed:
+            if source_changed or allow_changed or old.service_cidr != new.service_cidr:
+                # (The service CIDR decides which declared clusterIPs are valid.)
                 self.applier = self._new_applier(new)
                 # What the old allow-list (or source) decided must be judged again.
                 self.sync_status.forget_completed()
-            if allow_changed:
+            if old.allow != new.allow:
                 changes.append(f"allow: {dataclasses.asdict(new.allow)}")
+            if old.limits != new.limits:
+                changes.append(f"limits: {dataclasses.asdict(new.limits)}")
             if source_changed or nodes_changed or allow_changed:
                 self.operations = self._new_operations()
             if old.auto_rollback != new.auto_rollback:
@@ -560,7 +580,7 @@ def _pod_logs(drivers: dict[str, NodeDriver]) -> PodLogs:
 
 def run_daemon(config: Config) -> int:
     """The `reconciler daemon` command: run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
-    Path(config.state_dir).mkdir(parents=True, exist_ok=True)
+    prepare_state_dir(Path(config.state_dir))  # before the log file is made in it
     logsetup.configure(state_dir=Path(config.state_dir))
     stop = threading.Event()
     reload_requested = threading.Event()
@@ -572,7 +592,7 @@ def run_daemon(config: Config) -> int:
         daemon = Daemon(config, notifier=notifier)
         daemon.start(stop=stop)
     except (SourceError, ApiServerError, StoreError, DriverError, MetricsError, WebhookError, SigningConfigError,
-            NftMissing, NftError, OSError) as exc:
+            AgeKeyError, NftMissing, NftError, OSError) as exc:
         log.error("cannot start", error=str(exc), action="start")
         print(f"reconciler: {exc}", file=sys.stderr)
         return 1

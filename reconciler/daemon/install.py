@@ -105,6 +105,7 @@ nodes:
 serviceCIDR: 10.96.0.0/16
 nodePortAddress: 127.0.0.1         # NodePorts also answer on every node address
 allow: {privileged: false, hostPath: false, hostNetwork: false}
+limits: {replicasPerObject: 1000, objects: 10000}   # more replicas, or objects in a commit: refused
 autoRollback: false
 # metricsListen: 127.0.0.1:9090    # Prometheus metrics on /metrics
 """

@@ -2,16 +2,36 @@
 
 Every line carries the event name and, where known, ``commit``, ``object``,
 ``action`` and ``duration``; the same lines go to ``<state-dir>/reconciler.log``
-(rotated) so a user without journald still has them.
+(rotated) so a user without journald still has them. The file and its rotations are
+0600 whatever the umask: a log line may name what only the daemon's user should see.
 """
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
+import os
 import sys
 from pathlib import Path
 
 import structlog
+
+from reconciler.core.privatefiles import FILE_MODE
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """RotatingFileHandler whose every file (the first, and each one after a rollover) is 0600.
+
+    The standard handler opens with ``open()``, so the mode is whatever the umask leaves; a
+    rollover renames the file (keeping its mode) and opens a new one the same way.
+    """
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
+        os.fchmod(fd, FILE_MODE)  # an existing file, or one the umask narrowed oddly
+        stream = open(fd, self.mode, encoding=self.encoding, errors=self.errors)  # noqa: SIM115 - the handler owns it
+        assert isinstance(stream, io.TextIOWrapper)  # text mode ("a"): what the base class promises
+        return stream
 
 
 def configure(*, state_dir: Path | None = None, level: str = "INFO", json: bool | None = None) -> None:
@@ -34,7 +54,7 @@ def configure(*, state_dir: Path | None = None, level: str = "INFO", json: bool 
     stream.setFormatter(formatter)
     root.addHandler(stream)
     if state_dir is not None:
-        file_handler = logging.handlers.RotatingFileHandler(state_dir / "reconciler.log", maxBytes=10 * 2**20, backupCount=3)
+        file_handler = PrivateRotatingFileHandler(state_dir / "reconciler.log", maxBytes=10 * 2**20, backupCount=3)
         file_handler.setFormatter(structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.JSONRenderer()],
             foreign_pre_chain=shared))

@@ -40,6 +40,7 @@ from reconciler.core.workqueue import Result
 from reconciler.daemon import log as logsetup
 from reconciler.daemon.hostwide import HostSync
 from reconciler.daemon.nodeconfig import NodeAgentConfig
+from reconciler.daemon.statedir import prepare_state_dir
 from reconciler.daemon.systemd import Notifier
 from reconciler.kubelet.agent import NodeAgent
 from reconciler.kubelet.nodestatus import NodeBinding, NodeController
@@ -64,7 +65,7 @@ class NodeProcess:
         self.transport = transport
         self.clock = SystemClock()
         state_dir = Path(config.state_dir)
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        prepare_state_dir(state_dir)  # 0700, whatever the umask
         self.state_dir = state_dir
         self.podman_url = podman_url or config.podman_url or ""
         if driver is None and not self.podman_url:
@@ -197,7 +198,7 @@ class NodeProcess:
 
 def run_node(config: NodeAgentConfig, *, transport: Transport) -> int:
     """The `reconciler node` command: run until SIGTERM/SIGINT."""
-    Path(config.state_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    prepare_state_dir(Path(config.state_dir))  # before the log file is made in it
     logsetup.configure(state_dir=Path(config.state_dir))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

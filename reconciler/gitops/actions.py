@@ -31,11 +31,14 @@ from ruamel.yaml import YAML
 from reconciler.core import objects as o
 from reconciler.core.bodies import Body
 from reconciler.core.keys import ANN_RESTARTED_AT, ANN_SOURCE_FILE
+from reconciler.core.printable import visible_name
+from reconciler.core.secretmask import mask_paths_pair, mask_secret_pair
 from reconciler.gitops.applier import Applier, owned_view
 from reconciler.gitops.commits import WriteError, commit_files, find_document, replace_document
 from reconciler.gitops.errors import Conflict, Invalid, NotFound, Unavailable
 from reconciler.gitops.signing import SignaturePolicy
 from reconciler.gitops.source import GitSource, SourceError
+from reconciler.manifests.selection import TooLarge
 
 log = structlog.get_logger("operations")
 
@@ -72,13 +75,19 @@ class Operations:
         except SourceError as exc:
             raise Unavailable(str(exc)) from None
         plan = self._applier.plan(head)
+        encrypted = {o.key: o.secret_paths for o in (plan.parsed.objects if plan.parsed else ()) if o.secret_paths}
         changes = []
         for change in plan.changes:
             key = (change.kind, change.namespace, change.name)
             live = self._store.get(*key)
             desired = plan.desired.get(key)
-            before = _yaml(owned_view(live)) if live is not None else ""
-            after = _yaml(owned_view(desired)) if desired is not None else ""
+            # Secret values never leave the daemon in a diff: masked as kubectl diff does.
+            held, wanted = mask_secret_pair(owned_view(live) if live is not None else None,
+                                            owned_view(desired) if desired is not None else None)
+            if key in encrypted:  # fields a SOPS file encrypted, in any kind
+                held, wanted = mask_paths_pair(held, wanted, encrypted[key])
+            before = _yaml(held) if held is not None else ""
+            after = _yaml(wanted) if wanted is not None else ""
             label = f"{change.kind.lower()}/{change.name}"
             text = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
                                                 fromfile=f"live/{label}", tofile=f"{head[:12]}/{label}"))
@@ -103,6 +112,9 @@ class Operations:
     def _read(self, sha: str, path: str) -> str | None:
         for f in self._source.manifest_files(sha):
             if f.path == path:
+                if isinstance(f.content, TooLarge):
+                    # Rewriting it would mean reading it whole: refuse, as the parser does.
+                    raise Conflict(f"{visible_name(path)}: {f.content.message}; it cannot be edited by a commit")
                 return f.content.decode("utf-8", errors="replace")
         return None
 
@@ -139,6 +151,8 @@ class Operations:
             raise Invalid(f"revision {target} of deployment {name} is not tied to a commit")
         old_doc = None
         for f in self._source.manifest_files(commit):
+            if isinstance(f.content, TooLarge):
+                continue  # never read, so it cannot hold the manifest (it was refused at that commit)
             old_doc = find_document(f.content.decode("utf-8", errors="replace"), kind="Deployment",
                                     namespace=namespace, name=name)
             if old_doc is not None:
@@ -166,6 +180,9 @@ class Operations:
         rt = YAML()
         rt.preserve_quotes = True
         doc = rt.load(doc_text)
+        if isinstance(doc, dict) and isinstance(doc.get("sops"), dict):
+            # Any edit breaks the file's SOPS MAC, and re-encrypting would need the recipients' keys.
+            raise Conflict(f"{path} is encrypted with SOPS: change deployment {name} with sops and commit it")
         if not edit(doc):
             return {"message": f"deployment.apps/{name} is already {verb}"}
         out = io.StringIO()

@@ -32,12 +32,13 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import git
 
+from reconciler.gitops.git import hardening_args, open_repo
 from reconciler.gitops.signing import SignaturePolicy, UnsignedCommit
 from reconciler.gitops.source import GitSource, SourceError
+from reconciler.manifests.documents import UnreadableFile, read_documents
 
 BOT = {"GIT_AUTHOR_NAME": "reconciler", "GIT_AUTHOR_EMAIL": "reconciler@localhost",
        "GIT_COMMITTER_NAME": "reconciler", "GIT_COMMITTER_EMAIL": "reconciler@localhost"}
@@ -89,7 +90,7 @@ def commit_files(*, source: GitSource, changes: dict[str, bytes], message: str,
     With a ``policy``: refused on an unacceptable head, signed with its key, reported to it."""
     if not source.is_local:
         source.fetch()
-    repo = git.Repo(str(source.git_dir))
+    repo = open_repo(str(source.git_dir))
     old = source.head()
     if policy is not None:
         try:
@@ -97,7 +98,7 @@ def commit_files(*, source: GitSource, changes: dict[str, bytes], message: str,
         except UnsignedCommit as exc:
             raise WriteError(str(exc)) from None
     worktree = _worktree(repo, source.branch) if source.is_local else None
-    wt_repo = git.Repo(str(worktree)) if worktree is not None else None
+    wt_repo = open_repo(str(worktree)) if worktree is not None else None
     if wt_repo is not None:
         dirty = wt_repo.git.status("--porcelain", "--", *changes.keys())
         if dirty.strip():
@@ -112,7 +113,8 @@ def commit_files(*, source: GitSource, changes: dict[str, bytes], message: str,
         try:
             repo.git.read_tree(old, env=index_env)
             for rel, content in changes.items():
-                blob = subprocess.run(["git", "--git-dir", str(source.git_dir), "hash-object", "-w", "--stdin"],
+                blob = subprocess.run(["git", *hardening_args(), "--git-dir", str(source.git_dir),
+                                       "hash-object", "-w", "--stdin"],
                                       input=content, capture_output=True, check=True).stdout.decode().strip()
                 repo.git.update_index("--add", "--cacheinfo", f"100644,{blob},{rel}", env=index_env)
             tree = repo.git.write_tree(env=index_env)
@@ -157,13 +159,11 @@ def _one_line(text: str) -> str:
 def replace_document(text: str, *, kind: str, namespace: str, name: str, document: str | None) -> str:
     """Replace (or append, or with ``document=None`` remove) one object's YAML document in a
     multi-document file, leaving every other document as it was written."""
-    import yaml
-
     bodies: list[str] = []
     found = False
     for chunk in _split(text):
         body = _body(chunk)
-        if not found and _matches(chunk, kind=kind, namespace=namespace, name=name, yaml=yaml):
+        if not found and _matches(chunk, kind=kind, namespace=namespace, name=name):
             found = True
             if document is not None:
                 bodies.append(document)
@@ -183,10 +183,8 @@ def _body(chunk: str) -> str:
 
 
 def find_document(text: str, *, kind: str, namespace: str, name: str) -> str | None:
-    import yaml
-
     for chunk in _split(text):
-        if _matches(chunk, kind=kind, namespace=namespace, name=name, yaml=yaml):
+        if _matches(chunk, kind=kind, namespace=namespace, name=name):
             return _body(chunk).strip("\n") + "\n"
     return None
 
@@ -205,11 +203,17 @@ def _split(text: str) -> list[str]:
     return chunks
 
 
-def _matches(chunk: str, *, kind: str, namespace: str, name: str, yaml: Any) -> bool:
+def _matches(chunk: str, *, kind: str, namespace: str, name: str) -> bool:
+    # The parser's own reader, not yaml.safe_load: it is iterative with a depth limit and
+    # an alias budget, so a 5,000-deep or alias-bomb document in the same file is just "not
+    # this one", where safe_load would raise RecursionError (an HTTP 500) or blow up.
     try:
-        doc = yaml.safe_load(chunk)
-    except yaml.YAMLError:
+        documents = read_documents(chunk.encode())
+    except UnreadableFile:
         return False
+    if len(documents) != 1 or documents[0].errors:
+        return False
+    doc = documents[0].value
     if not isinstance(doc, dict) or doc.get("kind") != kind:
         return False
     meta = doc.get("metadata") or {}

@@ -14,6 +14,12 @@ Why it looks like this:
   the URL, credentials included.
 - `git_reason` turns git's stderr into one clause for our own sentence: the line
   that says what went wrong, without git's boilerplate and hints.
+- Every git command the daemon runs carries `HARDENING` as `-c` settings (`run_git`,
+  `open_repo` for gitpython, `hardening_args` for the rest): a repository's own config
+  must not make the daemon (root, in production) run a program. `core.fsmonitor` names
+  one that `git status` runs, hooks (`reference-transaction` runs on `update-ref`) are
+  others. Command-line settings win over every config file, so this holds whoever owns
+  the repository, without refusing repositories of other users.
 
 (Named after the tool it runs; the gitpython package is imported elsewhere as the
 top-level `git`, which absolute imports keep apart from this module.)
@@ -37,6 +43,33 @@ _USERINFO_RE = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo
 # git's own words that add nothing to our sentence.
 _BOILERPLATE = ("Please make sure you have the correct access rights", "and the repository exists.", "hint:")
 _GENERIC_FATAL = "Could not read from remote repository."
+# Given with `-c` to every git the daemon runs: no fsmonitor program, no hooks.
+HARDENING: dict[str, str] = {"core.fsmonitor": "false", "core.hooksPath": "/dev/null"}
+
+
+def hardening_args() -> list[str]:
+    """`-c key=value` for each `HARDENING` setting: goes right after `git`."""
+    return [arg for key, value in HARDENING.items() for arg in ("-c", f"{key}={value}")]
+
+
+def harden(repo: git.Repo) -> git.Repo:
+    """Make every git command gitpython runs for `repo` carry the `HARDENING` settings
+    (its persistent `cat-file` processes included); returns `repo`."""
+    repo.git.set_persistent_git_options(c=[f"{key}={value}" for key, value in HARDENING.items()])
+    return repo
+
+
+def hardened_git() -> git.Git:
+    """A gitpython `Git` outside any repository object, with the `HARDENING` settings
+    (it runs in the daemon's working directory, which may be someone's repository)."""
+    runner = git.Git()
+    runner.set_persistent_git_options(c=[f"{key}={value}" for key, value in HARDENING.items()])
+    return runner
+
+
+def open_repo(path: str | os.PathLike[str]) -> git.Repo:
+    """`git.Repo(path)`, hardened (raises what git.Repo raises)."""
+    return harden(git.Repo(path))
 
 
 def redact_url(text: str) -> str:
@@ -85,7 +118,7 @@ def run_git(args: list[str], *, env: dict[str, str], timeout: float) -> GitRun:
     git-remote-https) that would keep a dead connection open after git itself is killed.
     """
     proc = subprocess.Popen(
-        ["git", *args],
+        ["git", *hardening_args(), *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

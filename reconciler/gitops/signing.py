@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Literal, NoReturn, Protocol
 
 from reconciler.core.keys import OWN_COMMITS_PREFIX
+from reconciler.gitops.git import hardening_args
 
 MODES = ("off", "gpg", "ssh")
 _TIMEOUT = 30.0  # seconds for one gpg/ssh-keygen check; they are local and fast
@@ -249,7 +250,7 @@ class SignaturePolicy:
             self._verify_ssh(git_dir, sha)
 
     def _read_commit(self, git_dir: Path, sha: str) -> str:
-        done = _run(["git", "--git-dir", str(git_dir), "cat-file", "commit", sha], env=dict(os.environ))
+        done = _run(["git", *hardening_args(), "--git-dir", str(git_dir), "cat-file", "commit", sha], env=dict(os.environ))
         if done is None or done.returncode != 0:
             self._refuse(sha, "the commit cannot be read")
         return done.stdout
@@ -295,7 +296,7 @@ class SignaturePolicy:
         with self._throwaway_gnupg_home() as (env, imported):
             if not imported:
                 self._refuse(sha, f"no public key could be read from the keyring {self._gpg_keyring}")
-            done = _run(["git", "--git-dir", str(git_dir), "-c", f"gpg.program={self._gpg}",
+            done = _run(["git", *hardening_args(), "--git-dir", str(git_dir), "-c", f"gpg.program={self._gpg}",
                          "-c", f"gpg.openpgp.program={self._gpg}", "-c", "gpg.minTrustLevel=undefined",
                          "verify-commit", "--raw", sha], env=env)
             if done is None:
@@ -307,7 +308,7 @@ class SignaturePolicy:
         assert self._ssh_keygen is not None and self._allowed_signers is not None
         if not self._allowed_signers.is_file():
             self._refuse(sha, f"the allowed signers file {self._allowed_signers} is missing")
-        done = _run(["git", "--git-dir", str(git_dir), "-c", "gpg.format=ssh",
+        done = _run(["git", *hardening_args(), "--git-dir", str(git_dir), "-c", "gpg.format=ssh",
                      "-c", f"gpg.ssh.program={self._ssh_keygen}",
                      "-c", f"gpg.ssh.allowedSignersFile={self._allowed_signers}",
                      "-c", "gpg.minTrustLevel=undefined", "verify-commit", sha], env=dict(os.environ))

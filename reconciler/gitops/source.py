@@ -35,6 +35,7 @@ import os
 import posixpath
 import re
 import shutil
+import stat
 import threading
 import time
 import urllib.parse
@@ -49,16 +50,17 @@ from reconciler.gitops.git import (
     GitRun,
     GitTimeout,
     git_reason,
+    harden,
+    hardened_git,
     mirror_name,
+    open_repo,
     redact_url,
     run_git,
     stderr_of,
 )
+from reconciler.manifests.selection import SUFFIXES, TooLarge, is_hidden, is_manifest_path, too_large
 
 log = structlog.get_logger(__name__)
-
-MANIFEST_SUFFIXES = (".yaml", ".yml")
-_SYMLINK_MODE = 0o120000
 
 DEFAULT_TIMEOUT = 60.0  # seconds for one fetch or push
 
@@ -70,7 +72,7 @@ class SourceError(Exception):
 @dataclass(frozen=True, kw_only=True)
 class ManifestFile:
     path: str  # relative to the repository root, posix separators
-    content: bytes
+    content: bytes | TooLarge  # TooLarge: the blob is over the size limit and was not read
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,7 +134,7 @@ class GitSource:
         if repo.startswith("file://"):
             local = urllib.parse.unquote(urllib.parse.urlparse(repo).path)
         try:
-            self._repo = git.Repo(local)
+            self._repo = open_repo(local)
         except git.NoSuchPathError:
             raise SourceError(f"the repository {repo} does not exist.") from None
         except git.InvalidGitRepositoryError:
@@ -152,7 +154,7 @@ class GitSource:
 
     def _check_branch_name(self) -> None:
         try:
-            git.Git().check_ref_format(f"refs/heads/{self._branch}")
+            hardened_git().check_ref_format(f"refs/heads/{self._branch}")
         except git.GitCommandError:
             raise SourceError(f"'{self._branch}' is not a valid branch name.") from None
 
@@ -165,7 +167,7 @@ class GitSource:
             raise SourceError(f"cannot create the cache directory {cache_dir}: {exc.strerror}.") from None
         if mirror.exists():
             try:
-                repo = git.Repo(mirror)
+                repo = open_repo(mirror)
                 repo.git.rev_parse("--git-dir")
                 if repo.bare:
                     return repo
@@ -177,7 +179,7 @@ class GitSource:
             log.warning("source.mirror_rebuilt", url=self._url, mirror=str(mirror))
             shutil.rmtree(mirror, ignore_errors=True)
         try:
-            repo = git.Repo.init(mirror, bare=True, mkdir=True)
+            repo = harden(git.Repo.init(mirror, bare=True, mkdir=True))
             # HEAD on the watched branch, so `git log` in the mirror shows it; reflogs
             # keep commits a force-push dropped reachable for a while (rollback targets).
             repo.git.symbolic_ref("HEAD", f"refs/heads/{self._branch}")
@@ -402,13 +404,15 @@ class GitSource:
             )
 
     def manifest_files(self, sha: str) -> list[ManifestFile]:
-        """Every .yaml/.yml file under the source path in that commit, sorted by path.
+        """The manifests under the source path in that commit, sorted by path.
 
-        A missing source path gives [] (the daemon then prunes, as for an empty folder).
-        Symlinks and submodules are skipped: their blobs are link targets or commits,
-        not YAML. There is no size limit here on purpose: silently skipping a big file
-        would look like its removal and prune its objects. A size policy belongs to the
-        manifest parser, which can report such a file as an error for that file alone.
+        Which files: `reconciler.manifests.selection`'s rule, the one `validate` uses on
+        a folder (.yaml/.yml, nothing hidden, regular files only: symlink blobs are link
+        targets and submodules are commits, not YAML). A missing source path gives []
+        (the daemon then prunes, as for an empty folder).
+        A blob over the size limit is not read at all, its size comes from the object
+        header: its content is `TooLarge`, which the parser reports as that file's error.
+        Skipping it silently would look like its removal and prune its objects.
         """
         with self._lock:
             tree = self._commit(sha).tree
@@ -420,18 +424,32 @@ class GitSource:
             else:
                 node = tree
             if isinstance(node, git.Blob):
-                blobs = [node]
+                # The source path names the file itself: nothing is below it to be hidden.
+                chosen = [node] if stat.S_ISREG(node.mode) and node.name.lower().endswith(SUFFIXES) else []
             elif isinstance(node, git.Tree):
-                blobs = [item for item in node.traverse() if isinstance(item, git.Blob)]
+                prefix = len(self._path) + 1 if self._path else 0
+                # Hidden folders are pruned, not walked: .git-like trees can be large. (traverse
+                # asks about the source folder itself at depth 0: it may be hidden, that is fine.)
+                entries = node.traverse(
+                    prune=lambda item, depth: depth > 0 and isinstance(item, git.Tree) and is_hidden(item.name))
+                chosen = [item for item in entries
+                          if isinstance(item, git.Blob) and self._selected(item, str(item.path)[prefix:])]
             else:  # a submodule at the source path
                 return []
-            files = [
-                ManifestFile(path=str(blob.path), content=blob.data_stream.read())
-                for blob in blobs
-                if blob.name.lower().endswith(MANIFEST_SUFFIXES) and blob.mode != _SYMLINK_MODE
-            ]
+            files = [ManifestFile(path=str(blob.path), content=self._content(blob)) for blob in chosen]
         files.sort(key=lambda f: f.path)
         return files
+
+    @staticmethod
+    def _selected(blob: git.Blob, relative: str) -> bool:
+        return stat.S_ISREG(blob.mode) and is_manifest_path(relative)
+
+    @staticmethod
+    def _content(blob: git.Blob) -> bytes | TooLarge:
+        # blob.size is the object's size from `cat-file --batch-check` (the header), so a
+        # 500 MB file that Git compressed to a few MB is refused without being inflated.
+        oversized = too_large(int(blob.size))
+        return oversized if oversized is not None else blob.data_stream.read()
 
     def is_ancestor(self, *, ancestor: str, descendant: str) -> bool:
         """True if `ancestor` is reachable from `descendant` (a commit is its own ancestor)."""

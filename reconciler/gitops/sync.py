@@ -14,6 +14,12 @@ Why it looks like this:
 - A source that cannot be read is recorded as the record's error and retried after
   the poll interval; an apply that raises is retried by the work queue with back-off.
   Either way the first sync counts as done, so READY=1 never waits on a broken source.
+- With `require_descendant` (`source.verify.requireDescendant`) a head that does not
+  descend from the last applied commit is refused like an unsigned one: signatures
+  prove who wrote a commit, not that it is the newest, so without this a pusher with
+  no key could force-push the branch back to an older signed commit and have it run.
+  The last *applied* commit (healthy) is the reference, not the last attempted one: a
+  commit that failed may be dropped by a force-push, which is how it gets fixed.
 - The daemon rebuilds the Syncer whenever a reload swaps its parts (source, signature
   policy, applier, poll interval); what must outlive a swap (when each commit was
   first noticed, whether the first sync is done) is handed in, not kept here.
@@ -67,7 +73,7 @@ class Syncer:
     def __init__(self, *, store: SyncStore, status: SyncStatus, source: GitSource, signatures: SignaturePolicy,
                  applier: Applier, health: CommitHealth, check_health: Callable[[], None], metrics: SyncMetrics,
                  clock: Clock, notices: CommitNotices, first_sync: threading.Event, report: Callable[[], None],
-                 retry_after: float) -> None:
+                 retry_after: float, require_descendant: bool = False) -> None:
         self._store = store
         self._status = status
         self._source = source
@@ -81,6 +87,7 @@ class Syncer:
         self._first_sync = first_sync  # set once a sync has finished or failed: READY waits for it
         self._report = report  # tells systemd the new status line
         self._retry_after = retry_after
+        self._require_descendant = require_descendant
 
     def sync(self) -> Result | None:
         try:
@@ -107,6 +114,16 @@ class Syncer:
                 log.error("commit refused", commit=sha, reason=str(exc), action="verify")
                 self._first_sync.set()
                 return None
+        if self._require_descendant and self._status.completed() != sha:
+            refusal = self._rewound(sha)
+            if refusal is not None:
+                # Refused, recorded (status shows it), never retried: a commit on top is what fixes it.
+                self._status.refused(sha, refusal)
+                self._status.complete(sha)
+                log.error("commit refused", commit=sha, reason=refusal, action="verify")
+                self._first_sync.set()
+                self._report()
+                return None
         if self._status.completed() != sha:
             self._apply(sha, noticed=noticed)
         # Commits noticed before this one are superseded by it.
@@ -114,6 +131,21 @@ class Syncer:
         self._first_sync.set()
         self._report()
         return None
+
+    def _rewound(self, sha: str) -> str | None:
+        """Why `sha` is refused under require_descendant, or None if it builds on the last applied commit."""
+        applied = self._status.load().last_applied_commit
+        if not applied or applied == sha:
+            return None
+        try:
+            if self._source.is_ancestor(ancestor=applied, descendant=sha):
+                return None
+            why = "the branch was rewound or force-pushed"
+        except SourceError:
+            why = "the last applied commit is no longer in the repository (the branch was rewritten)"
+        return (f"commit {sha[:12]} does not descend from the last applied commit {applied[:12]}: {why}; "
+                f"source.verify.requireDescendant refuses it (to go back, commit the old state on top, "
+                f"e.g. with rollout undo or git revert).")
 
     def _apply(self, sha: str, *, noticed: float) -> None:
         started = time.monotonic()

@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub(subs, "validate", "check manifests without a daemon", namespaced=False, client=False)
     p.add_argument("path", metavar="PATH")
+    p.add_argument("--age-key", metavar="FILE", help="age identities that decrypt SOPS-encrypted files")
     p.set_defaults(func=cmd_validate)
 
     p = sub(subs, "sync", "fetch and reconcile now", namespaced=False)

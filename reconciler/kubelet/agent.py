@@ -13,7 +13,11 @@ engine holds of it and makes one step towards the object. Its parts live beside 
 - ``prober``: the probes, whose verdicts feed readiness and liveness restarts.
 
 What stays here is starting: pulling images (ImagePullBackOff), creating and starting
-the pod, and restarting containers. A restart is what Kubernetes makes it: a NEW
+the pod, running its init containers in order before the app containers
+(``initcontainers``: what step the pod is at; here: doing it), and restarting containers.
+A container the driver refuses to create for its configuration (runAsNonRoot and a root
+user: ``ContainerConfigError``) shows CreateContainerConfigError and is tried again later,
+like a missing ConfigMap. A restart is what Kubernetes makes it: a NEW
 container from the image in the same pod (``NodeDriver.recreate_container``: a fresh
 writable layer, volumes kept), never the old one started again, so what a container
 broke in its own filesystem dies with it. Every restart, whatever its cause (the
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +50,7 @@ from reconciler.core.clock import Clock, from_rfc3339
 from reconciler.core.keys import ANN_COMMIT
 from reconciler.core.workqueue import Result
 from reconciler.kubelet import drift
+from reconciler.kubelet import initcontainers as init
 from reconciler.kubelet import status as podstatus
 from reconciler.kubelet.env import ConfigError
 from reconciler.kubelet.pleg import PodLifecycleEventGenerator, StrayContainer
@@ -52,6 +58,7 @@ from reconciler.kubelet.podrequest import build_request, engine_labels
 from reconciler.kubelet.prober import ProbeEvent, Prober, ProbeTarget
 from reconciler.kubelet.teardown import PodTeardown
 from runtime.driver import (
+    ContainerConfigError,
     ContainerState,
     DriverError,
     EngineEvent,
@@ -64,6 +71,8 @@ from runtime.driver import (
 )
 
 log = structlog.get_logger("nodeagent")
+
+CONFIG_RETRY = 5.0  # seconds until a pod whose config cannot be made (CreateContainerConfigError) is tried again
 
 Obj = dict[str, Any]
 PodKey = tuple[str, str]
@@ -90,7 +99,7 @@ class NodeAgent:
         self.prober = Prober(clock=clock, on_change=lambda key: self.enqueue(key), on_event=self._probe_event)
         self.pleg = PodLifecycleEventGenerator(
             node=node, driver=driver, store=store, clock=clock, enqueue=lambda key: self.enqueue(key),
-            in_step=lambda pod, state: podstatus.in_step(self._status_for(pod, state), pod))
+            in_step=self._in_step)
         self.teardown = PodTeardown(
             node=node, driver=driver, store=store, clock=clock, pleg=self.pleg, volumes_dir=self.volumes_dir,
             still_serving=lambda ip: self.still_serving(ip), forget=self._forget,
@@ -143,9 +152,15 @@ class NodeAgent:
             self.teardown.teardown(namespace, name, grace=0, why="replaced")
             state = None
         requeue: float | None = None
+        held = False  # the start wrote why the pod waits (ErrImagePull...): nothing in the engine says more
         if state is None:
-            requeue = self._start_new(pod)
+            requeue, held = self._start_new(pod)
             self.pleg.absorb_own_starts(key)
+            state = self.pleg.refresh(key)
+        elif not init.initialised(pod, state):
+            # Init containers still to run: the app containers do not exist yet, nothing to restart.
+            requeue = self._run_init(pod, state)
+            self.pleg.absorb_own_restarts(key)
             state = self.pleg.refresh(key)
         else:
             if self._kill_unhealthy(pod, state):
@@ -157,19 +172,25 @@ class NodeAgent:
                 self.pleg.absorb_own_restarts(key)
                 state = self.pleg.refresh(key)
                 requeue = None
-        podstatus.write_status(self._store, pod, state, self._status_for(pod, state), now=self._clock.now())
+        if not (held and state is None):
+            podstatus.write_status(self._store, pod, state, self._status_for(pod, state), now=self._clock.now())
+        init.write_status(self._store, pod, state, now=self._clock.now(),
+                          backoff=lambda cname: self._backoff.get((namespace, name, cname)))
         return Result(requeue_after=requeue) if requeue else None
 
     # -- starting --------------------------------------------------------------------------
-    def _start_new(self, pod: Obj) -> float | None:
+    def _start_new(self, pod: Obj) -> tuple[float | None, bool]:
+        """Pull, create and start a pod the engine does not have. Returns the seconds until the
+        next look (None: none needed) and whether the pod's status now says why it waits (then
+        the status the engine implies, "ContainerCreating", must not overwrite it)."""
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         pull_key = (namespace, name)
         backoff = self._pull_backoff.get(pull_key)
         now = self._clock.now()
         if backoff and backoff.waiting(now):
-            return backoff.remaining(now)
+            return backoff.remaining(now), True
         try:
-            for container in pod["spec"].get("containers") or []:
+            for container in [*init.specs(pod), *(pod["spec"].get("containers") or [])]:
                 self.driver.pull(container["image"], policy=container.get("imagePullPolicy", "IfNotPresent"))
         except ImagePullError as exc:
             b = self._pull_backoff.setdefault(pull_key, Backoff())
@@ -177,15 +198,17 @@ class NodeAgent:
             self._event(pod, "Warning", "Failed", f"Failed to pull image: {exc}")
             podstatus.set_waiting(self._store, pod, reason="ImagePullBackOff" if b.delay > BACKOFF_START
                                   else "ErrImagePull", message=str(exc))
-            return b.delay
+            return b.delay, True
         self._pull_backoff.pop(pull_key, None)
-        request, retry = self._create_and_start(pod)
-        if request is None or retry is not None:
-            return retry
+        request, retry = self._create_and_start(pod, state=None)
+        if request is None:
+            return retry, True
+        if retry is not None:
+            return retry, False
         self._event(pod, "Normal", "Started", f"Started pod on {self.node} at {request.pod_ip}")
         log.info("pod started", object=f"pod/{name}", namespace=namespace, node=self.node, pod_ip=request.pod_ip,
                  commit=o.annotations(pod).get(ANN_COMMIT, ""), action="start")
-        return None
+        return None, False
 
     def _labels(self, pod: Obj) -> dict[str, str]:
         """Ownership labels for the engine (the benchmark builds requests with them)."""
@@ -215,7 +238,7 @@ class NodeAgent:
             # A container that never ran (the daemon died between creating the pod and it): the
             # driver's create_pod with the same uid creates exactly the missing ones; no back-off,
             # as nothing restarts. (Any missing one that did run comes back with it.)
-            request, retry = self._create_and_start(pod)
+            request, retry = self._create_and_start(pod, state=state)
             if request is None or retry is not None:
                 return retry
             for cname in missing:
@@ -258,9 +281,11 @@ class NodeAgent:
             return 0.0
         return wait
 
-    def _restart(self, pod: Obj, cname: str, *, last: ContainerState | None, why: str) -> float | None:
+    def _restart(self, pod: Obj, cname: str, *, last: ContainerState | None, why: str,
+                 init_container: bool = False) -> float | None:
         """Restart one container (a new one from the image) once its crash-loop back-off allows:
-        None when it runs again, else the seconds until the next attempt."""
+        None when it runs again, else the seconds until the next attempt. ``init_container``: it is
+        one of the pod's init containers (counted in initContainerStatuses)."""
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         now = self._clock.now()
         b = self._backoff.setdefault((namespace, name, cname), Backoff())
@@ -276,6 +301,11 @@ class NodeAgent:
             return refused
         self._probe_killed.pop((namespace, name, cname), None)
         b.step(now)
+        if init_container:
+            init.bump_restart(self._store, pod, cname, last=last)
+            self._event(pod, "Warning", "BackOff", f"Restarted init container {cname} (exit code "
+                        f"{last.exit_code if last else None}); next restart no sooner than {int(b.delay)}s")
+            return None
         self._restarted(pod, cname, last=last, why=why)
         return None
 
@@ -300,32 +330,83 @@ class NodeAgent:
         log.info("container restarted", object=f"pod/{name}", namespace=namespace, container=cname, reason=why,
                  exit_code=code, action="restart")
 
-    def _create_and_start(self, pod: Obj) -> tuple[PodRequest | None, float | None]:
+    def _create_and_start(self, pod: Obj, *, state: PodState | None) -> tuple[PodRequest | None, float | None]:
         """Create the engine pod (or the containers it lacks: the driver creates only what is
         missing for the same uid) and start it. Returns the request and None when it runs, else
-        the seconds until the next attempt (request None: the pod's config cannot be built yet)."""
+        the seconds until the next attempt (request None: the pod's config cannot be made yet).
+
+        A pod with init containers still to run (``state``: the engine's, None if it has none) is
+        made with its init containers only, and the first is started (``_run_init``); once they
+        all succeeded, this makes the app containers and starts each (a pod start would run the
+        finished init containers again)."""
         try:
             request = build_request(pod=pod, store=self._store, volumes_dir=self.volumes_dir, labels=self._labels(pod))
         except ConfigError as exc:
-            self._event(pod, "Warning", "Failed", f"Error: {exc}")
-            podstatus.set_waiting(self._store, pod, reason="CreateContainerConfigError", message=str(exc))
-            return None, 5.0
+            self._config_error(pod, exc)
+            return None, CONFIG_RETRY
+        initialising = not init.initialised(pod, state)
         # It ran before (a container of it had an ID) yet the engine had to create it: the
         # engine lost the pod, or containers of it, behind our back.
         ran_before = any(cs.get("containerID") for cs in (pod.get("status") or {}).get("containerStatuses") or [])
-        self.driver.create_pod(request)
+        try:
+            # The app containers come only once every init container has succeeded (initcontainers.py).
+            created = self.driver.create_pod(replace(request, containers=()) if initialising
+                                             else replace(request, init_containers=()))
+        except ContainerConfigError as exc:
+            self._config_error(pod, exc)
+            return None, CONFIG_RETRY
         if ran_before:
             self.on_drift(drift.POD_RECREATED)
-        return request, self._start(pod, container=None)
+        if initialising:
+            return request, self._run_init(pod, created, created_now=True)
+        if not request.init_containers:
+            return request, self._start(pod, container=None)
+        for container in request.containers:
+            refused = self._start(pod, container=container.name, repair=False)
+            if refused is not None:
+                return request, refused
+        return request, None
 
-    def _start(self, pod: Obj, *, container: str | None, recreate: PodRequest | None = None) -> float | None:
+    def _config_error(self, pod: Obj, exc: Exception) -> None:
+        """The pod's containers cannot be configured yet (Kubernetes' CreateContainerConfigError)."""
+        self._event(pod, "Warning", "Failed", f"Error: {exc}")
+        podstatus.set_waiting(self._store, pod, reason="CreateContainerConfigError", message=str(exc))
+
+    def _run_init(self, pod: Obj, state: PodState, *, created_now: bool = False) -> float | None:
+        """One step of the pod's initialisation (see ``initcontainers``); the seconds until the
+        next look (None: nothing will change by itself)."""
+        step = init.next_step(pod, state)
+        if step.kind == "done":
+            request, retry = self._create_and_start(pod, state=state)
+            if request is not None and retry is None:
+                self._event(pod, "Normal", "Started", "Init containers completed; started the app containers")
+            return retry
+        if step.kind == "wait":
+            return init.INIT_POLL
+        if step.kind == "start":
+            refused = self._start(pod, container=step.container, repair=False)
+            return refused if refused is not None else init.INIT_POLL
+        if step.kind == "create":
+            if created_now:  # the driver did not make it: do not loop here
+                raise DriverError(f"init container {step.container} was not created")
+            _request, retry = self._create_and_start(pod, state=state)
+            return retry if retry is not None else init.INIT_POLL
+        if step.kind == "restart":
+            refused = self._restart(pod, step.container, last=step.last, why="exited", init_container=True)
+            return refused if refused is not None else init.INIT_POLL
+        return None  # failed under restartPolicy Never: the pod will not start
+
+    def _start(self, pod: Obj, *, container: str | None, recreate: PodRequest | None = None,
+               repair: bool = True) -> float | None:
         """Start the pod's containers (``container`` None) or one container; with ``recreate``
         (the pod's request), replace that container by a new one from its image and start it.
         None when done, else the seconds until the next attempt.
 
         A start the engine refuses (bad command, missing mount...) is RunContainerError,
         retried with the crash-loop back-off: it will most likely fail the same way again.
-        An unreachable engine is the node's problem, not the pod's, so it is raised."""
+        An unreachable engine is the node's problem, not the pod's, so it is raised. ``repair``
+        False: a first start of that container (an init container, or an app container after
+        them), not a repair."""
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         key = (namespace, name)
         now = self._clock.now()
@@ -336,7 +417,7 @@ class NodeAgent:
             if container is None:
                 self.driver.start_pod(namespace=namespace, name=name)
             elif recreate is not None:
-                spec_c = next(c for c in recreate.containers if c.name == container)
+                spec_c = next(c for c in (*recreate.init_containers, *recreate.containers) if c.name == container)
                 # Each start pulls per imagePullPolicy, as the kubelet does (Always: a new pull).
                 self.driver.pull(spec_c.image, policy=spec_c.image_pull_policy)
                 self.driver.recreate_container(recreate, container=container,
@@ -352,7 +433,7 @@ class NodeAgent:
             log.warning("container start refused", object=f"pod/{name}", namespace=namespace, node=self.node,
                         container=container or "*", error=str(exc), retry_in=b.delay, action="start")
             return b.delay
-        if container is not None:
+        if container is not None and repair:
             # One container started (again): it exited, was stopped, killed or removed, failed its
             # liveness probe, or never started (the daemon died between create and start): in each
             # case the engine had drifted from the pod.
@@ -416,6 +497,12 @@ class NodeAgent:
                                  message=event.message)
 
     # -- status ----------------------------------------------------------------------------
+    def _in_step(self, pod: Obj, state: PodState) -> bool:
+        """Does the pod's stored status say what the engine state implies (init containers included)?"""
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        return podstatus.in_step(self._status_for(pod, state), pod) and init.in_step(
+            pod, state, now=self._clock.now(), backoff=lambda cname: self._backoff.get((namespace, name, cname)))
+
     def _status_for(self, pod: Obj, state: PodState | None) -> podstatus.ComputedStatus:
         """The pod status the engine implies (status.py), after telling the prober what runs."""
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]

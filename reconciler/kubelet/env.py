@@ -18,6 +18,7 @@ from typing import Any
 # Moved to core (the rollout digests the same references); still importable from here.
 from reconciler.core.confighash import config_hash as config_hash
 from reconciler.core.confighash import referenced_config as referenced_config
+from reconciler.core.nodes import host_ip
 
 Obj = dict[str, Any]
 
@@ -62,7 +63,7 @@ def _secret_value(secret: Obj, key: str) -> str | None:
     return (secret.get("stringData") or {}).get(key)
 
 
-def _field(pod: Obj, path: str, *, pod_ip: str) -> str:
+def _field(pod: Obj, path: str, *, pod_ip: str, store: Any) -> str:
     meta = pod.get("metadata") or {}
     simple = {
         "metadata.name": meta.get("name", ""),
@@ -71,7 +72,7 @@ def _field(pod: Obj, path: str, *, pod_ip: str) -> str:
         "spec.nodeName": (pod.get("spec") or {}).get("nodeName", ""),
         "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName", "default"),
         "status.podIP": pod_ip,
-        "status.hostIP": pod_ip,
+        "status.hostIP": host_ip(store, pod) or "",
     }
     if path in simple:
         return simple[path]
@@ -149,7 +150,7 @@ def container_env(*, pod: Obj, container: Obj, store: Any, pod_ip: str) -> list[
                 raise ConfigError(f'couldn\'t find key {ref.get("key")} in Secret {namespace}/{ref.get("name")}')
             result[name] = value
         elif "fieldRef" in vf:
-            result[name] = _field(pod, vf["fieldRef"].get("fieldPath", ""), pod_ip=pod_ip)
+            result[name] = _field(pod, vf["fieldRef"].get("fieldPath", ""), pod_ip=pod_ip, store=store)
         elif "resourceFieldRef" in vf:
             result[name] = ""  # limits are applied by the engine; the value is informational
     return list(result.items())

@@ -7,6 +7,18 @@ per key (mode 0644 and 0400 unless ``defaultMode``/``items[].mode`` say
 otherwise), hostPath as the path itself (only ever present when the config's
 allow-list let the manifest through).
 
+Volumes on the host (``volumes.py``): the pod's directory is 0700 (no local user
+reaches its volumes, Secrets included), an emptyDir is never world-writable (its
+owner and mode follow runAsUser/runAsGroup/fsGroup), and a ``subPath`` is resolved
+without following symlinks, so a container cannot swap a directory of its volume for
+a link to the host's ``/`` and get it mounted on its next start.
+
+securityContext: ``allowPrivilegeEscalation: false`` becomes no_new_privs, and
+``runAsNonRoot`` is handed to the driver, which alone knows the image's USER
+(``runtime/nonroot.py``); ``fsGroup`` and ``supplementalGroups`` are supplementary
+groups of every container, as in Kubernetes (the emptyDir's group is fsGroup's).
+``initContainers`` become ``PodRequest.init_containers`` (the agent runs them).
+
 Service names resolve inside the pod through /etc/hosts entries to the
 Service's ClusterIP (``core/servicehosts.py``, shared with the proxy's sync, which
 keeps them current); the node's nftables rules send that address to a ready
@@ -18,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -36,6 +47,13 @@ from reconciler.core.keys import (
 )
 from reconciler.core.servicehosts import service_hosts
 from reconciler.kubelet.env import ConfigError, container_env, expand
+from reconciler.kubelet.volumes import (
+    emptydir_owner,
+    make_emptydir,
+    make_pod_dir,
+    remove_pod_dir,
+    safe_subpath,
+)
 from reconciler.manifests.quantity import QuantityError, parse_cpu, parse_memory
 from runtime.driver import ContainerRequest, Mount, PodRequest, PortRequest
 
@@ -95,7 +113,8 @@ def _volume_files(volume: Obj, *, namespace: str, store: Any) -> dict[str, tuple
 def prepare_volumes(*, pod: Obj, store: Any, volumes_dir: Path) -> dict[str, str]:
     """Materialise the pod's volumes as host paths; returns volume name -> host path."""
     namespace, uid = pod["metadata"]["namespace"], pod["metadata"].get("uid", "nouid")
-    base = volumes_dir / uid
+    base = make_pod_dir(volumes_dir, uid)
+    owner = emptydir_owner(pod)
     paths: dict[str, str] = {}
     for volume in (pod.get("spec") or {}).get("volumes") or []:
         name = volume.get("name", "")
@@ -109,14 +128,13 @@ def prepare_volumes(*, pod: Obj, store: Any, volumes_dir: Path) -> dict[str, str
         if "configMap" in volume or "secret" in volume:
             _write_files(directory, _volume_files(volume, namespace=namespace, store=store))
         else:  # emptyDir, and anything the parser turned into one
-            directory.mkdir(parents=True, exist_ok=True)
-            os.chmod(directory, 0o777)  # like Kubernetes' emptyDir: any runAsUser may write
+            make_emptydir(directory, owner)
         paths[name] = str(directory)
     return paths
 
 
 def remove_volumes(*, uid: str, volumes_dir: Path) -> None:
-    shutil.rmtree(volumes_dir / uid, ignore_errors=True)
+    remove_pod_dir(volumes_dir, uid)
 
 
 class _Resources(TypedDict):
@@ -160,48 +178,61 @@ def engine_labels(pod: Obj, *, node: str) -> dict[str, str]:
     return lbls
 
 
+def _container_request(c: Obj, *, pod: Obj, store: Any, pod_ip: str, volume_paths: dict[str, str]) -> ContainerRequest:
+    """One container (app or init) of the pod as the engine's request."""
+    spec = pod.get("spec") or {}
+    pod_security = spec.get("securityContext") or {}
+    env = container_env(pod=pod, container=c, store=store, pod_ip=pod_ip)
+    env_map = dict(env)
+    ports = tuple(PortRequest(container_port=int(p["containerPort"]), protocol=p.get("protocol", "TCP"),
+                              name=p.get("name")) for p in c.get("ports") or [])
+    config_paths = {volume_paths.get(v.get("name", ""), "\0") for v in spec.get("volumes") or []
+                    if "configMap" in v or "secret" in v}
+    mounts = []
+    for vm in c.get("volumeMounts") or []:
+        source = volume_paths.get(vm.get("name", ""))
+        if source is None:
+            raise ConfigError(f"volumeMount {vm.get('name')!r} refers to no volume")
+        root = source
+        if vm.get("subPath"):
+            source = safe_subpath(source, vm["subPath"], volume=vm.get("name", ""))
+        # Configuration volumes are read-only in Kubernetes whatever the mount says.
+        read_only = bool(vm.get("readOnly")) or root in config_paths
+        mounts.append(Mount(source=source, target=vm["mountPath"], read_only=read_only))
+    # Pod-level securityContext fields, overridden by the container's (as in Kubernetes).
+    sc = {**pod_security, **(c.get("securityContext") or {})}
+    caps = sc.get("capabilities") or {}
+    groups = [pod_security.get("fsGroup"), *(pod_security.get("supplementalGroups") or [])]
+    return ContainerRequest(
+        name=c["name"], image=c["image"], image_pull_policy=c.get("imagePullPolicy", "IfNotPresent"),
+        command=tuple(expand(a, env_map) for a in c["command"]) if c.get("command") else None,
+        args=tuple(expand(a, env_map) for a in c["args"]) if c.get("args") else None,
+        env=tuple(env), ports=ports, working_dir=c.get("workingDir"), mounts=tuple(mounts),
+        run_as_user=sc.get("runAsUser"), run_as_group=sc.get("runAsGroup"),
+        supplemental_groups=tuple(g for g in groups if isinstance(g, int) and g >= 0),
+        read_only_root_filesystem=bool(sc.get("readOnlyRootFilesystem")),
+        privileged=bool(sc.get("privileged")),
+        # Only an explicit false: Kubernetes' default (unset) allows escalation.
+        no_new_privileges=sc.get("allowPrivilegeEscalation") is False,
+        run_as_non_root=bool(sc.get("runAsNonRoot")),
+        capabilities_add=tuple(caps.get("add") or ()), capabilities_drop=tuple(caps.get("drop") or ()),
+        **_resources(c))
+
+
 def build_request(*, pod: Obj, store: Any, volumes_dir: Path, labels: dict[str, str]) -> PodRequest:
     """Raises ConfigError when a referenced ConfigMap/Secret/key is missing."""
     meta, spec = pod["metadata"], pod.get("spec") or {}
     namespace = meta["namespace"]
     pod_ip = o.annotations(pod).get(ANN_POD_IP, "")  # the scheduler's choice; "" lets the engine pick
     volume_paths = prepare_volumes(pod=pod, store=store, volumes_dir=volumes_dir)
-    pod_security = spec.get("securityContext") or {}
-    containers: list[ContainerRequest] = []
-    for c in spec.get("containers") or []:
-        env = container_env(pod=pod, container=c, store=store, pod_ip=pod_ip)
-        env_map = dict(env)
-        ports = tuple(PortRequest(container_port=int(p["containerPort"]), protocol=p.get("protocol", "TCP"),
-                                  name=p.get("name")) for p in c.get("ports") or [])
-        mounts = []
-        for vm in c.get("volumeMounts") or []:
-            source = volume_paths.get(vm.get("name", ""))
-            if source is None:
-                raise ConfigError(f"volumeMount {vm.get('name')!r} refers to no volume")
-            if vm.get("subPath"):
-                source = os.path.join(source, vm["subPath"])
-            mounts.append(Mount(source=source, target=vm["mountPath"], read_only=bool(vm.get("readOnly"))))
-        for vol in spec.get("volumes") or []:
-            if "configMap" in vol or "secret" in vol:
-                # Configuration volumes are read-only in Kubernetes whatever the mount says.
-                mounts = [Mount(source=m.source, target=m.target, read_only=True)
-                          if m.source.startswith(volume_paths.get(vol.get("name", ""), "\0")) else m for m in mounts]
-        sc = {**pod_security, **(c.get("securityContext") or {})}
-        caps = sc.get("capabilities") or {}
-        containers.append(ContainerRequest(
-            name=c["name"], image=c["image"], image_pull_policy=c.get("imagePullPolicy", "IfNotPresent"),
-            command=tuple(expand(a, env_map) for a in c["command"]) if c.get("command") else None,
-            args=tuple(expand(a, env_map) for a in c["args"]) if c.get("args") else None,
-            env=tuple(env), ports=ports, working_dir=c.get("workingDir"), mounts=tuple(mounts),
-            run_as_user=sc.get("runAsUser"), run_as_group=sc.get("runAsGroup"),
-            read_only_root_filesystem=bool(sc.get("readOnlyRootFilesystem")),
-            privileged=bool(sc.get("privileged")),
-            capabilities_add=tuple(caps.get("add") or ()), capabilities_drop=tuple(caps.get("drop") or ()),
-            **_resources(c)))
+    containers = tuple(_container_request(c, pod=pod, store=store, pod_ip=pod_ip, volume_paths=volume_paths)
+                       for c in spec.get("containers") or [])
+    init_containers = tuple(_container_request(c, pod=pod, store=store, pod_ip=pod_ip, volume_paths=volume_paths)
+                            for c in spec.get("initContainers") or [])
     services = store.list("Service")
     return PodRequest(
         namespace=namespace, name=meta["name"], uid=meta.get("uid", ""), pod_ip=pod_ip, labels=labels,
-        containers=tuple(containers),
+        containers=containers, init_containers=init_containers,
         termination_grace_period_seconds=int(spec.get("terminationGracePeriodSeconds", 30)),
         hosts=service_hosts(namespace=namespace, services=services),
         host_network=bool(spec.get("hostNetwork")),

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import structlog
 
 from reconciler.core.bodies import Body
+from reconciler.core.nodes import internal_ip
 
 log = structlog.get_logger("routes")
 
@@ -50,8 +51,7 @@ def wanted_routes(nodes: Iterable[Body], *, me: str | Iterable[str]) -> list[Rou
         if meta.get("name") in mine:
             continue
         cidr = (node.get("spec") or {}).get("podCIDR")
-        addresses = (node.get("status") or {}).get("addresses") or []
-        via = next((a.get("address") for a in addresses if a.get("type") == "InternalIP"), None)
+        via = internal_ip(node)
         if not cidr or not via:
             continue
         try:

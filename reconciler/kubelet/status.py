@@ -17,6 +17,7 @@ from typing import Any, TypedDict
 from reconciler.core import objects as o
 from reconciler.core.backoff import Backoff
 from reconciler.core.clock import from_rfc3339, to_rfc3339
+from reconciler.core.nodes import host_ip
 from reconciler.kubelet.prober import ContainerProbeState
 from runtime.driver import ContainerState, PodState
 
@@ -144,6 +145,8 @@ def write_status(store: Any, pod: Obj, state: PodState | None, computed: Compute
     """Write ``computed`` into the stored pod (unless it is terminating or nothing changed)."""
     namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
 
+    node_ip = host_ip(store, pod)  # read before the update: no store call inside a mutate
+
     def mutate(cur: Obj) -> Obj | None:
         if o.is_terminating(cur):
             return None
@@ -159,7 +162,9 @@ def write_status(store: Any, pod: Obj, state: PodState | None, computed: Compute
         if computed["podIP"]:
             status["podIP"] = computed["podIP"]
             status["podIPs"] = [{"ip": computed["podIP"]}]
-            status["hostIP"] = computed["podIP"]
+        if node_ip:
+            status["hostIP"] = node_ip
+            status["hostIPs"] = [{"ip": node_ip}]
         status["containerStatuses"] = computed["containerStatuses"]
         if state is not None and not status.get("startTime"):
             status["startTime"] = to_rfc3339(now)
@@ -173,7 +178,8 @@ def write_status(store: Any, pod: Obj, state: PodState | None, computed: Compute
                 # A container restarted between two looks: its readiness starts again
                 # (minReadySeconds counts from the restart, not from the first start).
                 o.remove_condition(status, ctype)
-        o.set_condition(status, {"type": "Initialized", "status": "True"}, now=now)
+        if not (cur.get("spec") or {}).get("initContainers"):  # else initcontainers.py owns Initialized
+            o.set_condition(status, {"type": "Initialized", "status": "True"}, now=now)
         o.set_condition(status, {"type": "ContainersReady", "status": flag}, now=now)
         o.set_condition(status, {"type": "Ready", "status": flag}, now=now)
         if comparable(status) == before:

@@ -190,7 +190,10 @@ def _container(container: Container, at: Path, *, volumes: set[str], init: bool)
         here = (*at, "volumeMounts", i)
         if mount.name not in volumes:
             out.append(((*here, "name"), f"volume {mount.name!r} is not defined in the pod's volumes"))
-        if mount.mount_path in mount_paths:
+        if not mount.mount_path.startswith("/"):
+            # The engine would resolve it against a directory the user never chose.
+            out.append(((*here, "mountPath"), f"{mount.mount_path[:80]!r} must be an absolute path"))
+        elif mount.mount_path in mount_paths:
             out.append(((*here, "mountPath"), f"duplicate mountPath {mount.mount_path[:80]!r}"))
         mount_paths.add(mount.mount_path)
         if mount.sub_path:
@@ -216,9 +219,17 @@ def _resources(container: Container, at: Path) -> list[Finding]:
 
 # ---- services
 
+# Names every container's /etc/hosts already holds: a Service's entry is written before
+# them, so a Service with one of these names would capture the container's own loopback.
+RESERVED_SERVICE_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
+
+
 def _service(model: Service) -> list[Finding]:
     spec = model.spec
     out: list[Finding] = []
+    if model.metadata.name in RESERVED_SERVICE_NAMES:
+        out.append((("metadata", "name"), f"{model.metadata.name!r} is reserved: every pod's hosts file would send "
+                                          "its own loopback name to this Service"))
     headless = spec.cluster_ip == "None"
     if headless and spec.type != "ClusterIP":
         out.append((("spec", "clusterIP"), f"may not be 'None' for a {spec.type} service"))

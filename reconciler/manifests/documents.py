@@ -77,6 +77,13 @@ class Document:
     value: Any                                  # plain data: dict/list/str/int/float/bool/None
     lines: Mapping[Path, int] = field(repr=False)
     errors: tuple[tuple[int, str], ...] = ()    # YAML-level problems that make it invalid
+    # Only when read with ``scalars=True`` (SOPS files, see sops.py): each scalar value's text as
+    # written and whether it was plain (unquoted, untagged), which its type in Go's YAML depends on.
+    scalars: Mapping[Path, tuple[str, bool]] = field(default_factory=dict, repr=False)
+    # Values decrypted from a SOPS file: problems must never quote this document's values,
+    # and the paths that were encrypted are masked wherever the object is shown (diff).
+    sensitive: bool = False
+    encrypted_paths: frozenset[Path] = frozenset()
 
     def line_of(self, loc: Iterable[Any]) -> int:
         """The line of the deepest known prefix of ``loc`` (a pydantic error loc or a path).
@@ -122,7 +129,8 @@ class _Frame:
 class _Builder:
     """Turns one file's events into Documents; raises UnreadableFile when over a limit."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, scalars: bool = False) -> None:
+        self._keep_scalars = scalars
         self._units = MAX_UNITS
         self._resolver = Resolver()
         self._constructor = SafeConstructor()
@@ -145,6 +153,7 @@ class _Builder:
         self._stack: list[_Frame] = []
         self._anchors: dict[str, Any] = {}
         self._lines: dict[Path, int] = {}
+        self._scalars: dict[Path, tuple[str, bool]] = {}
         self._errors: list[tuple[int, str]] = []
         self._error_count = 0
         self._root: Any = None
@@ -161,7 +170,7 @@ class _Builder:
             if self._error_count > len(errors):
                 errors.append((self._root_line or 1, f"... and {self._error_count - len(errors)} more YAML errors"))
             self.documents.append(Document(line=self._root_line or 1, value=self._root,
-                                           lines=self._lines, errors=tuple(errors)))
+                                           lines=self._lines, errors=tuple(errors), scalars=self._scalars))
         self._begin()
 
     # ---- bookkeeping
@@ -204,9 +213,23 @@ class _Builder:
                 self._key(top, event.value, line)
             return
         value = self._construct(event, line)
+        if self._keep_scalars:
+            self._keep_scalar(top, event)
         if event.anchor:
             self._anchors[event.anchor] = value
         self._attach(value, line, collection=False)
+
+    def _keep_scalar(self, top: _Frame | None, event: ScalarEvent) -> None:
+        path: Path | None = ()
+        if top is not None:
+            if top.path is None:
+                path = None
+            elif top.is_map:
+                path = (*top.path, top.pending) if isinstance(top.pending, str) else None
+            else:
+                path = (*top.path, len(top.container))
+        if path is not None:
+            self._scalars[path] = (event.value, event.tag is None and bool(event.implicit[0]))
 
     def _key(self, top: _Frame, key: str, line: int) -> None:
         if key in top.container:
@@ -360,12 +383,14 @@ def _decode(data: bytes) -> str:
                                                 f"(byte 0x{data[error.start]:02x} at offset {error.start})") from None
 
 
-def read_documents(data: bytes) -> list[Document]:
-    """Every non-empty document of a YAML stream; raises UnreadableFile for the whole file."""
+def read_documents(data: bytes, *, scalars: bool = False) -> list[Document]:
+    """Every non-empty document of a YAML stream; raises UnreadableFile for the whole file.
+
+    With ``scalars`` each document also keeps its scalars' text (``Document.scalars``)."""
     if len(data) > MAX_FILE_BYTES:
         raise UnreadableFile(line=1, message=f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
     text = _decode(data)
-    builder = _Builder()
+    builder = _Builder(scalars=scalars)
     parser = None
     try:
         parser = _Parser(text) if _Parser is not None else yaml.SafeLoader(text)

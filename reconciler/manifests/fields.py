@@ -118,15 +118,7 @@ def _annotations_size(value: dict[str, str]) -> dict[str, str]:
 Annotations = Annotated[dict[LabelKey, StrictStr], AfterValidator(_annotations_size)]
 
 
-def _image(value: str) -> str:
-    if not value:
-        raise invalid("must not be empty")
-    if value != value.strip() or any(c.isspace() for c in value):
-        raise invalid(f"{value!r} must not contain whitespace")
-    return value
-
-
-Image = Annotated[StrictStr, AfterValidator(_image)]
+Image = Annotated[StrictStr, _rule(names.image_reference)]
 
 
 def _quantity(value: Any) -> str:

@@ -2,6 +2,11 @@
 
 pydantic's wording ("Input should be a valid string") is written for Python callers; a
 manifest author wants ``spec.replicas: must be an integer, not a string ('3')``.
+
+Quoting the value helps, except where the value is a secret: a Secret's data, or anything
+decrypted from a SOPS file. Problems travel to logs, ``status`` and commit records, so for
+those ``describe_error(..., show_value=False)`` never repeats the input, not even inside a
+validator's own message.
 """
 from __future__ import annotations
 
@@ -62,28 +67,48 @@ def _shown(value: Any) -> str:
     return ""
 
 
-def describe_error(error: Mapping[str, Any]) -> str:
-    """The message for one pydantic error (without its path)."""
+def describe_error(error: Mapping[str, Any], *, show_value: bool = True) -> str:
+    """The message for one pydantic error (without its path); with ``show_value=False`` the
+    input never appears in it."""
+    message = _describe(error, show_value=show_value)
+    return message if show_value else _without_value(message, error.get("input"))
+
+
+def _without_value(message: str, given: Any) -> str:
+    """``message`` with the input taken out: a validator may have quoted it in its own words."""
+    if isinstance(given, bool) or not isinstance(given, (str, int, float)):
+        return message
+    text = str(given)
+    if not text or text not in message:
+        return message
+    message = message.replace(repr(given), "***")
+    if text in message and len(text) >= 3:
+        message = message.replace(text, "***")
+    return message if text not in message else "is invalid (the value is not shown: it may be secret)"
+
+
+def _describe(error: Mapping[str, Any], *, show_value: bool) -> str:
     kind = error.get("type", "")
     given = error.get("input")
     ctx = error.get("ctx") or {}
+    shown = _shown(given) if show_value else ""
     if kind == "missing":
         return "is required"
     if kind == "string_type":
         hint = "; quote it in the YAML" if isinstance(given, (int, float, bool)) else ""
-        return f"must be a string, not {describe_value(given)}{_shown(given)}{hint}"
+        return f"must be a string, not {describe_value(given)}{shown}{hint}"
     if kind == "int_type":
-        return f"must be an integer, not {describe_value(given)}{_shown(given)}"
+        return f"must be an integer, not {describe_value(given)}{shown}"
     if kind == "bool_type":
-        return f"must be true or false, not {describe_value(given)}{_shown(given)}"
+        return f"must be true or false, not {describe_value(given)}{shown}"
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         return f"must be a mapping, not {describe_value(given)}"
     if kind == "list_type":
         return f"must be a list, not {describe_value(given)}"
     if kind == "literal_error":
         expected = str(ctx.get("expected", "")).replace("'", "")
-        shown = repr(given)[:80] if isinstance(given, str) else describe_value(given)
-        return f"must be one of {expected}, not {shown}"
+        value = repr(given)[:80] if isinstance(given, str) and show_value else describe_value(given)
+        return f"must be one of {expected}, not {value}"
     if kind == "greater_than_equal":
         return f"must be greater than or equal to {ctx.get('ge')}"
     if kind == "greater_than":

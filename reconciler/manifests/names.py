@@ -17,6 +17,17 @@ _HAS_LETTER = re.compile(r"[a-z]")
 _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 _CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
+# The image reference grammar of github.com/distribution/reference (what docker, podman and
+# the kubelet parse), transcribed rather than imported: no maintained Python package
+# implements it, and the grammar is a few stable lines of regular expression.
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_NAME = re.compile(rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
+_IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_IMAGE_DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
+_IMAGE_NAME_MAX = 255
+
 
 def dns1123_label(value: str) -> str | None:
     """Names of namespaces, containers, volumes and service ports."""
@@ -103,4 +114,31 @@ def config_key(value: str) -> str | None:
         return "must consist of alphanumeric characters, '-', '_' or '.'"
     if value in (".", "..") or value.startswith(".."):
         return "must not be '.' or '..' or start with '..'"
+    return None
+
+
+def image_reference(value: str) -> str | None:
+    """A container image: ``[registry[:port]/]path[:tag][@digest]``, as the engine parses it.
+
+    Anything else (``../x``, a URL, a transport such as ``docker://``) would reach the
+    engine's API as a path or an option rather than an image name.
+    """
+    if not value:
+        return "must not be empty"
+    if any(c.isspace() for c in value):
+        return "must not contain whitespace"
+    rest, at, digest = value.partition("@")
+    if at and not _IMAGE_DIGEST.fullmatch(digest):
+        return "has an invalid digest (expected algorithm:hex, such as sha256:...)"
+    # A ':' after the last '/' starts the tag; one before it belongs to a registry's port.
+    slash = rest.rfind("/")
+    colon = rest.rfind(":")
+    name, tag = (rest[:colon], rest[colon + 1:]) if colon > slash else (rest, None)
+    if tag is not None and not _IMAGE_TAG.fullmatch(tag):
+        return "has an invalid tag (letters, digits, '_', '.' and '-', at most 128, not starting with '.' or '-')"
+    if len(name) > _IMAGE_NAME_MAX:
+        return f"has a name longer than {_IMAGE_NAME_MAX} characters"
+    if not _IMAGE_NAME.fullmatch(name):
+        return ("is not a valid image reference: [registry[:port]/]name[:tag][@digest], with a lowercase "
+                "name of letters, digits and single '.', '_', '__' or '-' between '/'-separated parts")
     return None

@@ -3,14 +3,18 @@
 The pipeline per document: YAML events -> plain data with line numbers (documents.py),
 identify kind/apiVersion (kinds.py), normalize what Kubernetes normalizes before
 validating (apiVersion, default namespace, legacy selector), validate the typed model,
-then cross-field rules (checks.py), the daemon's permissions (policy.py) and unknown
-fields (unknown_fields.py). Every failure becomes a Problem on the line of the field at fault:
-one bad document never hides the others, and no input makes this module raise.
+then cross-field rules (checks.py), the daemon's permissions (policy.py) and limits
+(limits.py: replicas per object; past ``limits.objects`` documents the parse stops and the
+whole commit is refused), unknown fields (unknown_fields.py) and fields parsed but not acted
+on (ignored.py, warnings). Once every document is read, named Service targetPorts are checked
+against the parse's workloads (targetports.py). Every failure becomes a
+Problem on the line of the field at fault: one bad document never hides the others, and no
+input makes this module raise.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -18,84 +22,128 @@ from pydantic import ValidationError
 
 from .checks import check
 from .documents import MAX_ERRORS_PER_DOCUMENT, MAX_FILE_BYTES, Document, UnreadableFile, read_documents
+from .ignored import ignored_fields
 from .kinds import KINDS, KindInfo, unsupported_kind_message, unsupported_version_message
+from .limits import Limits, refuse, replica_findings
 from .messages import describe_error, describe_value, format_path
-from .policy import Allow, denials
+from .policy import Allow, address_errors, denials
 from .results import Key, ParsedObject, ParseResult, Problem
+from .selection import TooLarge, manifest_files, read_manifest, too_large
+from .sops import AgeKeys, SopsError, decrypt, is_sops
+from .targetports import unmatched_target_ports
 from .unknown_fields import unknown_fields
 
-_SUFFIXES = (".yaml", ".yml")
 
-
-def parse_files(files: Iterable[tuple[str, bytes]], *, allow: Allow = Allow()) -> ParseResult:
-    """Parse ``(file name, content)`` pairs; files are taken in name order so results are stable."""
-    parse = _Parse(allow=allow)
+def parse_files(files: Iterable[tuple[str, bytes | TooLarge]], *, allow: Allow = Allow(),
+                limits: Limits = Limits(), age_keys: AgeKeys | None = None) -> ParseResult:
+    """Parse ``(file name, content)`` pairs; files are taken in name order so results are stable.
+    A `TooLarge` content (the Git source's stand-in for a blob it did not read) is that file's error.
+    ``age_keys`` decrypt SOPS files (sops.py); without them a SOPS file's objects are errors."""
+    parse = _Parse(allow=allow, limits=limits, age_keys=age_keys)
     for name, data in sorted(files, key=lambda item: item[0]):
         parse.file(name, data)
     return parse.result()
 
 
-def parse_path(path: str | FsPath, *, allow: Allow = Allow()) -> ParseResult:
+def parse_path(path: str | FsPath, *, allow: Allow = Allow(), limits: Limits = Limits(),
+               age_keys: AgeKeys | None = None) -> ParseResult:
     """Parse one file, or every .yaml/.yml file under a directory.
 
     Under a directory, file names in the results are relative to it (POSIX separators),
-    and hidden files and directories (.git, .github...) are skipped: they hold tooling
-    configuration, not manifests.
+    and the files are those the daemon's Git source would read (`selection`: no hidden
+    files or folders, no symlinks, submodules, FIFOs or devices). A file named directly
+    is read even through a symlink, but must be a regular file too.
     """
     root = FsPath(path)
-    parse = _Parse(allow=allow)
+    parse = _Parse(allow=allow, limits=limits, age_keys=age_keys)
     if root.is_dir():
-        for relative, full in _manifest_files(root):
+        for relative, full in manifest_files(root):
             parse.file(relative, None, source=full)
     elif root.exists():
-        parse.file(str(path), None, source=root)
+        parse.file(str(path), None, source=root, follow_symlinks=True)
     else:
         parse.unreadable(str(path), line=1, message="no such file or directory")
     return parse.result()
 
 
-def _manifest_files(root: FsPath) -> list[tuple[str, FsPath]]:
-    found = []
-    for directory, subdirs, files in os.walk(root, onerror=None, followlinks=False):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        for name in files:
-            if name.endswith(_SUFFIXES) and not name.startswith("."):
-                full = FsPath(directory) / name
-                found.append((full.relative_to(root).as_posix(), full))
-    return sorted(found)
-
-
 class _Parse:
     """Accumulates one parse: problems, objects, failures and the keys seen so far."""
 
-    def __init__(self, *, allow: Allow) -> None:
+    def __init__(self, *, allow: Allow, limits: Limits, age_keys: AgeKeys | None = None) -> None:
         self._allow = allow
+        self._age_keys = age_keys
+        self._limits = limits
+        # limits.objects counts documents across the files; past it the parse stops (limits.py).
+        self._names: list[str] = []
+        self._documents = 0
+        self._refused_at: tuple[str, int] | None = None
         self._objects: list[ParsedObject] = []
         self._problems: list[Problem] = []
         self._failed_files: set[str] = set()
         self._failed_keys: set[Key] = set()
         self._seen: dict[Key, tuple[str, int]] = {}
+        self._denied_keys: set[Key] = set()
+        # Services' documents, to place the whole-parse targetPort errors on their lines.
+        self._service_documents: dict[Key, Document] = {}
+        self._cross_checked = False
 
     def result(self) -> ParseResult:
+        if self._refused_at is not None:
+            return refuse(files=self._names, at=self._refused_at, limits=self._limits)
+        self._check_target_ports()
         problems = sorted(self._problems, key=lambda p: (p.file, p.line))
         objects = tuple(o for o in self._objects if o.key not in self._failed_keys)
         return ParseResult(objects=objects, problems=tuple(problems),
-                           failed_files=frozenset(self._failed_files), failed_keys=frozenset(self._failed_keys))
+                           failed_files=frozenset(self._failed_files), failed_keys=frozenset(self._failed_keys),
+                           denied_keys=frozenset(self._denied_keys & self._failed_keys))
+
+    def _check_target_ports(self) -> None:
+        """Named targetPorts against the workloads of the whole parse (targetports.py), once."""
+        if self._cross_checked:
+            return
+        self._cross_checked = True
+        valid = [o for o in self._objects if o.key not in self._failed_keys]
+        for obj, (path, message) in unmatched_target_ports(valid):
+            document = self._service_documents.get(obj.key)
+            line = document.line_of(path) if document is not None else obj.line
+            self._problems.append(Problem(file=obj.file, line=line, kind=obj.kind, name=obj.name,
+                                          message=f"{format_path(path)}: {message}", severity="error"))
+            self._failed_keys.add(obj.key)
+
+    def _decrypted(self, data: bytes, documents: list[Document]) -> list[Document]:
+        """A SOPS file's documents, decrypted (sops.py). When that fails, every document of the
+        file carries the failure as its error: its objects, named in clear text, fail alone and
+        keep their last good version, and the others of the commit go on."""
+        if not is_sops(documents):
+            return documents
+        try:
+            return decrypt(read_documents(data, scalars=True), self._age_keys)
+        except SopsError as error:
+            failure = ((error.line, error.message),)
+            return [replace(d, errors=(*d.errors, *failure)) for d in documents]
 
     def unreadable(self, file: str, *, line: int, message: str) -> None:
         self._failed_files.add(file)
         self._problems.append(Problem(file=file, line=line, kind="-", name="-", message=message, severity="error"))
 
-    def file(self, name: str, data: bytes | None, *, source: FsPath | None = None) -> None:
+    def file(self, name: str, data: bytes | TooLarge | None, *, source: FsPath | None = None,
+             follow_symlinks: bool = False) -> None:
+        self._names.append(name)
+        if self._refused_at is not None:
+            return  # the commit is refused already: the rest is not even read
         if data is None and source is not None:
             try:
-                with open(source, "rb") as handle:
-                    data = handle.read(MAX_FILE_BYTES + 1)
+                data = read_manifest(source, follow_symlinks=follow_symlinks)
             except OSError as error:
                 self.unreadable(name, line=1, message=f"cannot read file: {error.strerror or error}")
                 return
+        if isinstance(data, bytes) and len(data) > MAX_FILE_BYTES:
+            data = too_large(len(data))
+        if isinstance(data, TooLarge):
+            self.unreadable(name, line=1, message=data.message)
+            return
         try:
-            documents = read_documents(data or b"")
+            documents = self._decrypted(data or b"", read_documents(data or b""))
         except UnreadableFile as error:
             self.unreadable(name, line=error.line, message=error.message)
             return
@@ -103,6 +151,10 @@ class _Parse:
             self.unreadable(name, line=1, message=f"internal error while reading this file ({type(error).__name__})")
             return
         for document in documents:
+            self._documents += 1
+            if self._documents > self._limits.objects:
+                self._refused_at = (name, document.line)
+                return
             try:
                 _Document(self, name, document).run()
             except Exception as error:  # noqa: BLE001 - as above; reported, never raised
@@ -129,12 +181,22 @@ class _Parse:
             self._seen[key] = (file, line)
         return previous
 
-    def add_object(self, parsed: ParsedObject) -> None:
+    def add_object(self, parsed: ParsedObject, document: Document) -> None:
         self._objects.append(parsed)
+        if parsed.kind == "Service":
+            self._service_documents[parsed.key] = document
+
+    def deny(self, key: Key) -> None:
+        """The daemon's policy refuses this object (see ParseResult.denied_keys)."""
+        self._denied_keys.add(key)
 
     @property
     def allow(self) -> Allow:
         return self._allow
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
 
 
 def _display(text: str) -> str:
@@ -178,7 +240,7 @@ class _Document:
         if self.errors:
             self.parse.fail(self.file, self.key)
         elif parsed is not None:
-            self.parse.add_object(parsed)
+            self.parse.add_object(parsed, self.doc)
 
     def _report(self) -> None:
         kind, name = _display(self.kind or "-"), _display(self.name or "-")
@@ -223,14 +285,21 @@ class _Document:
         model = self._validate(info, self._normalized(info, api_version, data))
         if model is None:
             return None
-        for path, message in check(model) + denials(model, allow=self.parse.allow):
+        denied = denials(model, allow=self.parse.allow)
+        for path, message in check(model) + address_errors(model, allow=self.parse.allow) + denied:
             self._error_at(path, message)
+        if denied and self.key is not None:
+            self.parse.deny(self.key)
+        for path, message in ignored_fields(model, allow=self.parse.allow):
+            self.warnings.append((doc.line_of(path), f"{format_path(path)}: {message}"))
+        for path, message in replica_findings(model, limits=self.parse.limits):
+            self.errors.append((doc.line_of(path), message))  # the message names the field itself
         if self.errors:
             return None
         assert self.name is not None
         return ParsedObject(file=self.file, line=doc.line, api_version=info.api_version, kind=info.kind,
                             namespace=self.namespace, name=self.name, model=model,
-                            body=model.model_dump(by_alias=True, exclude_none=True))
+                            body=model.model_dump(by_alias=True, exclude_none=True), secret_paths=doc.encrypted_paths)
 
     def _normalized(self, info: KindInfo, api_version: str, data: dict[str, Any]) -> dict[str, Any]:
         """What Kubernetes does before validating: version conversion and scope defaults."""
@@ -257,10 +326,12 @@ class _Document:
         try:
             return info.model.model_validate(data, by_alias=True, by_name=False)
         except ValidationError as error:
+            # A Secret's values, and any value decrypted from a SOPS file, are never quoted back:
+            # problems go to logs, `status` and commit records.
+            shown = not (self.doc.sensitive or info.kind == "Secret")
             for detail in error.errors(include_url=False):
                 loc = detail.get("loc", ())
                 path = tuple(item for item in loc if item != "[key]")
-                self.errors.append((self.doc.line_of(loc),
-                                    f"{format_path(path)}: {describe_error(detail)}" if path
-                                    else describe_error(detail)))
+                message = describe_error(detail, show_value=shown)
+                self.errors.append((self.doc.line_of(loc), f"{format_path(path)}: {message}" if path else message))
             return None

@@ -284,6 +284,9 @@ class PodSpec(KubeModel):
     dns_policy: Literal["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"] = "ClusterFirst"
     node_selector: Labels | None = None
     host_network: Bool | None = None
+    # Namespaces shared with the host: denied unless the daemon config allows them (policy.py).
+    host_pid: Bool | None = Field(default=None, alias="hostPID")
+    host_ipc: Bool | None = Field(default=None, alias="hostIPC")
     hostname: DNSLabel | None = None
     volumes: list[Volume] | None = None
     security_context: PodSecurityContext | None = None

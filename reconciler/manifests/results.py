@@ -35,6 +35,8 @@ class ParsedObject:
     name: str
     model: BaseModel          # the typed, frozen pydantic object
     body: dict                # Kubernetes-shaped: camelCase keys, defaults applied, no None values
+    # Field paths whose values were decrypted from a SOPS file: shown masked, never as they are.
+    secret_paths: frozenset[tuple[str | int, ...]] = frozenset()
 
     @property
     def key(self) -> Key:
@@ -49,12 +51,15 @@ class ParseResult:
     document is failed, even if another document with that key is valid, so the daemon
     neither applies nor prunes it. ``failed_files`` names files whose objects cannot all
     be identified: YAML that did not parse, or a document whose kind or name is
-    unreadable; the daemon must not prune objects that came from them.
+    unreadable; the daemon must not prune objects that came from them. ``denied_keys``
+    (a subset of ``failed_keys``) are the objects the daemon's policy refuses (``allow``):
+    unlike other failures, what runs of them must be stopped, not kept.
     """
     objects: tuple[ParsedObject, ...]
     problems: tuple[Problem, ...]                 # errors and warnings, in file/line order
     failed_files: frozenset[str]
     failed_keys: frozenset[Key]
+    denied_keys: frozenset[Key] = frozenset()
 
     @property
     def errors(self) -> tuple[Problem, ...]:

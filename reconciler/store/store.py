@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from reconciler.core.bodies import Body
+from reconciler.core.privatefiles import private_file, tighten
 from reconciler.store import codec, schema
 from reconciler.store.codec import rfc3339
 from reconciler.store.events import EventLog
@@ -106,7 +107,15 @@ class Store:
         self._events = EventLog()
         self._db: sqlite3.Connection | None = None
 
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Every Secret is in here: 0600 before SQLite writes a byte, whatever the umask. SQLite gives
+            # the -wal and -shm files it creates the database file's mode; older ones are tightened.
+            private_file(self._path)
+            for suffix in ("-wal", "-shm"):
+                tighten(self._path.with_name(self._path.name + suffix))
+        except OSError as exc:
+            raise StoreError(f"cannot open the store at {self._path}: {exc.strerror or exc}.") from None
         try:
             db = self._db = sqlite3.connect(
                 str(self._path), isolation_level=None, check_same_thread=False, timeout=30.0

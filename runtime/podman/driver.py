@@ -8,8 +8,10 @@ call; each concern it draws on is a module of its own:
 - ``transport``: the pool of podman-py clients, and what an answer means
   (NodeUnreachable for a transport failure, the one-line reason of an HTTP error);
 - ``naming``: engine names and the labels that carry ownership and bookkeeping;
-- ``images``: image references as Kubernetes users write them, the pull stream,
-  the short memory of which images are present;
+- ``images``: image references as Kubernetes users write them (URL-quoted in paths),
+  the pull stream, the short memory of which images are present;
+- ``initcontainers``: init containers as labelled containers of the pod (the agent runs them);
+- ``runtime/nonroot``: runAsNonRoot, checked before anything is created;
 - ``specgen``: a PodRequest as libpod's SpecGenerator JSON, checked up front;
 - ``decode``: list and inspect JSON back into PodState, ContainerState, LoneContainer;
 - ``events``, ``exec``, ``logs``, ``hosts``: the streams and the hosts-file rewrite.
@@ -41,6 +43,7 @@ import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from runtime.driver import (
@@ -55,6 +58,7 @@ from runtime.driver import (
     PodState,
     WatchStatusHandler,
 )
+from runtime.nonroot import verify_non_root
 from runtime.podman import events, specgen
 from runtime.podman.decode import (
     RUNNING_STATES,
@@ -71,10 +75,12 @@ from runtime.podman.images import (
     PULL_POLICIES,
     PULL_TIMEOUT,
     PresenceMemo,
+    image_path,
     normalize_image,
     pull_params,
     read_pull_reports,
 )
+from runtime.podman.initcontainers import created_init_states, split
 from runtime.podman.logs import open_logs
 from runtime.podman.naming import (
     LABEL_POD_UID,
@@ -175,7 +181,7 @@ class PodmanDriver:
         state = pod_state(pod, containers, pod_id=pod["Id"], oom_killed=self._oom_killed(containers))
         if state is None:
             raise DriverError(f"podman pod {engine_name} exists but is not managed by reconciler.")
-        return state
+        return split(state, containers)
 
     # --- NodeDriver: node and images ----------------------------------------------------
 
@@ -198,7 +204,7 @@ class PodmanDriver:
 
     def image_present(self, image: str) -> bool:
         """True when the node has ``image`` (as a Kubernetes user would name it)."""
-        response = self._call("get", f"/images/{normalize_image(image)}/exists")
+        response = self._call("get", image_path(image, "exists"))
         if response.status_code in (200, 204):
             return True
         if response.status_code == 404:
@@ -229,7 +235,7 @@ class PodmanDriver:
 
     def _image_user(self, image: str) -> str:
         """The user part of the image's USER ("" when it has none)."""
-        response = self._call("get", f"/images/{normalize_image(image)}/json")
+        response = self._call("get", image_path(image, "json"))
         if response.status_code == 404:
             raise ImagePullError(f"image {image} is not present on the node; pull it first.")
         if response.status_code != 200:
@@ -243,6 +249,8 @@ class PodmanDriver:
         engine_name = engine_pod_name(namespace=request.namespace, name=request.name)
         # Check every field before podman makes anything, so a bad one leaves nothing behind.
         specgen.check_request(request, engine_name=engine_name)
+        for container in (*request.init_containers, *request.containers):
+            verify_non_root(container, pod=f"{request.namespace}/{request.name}", image_user=self._image_user)
         for _attempt in range(3):
             # Create first: the inspect that would tell us about a pod already there is only
             # needed when podman says the name is taken (409), which is rare (a retry after a
@@ -262,7 +270,8 @@ class PodmanDriver:
                     self._safe_remove(request)
                     raise
                 # What podman holds now, without asking: the pod and its containers, none started.
-                return created_state(request, pod_id=pod_id, container_ids=container_ids)
+                made = created_state(request, pod_id=pod_id, container_ids=container_ids)
+                return replace(made, init_containers=created_init_states(request, container_ids))
             if not name_taken(response):
                 raise DriverError(f"podman could not create pod {request.namespace}/{request.name}: "
                                   f"{error_message(response)}")
@@ -291,12 +300,15 @@ class PodmanDriver:
     def _create_containers(self, request: PodRequest, engine_name: str, *, skip: set[str]) -> dict[str, str]:
         """Create the containers not in ``skip``; returns spec name -> container id of those made."""
         made: dict[str, str] = {}
-        for index, container in enumerate(request.containers):
+        # Init containers first, each with its index among the init containers (see initcontainers.py).
+        everyone = [(index, c, True) for index, c in enumerate(request.init_containers)]
+        everyone += [(index, c, False) for index, c in enumerate(request.containers)]
+        for index, container, init in everyone:
             name = engine_container_name(namespace=request.namespace, name=request.name, container=container.name)
             if name in skip:
                 continue
             spec = specgen.container_spec(request, container, index=index, engine_pod=engine_name, name=name,
-                                          user=specgen.user_spec(container, image_user=self._image_user))
+                                          user=specgen.user_spec(container, image_user=self._image_user), init=init)
             response = self._call("post", "/containers/create", body=spec)
             if response.status_code in (200, 201):
                 made[container.name] = str((response.json() or {}).get("Id", ""))
@@ -341,9 +353,13 @@ class PodmanDriver:
         # again: what the old one wrote (a broken file, say) must not outlive it.
         where = f"pod {request.namespace}/{request.name}"
         engine_pod = engine_pod_name(namespace=request.namespace, name=request.name)
-        if not any(c.name == container for c in request.containers):
+        everyone = (*request.init_containers, *request.containers)
+        spec_c = next((c for c in everyone if c.name == container), None)
+        if spec_c is None:
             raise DriverError(f"{where} has no container {container} in its spec.")
         specgen.check_request(request, engine_name=engine_pod)
+        # Before the old one goes: a refused new one must not cost the running one.
+        verify_non_root(spec_c, pod=f"{request.namespace}/{request.name}", image_user=self._image_user)
         pod = self._inspect_pod(engine_pod)
         labels = (pod or {}).get("Labels") or {}
         if pod is None or labels.get(LABEL_MANAGED) != "true":
@@ -358,7 +374,7 @@ class PodmanDriver:
             raise DriverError(f"podman could not remove container {container} of {where}: "
                               f"{error_message(response)}")
         others = {engine_container_name(namespace=request.namespace, name=request.name, container=c.name)
-                  for c in request.containers if c.name != container}
+                  for c in everyone if c.name != container}
         made = self._create_containers(request, engine_pod, skip=others)
         if container not in made:
             # Created by someone else between our remove and create: not the fresh one we need.
@@ -424,10 +440,10 @@ class PodmanDriver:
         oom_killed = self._oom_killed(containers)
         states = []
         for pod in pods:
-            state = pod_state(pod, by_pod.get(pod.get("Id", ""), []), pod_id=pod.get("Id", ""),
-                              oom_killed=oom_killed)
+            own = by_pod.get(pod.get("Id", ""), [])
+            state = pod_state(pod, own, pod_id=pod.get("Id", ""), oom_killed=oom_killed)
             if state is not None:
-                states.append(state)
+                states.append(split(state, own))
         return states
 
     def list_lone_containers(self) -> list[LoneContainer]:

@@ -9,6 +9,10 @@ Design:
 - Cheap pulls: ``PresenceMemo`` remembers for ``IMAGE_PRESENT_TTL`` seconds that an
   image is present, so a burst of N pod starts asks podman once; a create that
   finds the image gone meanwhile forgets the answer at once.
+- A reference goes into REST paths (``/images/{name}/json``) only URL-quoted
+  (``image_path``), slashes included: the manifest parser refuses references that are not
+  image references, and this is the second line, so that ``../`` or ``?`` in a name can
+  never address another endpoint of the API.
 - A pull's answer is a stream of JSON reports in which a failure arrives as
   ``{"error": ...}`` with status 200; ``read_pull_reports`` turns it into one outcome.
 """
@@ -19,6 +23,7 @@ import re
 import threading
 import time
 from typing import Any
+from urllib.parse import quote
 
 from runtime.driver import ImagePullError
 from runtime.podman.transport import Response
@@ -46,6 +51,12 @@ def normalize_image(image: str) -> str:
     if not sep:
         return f"docker.io/library/{image}"
     return f"docker.io/{image}"
+
+
+def image_path(image: str, action: str) -> str:
+    """The API path ``/images/<reference>/<action>`` for an image as a Kubernetes user names it,
+    the reference quoted as one path segment (podman's router unquotes it)."""
+    return f"/images/{quote(normalize_image(image), safe='')}/{action}"
 
 
 def registry_of(image: str) -> str:

@@ -16,7 +16,10 @@ Design:
 - The rest of the pod spec maps field by field: volumes arrive as bind mounts (the
   agent materialises them), resources as cgroup limits (CPU quota and shares
   computed as the kubelet does), securityContext as user, read-only rootfs,
-  privileged and capabilities. Restarts belong to the node agent: restart policy "no".
+  privileged, capabilities and no_new_privileges (allowPrivilegeEscalation: false).
+  Restarts belong to the node agent: restart policy "no".
+- Init containers are ordinary containers of the pod with one more label
+  (``initcontainers.py``); the agent runs them, not podman.
 - Pure functions of the request, except the user: runAsGroup alone needs the
   image's USER, which the caller looks up (``user_spec`` takes that look-up).
 """
@@ -30,6 +33,7 @@ from typing import Any
 
 from runtime.driver import ContainerRequest, DriverError, Mount, PodRequest
 from runtime.podman.images import normalize_image
+from runtime.podman.initcontainers import LABEL_INIT_CONTAINER
 from runtime.podman.naming import container_labels, pod_labels, valid_engine_name
 
 # The kubelet's CPU maths: CFS period 100 ms, quota at least 1 ms, shares = millicores * 1024 / 1000
@@ -42,16 +46,21 @@ _CAPABILITY_RE = re.compile(r"^CAP_[A-Z0-9_]+$")
 
 def check_request(request: PodRequest, *, engine_name: str) -> None:
     """Refuse a request podman would reject late or misread; each a one-sentence DriverError."""
-    for name in (engine_name, *(c.name for c in request.containers)):
+    everyone = (*request.init_containers, *request.containers)
+    for name in (engine_name, *(c.name for c in everyone)):
         if not valid_engine_name(name):
             raise DriverError(f"{name!r} is not a valid name for a podman pod or container.")
+    names = [c.name for c in everyone]
+    if len(set(names)) != len(names):
+        # One engine name per spec name: an init container and an app container may not share one.
+        raise DriverError(f"pod {request.namespace}/{request.name}: container names {names} are not unique.")
     if request.pod_ip and not request.host_network:
         try:
             ipaddress.IPv4Address(request.pod_ip)
         except ValueError:
             raise DriverError(f"pod {request.namespace}/{request.name}: pod IP {request.pod_ip!r} is not an "
                               "IPv4 address.") from None
-    for container in request.containers:
+    for container in everyone:
         check_container(container, pod=f"{request.namespace}/{request.name}")
 
 
@@ -78,6 +87,8 @@ def check_container(container: ContainerRequest, *, pod: str) -> None:
         value = getattr(container, uid_field)
         if value is not None and value < 0:
             raise DriverError(f"{where}: {uid_field} must not be negative, not {value}.")
+    if any(g < 0 for g in container.supplemental_groups):
+        raise DriverError(f"{where}: supplemental groups must not be negative, not {container.supplemental_groups}.")
     for capability in (*container.capabilities_add, *container.capabilities_drop):
         capability_name(capability, where=where)
     if container.stop_signal:
@@ -106,16 +117,20 @@ def pod_spec(request: PodRequest, *, engine_name: str, network: str | None = Non
 
 
 def container_spec(request: PodRequest, container: ContainerRequest, *, index: int, engine_pod: str,
-                   name: str, user: str | None) -> dict[str, Any]:
-    """The body of ``POST /containers/create`` for the container at ``index`` of the request.
+                   name: str, user: str | None, init: bool = False) -> dict[str, Any]:
+    """The body of ``POST /containers/create`` for the container at ``index`` of the request
+    (of ``request.init_containers`` when ``init``).
 
     ``user``: podman's "user[:group]" (``user_spec``), None to keep the image's USER.
     """
+    labels = container_labels(request, container, index=index)
+    if init:
+        labels[LABEL_INIT_CONTAINER] = "true"
     spec: dict[str, Any] = {
         "name": name,
         "image": normalize_image(container.image),
         "pod": engine_pod,
-        "labels": container_labels(request, container, index=index),
+        "labels": labels,
         "restart_policy": "no",  # the node agent owns restarts
         "stop_timeout": max(0, int(request.termination_grace_period_seconds)),
         "env": dict(container.env),
@@ -138,12 +153,17 @@ def container_spec(request: PodRequest, container: ContainerRequest, *, index: i
         spec["resource_limits"] = resources
     if user:
         spec["user"] = user
+    if container.supplemental_groups:
+        spec["groups"] = [str(g) for g in container.supplemental_groups]
     if container.read_only_root_filesystem:
         # Only the rootfs: podman adds no writable tmpfs on /tmp etc. for API-made containers,
         # which is what Kubernetes does too (users mount an emptyDir where they need to write).
         spec["read_only_filesystem"] = True
     if container.privileged:
         spec["privileged"] = True
+    if container.no_new_privileges:
+        # allowPrivilegeEscalation: false (the OCI process's noNewPrivileges: the kernel's no_new_privs).
+        spec["no_new_privileges"] = True
     if container.capabilities_add:
         spec["cap_add"] = [capability_name(c) for c in container.capabilities_add]
     if container.capabilities_drop:

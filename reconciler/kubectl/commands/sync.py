@@ -13,6 +13,7 @@ import json
 import re
 from typing import Any
 
+from reconciler.core.printable import visible
 from reconciler.kubectl import printers
 from reconciler.kubectl.commands.arguments import api_client
 from reconciler.kubectl.commands.output import dump, err, out
@@ -44,7 +45,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         problems = status.get(key) or []
         if problems:
             lines.append(f"{title}:")
-            lines.extend("  " + _problem_line(p).replace("\t", " ") for p in problems)
+            # visible: file names and messages come from Git; a newline in one must not forge lines.
+            lines.extend("  " + visible(_problem_line(p).replace("\t", " ")) for p in problems)
         elif key == "errors":
             lines.append(f"{title}:\t{printers.NONE}")
     objects = status.get("objects") or []

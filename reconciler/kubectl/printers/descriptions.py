@@ -15,6 +15,7 @@ from typing import Any
 
 from reconciler.core.keys import ANN_REVISION
 from reconciler.core.kinds import KindInfo
+from reconciler.core.secretmask import MASK
 from reconciler.kubectl.printers.fields import (
     NONE,
     Obj,
@@ -308,10 +309,10 @@ def _describe_secret(t: Text, secret: Obj, related: Mapping[str, Any], now: floa
     t.raw("Data")
     t.raw("====")
     for key, value in sorted((secret.get("data") or {}).items()):
-        # Sizes only, never values: describe output ends up in tickets and chats.
-        t.raw(f"{key}:\t{_decoded_size(value)} bytes")
+        # Masked, with kubectl's size: describe output ends up in tickets and chats.
+        t.raw(f"{key}:\t{MASK} ({_decoded_size(value)} bytes)")
     for key, value in sorted((secret.get("stringData") or {}).items()):
-        t.raw(f"{key}:\t{len(str(value).encode())} bytes")
+        t.raw(f"{key}:\t{MASK} ({len(str(value).encode())} bytes)")
 
 
 def _describe_namespace(t: Text, ns: Obj, related: Mapping[str, Any], now: float) -> None:

@@ -160,6 +160,10 @@ def test_state_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         ("source: {repo: /r}\nnodes:\n  - {name: n1, url: 'unix:///x', network: a-network-name-too-long}\n",
          "config.yaml: nodes[0].network: not a network name"),
         ("source: {repo: /r}\nnftTable: 'x; flush ruleset'\n", "config.yaml: nftTable: not a table name"),
+        ("source: {repo: /r}\npodCIDRPool: 10.50.0.0/25\n", "config.yaml: podCIDRPool: 10.50.0.0/25 holds no /24"),
+        ("source: {repo: /r}\npodCIDRPool: many\n", "config.yaml: podCIDRPool: not a CIDR"),
+        ("source: {repo: /r}\nnodes:\n  - {name: n1, url: 'unix:///x', podCIDR: 10.244.0.0/16}\n"
+         "  - {name: n2, url: 'unix:///y', podCIDR: 10.244.3.0/24}\n", "config.yaml: podCIDR: the nodes' pod CIDRs"),
         ("source: /r\n", "config.yaml: source: expected a mapping, got a string"),
         ("source: {branch: main}\n", "config.yaml: source.repo: required"),
         ("- just\n- a list\n", "config.yaml: expected a mapping of settings at the top level"),
@@ -262,3 +266,16 @@ def test_local_node_false_and_mapping(tmp_path: Path) -> None:
     path.write_text("source: {repo: /srv/repo}\nlocalNode: {name: cp1, podIP: 1.2.3.4}\n")
     with pytest.raises(ConfigError, match="localNode.podIP"):
         load_config(path=path, overrides={})
+
+
+def test_pod_cidr_pool_gives_each_configured_node_a_24(tmp_path: Path) -> None:
+    """The local node takes the pool's first /24; listed nodes their index-th one unless taken."""
+    (tmp_path / "config.yaml").write_text("source: {repo: /r}\npodCIDRPool: 10.50.0.0/16\n")
+    config = load_config(path=tmp_path / "config.yaml", overrides={})
+    assert config.pod_cidr_pool == "10.50.0.0/16"
+    assert config.local_node_config is not None and config.local_node_config.pod_cidr == "10.50.0.0/24"
+    (tmp_path / "config.yaml").write_text(
+        "source: {repo: /r}\npodCIDRPool: 10.50.0.0/16\nnodes:\n  - {name: a, url: 'unix:///a', podCIDR: 10.50.1.0/24}\n"
+        "  - {name: b, url: 'unix:///b'}\n  - {name: c, url: 'unix:///c'}\n")
+    cidrs = [n.pod_cidr for n in load_config(path=tmp_path / "config.yaml", overrides={}).nodes]
+    assert cidrs == ["10.50.1.0/24", "10.50.0.0/24", "10.50.2.0/24"]

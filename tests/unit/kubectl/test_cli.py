@@ -352,7 +352,7 @@ def test_describe_pod_service_node(capsys: pytest.CaptureFixture[str], server: A
     code, out, _ = run(capsys, "describe", "node", "node1")
     assert "PodCIDR:" in out and "(4 in total)" in out
     code, out, _ = run(capsys, "describe", "secret", "pw")
-    assert "password:  7 bytes" in out and "hunter2" not in out and "aHVudGVyMg" not in out
+    assert "password:  *** (7 bytes)" in out and "hunter2" not in out and "aHVudGVyMg" not in out
 
 
 def test_describe_missing(capsys: pytest.CaptureFixture[str], server: ApiServer) -> None:

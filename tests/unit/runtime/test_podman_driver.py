@@ -40,6 +40,7 @@ from runtime.driver import (
 )
 from runtime.podman.decode import container_state
 from runtime.podman.driver import PodmanDriver
+from runtime.podman.images import image_path
 from runtime.podman.naming import engine_container_name, engine_pod_name
 from runtime.podman.service import (
     PodmanService,
@@ -286,7 +287,7 @@ def test_pull_asks_once_for_a_burst_and_again_after_the_image_went(driver, image
         with CallLog(fresh) as log:
             for _ in range(10):
                 fresh.pull(tag, policy="IfNotPresent")
-        assert log.calls == [("get", f"/images/{tag}/exists")]
+        assert log.calls == [("get", image_path(tag, "exists"))]
 
         # Removed behind the driver's back: the create that finds it gone says so clearly and
         # forgets the cached answer, so the next pull asks podman (and pulls: the tag is not in
@@ -298,7 +299,7 @@ def test_pull_asks_once_for_a_burst_and_again_after_the_image_went(driver, image
         assert podman_node.cli("pod", "exists", "drv_gone-image").returncode == 1
         with CallLog(fresh) as log, pytest.raises(ImagePullError, match="cannot pull"):
             fresh.pull(tag, policy="IfNotPresent")
-        assert log.calls[0] == ("get", f"/images/{tag}/exists") and ("post", "/images/pull") in log.calls
+        assert log.calls[0] == ("get", image_path(tag, "exists")) and ("post", "/images/pull") in log.calls
         # Never trusts the cache only while the image was seen; absent now, it refuses.
         with pytest.raises(ImagePullError, match="Never"):
             fresh.pull(tag, policy="Never")
