@@ -14,6 +14,7 @@ addresses of its Endpoints. IPv4 only, like the pod and service CIDRs of this pr
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
@@ -102,7 +103,7 @@ class ServicePort:
             # 86400 s is the API server's own upper bound for timeoutSeconds.
             raise ValueError(f"affinity timeout {self.affinity_timeout!r} is not 1-86400 seconds")
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """``namespace/name/proto/port`` — unique per Service port, and the stem of its nft names."""
         return f"{self.namespace}/{self.name}/{self.protocol.lower()}/{self.port_name or self.port}"
@@ -155,7 +156,18 @@ class ProxyState:
         object.__setattr__(self, "services", frozen)
 
     def by_key(self) -> dict[str, tuple[ServicePort, tuple[Endpoint, ...]]]:
+        return self._by_key
+
+    # Cached (the state is frozen): a partial update compares two states' maps, and at 1,000
+    # Services building them again on every change was most of the render's time.
+    @functools.cached_property
+    def _by_key(self) -> dict[str, tuple[ServicePort, tuple[Endpoint, ...]]]:
         return {sp.key: (sp, tuple(eps)) for sp, eps in self.services.items()}
+
+    @functools.cached_property
+    def endpoint_ips(self) -> frozenset[str]:
+        """Every endpoint address once (the hairpin set's members)."""
+        return frozenset(ep.ip for eps in self.services.values() for ep in eps)
 
     def same_frame(self, other: ProxyState) -> bool:
         """True when only Services/endpoints differ, so a partial update can turn one into the other."""

@@ -17,15 +17,25 @@ The structure is kube-proxy's nftables mode (our own code, same shape), in one t
   in ``@nodeport-ips`` (the node's addresses and 127.0.0.1): marked for masquerade (the reply
   must come back through this node to be un-NATed; from 127.0.0.1 it could not leave the host
   at all, see ``table.py`` on ``route_localnet``), then ``vmap @service-nodeports``.
-* per Service port one chain ``service-<ns>/<name>/<proto>/<port>`` that DNATs:
-  ``dnat ip to numgen random mod N map { 0 : ip . port, … }`` — each of the N ready endpoints
-  equally likely, in one rule. kube-proxy goes through a chain per endpoint instead; here
-  those exist only for ``sessionAffinity: ClientIP``, where they are needed: the service chain
+* ClusterIP traffic from outside the cluster CIDR is marked for masquerade by one rule in
+  ``services`` (``ip saddr != CIDR`` and a lookup in ``@service-ips``, the verdict map doubling
+  as the set of its keys), not by a rule per Service.
+* endpoints, shared by endpoint count (where this departs from kube-proxy, which has a chain
+  per Service and one per endpoint): every Service port with N ready endpoints and no
+  affinity jumps to the one chain ``endpoints-N``, whose rule is ``dnat ip to ip daddr .
+  meta l4proto . th dport . numgen random mod N map @dnat-N`` — the map holds, for each such
+  port, N rows ``clusterIP . proto . port . i : endpoint``, so numgen picks each of the N
+  endpoints equally likely and the packet's own address picks the rows. NodePorts the same
+  with ``nodeport-endpoints-N`` and ``@nodeport-dnat-N`` keyed ``proto . nodePort . i``.
+  Why: the kernel's cost is per chain, rule and (anonymous) set; a chain and an anonymous map
+  per Service made a full ruleset of 1,000 Services 3,000 kernel objects, this makes it
+  a few, with map elements instead (cheap to add and to change: an endpoint replaced is
+  one element deleted and one added). ``sessionAffinity: ClientIP`` keeps kube-proxy's shape,
+  where it is needed: a chain per Service port ``service-<ns>/<name>/<proto>/<port>`` that
   first tries ``ip saddr @affinity-… goto endpoint-…`` per endpoint, then picks with
-  ``numgen random mod N vmap``, and the endpoint chain records the client with ``update
-  @affinity-… { ip saddr }`` (a dynamic set per endpoint with the Service's timeout —
-  kube-proxy's affinity sets) before its ``dnat``. Fewer chains is what makes a full ruleset
-  of 1,000 Services cheap to write: the kernel's cost is per chain and rule.
+  ``numgen random mod N vmap``, and per endpoint a chain that records the client with
+  ``update @affinity-… { ip saddr }`` (a dynamic set per endpoint with the Service's timeout —
+  kube-proxy's affinity sets) before its ``dnat``.
 * hairpin (a pod reaching itself through its Service): after DNAT its packet has its own
   address as source and destination; ``nat-postrouting`` masquerades any DNATed packet whose
   ``ip saddr . ip daddr`` is in ``@hairpin`` (``ip . ip`` for every endpoint address), or the
@@ -52,7 +62,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from reconciler.proxy.nftables.model import Endpoint, ProxyState, ServicePort
+from reconciler.proxy.nftables.model import PROTOCOLS, Endpoint, ProxyState, ServicePort
 
 FAMILY = "ip"
 TABLE = "reconciler"
@@ -108,6 +118,67 @@ def _proto(sp: ServicePort) -> str:
     return sp.protocol.lower()
 
 
+def endpoints_chain(n: int) -> str:
+    """The chain every Service port with ``n`` ready endpoints (and no affinity) goes to."""
+    return f"endpoints-{n}"
+
+
+def nodeport_endpoints_chain(n: int) -> str:
+    return f"nodeport-endpoints-{n}"
+
+
+def dnat_map(n: int) -> str:
+    """``clusterIP . proto . port . i`` -> the i-th endpoint, for every port with ``n`` endpoints."""
+    return f"dnat-{n}"
+
+
+def nodeport_dnat_map(n: int) -> str:
+    """``proto . nodePort . i`` -> the i-th endpoint, for every NodePort with ``n`` endpoints."""
+    return f"nodeport-dnat-{n}"
+
+
+def _shared(sp: ServicePort, eps: Sequence[Endpoint]) -> bool:
+    """Does this Service port go through the shared chains and maps of its endpoint count?"""
+    return bool(eps) and not sp.client_ip_affinity
+
+
+def _counts(state: ProxyState) -> set[int]:
+    """The endpoint counts that shared chains and maps exist for."""
+    return {len(eps) for sp, eps in state.services.items() if _shared(sp, eps)}
+
+
+def _declare_count(n: int) -> list[str]:
+    """The shared maps and chains of the endpoint count ``n`` (declared before their elements)."""
+    pick = f"numgen random mod {n}"
+    return [f"add map {_T} {dnat_map(n)} {{ typeof ip daddr . meta l4proto . th dport . {pick} : "
+            f"ip daddr . th dport; }}",
+            f"add map {_T} {nodeport_dnat_map(n)} {{ typeof meta l4proto . th dport . {pick} : "
+            f"ip daddr . th dport; }}",
+            f"add chain {_T} {endpoints_chain(n)}",
+            f"add chain {_T} {nodeport_endpoints_chain(n)}"]
+
+
+def _fill_count(n: int) -> list[str]:
+    """One rule per protocol and chain: nft's DNAT to a port needs the transport protocol known."""
+    pick = f"numgen random mod {n}"
+    rules = []
+    for proto in PROTOCOLS:
+        p = proto.lower()
+        rules += [f"add rule {_T} {endpoints_chain(n)} meta l4proto {p} dnat ip to ip daddr . meta l4proto . "
+                  f"th dport . {pick} map @{dnat_map(n)}",
+                  f"add rule {_T} {nodeport_endpoints_chain(n)} meta l4proto {p} dnat ip to meta l4proto . "
+                  f"th dport . {pick} map @{nodeport_dnat_map(n)}"]
+    return rules
+
+
+def _drop_count(n: int) -> tuple[list[str], list[str]]:
+    """(flush, delete) of an endpoint count's shared objects, once no Service port uses them."""
+    chains = [endpoints_chain(n), nodeport_endpoints_chain(n)]
+    return ([f"flush chain {_T} {c}" for c in chains],
+            [f"delete chain {_T} {c}" for c in chains]
+            + [f"delete map {_T} {m}" for m in (dnat_map(n), nodeport_dnat_map(n))])
+
+
 # -- the fixed frame ---------------------------------------------------------------------------
 def _frame(state: ProxyState) -> list[str]:
     """Sets, maps and chains that do not depend on any Service, and their rules."""
@@ -149,6 +220,8 @@ def _frame(state: ProxyState) -> list[str]:
         f"add rule {_T} filter-forward ct state new jump service-endpoints-check",
         f"add rule {_T} filter-output ct state new jump service-endpoints-check",
         f"add rule {_T} filter-output ct state new jump nodeport-endpoints-check",
+        *([f"add rule {_T} services ip saddr != {state.cluster_cidr} ip daddr . meta l4proto . th dport "
+            f"@service-ips meta mark set meta mark | {mark}"] if state.cluster_cidr else []),
         f"add rule {_T} services ip daddr . meta l4proto . th dport vmap @service-ips",
         # A map doubles as a set of its keys: mark exactly the NodePorts that will be DNATed.
         f"add rule {_T} services ip daddr @nodeport-ips meta l4proto . th dport @service-nodeports "
@@ -178,8 +251,17 @@ def _node_port_key(sp: ServicePort) -> str:
 
 
 def _elements(sp: ServicePort, eps: Sequence[Endpoint]) -> list[tuple[str, str, str]]:
-    """The (map, key, verdict) elements a Service port owns."""
-    if eps:
+    """The (map, key, value) elements a Service port owns: its verdicts, and with the shared
+    chains its endpoints in its count's DNAT maps (index i -> the i-th endpoint)."""
+    if _shared(sp, eps):
+        n = len(eps)
+        out = [("service-ips", _service_ip_key(sp), f"goto {endpoints_chain(n)}")]
+        out += [(dnat_map(n), f"{_service_ip_key(sp)} . {i}", f"{ep.ip} . {ep.port}") for i, ep in enumerate(eps)]
+        if sp.node_port is not None:
+            out.append(("service-nodeports", _node_port_key(sp), f"goto {nodeport_endpoints_chain(n)}"))
+            out += [(nodeport_dnat_map(n), f"{_node_port_key(sp)} . {i}", f"{ep.ip} . {ep.port}")
+                    for i, ep in enumerate(eps)]
+    elif eps:
         out = [("service-ips", _service_ip_key(sp), f"goto {service_chain(sp)}")]
         if sp.node_port is not None:
             out.append(("service-nodeports", _node_port_key(sp), f"goto {service_chain(sp)}"))
@@ -191,11 +273,12 @@ def _elements(sp: ServicePort, eps: Sequence[Endpoint]) -> list[tuple[str, str, 
 
 
 def _chains(sp: ServicePort, eps: Sequence[Endpoint]) -> list[str]:
-    """Every chain a Service port owns: none without endpoints (its elements go to reject-chain),
-    else its service chain, and one per endpoint only with ClientIP affinity."""
-    if not eps:
+    """Every chain a Service port owns: with ClientIP affinity its service chain and one per
+    endpoint; otherwise none (it goes through the shared chain of its endpoint count, or to
+    reject-chain without endpoints)."""
+    if not eps or not sp.client_ip_affinity:
         return []
-    return [service_chain(sp)] + ([endpoint_chain(sp, ep) for ep in eps] if sp.client_ip_affinity else [])
+    return [service_chain(sp)] + [endpoint_chain(sp, ep) for ep in eps]
 
 
 def _sets(sp: ServicePort, eps: Sequence[Endpoint]) -> list[str]:
@@ -206,26 +289,17 @@ def _declare_set(sp: ServicePort, name: str) -> str:
     return f"add set {_T} {name} {{ type ipv4_addr; flags dynamic,timeout; timeout {sp.affinity_timeout}s; }}"
 
 
-def _service_rules(sp: ServicePort, eps: Sequence[Endpoint], state: ProxyState) -> list[str]:
+def _service_rules(sp: ServicePort, eps: Sequence[Endpoint]) -> list[str]:
+    """The service chain of a ClientIP-affinity port: a known client goes to its endpoint, a
+    new one to a random one (whose chain remembers it)."""
     chain = service_chain(sp)
-    rules = []
-    if state.cluster_cidr:
-        rules.append(f"add rule {_T} {chain} ip daddr {sp.cluster_ip} {_proto(sp)} dport {sp.port} "
-                     f"ip saddr != {state.cluster_cidr} jump mark-for-masquerade")
-    if sp.client_ip_affinity:
-        rules += [f"add rule {_T} {chain} ip saddr @{affinity_set(sp, ep)} goto {endpoint_chain(sp, ep)}" for ep in eps]
-        if len(eps) == 1:
-            rules.append(f"add rule {_T} {chain} goto {endpoint_chain(sp, eps[0])}")
-        else:
-            # numgen random is uniform over 0..N-1: each ready endpoint is equally likely.
-            choices = ", ".join(f"{i} : goto {endpoint_chain(sp, ep)}" for i, ep in enumerate(eps))
-            rules.append(f"add rule {_T} {chain} numgen random mod {len(eps)} vmap {{ {choices} }}")
-    elif len(eps) == 1:
-        rules.append(f"add rule {_T} {chain} meta l4proto {_proto(sp)} dnat ip to {eps[0].ip}:{eps[0].port}")
+    rules = [f"add rule {_T} {chain} ip saddr @{affinity_set(sp, ep)} goto {endpoint_chain(sp, ep)}" for ep in eps]
+    if len(eps) == 1:
+        rules.append(f"add rule {_T} {chain} goto {endpoint_chain(sp, eps[0])}")
     else:
-        choices = ", ".join(f"{i} : {ep.ip} . {ep.port}" for i, ep in enumerate(eps))
-        rules.append(f"add rule {_T} {chain} meta l4proto {_proto(sp)} dnat ip to numgen random mod {len(eps)} "
-                     f"map {{ {choices} }}")
+        # numgen random is uniform over 0..N-1: each ready endpoint is equally likely.
+        choices = ", ".join(f"{i} : goto {endpoint_chain(sp, ep)}" for i, ep in enumerate(eps))
+        rules.append(f"add rule {_T} {chain} numgen random mod {len(eps)} vmap {{ {choices} }}")
     return rules
 
 
@@ -240,8 +314,8 @@ def _hairpin(ips: Iterable[str]) -> str:
     return ", ".join(f"{ip} . {ip}" for ip in sorted(set(ips), key=lambda ip: tuple(map(int, ip.split(".")))))
 
 
-def _endpoint_ips(state: ProxyState) -> set[str]:
-    return {ep.ip for eps in state.services.values() for ep in eps}
+def _endpoint_ips(state: ProxyState) -> frozenset[str]:
+    return state.endpoint_ips
 
 
 def _add_elements(elements: Iterable[tuple[str, str, str]]) -> list[str]:
@@ -259,15 +333,14 @@ def _delete_elements(elements: Iterable[tuple[str, str, str]]) -> list[str]:
     return [f"delete element {_T} {name} {{ {', '.join(keys)} }}" for name, keys in sorted(by_map.items())]
 
 
-def _fill(sp: ServicePort, eps: Sequence[Endpoint], state: ProxyState,
-          endpoints: Iterable[Endpoint] | None = None) -> list[str]:
-    """Rules of a Service port's chains: its service chain, and ``endpoints``' chains (affinity only)."""
-    if not eps:
+def _fill(sp: ServicePort, eps: Sequence[Endpoint], endpoints: Iterable[Endpoint] | None = None) -> list[str]:
+    """Rules of a Service port's own chains (ClientIP affinity only): its service chain, and
+    ``endpoints``' chains (all of them when None)."""
+    if not eps or not sp.client_ip_affinity:
         return []
-    rules = _service_rules(sp, eps, state)
-    if sp.client_ip_affinity:
-        for ep in eps if endpoints is None else endpoints:
-            rules += _endpoint_rules(sp, ep)
+    rules = _service_rules(sp, eps)
+    for ep in eps if endpoints is None else endpoints:
+        rules += _endpoint_rules(sp, ep)
     return rules
 
 
@@ -283,10 +356,15 @@ def _render_full(state: ProxyState) -> str:
     # Declarations before use: sets and chains first, then the rules and map elements that name them.
     for sp, eps in services:
         lines += [_declare_set(sp, name) for name in _sets(sp, eps)]
+    counts = sorted(_counts(state))
+    for n in counts:
+        lines += _declare_count(n)
     for sp, eps in services:
         lines += [f"add chain {_T} {name}" for name in _chains(sp, eps)]
+    for n in counts:
+        lines += _fill_count(n)
     for sp, eps in services:
-        lines += _fill(sp, eps, state)
+        lines += _fill(sp, eps)
     lines += _add_elements(e for sp, eps in services for e in _elements(sp, eps))
     if ips := _endpoint_ips(state):
         lines.append(f"add element {_T} hairpin {{ {_hairpin(ips)} }}")
@@ -308,7 +386,10 @@ def _render_update(old: ProxyState, new: ProxyState) -> str | None:
     if not old.same_frame(new):
         return None
     before, after = old.by_key(), new.by_key()
-    changed = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+    # Tuples of frozen dataclasses: compare the endpoints (hashable, usually equal) before the
+    # Service port, and skip the pair when both sides are the very same objects.
+    changed = sorted(key for key in before.keys() | after.keys()
+                     if (b := before.get(key)) is not (a := after.get(key)) and b != a)
     for key in changed:
         if key in before and key in after and before[key][0] != after[key][0]:
             return None
@@ -339,7 +420,7 @@ def _render_update(old: ProxyState, new: ProxyState) -> str | None:
                      and not name.startswith("endpoint-")]
             # An endpoint that stays keeps its chain (same rules) and its affinity set (same clients).
             fresh = [ep for ep in eps_new if ep not in eps_old]
-            fill += _fill(sp_new, eps_new, new, fresh)
+            fill += _fill(sp_new, eps_new, fresh)
             kept_chains, kept_sets = set(chains), set(_sets(sp_new, eps_new))
         else:
             kept_chains, kept_sets = set(), set()
@@ -347,6 +428,16 @@ def _render_update(old: ProxyState, new: ProxyState) -> str | None:
         flush_gone += [f"flush chain {_T} {name}" for name in stale]
         delete_gone += [f"delete chain {_T} {name}" for name in stale]
         delete_gone += [f"delete set {_T} {name}" for name in old_sets if name not in kept_sets]
+    # Endpoint counts newly in use get their shared maps and chains; counts no longer used lose
+    # theirs, after the elements that point at them.
+    old_counts, new_counts = _counts(old), _counts(new)
+    for n in sorted(new_counts - old_counts):
+        declare += _declare_count(n)
+        fill += _fill_count(n)
+    for n in sorted(old_counts - new_counts):
+        flush, delete = _drop_count(n)
+        flush_gone += flush
+        delete_gone += delete
     # Order matters inside the one transaction: drop the map elements pointing at chains that
     # go, declare what is new, refill, then empty the stale chains (their rules reference
     # other stale chains and sets) and only then delete them.

@@ -1,9 +1,10 @@
 """``NftTable``: puts a rendered ruleset into the kernel, one ``nft -f -`` per change.
 
-Why one process per transaction: nft applies a whole file as one netlink batch, so a sync is
-atomic (packets see the old rules or the new ones) and costs one fork+exec whatever its size.
-There is no Python binding to rely on in Debian's packages, and the CLI's text is what an
-operator reads back with ``nft list table ip reconciler``.
+Why text in nft's file syntax: nft applies a whole file as one netlink batch, so a sync is
+atomic (packets see the old rules or the new ones), and the text is what an operator reads
+back with ``nft list table ip reconciler``. It goes to libnftables in this process
+(``libnft.py``: a long-lived context keeps nft's cache of the table, which a fresh ``nft -f -``
+rebuilds from the kernel on every change), or to ``nft -f -`` where the library is missing.
 
 ``sync(state)`` remembers the state it last applied and, when only Services and endpoints
 changed, sends the partial update (``ruleset.render_update``) instead of the whole table; if
@@ -40,6 +41,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from reconciler.proxy.nftables.libnft import Libnft, LibnftError
 from reconciler.proxy.nftables.model import ProxyState
 from reconciler.proxy.nftables.ruleset import (
     FAMILY,
@@ -93,6 +95,8 @@ class NftTable:
         self.last_sync = ""  # "full" | "partial" | "unchanged": what the last sync() did
         self.last_seconds = 0.0  # how long the last sync()'s nft call took
         self._pinned_bridges: set[int] = set()  # ifindexes of bridges whose MAC we set (settle_bridge)
+        self._lib: Libnft | None = None  # loaded at the first transaction
+        self._lib_tried = False
 
     # -- commands ------------------------------------------------------------------------------
     def _prefix(self) -> list[str]:
@@ -107,9 +111,22 @@ class NftTable:
         return proc.stdout
 
     def apply(self, text: str) -> None:
-        """Apply one transaction (all of it or, if nft refuses any line, none of it)."""
-        if text:
+        """Apply one transaction (all of it or, if nft refuses any line, none of it).
+
+        Through libnftables in this process when it loads (``libnft.py`` says why: it keeps
+        nft's cache of the table between transactions), else one ``nft -f -``."""
+        if not text:
+            return
+        if self._lib is None and not self._lib_tried:
+            self._lib_tried = True
+            self._lib = Libnft.load(self.netns)
+        if self._lib is None:
             self.run("-f", "-", stdin=text)
+            return
+        try:
+            self._lib.run(text, timeout=self.timeout)
+        except LibnftError as exc:
+            raise NftError(f"nft -f refused the transaction: {exc}") from None
 
     # -- state ---------------------------------------------------------------------------------
     def sync(self, state: ProxyState) -> str:

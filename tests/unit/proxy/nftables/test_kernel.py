@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -167,12 +168,17 @@ def test_updates_replace_rules_without_dropping_a_connection(lab: Lab, table: Nf
     table.sync(state(lab, [0, 1]))
     flow = lab.connect_until_stopped(lab.node, CLUSTER_IP, 80)
     kinds = []
+    started = time.monotonic()
     try:
-        for n in range(1, 21):
+        # Updates take a few ms: go on (bounded: 400 updates) until the flow has had a second
+        # to connect through them, so many connections meet a change in flight.
+        for n in range(1, 401):
             pods = [[0, 1], [1, 2], [0, 2], [0, 1, 2]][n % 4]
             kinds.append(table.sync(state(lab, pods)))
             if n == 10:
                 table.replace(state(lab, pods))  # a full rebuild in the middle of the flow, too
+            if n >= 20 and time.monotonic() - started > 1.0:
+                break
     finally:
         results = flow.stop()
     assert set(kinds) == {"partial"}, kinds

@@ -10,7 +10,15 @@ import re
 import pytest
 
 from reconciler.proxy.nftables import Endpoint, ProxyState, ServicePort, render_cleanup, render_full, render_update
-from reconciler.proxy.nftables.ruleset import affinity_set, endpoint_chain, service_chain
+from reconciler.proxy.nftables.ruleset import (
+    affinity_set,
+    dnat_map,
+    endpoint_chain,
+    endpoints_chain,
+    nodeport_dnat_map,
+    nodeport_endpoints_chain,
+    service_chain,
+)
 
 T = "ip reconciler"
 
@@ -55,11 +63,26 @@ def test_rendering_is_deterministic_and_order_free() -> None:
 def test_clusterip_spreads_evenly_over_ready_endpoints() -> None:
     web = sp()
     text = render_full(ProxyState(services={web: eps(2, 3, 4)}))
-    assert f"add element {T} service-ips {{ 10.96.0.10 . tcp . 80 : goto {service_chain(web)} }}" in lines(text)
-    [pick] = rules_of(text, service_chain(web))
-    assert pick == ("meta l4proto tcp dnat ip to numgen random mod 3 map { "
-                    + ", ".join(f"{i} : {ep.ip} . 8080" for i, ep in enumerate(eps(2, 3, 4))) + " }")
+    # Every Service port with 3 endpoints shares one chain and one map: its address picks its
+    # rows, numgen the row (uniform over 0..2).
+    assert f"add element {T} service-ips {{ 10.96.0.10 . tcp . 80 : goto {endpoints_chain(3)} }}" in lines(text)
+    assert f"add element {T} {dnat_map(3)} {{ " + ", ".join(
+        f"10.96.0.10 . tcp . 80 . {i} : {ep.ip} . 8080" for i, ep in enumerate(eps(2, 3, 4))) + " }" in lines(text)
+    assert rules_of(text, endpoints_chain(3))[0] == (
+        f"meta l4proto tcp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @{dnat_map(3)}")
     assert f"add chain {T} endpoint-" not in text  # no chain per endpoint without affinity
+    assert service_chain(web) not in text  # nor per Service
+
+
+def test_services_share_the_chains_of_their_endpoint_count() -> None:
+    """What keeps a full ruleset of 1,000 Services cheap: chains and maps per endpoint count, not per Service."""
+    services = {sp(f"s{i}", f"10.96.1.{i + 1}"): eps(*range(2, 2 + 1 + i % 3)) for i in range(30)}
+    text = render_full(ProxyState(services=services))
+    chains = [line for line in lines(text) if line.startswith(f"add chain {T} ")]
+    assert sorted(c.split()[-1] for c in chains if re.search(r"endpoints-\d+$", c)) == [
+        "endpoints-1", "endpoints-2", "endpoints-3", "nodeport-endpoints-1", "nodeport-endpoints-2",
+        "nodeport-endpoints-3"]
+    assert not [c for c in chains if "service-default/" in c]
 
 
 def test_hairpin_masquerades_a_pod_reaching_itself() -> None:
@@ -73,10 +96,9 @@ def test_hairpin_masquerades_a_pod_reaching_itself() -> None:
     assert f"add element {T} hairpin {{ 10.244.0.4 . 10.244.0.4 }}" in lines(update)
 
 
-def test_one_endpoint_needs_no_numgen() -> None:
-    web = sp()
-    assert rules_of(render_full(ProxyState(services={web: eps(2)})), service_chain(web)) == [
-        "meta l4proto tcp dnat ip to 10.244.0.2:8080"]
+def test_one_endpoint_goes_through_the_count_of_one() -> None:
+    text = render_full(ProxyState(services={sp(): eps(2)}))
+    assert f"add element {T} {dnat_map(1)} {{ 10.96.0.10 . tcp . 80 . 0 : 10.244.0.2 . 8080 }}" in lines(text)
 
 
 def test_client_ip_affinity_uses_a_timed_set_per_endpoint() -> None:
@@ -107,7 +129,8 @@ def test_nodeport_on_every_node_address_including_loopback() -> None:
     web = sp(node_port=30080)
     text = render_full(ProxyState(services={web: eps(2)}, node_ips=("198.18.0.1", "10.244.0.1")))
     assert f"add element {T} nodeport-ips {{ 10.244.0.1, 127.0.0.1, 198.18.0.1 }}" in lines(text)
-    assert f"add element {T} service-nodeports {{ tcp . 30080 : goto {service_chain(web)} }}" in lines(text)
+    assert f"add element {T} service-nodeports {{ tcp . 30080 : goto {nodeport_endpoints_chain(1)} }}" in lines(text)
+    assert f"add element {T} {nodeport_dnat_map(1)} {{ tcp . 30080 . 0 : 10.244.0.2 . 8080 }}" in lines(text)
     # NodePort connections are marked for masquerade, then DNATed like the ClusterIP.
     assert rules_of(text, "services")[1:] == [
         "ip daddr @nodeport-ips meta l4proto . th dport @service-nodeports meta mark set meta mark | 0x4000",
@@ -115,10 +138,11 @@ def test_nodeport_on_every_node_address_including_loopback() -> None:
 
 
 def test_cluster_cidr_masquerades_traffic_from_outside_it() -> None:
-    web = sp()
-    text = render_full(ProxyState(services={web: eps(2)}, cluster_cidr="10.244.0.0/16"))
-    assert rules_of(text, service_chain(web))[0] == \
-        "ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade"
+    text = render_full(ProxyState(services={sp(): eps(2)}, cluster_cidr="10.244.0.0/16"))
+    # One rule for every ClusterIP (the map doubles as the set of its keys), before the DNAT.
+    assert rules_of(text, "services")[:2] == [
+        "ip saddr != 10.244.0.0/16 ip daddr . meta l4proto . th dport @service-ips meta mark set meta mark | 0x4000",
+        "ip daddr . meta l4proto . th dport vmap @service-ips"]
 
 
 def test_names_are_declared_before_use() -> None:
@@ -157,12 +181,23 @@ def test_partial_update_for_endpoints_coming_and_going() -> None:
     empty, ready = ProxyState(services={web: []}), ProxyState(services={web: eps(2)})
     up = lines(render_update(empty, ready) or "")
     assert up[0] == f"delete element {T} no-endpoint-services {{ 10.96.0.10 . tcp . 80 }}"
-    assert f"add element {T} service-ips {{ 10.96.0.10 . tcp . 80 : goto {service_chain(web)} }}" in up
+    assert f"add chain {T} {endpoints_chain(1)}" in up  # the first Service port with one endpoint
+    assert f"add element {T} service-ips {{ 10.96.0.10 . tcp . 80 : goto {endpoints_chain(1)} }}" in up
     down = lines(render_update(ready, empty) or "")
-    assert down[0] == f"delete element {T} service-ips {{ 10.96.0.10 . tcp . 80 }}"
-    assert down[-2:] == [f"delete chain {T} {service_chain(web)}", f"delete element {T} hairpin {{ 10.244.0.2 . 10.244.0.2 }}"]
-    removed = lines(render_update(ready, ProxyState()) or "")
-    assert f"delete chain {T} {service_chain(web)}" in removed
+    assert down[0] == f"delete element {T} {dnat_map(1)} {{ 10.96.0.10 . tcp . 80 . 0 }}"
+    assert f"delete element {T} service-ips {{ 10.96.0.10 . tcp . 80 }}" in down
+    assert down[-2:] == [f"delete map {T} {nodeport_dnat_map(1)}", f"delete element {T} hairpin {{ 10.244.0.2 . 10.244.0.2 }}"]
+    # A second endpoint: the port moves from the count of 1 to the count of 2, in one transaction.
+    grow = lines(render_update(ready, ProxyState(services={web: eps(2, 3)})) or "")
+    assert f"add element {T} service-ips {{ 10.96.0.10 . tcp . 80 : goto {endpoints_chain(2)} }}" in grow
+    assert grow.index(f"add chain {T} {endpoints_chain(2)}") < grow.index(
+        f"add element {T} service-ips {{ 10.96.0.10 . tcp . 80 : goto {endpoints_chain(2)} }}")
+    assert grow.index(f"delete element {T} service-ips {{ 10.96.0.10 . tcp . 80 }}") < grow.index(
+        f"delete chain {T} {endpoints_chain(1)}")
+    # One endpoint replaced by another: two map rows change, nothing else.
+    swap = lines(render_update(ready, ProxyState(services={web: eps(4)})) or "")
+    assert swap[:2] == [f"delete element {T} {dnat_map(1)} {{ 10.96.0.10 . tcp . 80 . 0 }}",
+                        f"add element {T} {dnat_map(1)} {{ 10.96.0.10 . tcp . 80 . 0 : 10.244.0.4 . 8080 }}"]
 
 
 def test_partial_update_declines_what_it_cannot_express() -> None:
