@@ -124,12 +124,13 @@ def _settle(manager: ControlPlane, *, rounds: int = 50) -> None:
 class Cluster:
     """N cloned Deployments on one fake node, with the real controllers over them."""
 
-    def __init__(self, *, deployments: int, tmp: Path) -> None:
+    def __init__(self, *, deployments: int, tmp: Path, store: Any = None) -> None:
         self.count = deployments
         self.tmp = tmp
         self.clock = ManualClock()
         self.driver = FakeDriver(clock=self.clock.now, record_calls=False, images=[IMAGE_V1, IMAGE_V2])
-        self.store = Store(tmp / "store.db", clock=self.clock.now)
+        # Any StoreReadWriter with close(): SQLite here by default, an EtcdStore for run_etcd.
+        self.store = store if store is not None else Store(tmp / "store.db", clock=self.clock.now)
         self.manager: ControlPlane | None = None
 
     def build(self) -> float:
@@ -401,6 +402,69 @@ def run(*, results: Results, sizes: tuple[int, ...], budget: float, command: str
                                note=f"time grows as N^{exponent:.2f}", command=command))
 
 
+def run_etcd(*, results: Results, size: int = 1000, command: str, reps: int = 3) -> None:
+    """The no-change pass on an etcd store (a real 3-member etcd from tests/harness/etcd.py), and
+    how soon a second daemon's watch sees a write (issue 14's goals: < 200 ms, < 50 ms).
+
+    Reads are served from the store's watch cache, so a no-change pass should cost what it
+    costs on SQLite; the figure proves it (CPU and wall time, since etcd is another process)."""
+    from reconciler.store.etcd import EtcdStore
+    from tests.harness.etcd import EtcdCluster
+
+    _quiet_logs()
+    tmp_root = Path(tempfile.mkdtemp(prefix="rb-cp-etcd-", dir="/tmp"))
+    etcd = EtcdCluster(tmp_root / "etcd").start()
+    try:
+        store = EtcdStore(etcd.endpoints, prefix="/bench")
+        cluster = Cluster(deployments=size, tmp=tmp_root / "cluster", store=store)
+        try:
+            built = cluster.build()
+            pods = len(cluster.store.list("Pod"))
+            print(f"  control plane on etcd: {size} Deployments / {pods} pods built in {built:.1f} s", flush=True)
+            runs = [cluster.full_pass(budget=None) for _ in range(reps)]
+            quiet = _median_pass(runs)
+            other = EtcdStore(etcd.endpoints, prefix="/bench")
+            try:
+                seen = []
+                for i in range(20):
+                    name = f"probe-{i}"
+                    started = time.perf_counter()
+                    cluster.store.put({"apiVersion": "v1", "kind": "ConfigMap",
+                                       "metadata": {"name": name, "namespace": "default"}})
+                    while other.get("ConfigMap", "default", name) is None:
+                        time.sleep(0.0005)
+                    seen.append(time.perf_counter() - started)
+            finally:
+                other.close()
+            print(f"  control plane on etcd at {size}: no-change pass {quiet.seconds * 1000:,.0f} ms CPU "
+                  f"(wall {quiet.wall * 1000:,.0f} ms), {quiet.writes} writes; a write seen by another "
+                  f"daemon's watch after {median(seen) * 1000:.1f} ms (median, put included)", flush=True)
+            where = f"{size} Deployments / {pods} pods"
+            results.add(Figure(key=f"cp.etcd.nochange.{size}", title=f"full pass, no change, etcd store, {where}",
+                               value=quiet.seconds * 1000, unit="ms", goal=200.0, goal_text="< 200 ms",
+                               samples=tuple(r.seconds * 1000 for r in runs),
+                               note=f"{quiet.writes} writes; CPU ms (wall {quiet.wall * 1000:,.0f} ms)",
+                               command=command))
+            results.add(Figure(key="cp.etcd.watch", title="a write seen by another daemon's watch (etcd)",
+                               value=median(seen) * 1000, unit="ms", goal=50.0, goal_text="< 50 ms",
+                               samples=tuple(x * 1000 for x in seen), note="put + watch delivery, 3-member etcd",
+                               command=command))
+        finally:
+            cluster.close()
+    finally:
+        etcd.close()
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+
 def _within_budget(events: list[tuple[float, int]], budget: float) -> bool:
     """Whether one more event, at the mean cost so far, would still fit the time budget."""
     return not events or sum(e[0] for e in events) * (len(events) + 1) / len(events) <= budget
+
+
+if __name__ == "__main__":
+    # python -m bench.controlplane --etcd: only the etcd figures (the suite runs the rest).
+    import sys
+
+    if "--etcd" in sys.argv:
+        figures = Results()
+        run_etcd(results=figures, command="python -m bench.controlplane --etcd")

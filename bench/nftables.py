@@ -37,7 +37,7 @@ from reconciler.proxy.nftables import (  # noqa: E402
     ProxyState,
     ServicePort,
     render_full,
-    render_update,
+    render_update_pair,
 )
 
 
@@ -98,7 +98,7 @@ def run(results: Results, services: int = 1000, endpoints: int = 3, reps: int = 
         for n in range(1, updates + 1):
             new = make_state(services, endpoints, generation=n)
             t0 = time.perf_counter()
-            text = render_update(state, new) or ""
+            text, _later = render_update_pair(state, new) or ("", [])
             t1 = time.perf_counter()
             c0 = _children_cpu_ms()
             table.apply(text)

@@ -39,6 +39,11 @@ class ContainerConfigError(DriverError):
     e.g. runAsNonRoot and the image runs as root; nothing of the container was created."""
 
 
+class PodIPConflict(DriverError):
+    """The pod's IP on the node's network is held by something else (a container the node agent
+    does not own): this pod cannot start here with that address, however often it retries."""
+
+
 class NodeUnreachable(DriverError):
     """The engine does not answer."""
 
@@ -268,8 +273,11 @@ class NodeDriver(Protocol):
         A broken stream is reopened with back-off (an unreachable engine is waited for,
         not an error); EventsUnsupported when the engine cannot stream events at all."""
 
-    def logs(self, *, namespace: str, name: str, container: str, follow: bool = False) -> Iterator[str]:
-        """Lines of one container's output."""
+    def logs(self, *, namespace: str, name: str, container: str, follow: bool = False, since: float | None = None,
+             previous: bool = False) -> Iterator[str]:
+        """Lines of one container's output: those written at or after ``since`` (unix time) when given;
+        with ``previous``, the output of the container's instance before its last restart (DriverError
+        when there is none)."""
 
     def exec(self, *, namespace: str, name: str, container: str, command: tuple[str, ...] | list[str],
              timeout: float) -> tuple[int, str]:

@@ -555,7 +555,10 @@ class FakeDriver:
             with self._lock:
                 self._subscribers.remove(on_event)
 
-    def logs(self, *, namespace: str, name: str, container: str, follow: bool = False) -> Iterator[str]:
+    def logs(self, *, namespace: str, name: str, container: str, follow: bool = False, since: float | None = None,
+             previous: bool = False) -> Iterator[str]:
+        if previous:  # the fake keeps no container's instance before a restart
+            raise DriverError(f'previous terminated container "{container}" in pod "{name}" not found')
         with self._lock:
             self._enter("logs", namespace=namespace, name=name, container=container, follow=follow)
             lines = list(self._container(namespace=namespace, name=name, container=container).log)

@@ -48,9 +48,13 @@ class DaemonActions(Protocol):
     - `rollout_undo(*, namespace, name, to_revision: int) -> dict` (0 = the previous revision)
     - `rollout_restart(*, namespace, name) -> dict`, `rollout_pause(...)`, `rollout_resume(...)`
       each returning at least {"message": "<what happened, one sentence>"} (undo also "commit")
-    - `diff() -> dict` shaped like `diff -o json`: {"changes": [...]}
-    - `pod_log(*, namespace, name, container: str|None, follow: bool, tail_lines: int|None)
-      -> Iterable[str|bytes]` (chunks of log text; closed when the client goes away)
+    - `diff(revision: str | None = None) -> dict` shaped like `diff -o json`: {"changes": [...]}
+    - `list_commits() -> dict` (a List of the commit record, newest first), `get_commit(*, ref) -> dict`
+      (one commit by SHA, prefix or HEAD; GET /apis/reconciler.io/v1/commits[/REF])
+    - `suspend(*, reason: str) -> dict`, `resume() -> dict` (POST /suspend, POST /resume)
+    - `pod_log(*, namespace, name, container: str|None, follow: bool, tail_lines: int|None
+      [, since_seconds: int, previous: bool]) -> Iterable[str|bytes]` (chunks of log text; closed
+      when the client goes away; the two last only passed when the request has them)
     Any of them may raise a `reconciler.gitops.errors.ActionError` (or `ApiStatusError`)
     to answer with a specific code and message.
     """
@@ -142,7 +146,22 @@ class Routes:
             return Response(body=self._actions.sync())
         if parts == ["diff"]:
             self._only(method, "GET")
-            return Response(body=self._optional("diff", "diff")())
+            revision = query.get("revision") or None
+            diff = self._optional("diff", "diff")
+            return Response(body=diff(revision=revision) if revision else diff())
+        if parts in (["suspend"], ["resume"]):
+            self._only(method, "POST")
+            if parts == ["resume"]:
+                return Response(body=self._optional("resume", "resume")())
+            reason = body.get("reason", "") if isinstance(body, dict) else ""
+            if not isinstance(reason, str):
+                raise ApiStatusError(400, f"reason must be text, got {reason!r}")
+            return Response(body=self._optional("suspend", "suspend")(reason=reason))
+        if parts[:4] == ["apis", "reconciler.io", "v1", "commits"] and len(parts) <= 5:
+            self._only(method, "GET")
+            if len(parts) == 4:
+                return Response(body=self._optional("list_commits", "the commit record")())
+            return Response(body=self._optional("get_commit", "the commit record")(ref=parts[4]))
         if parts == ["cacert"]:
             self._only(method, "GET")
             if self._pki is None:
@@ -334,12 +353,25 @@ class Routes:
                 tail_lines = int(tail) if tail not in (None, "") else None
             except ValueError:
                 raise ApiStatusError(400, f"invalid tailLines {tail!r}: expected a number") from None
+            # kubectl's sinceSeconds and previous; passed only when asked, so a reader without them still serves.
+            extra: dict[str, Any] = {}
+            since = query.get("sinceSeconds")
+            if since not in (None, ""):
+                try:
+                    extra["since_seconds"] = int(since)
+                except ValueError:
+                    raise ApiStatusError(400, f"invalid sinceSeconds {since!r}: expected a number") from None
+                if extra["since_seconds"] <= 0:
+                    raise ApiStatusError(400, f"invalid sinceSeconds {since!r}: must be above zero")
+            if query.get("previous", "").lower() in ("1", "true", "yes"):
+                extra["previous"] = True
             chunks = pod_log(
                 namespace=namespace,
                 name=name,
                 container=query.get("container") or None,
                 follow=query.get("follow", "").lower() in ("1", "true", "yes"),
                 tail_lines=tail_lines,
+                **extra,
             )
             return Response(stream=chunks)
         raise ApiStatusError(404, "the server could not find the requested resource")

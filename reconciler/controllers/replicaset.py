@@ -60,6 +60,12 @@ class ReplicaSetController:
             self._delete_replicaset(rs)
             return None
         pods = self._owned_pods(rs)
+        for pod in pods:
+            # A pod its node gave up on (Failed: e.g. its IP was held by something else) does not
+            # count, and is deleted as its replacement is made: Kubernetes leaves such pods
+            # behind until the pod GC's threshold; here nothing would ever clean them up.
+            if (pod.get("status") or {}).get("phase") == "Failed" and not o.is_terminating(pod):
+                self.mark_for_deletion(pod, reason="failed")
         active = [p for p in pods if o.pod_is_active(p)]
         want = int(rs["spec"].get("replicas", 0) or 0)
         diff = len(active) - want

@@ -101,6 +101,50 @@ class ApiConfig:
     ca_file: str | None = None
 
 
+# The events a `notify` entry may name (reconciler/notify/notifier.py sends them).
+NOTIFY_EVENTS = ("Healthy", "Failed", "RolledBack", "Drift")
+FORGE_PROVIDERS = ("gitea", "github", "gitlab")
+_FORGE_PROVIDER: dict[str, Literal["gitea", "github", "gitlab"]] = {"gitea": "gitea", "github": "github",
+                                                                    "gitlab": "gitlab"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotifyTarget:
+    """One `notify:` entry: an apprise URL and the events sent to it (all four by default)."""
+
+    url: str
+    events: tuple[str, ...] = NOTIFY_EVENTS
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommitStatusConfig:
+    """`commitStatus:`: set each commit's status on the forge (reconciler/notify/forge.py)."""
+
+    provider: Literal["gitea", "github", "gitlab"]
+    url: str  # the forge (GitHub: its API, https://api.github.com or https://HOST/api/v3)
+    token_file: str
+    repository: str  # owner/name: the `repository` key, else taken from source.repo
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaderElectionConfig:
+    """`leaderElection:` (only used with an etcd store; with SQLite the one daemon leads)."""
+
+    lease_duration: float = 15.0  # seconds; renewed every third of it
+    name: str | None = None  # this daemon's member name; None: localNode.name, else the host name
+
+
+@dataclass(frozen=True, kw_only=True)
+class EtcdStoreConfig:
+    """`store: {etcd: {endpoints, prefix, caFile, certFile, keyFile}}` (reconciler/store/etcd.py)."""
+
+    endpoints: tuple[str, ...]  # http(s)://HOST:PORT (https when TLS files are given and no scheme)
+    prefix: str = "/reconciler"  # every key of this installation lives under it
+    ca_file: str | None = None  # the CA that signed the etcd members' certificates
+    cert_file: str | None = None  # this daemon's client certificate (with key_file)
+    key_file: str | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class ConfigOrigin:
     """Where a Config came from: the file and the flags that override it. SIGHUP reads the
@@ -140,6 +184,19 @@ class Config:
     api: ApiConfig | None = None  # None: the unix socket only
     # `decryption.ageKeyFile`: the age identities that decrypt SOPS-encrypted manifests.
     age_key_file: str | None = None
+    # `dashboard.listen` (HOST:PORT; `dashboard: {}` is 127.0.0.1:8484). None: no dashboard. Off by
+    # default: several daemons on one host (tests, labs) would fight for one port, and a TCP port
+    # is open to every local user where the API's socket is not (docs/dashboard.md).
+    dashboard_listen: str | None = None
+    notify: tuple[NotifyTarget, ...] = ()  # `notify: [{url, events}]`
+    commit_status: CommitStatusConfig | None = None  # `commitStatus: {provider, url, tokenFile, repository}`
+    # `leaderElection: {leaseDuration: 15s, name: cp1}`: with an etcd store, how long a leader's
+    # lease lasts (a standby takes over within it + 5 s), and this daemon's name among the
+    # control-plane members (default: localNode.name, else the host name). See daemon/leader.py.
+    leader_election: LeaderElectionConfig = LeaderElectionConfig()
+    # `store:` "sqlite" (None: the SQLite file in the state dir, one daemon) or an etcd cluster
+    # shared by several daemons; built by daemon/storefactory.py. A reload keeps the store it has.
+    store: EtcdStoreConfig | None = None
     # Not a setting: how to read this configuration again (see reload_config).
     origin: ConfigOrigin | None = field(default=None, compare=False, repr=False)
 
@@ -239,11 +296,21 @@ _TOP_KEYS = (
     "relistInterval",
     "api",
     "decryption",
+    "dashboard",
+    "notify",
+    "commitStatus",
+    "leaderElection",
+    "store",
 )
+_LEADER_ELECTION_KEYS = ("leaseDuration", "name")
 _SOURCE_KEYS = ("repo", "branch", "path", "interval", "timeout", "verify")
 _VERIFY_KEYS = ("mode", "gpgKeyring", "allowedSigners", "signingKey", "requireDescendant")
 _API_KEYS = ("listen", "tls")
 _DECRYPTION_KEYS = ("ageKeyFile",)
+_DASHBOARD_KEYS = ("listen",)
+DASHBOARD_DEFAULT_LISTEN = "127.0.0.1:8484"
+_NOTIFY_KEYS = ("url", "events")
+_COMMIT_STATUS_KEYS = ("provider", "url", "tokenFile", "repository")
 _API_TLS_KEYS = ("certFile", "keyFile", "caFile")
 _NODE_KEYS = ("name", "url", "podCIDR", "labels", "network")
 _ALLOW_KEYS = {"privileged": "privileged", "hostPath": "host_path", "hostNetwork": "host_network",
@@ -579,6 +646,14 @@ def load_config(*, path: Path | None, overrides: Mapping[str, object]) -> Config
     decryption = file_check.mapping("decryption", file_data.get("decryption"), _DECRYPTION_KEYS)
     if decryption.get("ageKeyFile") is not None:
         kwargs["age_key_file"] = file_check.string("decryption.ageKeyFile", decryption["ageKeyFile"])
+    if file_data.get("dashboard") is not None:
+        dashboard = file_check.mapping("dashboard", file_data["dashboard"], _DASHBOARD_KEYS)
+        kwargs["dashboard_listen"] = file_check.listen("dashboard.listen",
+                                                       dashboard.get("listen", DASHBOARD_DEFAULT_LISTEN))
+    kwargs["notify"] = _notify(file_data.get("notify"), file_check)
+    kwargs["commit_status"] = _commit_status(file_data.get("commitStatus"), file_check, source_repo=source.repo)
+    kwargs["leader_election"] = _leader_election(file_data.get("leaderElection"), file_check)
+    kwargs["store"] = _store(file_data.get("store"), file_check)
     value, chk = pick("localNode", file_data.get("localNode"))
     if value is not None:
         if isinstance(value, bool):
@@ -632,6 +707,130 @@ def _fill_pod_cidrs(kwargs: dict[str, Any], pool: str, chk: _Checker) -> None:
     elif kwargs.get("local_node_config") is not None and not kwargs["local_node_config"].pod_cidr:
         kwargs["local_node_config"] = replace(kwargs["local_node_config"], pod_cidr=str(subnets[0]))
     kwargs["nodes"] = tuple(filled)
+
+
+def _leader_election(raw: object, chk: _Checker) -> LeaderElectionConfig:
+    """`leaderElection: {leaseDuration: 15s, name: cp1}`; etcd grants no lease shorter than 2 s."""
+    data = chk.mapping("leaderElection", raw, _LEADER_ELECTION_KEYS)
+    kwargs: dict[str, Any] = {}
+    if data.get("leaseDuration") is not None:
+        seconds = chk.duration("leaderElection.leaseDuration", data["leaseDuration"])
+        if not 2.0 <= seconds <= 3600.0:
+            raise chk.fail("leaderElection.leaseDuration", f"must be from 2s to 1h, not {seconds:g}s")
+        kwargs["lease_duration"] = seconds
+    if data.get("name") is not None:
+        name = chk.string("leaderElection.name", data["name"])
+        if not _NODE_NAME.match(name):
+            raise chk.fail("leaderElection.name", f"not a valid name: {name!r} (lower-case letters, digits, '-', '.')")
+        kwargs["name"] = name
+    return LeaderElectionConfig(**kwargs)
+
+
+def _notify(raw: object, chk: _Checker) -> tuple[NotifyTarget, ...]:
+    """`notify: [{url: "json://host/hook", events: [Healthy, Failed]}]`; apprise must be able to use each URL."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise chk.fail("notify", f"expected a list of {{url, events}}, got {_type_name(raw)}")
+    targets = []
+    for index, item in enumerate(raw):
+        where = f"notify[{index}]"
+        entry = chk.mapping(where, item, _NOTIFY_KEYS)
+        if entry.get("url") is None:
+            raise chk.fail(f"{where}.url", "required (an apprise URL, e.g. json://host:port/path)")
+        url = chk.string(f"{where}.url", entry["url"])
+        from reconciler.notify.notifier import NotifyUrlError, check_url  # apprise: loaded only when used
+
+        try:
+            check_url(url)
+        except NotifyUrlError as exc:
+            raise chk.fail(f"{where}.url", str(exc)) from None
+        events: tuple[str, ...] = NOTIFY_EVENTS
+        if entry.get("events") is not None:
+            if not isinstance(entry["events"], list) or not entry["events"]:
+                raise chk.fail(f"{where}.events", f"expected a list of event names ({', '.join(NOTIFY_EVENTS)})")
+            names = [chk.string(f"{where}.events[{i}]", e) for i, e in enumerate(entry["events"])]
+            for i, name in enumerate(names):
+                if name not in NOTIFY_EVENTS:
+                    raise chk.fail(f"{where}.events[{i}]", f"unknown event {name!r} (expected one of: "
+                                   f"{', '.join(NOTIFY_EVENTS)})")
+            events = tuple(dict.fromkeys(names))
+        targets.append(NotifyTarget(url=url, events=events))
+    return tuple(targets)
+
+
+def _commit_status(raw: object, chk: _Checker, *, source_repo: str) -> CommitStatusConfig | None:
+    """`commitStatus: {provider, url, tokenFile, repository}`; the repository defaults to source.repo's owner/name."""
+    if raw is None:
+        return None
+    from reconciler.notify.forge import check_forge_url, check_repository, repository_from_url
+
+    data = chk.mapping("commitStatus", raw, _COMMIT_STATUS_KEYS)
+    for key in ("provider", "url", "tokenFile"):
+        if data.get(key) is None:
+            raise chk.fail(f"commitStatus.{key}", "required")
+    name = chk.string("commitStatus.provider", data["provider"])
+    provider = _FORGE_PROVIDER.get(name)
+    if provider is None:
+        raise chk.fail("commitStatus.provider", f"must be one of {', '.join(FORGE_PROVIDERS)}, not {name!r}")
+    url = chk.string("commitStatus.url", data["url"])
+    if problem := check_forge_url(url):
+        raise chk.fail("commitStatus.url", problem)
+    token_file = chk.string("commitStatus.tokenFile", data["tokenFile"])
+    if data.get("repository") is not None:
+        repository = chk.string("commitStatus.repository", data["repository"]).strip().strip("/")
+    else:
+        derived = repository_from_url(source_repo)
+        if derived is None:
+            raise chk.fail("commitStatus.repository", f"required: source.repo {source_repo!r} names no "
+                           "owner/name on a forge")
+        repository = derived
+    if problem := check_repository(repository, provider=provider):
+        raise chk.fail("commitStatus.repository", problem)
+    return CommitStatusConfig(provider=provider, url=url, token_file=token_file, repository=repository)
+
+
+_STORE_KEYS = ("etcd",)
+_ETCD_KEYS = ("endpoints", "prefix", "caFile", "certFile", "keyFile")
+_ETCD_ENDPOINT = re.compile(r"^(https?://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$")
+
+
+def _store(raw: object, chk: _Checker) -> EtcdStoreConfig | None:
+    """`store: sqlite` (the default) or `store: {etcd: {endpoints: [...], prefix, caFile, certFile, keyFile}}`."""
+    if raw is None or raw == "sqlite":
+        return None
+    if isinstance(raw, str):
+        raise chk.fail("store", f"expected sqlite or a mapping {{etcd: {{endpoints: [...]}}}}, got {raw!r}")
+    data = chk.mapping("store", raw, _STORE_KEYS)
+    etcd = chk.mapping("store.etcd", data.get("etcd"), _ETCD_KEYS)
+    if not etcd:
+        raise chk.fail("store.etcd", "needs endpoints: [https://HOST:2379, ...]")
+    endpoints_raw = etcd.get("endpoints")
+    if isinstance(endpoints_raw, str):
+        endpoints_raw = [endpoints_raw]
+    if not isinstance(endpoints_raw, list):
+        raise chk.fail("store.etcd.endpoints", f"expected a list of http(s)://HOST:PORT, got {_type_name(endpoints_raw)}")
+    if not endpoints_raw:
+        raise chk.fail("store.etcd.endpoints", "needs at least one endpoint")
+    endpoints = []
+    for i, endpoint in enumerate(endpoints_raw):
+        text = chk.string(f"store.etcd.endpoints[{i}]", endpoint).rstrip("/")
+        if not _ETCD_ENDPOINT.match(text):
+            raise chk.fail(f"store.etcd.endpoints[{i}]", f"expected http(s)://HOST:PORT or HOST:PORT, got {text!r}")
+        endpoints.append(text)
+    kwargs: dict[str, Any] = {"endpoints": tuple(endpoints)}
+    if etcd.get("prefix") is not None:
+        prefix = chk.string("store.etcd.prefix", etcd["prefix"])
+        if not prefix.startswith("/") or prefix.strip("/") == "" or "//" in prefix:
+            raise chk.fail("store.etcd.prefix", f"expected a key prefix like /reconciler, got {prefix!r}")
+        kwargs["prefix"] = "/" + prefix.strip("/")
+    for key, attr in (("caFile", "ca_file"), ("certFile", "cert_file"), ("keyFile", "key_file")):
+        if etcd.get(key) is not None:
+            kwargs[attr] = chk.string(f"store.etcd.{key}", etcd[key])
+    if bool(kwargs.get("cert_file")) != bool(kwargs.get("key_file")):
+        missing = "store.etcd.keyFile" if kwargs.get("cert_file") else "store.etcd.certFile"
+        raise chk.fail(missing, "certFile and keyFile go together (a client certificate and its key)")
+    return EtcdStoreConfig(**kwargs)
 
 
 def _capabilities(raw: object, chk: _Checker) -> tuple[str, ...]:

@@ -4,6 +4,11 @@ This is the one place a controller is wired in: constructed with what it needs
 (wiring by constructor) and registered with the manager, which routes store changes
 to it by its own ``watches``. The daemon builds one ``ControlPlane``; simulations and
 benchmarks build the same one with fake drivers and ``threaded=False``.
+
+With several daemons on one etcd store (``leadership.py``) the two halves run apart: every
+daemon runs its nodes' kubelets (``controllers=False``), and only the leader runs the
+controllers and the scheduler (a second ``ControlPlane`` with no nodes, built afresh each time
+it becomes the leader).
 """
 from __future__ import annotations
 
@@ -44,10 +49,13 @@ class ControlPlane:
                  on_network_change: Callable[[], None] | None = None, auto_rollback: bool = False,
                  still_serving: Callable[[str], bool] | None = None, on_drift: OnDrift | None = None,
                  queue_observer: Callable[[str], DoneHook] | None = None,
-                 pod_routes: PodRoutes | None = None) -> None:
+                 pod_routes: PodRoutes | None = None, controllers: bool = True, prune_nodes: bool = True,
+                 node_report_every: float | None = None) -> None:
         self.store = store
         self.clock = clock
         self._threaded = threaded
+        # Nodes absent from the config are pruned only where the config is the whole list of nodes.
+        self._prune_nodes = prune_nodes and controllers
         self.manager = manager = ControllerManager(store=store, clock=clock, threaded=threaded,
                                                    resync_interval=resync_interval, queue_observer=queue_observer)
         reader = manager.reader  # tracked controllers read through it: their reads decide their resyncs
@@ -59,13 +67,14 @@ class ControlPlane:
         self.scheduler = Scheduler(store=reader, clock=clock)
         self.services = ServiceController(store=reader, clock=clock, service_cidr=service_cidr)
         self.endpoints = EndpointsController(store=reader, clock=clock)
-        self.nodes = NodeController(store=store, clock=clock, nodes=list(nodes))
+        self.nodes = (NodeController(store=store, clock=clock, nodes=list(nodes)) if node_report_every is None
+                      else NodeController(store=store, clock=clock, nodes=list(nodes), report_every=node_report_every))
         self.lifecycle = NodeLifecycleController(store=reader, clock=clock, nodes=[n.name for n in nodes],
                                                  toleration=node_toleration, on_pod_removed=self._forget_pod)
         # The scheduler's per-node totals must be current before any placement.
         manager.observe("Pod", self.scheduler.observe)
         for controller in (self.deployments, self.replicasets, self.scheduler, self.services, self.endpoints,
-                           self.lifecycle):
+                           self.lifecycle) if controllers else ():
             manager.add(controller)
         if on_network_change is not None:
             for kind in NETWORK_KINDS:
@@ -168,7 +177,8 @@ class ControlPlane:
 
     # -- running -----------------------------------------------------------------------------
     def start(self) -> None:
-        self.nodes.prune_unconfigured()
+        if self._prune_nodes:
+            self.nodes.prune_unconfigured()
         self.heartbeat_all()
         for agent in self.agents.values():
             agent.prober.start()

@@ -20,6 +20,11 @@ touching workloads; SIGTERM stops within 10 s. A ``kill -9`` at any moment is
 safe: every step is idempotent and the store is SQLite in WAL mode, and a commit
 whose apply was cut short is applied again at the next start (``COMPLETED_KEY``, see
 ``reconciler.gitops.record``).
+
+Leader and standby (``leadership.py``, ``leader.py``): the Git source (watcher, the source and
+health work items), the controllers and the scheduler run only while this daemon leads. With
+SQLite it leads from start to stop; with etcd, several daemons elect one, and the others serve
+the API, run their own node and the data plane, and take over when the leader is lost.
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,7 @@ from reconciler.apiserver.routes import Routes
 from reconciler.apiserver.server import ApiServer, ApiServerError
 from reconciler.apiserver.tls import TlsError, advertise_address
 from reconciler.core.clock import SystemClock
+from reconciler.core.commitevents import CommitObserver
 from reconciler.core.keys import OBJECT_STATES_KEY, SOURCE_KEY
 from reconciler.core.privatefiles import private_dir
 from reconciler.core.workqueue import Result, WorkQueue
@@ -49,6 +55,10 @@ from reconciler.daemon import log as logsetup
 from reconciler.daemon.config import Config, ConfigError, NodeConfig, reload_config
 from reconciler.daemon.controlplane import ControlPlane
 from reconciler.daemon.dataplane import DEFAULT_POD_CIDR, bridges, prepare_data_plane
+from reconciler.daemon.feedback import Feedback
+from reconciler.daemon.leader import Elector, Identity, SoleElector
+from reconciler.daemon.leadership import LEADER, Leadership
+from reconciler.daemon.membernodes import REPORT_EVERY, RegisteredNodes
 from reconciler.daemon.metrics import (
     Metrics,
     MetricsError,
@@ -57,11 +67,14 @@ from reconciler.daemon.metrics import (
     StateCollector,
 )
 from reconciler.daemon.statedir import prepare_state_dir
+from reconciler.daemon.storefactory import open_store
 from reconciler.daemon.systemd import Health, Notifier, ProgressWatchdog
+from reconciler.dashboard import Dashboard
 from reconciler.gitops import autorollback as rollback
 from reconciler.gitops.actions import Operations, PodLogs
 from reconciler.gitops.applier import Applier
-from reconciler.gitops.errors import Conflict, EngineFailed
+from reconciler.gitops.commitlog import CommitLog
+from reconciler.gitops.errors import Conflict, EngineFailed, Unavailable
 from reconciler.gitops.health import WATCHED_KINDS, CommitHealth, Verdict
 from reconciler.gitops.record import SyncStatus, commit_subject
 from reconciler.gitops.signing import OwnCommits, SignaturePolicy, SigningConfigError
@@ -74,9 +87,10 @@ from reconciler.kubelet.routes import PodRoutes
 from reconciler.manifests import Allow
 from reconciler.manifests.limits import Limits
 from reconciler.manifests.sops import AgeKeyError, AgeKeys
+from reconciler.notify.forge import ForgeSetupError
 from reconciler.proxy.nftables import NftError, NftMissing, NftTable
 from reconciler.proxy.sync import ProxySync
-from reconciler.store.store import Store, StoreError
+from reconciler.store.store import StoreError
 from runtime.driver import DriverError, NodeDriver, PodNetwork
 
 log = structlog.get_logger("daemon")
@@ -88,7 +102,8 @@ RELOAD_DRAIN = 10.0  # seconds a reload gives in-flight reconciles of replaced c
 class Daemon:
     """One running control plane. ``start()`` returns once the first sync is done."""
 
-    def __init__(self, config: Config, *, notifier: Notifier | None = None) -> None:
+    def __init__(self, config: Config, *, notifier: Notifier | None = None,
+                 commit_observers: Sequence[CommitObserver] = ()) -> None:
         self.config = config
         self.clock = SystemClock()
         self.notifier = notifier or Notifier()
@@ -98,7 +113,8 @@ class Daemon:
         state_dir = Path(config.state_dir)
         prepare_state_dir(state_dir)  # 0700, whatever the umask: the store holds every Secret
         self.state_dir = state_dir
-        self.store = Store(state_dir / "store.db")
+        # SQLite in the state dir, or etcd shared with other daemons (`store:`; storefactory.py).
+        self.store = open_store(config, observe=self.metrics.store_request)
         self.nodes = self._bind_nodes(config)
         self.source = self._new_source(config)
         self.signatures = self._new_signatures(config)
@@ -112,13 +128,23 @@ class Daemon:
         # The Service data plane: the kernel's, so it outlives this process (see proxy/sync.py).
         # NftMissing here is the start-up error naming the package.
         self.nft = NftTable(table=config.nft_table)
-        self.sync_queue = WorkQueue(name="source", handler=self._sync, workers=1, clock=self.clock,
-                                    on_done=self.metrics.queue_observer("source"))
+        # Who leads: the leader-only parts below (source and health queues, watcher, controllers)
+        # run while this daemon leads (see _lead/_follow).
+        self.elector = self._new_elector(config)
+        self.ha = self.elector.store != "sqlite"
+        self.controllers: ControlPlane | None = None  # with etcd: the leader's controllers and scheduler
+        self._terms = 0  # leadership terms begun: a later term builds its parts afresh
+        self.sync_queue = self._new_sync_queue()
         # lastAppliedCommit waits for the commit's objects to be ready; store changes to the
         # kinds whose readiness moves re-run the check (one key: the queue coalesces bursts).
-        self.health = CommitHealth(store=self.store, on_change=self._health_changed)
-        self.health_queue = WorkQueue(name="health", handler=self.health.check, workers=1, clock=self.clock,
-                                      on_done=self.metrics.queue_observer("health"))
+        # What became of each commit (get commits, wait); observers hear every change of state.
+        # Notifications and forge commit statuses (`notify`, `commitStatus`) hear the record too;
+        # the node agents' drift corrections reach them through it (rate-limited, summarised).
+        self.feedback = Feedback(config, last_applied=lambda: self.sync_status.load().last_applied_commit,
+                                 emit_drift=lambda event: self.commits.drift(event.message, sha=event.sha))
+        self.commits = CommitLog(self.store, clock=self.clock, observers=[*commit_observers, self.feedback])
+        self.health = CommitHealth(store=self.store, on_change=self._health_changed, commits=self.commits)
+        self.health_queue = self._new_health_queue()
         self.store.watch(lambda kind, ns, name: self.health_queue.add("commit") if kind in WATCHED_KINDS else None)
         # The sync record has one owner; the Syncer (rebuilt by a reload) moves it.
         self.sync_status = SyncStatus(self.store)
@@ -134,6 +160,10 @@ class Daemon:
         self.webhook = self._new_webhook(config)
         self.watcher = self._new_watcher(config, last_seen=None)
         self.api, self.api_https = self._new_api(config)
+        # The read-only web page (dashboard.listen); it reads the store and asks only status and sync.
+        self.dashboard = (Dashboard(listen=config.dashboard_listen, store=self.store, status=self.status,
+                                    sync=self.sync, commits=self.commits.items, source=lambda: self.source)
+                          if config.dashboard_listen else None)
         # Metrics that watch rather than get told.
         self.rollouts = RolloutObserver(store=self.store, metrics=self.metrics)
         self.store.watch(self.rollouts.on_change)
@@ -143,6 +173,8 @@ class Daemon:
                                if config.metrics_listen else None)
         self.watchdog = ProgressWatchdog(queues=self.queues, now=self.clock.now, notifier=self.notifier)
         self._health = Health(ok=True)
+        self.leadership = Leadership(elector=self.elector, lead=self._lead, follow=self._follow,
+                                     on_role=self._role_changed)
 
     # -- building (also what a reload rebuilds) ---------------------------------------------
     def _bind_nodes(self, config: Config) -> list[NodeBinding]:
@@ -163,6 +195,29 @@ class Daemon:
                             driver=PodmanDriver(url=n.url, network=PodNetwork(name=n.network, subnet=n.pod_cidr)))
                 for n in configured]
 
+    def _new_elector(self, config: Config) -> Elector:
+        """SQLite: this daemon leads alone. etcd: an election among the daemons sharing the store."""
+        local = config.local_node_config
+        name = (config.leader_election.name or (local.name if local and local.name else None)
+                or socket.gethostname() or "local")
+        api = None
+        if config.api is not None:
+            host = advertise_address(config.api.listen)
+            api = f"https://{f'[{host}]' if ':' in host else host}:{split_listen(config.api.listen)[1]}"
+        identity = Identity(name=name, api=api)
+        from reconciler.daemon.leaderetcd import etcd_elector  # the etcd client: only with an etcd store
+
+        elector = etcd_elector(config, identity=identity, observe=self.metrics.store_request)
+        return elector if elector is not None else SoleElector(identity)
+
+    def _new_sync_queue(self) -> WorkQueue:
+        return WorkQueue(name="source", handler=self._sync, workers=1, clock=self.clock,
+                         on_done=self.metrics.queue_observer("source"))
+
+    def _new_health_queue(self) -> WorkQueue:
+        return WorkQueue(name="health", handler=self.health.check, workers=1, clock=self.clock,
+                         on_done=self.metrics.queue_observer("health"))
+
     def _new_source(self, config: Config) -> GitSource:
         """Local repositories are read in place; remote ones are mirrored under the state dir."""
         return GitSource(repo=config.source.repo, branch=config.source.branch, path=config.source.path,
@@ -181,7 +236,14 @@ class Daemon:
         secret = os.environ.get("RECONCILER_WEBHOOK_SECRET")
         if config.webhook_secret_file:
             secret = Path(config.webhook_secret_file).read_text().strip()
-        return WebhookServer(listen=config.webhook_listen, secret=secret or None, on_push=self.sync)
+        return WebhookServer(listen=config.webhook_listen, secret=secret or None, on_push=self._webhook_push)
+
+    def _webhook_push(self) -> None:
+        """A push notification: the leader syncs; a standby leaves it to the leader's own webhook or poll."""
+        if self.leadership.leading:
+            self.sync()
+        else:
+            log.info("push notification on a standby; the leader syncs", action="sync")
 
     def _new_api(self, config: Config) -> tuple[ApiServer, HttpsApiServer | None]:
         """The API on the unix socket and, with `api.listen`, over HTTPS with tokens: one Routes for both."""
@@ -215,7 +277,7 @@ class Daemon:
     def _new_operations(self) -> Operations:
         return Operations(store=self.store, source=self.source, applier=self.applier,
                           logs=_pod_logs({n.name: n.driver for n in self.nodes if n.driver is not None}),
-                          sync=self.sync, signatures=self.signatures)
+                          sync=self.sync, signatures=self.signatures, commits=self.commits, clock=self.clock.now)
 
     def _new_watcher(self, config: Config, *, last_seen: str | None) -> SourceWatcher:
         def on_change(sha: str) -> None:
@@ -235,27 +297,104 @@ class Daemon:
                                     extra_node_ips=(config.node_port_address,))
         proxy_queue = self.proxy_queue = WorkQueue(name="proxy", handler=self.proxy_sync.reconcile, workers=1,
                                                    clock=self.clock, on_done=self.metrics.queue_observer("proxy"))
+        # With etcd this is the node half only (every daemon runs its node); the controllers are
+        # the leader's (_new_controllers). The node's Node is kept like a joined node's.
+        ha = self.ha
         self.control_plane = ControlPlane(
-            store=self.store, clock=self.clock, nodes=self.nodes, apply_lock=self._apply_lock,
+            store=RegisteredNodes(self.store) if ha else self.store, controllers=not ha,
+            node_report_every=REPORT_EVERY if ha else None,
+            clock=self.clock, nodes=self.nodes, apply_lock=self._apply_lock,
             volumes_dir=self.state_dir / "volumes", service_cidr=config.service_cidr,
             node_toleration=config.node_toleration, relist_interval=config.relist_interval,
             on_network_change=lambda: proxy_queue.add("all"), auto_rollback=config.auto_rollback,
             # Teardown waits (briefly) until a stopping pod's IP serves no Service.
             still_serving=self.proxy_sync.still_serving,
-            on_drift=self.metrics.drift_corrected,  # the agents report what they correct
+            on_drift=self._drift_corrected,  # the agents report what they correct
             queue_observer=self.metrics.queue_observer, pod_routes=PodRoutes())
+
+    def _drift_corrected(self, reason: str) -> None:
+        self.metrics.drift_corrected(reason)
+        self.feedback.on_drift(reason)
+
+    def _new_controllers(self, config: Config) -> ControlPlane:
+        """The leader's controllers and scheduler over the shared store (etcd), built for one term."""
+        return ControlPlane(
+            store=self.store, clock=self.clock, nodes=[], apply_lock=self._apply_lock, prune_nodes=False,
+            volumes_dir=self.state_dir / "volumes", service_cidr=config.service_cidr,
+            node_toleration=config.node_toleration, relist_interval=config.relist_interval,
+            auto_rollback=config.auto_rollback, queue_observer=self.metrics.queue_observer)
 
     def _start_control_plane(self) -> None:
         self.proxy_queue.start()
         self.proxy_queue.add("all")
         self.control_plane.start()
 
+    # -- leader and standby (leadership.py) ----------------------------------------------------
+    def _lead(self) -> None:
+        """This daemon leads: start the Git source, the health check and (etcd) the controllers.
+
+        Everything starts from the store: the controllers' first pass reads every object, and
+        the source work item the sync record, so a rollout the last leader left half done goes on.
+        """
+        with self._swap_lock:
+            if self._terms:  # the last term's queues and watcher are stopped: new ones
+                self.sync_queue = self._new_sync_queue()
+                self.health_queue = self._new_health_queue()
+                self.watcher = self._new_watcher(self.config, last_seen=None)
+            self._terms += 1
+            if self.ha:
+                self.controllers = self._new_controllers(self.config)
+                self.controllers.start()
+            self.sync_queue.start()
+            self.sync_queue.add(SOURCE_KEY)
+            self.health_queue.start()
+            self.health_queue.add("commit")  # a check cut short by a restart (or a lost leader) resumes
+            self.watcher.start()
+        self.metrics.leader.set(1)
+
+    def _follow(self) -> None:
+        """This daemon no longer leads: stop the leader-only parts at once.
+
+        Not under the swap lock: an apply in progress holds it, and waiting for it would be
+        acting as a leader after the lease said otherwise. Workers are told to stop; one in an
+        engine or store call finishes that call.
+        """
+        self.metrics.leader.set(0)
+        if not self.ha:
+            return  # SQLite: only at stop(), which halts everything itself
+        controllers, self.controllers = self.controllers, None
+        _halt(queues=[self.sync_queue, self.health_queue, *(controllers.queues.values() if controllers else ())],
+              also=controllers.stop if controllers is not None else (lambda: None), budget=STOP_BUDGET / 2)
+        self.watcher.stop(timeout=2.0)
+        if controllers is not None:
+            controllers.close()
+
+    def _role_changed(self, role: str) -> None:
+        if self.ha:
+            self.notifier.status(self.status_line())
+
+    def _must_lead(self, what: str) -> None:
+        """Actions that write commits or start a sync are the leader's; a standby names it.
+        (With SQLite the one daemon leads, also while it is still starting.)"""
+        if not self.ha or self.leadership.leading:
+            return
+        leader = self.elector.leader()
+        if leader is None:
+            where = "; no leader is elected right now"
+        else:
+            where = f"; the leader is {leader.name}" + (f" ({leader.api})" if leader.api else "")
+        raise Unavailable(f"this daemon ({self.elector.identity.name}) is a standby and cannot {what}{where}")
+
     def _halt_control_plane(self, *, budget: float) -> None:
         _halt(queues=[*self.control_plane.queues.values(), self.proxy_queue], also=self.control_plane.stop, budget=budget)
 
     def queues(self) -> list[WorkQueue]:
-        """Every work queue of the reconcile loop: what the watchdog and metrics look at."""
-        return [self.sync_queue, self.health_queue, *self.control_plane.queues.values(), self.proxy_queue]
+        """Every work queue of the reconcile loop: what the watchdog and metrics look at
+        (a standby's stopped source and health queues are not part of its loop)."""
+        leading = not self.ha or self.leadership.leading
+        controllers = self.controllers
+        return [*((self.sync_queue, self.health_queue) if leading else ()), *self.control_plane.queues.values(),
+                self.proxy_queue, *(controllers.queues.values() if controllers is not None else ())]
 
     # -- the source work item ------------------------------------------------------------
     def _new_syncer(self, config: Config) -> Syncer:
@@ -263,7 +402,7 @@ class Daemon:
                       applier=self.applier, health=self.health, check_health=lambda: self.health_queue.add("commit"),
                       metrics=self.metrics, clock=self.clock, notices=self.notices, first_sync=self._first_sync,
                       report=lambda: self.notifier.status(self.status_line()), retry_after=config.source.interval,
-                      require_descendant=config.source.require_descendant)
+                      require_descendant=config.source.require_descendant, commits=self.commits)
 
     def _sync(self, _key: Any) -> Result | None:
         # The swap lock: a reload never replaces the Syncer's parts under a running apply.
@@ -282,6 +421,8 @@ class Daemon:
         applied = record.last_applied_commit or ""
         attempted = record.last_attempted_commit or ""
         parts = [f'applied {applied[:12]} "{self._subject(applied)}"' if applied else "no commit applied yet"]
+        if record.suspended:
+            parts.append("syncing suspended" + (f" ({record.suspend_reason})" if record.suspend_reason else ""))
         checked = self.health.status() or {}
         if checked.get("commit") and checked["commit"] != applied and checked.get("state") != "Healthy":
             word = "rolling out" if checked.get("state") == "Progressing" else "failed"
@@ -301,10 +442,21 @@ class Daemon:
         parts.append(f"nodes {ready}/{len(nodes)} ready")
         if not self._health.ok:
             parts.append(self._health.describe())
+        if self.ha:
+            # systemd's STATUS says first which this daemon is.
+            if self.leadership.leading:
+                parts.insert(0, LEADER)
+            else:
+                leader = self.elector.leader()
+                parts.insert(0, f"standby (leader: {leader.name})" if leader else "standby (no leader)")
+            problem = self.elector.problem() or getattr(self.store, "last_error", None)
+            if problem:
+                parts.append(str(problem))
         return "; ".join(parts)
 
     # -- DaemonActions for the API -------------------------------------------------------------
     def sync(self) -> dict:
+        self._must_lead("sync")
         if not self.source.is_local:
             try:
                 self.source.fetch()  # so the answer names the commit this sync will apply
@@ -312,28 +464,49 @@ class Daemon:
                 log.warning("fetch failed", error=str(exc), action="sync")
         self.watcher.trigger()
         self.sync_queue.add(SOURCE_KEY)
-        return {"commit": self.sync_status.load().last_seen_commit}
+        try:
+            head = self.source.head()  # what this sync applies (`sync --wait` waits for it)
+        except SourceError:
+            head = None
+        return {"commit": head or self.sync_status.load().last_seen_commit}
 
     # The rest of the API's actions live in Operations; the daemon only forwards them.
-    def diff(self) -> dict:
-        return self.operations.diff()
+    def diff(self, revision: str | None = None) -> dict:
+        return self.operations.diff(revision)
+
+    def list_commits(self) -> dict:
+        return self.operations.commits()
+
+    def get_commit(self, *, ref: str) -> dict:
+        return self.operations.commit(ref=ref)
+
+    def suspend(self, *, reason: str = "") -> dict:
+        return self.operations.suspend(reason=reason)
+
+    def resume(self) -> dict:
+        self._must_lead("resume syncing")  # resuming starts a sync
+        return self.operations.resume()
 
     def rollout_undo(self, *, namespace: str, name: str, to_revision: int) -> dict:
+        self._must_lead("write a commit")
         return self.operations.rollout_undo(namespace=namespace, name=name, to_revision=to_revision)
 
     def rollout_restart(self, *, namespace: str, name: str) -> dict:
+        self._must_lead("restart a rollout")
         return self.operations.rollout_restart(namespace=namespace, name=name)
 
     def rollout_pause(self, *, namespace: str, name: str) -> dict:
+        self._must_lead("pause a rollout")
         return self.operations.rollout_pause(namespace=namespace, name=name)
 
     def rollout_resume(self, *, namespace: str, name: str) -> dict:
+        self._must_lead("resume a rollout")
         return self.operations.rollout_resume(namespace=namespace, name=name)
 
     def pod_log(self, *, namespace: str, name: str, container: str | None, follow: bool,
-                tail_lines: int | None) -> Any:
+                tail_lines: int | None, since_seconds: int | None = None, previous: bool = False) -> Any:
         return self.operations.pod_log(namespace=namespace, name=name, container=container, follow=follow,
-                                       tail_lines=tail_lines)
+                                       tail_lines=tail_lines, since_seconds=since_seconds, previous=previous)
 
     def status(self) -> dict:
         record = self.sync_status.load()
@@ -352,8 +525,23 @@ class Daemon:
             "objects": sorted((self.store.kv_get(OBJECT_STATES_KEY) or {}).values(),
                               key=lambda x: (x["kind"], x["namespace"], x["name"])),
             "warnings": list(record.warnings),
+            "suspended": record.suspended,
+            "suspendReason": record.suspend_reason,
             "nodes": nodes,
+            "controlPlane": self._control_plane_status(),
         }
+
+    def _control_plane_status(self) -> dict:
+        """`controlPlane`: the store, the leader and the members (every daemon seen alive)."""
+        leader = self.elector.leader()
+        doc: dict[str, Any] = {"store": self.elector.store, "leader": leader.name if leader else None,
+                               "members": [{"name": m.name, "ready": m.ready} for m in self.elector.members()],
+                               "role": self.leadership.role}
+        # The election's view of etcd, else the store's own (its watch, its last write).
+        problem = self.elector.problem() or getattr(self.store, "last_error", None)
+        if problem:
+            doc["message"] = problem
+        return doc
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self, *, first_sync_timeout: float = 120.0, stop: threading.Event | None = None) -> None:
@@ -363,17 +551,18 @@ class Daemon:
         self.api.start()
         if self.api_https is not None:
             self.api_https.start()  # early too: a taken port fails start-up before anything runs
+        if self.dashboard is not None:
+            self.dashboard.start()
+        self.feedback.start()
         prepare_data_plane(nft=self.nft, nodes=self.nodes, service_cidr=self.config.service_cidr)
         self._start_control_plane()
-        self.sync_queue.start()
-        self.sync_queue.add(SOURCE_KEY)
-        self.health_queue.start()
-        self.health_queue.add("commit")  # a check cut short by a restart resumes
+        # Leading starts the source and health queues and the watcher (_lead): at once with SQLite,
+        # when elected with etcd. A standby is started once it knows who leads.
+        self.leadership.start()
         deadline = time.monotonic() + first_sync_timeout
         while not self._first_sync.wait(timeout=0.2):
-            if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+            if (stop is not None and stop.is_set()) or time.monotonic() > deadline or self._standing_by():
                 break
-        self.watcher.start()
         if self.webhook is not None:
             self.webhook.start()
         log.info("daemon started", source=self.source.url, branch=self.source.branch, path=self.source.path,
@@ -388,6 +577,13 @@ class Daemon:
                 reload_requested.clear()
                 self.reload_from_file()
             self.check_health()
+
+    def _standing_by(self) -> bool:
+        """A standby that knows its leader (another daemon): it has nothing to sync."""
+        if not self.ha or self.leadership.leading:
+            return False
+        leader = self.elector.leader()
+        return leader is not None and leader.name != self.elector.identity.name
 
     def check_health(self) -> Health:
         health = self.watchdog.check()
@@ -407,6 +603,8 @@ class Daemon:
         deadline = time.monotonic() + STOP_BUDGET
         if self.webhook is not None:
             self.webhook.stop()
+        # The leader's parts stop first; then the lease is given up, so a standby takes over at once.
+        self.leadership.stop()
         self.watcher.stop(timeout=2.0)
         # Every worker is told at once; an in-flight reconcile may finish its engine call,
         # but none may hold up the exit (a kill -9 is safe anyway).
@@ -416,6 +614,9 @@ class Daemon:
         self.api.stop()
         if self.api_https is not None:
             self.api_https.stop()
+        if self.dashboard is not None:
+            self.dashboard.stop()
+        self.feedback.stop(timeout=0.5)  # what is still queued is dropped: the exit must not wait on a forge
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.store.close()
@@ -499,6 +700,8 @@ class Daemon:
                 self.operations = self._new_operations()
             if old.auto_rollback != new.auto_rollback:
                 self.control_plane.auto_rollback.set_default_enabled(new.auto_rollback)
+                if self.controllers is not None:
+                    self.controllers.auto_rollback.set_default_enabled(new.auto_rollback)
                 changes.append(f"autoRollback: {new.auto_rollback}")
             if interval_changed:
                 self.metrics.poll_interval.set(new.source.interval)
@@ -526,6 +729,13 @@ class Daemon:
             self.store.delete("Node", "", name)
             log.info("node removed from the configuration", node=name, action="delete")
         self._start_control_plane()
+        controllers = self.controllers
+        if controllers is not None:
+            # The leader's controllers read the service CIDR too: a new set, from the store.
+            _halt(queues=controllers.queues.values(), also=controllers.stop, budget=RELOAD_DRAIN)
+            controllers.close()
+            self.controllers = self._new_controllers(config)
+            self.controllers.start()
 
     def _replace_metrics_server(self, listen: str | None) -> None:
         if self.metrics_server is not None:
@@ -563,12 +773,14 @@ def _pod_logs(drivers: dict[str, NodeDriver]) -> PodLogs:
     and only the daemon (with the kubelet) touches the engines that hold the logs."""
 
     def read(*, node: str, namespace: str, name: str, container: str, follow: bool,
-             tail_lines: int | None) -> Iterable[str]:
+             tail_lines: int | None, since_seconds: int | None = None, previous: bool = False) -> Iterable[str]:
         driver = drivers.get(node)
         if driver is None:
             raise Conflict(f"pod {name} is not running on any node yet")
+        since = time.time() - since_seconds if since_seconds else None
         try:
-            lines: Iterable[str] = driver.logs(namespace=namespace, name=name, container=container, follow=follow)
+            lines: Iterable[str] = driver.logs(namespace=namespace, name=name, container=container, follow=follow,
+                                               since=since, previous=previous)
             if tail_lines is not None and not follow:
                 lines = iter(list(lines)[-tail_lines:] if tail_lines > 0 else [])
         except DriverError as exc:
@@ -592,7 +804,7 @@ def run_daemon(config: Config) -> int:
         daemon = Daemon(config, notifier=notifier)
         daemon.start(stop=stop)
     except (SourceError, ApiServerError, StoreError, DriverError, MetricsError, WebhookError, SigningConfigError,
-            AgeKeyError, NftMissing, NftError, OSError) as exc:
+            AgeKeyError, NftMissing, NftError, ForgeSetupError, OSError) as exc:
         log.error("cannot start", error=str(exc), action="start")
         print(f"reconciler: {exc}", file=sys.stderr)
         return 1

@@ -1,9 +1,16 @@
-"""Structured logs: one event per line, JSON when stderr is not a terminal.
+"""Structured logs: one event per line, JSON for machines, structlog's console form for people.
 
 Every line carries the event name and, where known, ``commit``, ``object``,
 ``action`` and ``duration``; the same lines go to ``<state-dir>/reconciler.log``
 (rotated) so a user without journald still has them. The file and its rotations are
 0600 whatever the umask: a log line may name what only the daemon's user should see.
+
+Which form stderr gets (`log_format`): JSON lines when stderr is not a terminal (journald,
+a pipe, a file: something parses them), structlog's ConsoleRenderer when it is (a person
+runs `./scripts/run-example.sh` and reads them), in colour unless ``$NO_COLOR`` is set
+(no-color.org) or ``$TERM`` is ``dumb``. ``$RECONCILER_LOG_FORMAT=json|console`` decides
+instead, for a person who wants to pipe the console form or read JSON on a terminal.
+The log file is always JSON.
 """
 from __future__ import annotations
 
@@ -12,7 +19,9 @@ import logging
 import logging.handlers
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TextIO
 
 import structlog
 
@@ -34,15 +43,47 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
         return stream
 
 
+ENV_LOG_FORMAT = "RECONCILER_LOG_FORMAT"
+
+
+class LogFormatError(ValueError):
+    """$RECONCILER_LOG_FORMAT names no format."""
+
+
+def log_format(*, stream: TextIO | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """"json", "console" or "color": what stderr gets (see the module's docstring)."""
+    env = os.environ if environ is None else environ
+    stream = sys.stderr if stream is None else stream
+    chosen = env.get(ENV_LOG_FORMAT, "").strip().lower()
+    if chosen and chosen not in ("json", "console"):
+        raise LogFormatError(f"${ENV_LOG_FORMAT} must be json or console, not {chosen!r}")
+    if chosen == "json" or (not chosen and not _isatty(stream)):
+        return "json"
+    if "NO_COLOR" in env or env.get("TERM") == "dumb" or not _isatty(stream):
+        return "console"
+    return "color"
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # closed, or not a real stream
+        return False
+
+
 def configure(*, state_dir: Path | None = None, level: str = "INFO", json: bool | None = None) -> None:
-    if json is None:
-        json = not sys.stderr.isatty()
+    try:
+        form = "json" if json else ("console" if json is False else log_format())
+    except LogFormatError as exc:
+        sys.stderr.write(f"reconciler: {exc}; logging JSON lines\n")
+        form = "json"
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if form == "json" else structlog.dev.ConsoleRenderer(colors=form == "color"))
     formatter = structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         foreign_pre_chain=shared,

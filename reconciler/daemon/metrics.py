@@ -11,7 +11,10 @@ What is measured, and where the numbers come from (no controller knows about met
   engine differs from the store (a stray pod or container removed, an exited container
   started again, a pod that vanished created again) to ``drift_corrected``, by reason
   (``reconciler/kubelet/drift.py``);
-- node readiness, queue depths and the reconcile loop's health: read at scrape time.
+- node readiness, queue depths and the reconcile loop's health: read at scrape time;
+- leadership (1 on the control plane's leader, 0 on a standby) from the leader/standby switch,
+  and store latency (seconds per etcd request, by operation) from whoever times the requests
+  (``store_request``: the election's lease calls, and the etcd store when it reports them).
 
 One registry per daemon (not prometheus_client's global one), so tests can run several.
 """
@@ -69,6 +72,11 @@ class Metrics:
                                   "(what the systemd watchdog is fed).", registry=r)
         self.reloads = Counter("reconciler_config_reloads", "SIGHUP configuration reloads, by result.", ["result"],
                                registry=r)
+        self.leader = Gauge("reconciler_leader", "1 while this daemon leads the control plane (runs the controllers, "
+                            "scheduler and Git source), 0 on a standby.", registry=r)
+        self.store_latency = Histogram(
+            "reconciler_store_request_duration_seconds", "Seconds one request to the store (etcd) took, by operation.",
+            ["operation"], buckets=_DURATION_BUCKETS, registry=r)
         for result in ("ok", "errors", "failed"):
             self.syncs.labels(result=result)
         for result in ("complete", "failed", "rolled_back"):
@@ -104,6 +112,10 @@ class Metrics:
             self.applied_commit.info({"commit": commit})
         if lag is not None:
             self.sync_lag.observe(max(lag, 0.0))
+
+    def store_request(self, operation: str, seconds: float) -> None:
+        """One store request took ``seconds`` (failed ones too: a slow failure is latency as well)."""
+        self.store_latency.labels(operation=operation).observe(seconds)
 
     def sync_failed(self) -> None:
         self.syncs.labels(result="failed").inc()

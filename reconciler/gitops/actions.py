@@ -1,5 +1,11 @@
 """What the daemon does when asked through its API, beyond reading objects:
-``diff``, ``rollout undo|restart|pause|resume`` and pod logs.
+``diff [--revision]``, ``rollout undo|restart|pause|resume``, pod logs, the commit record
+(``get commits``, ``wait``) and ``suspend``/``resume``.
+
+``diff`` plans a commit against what runs with the applier's own plan (the head, or any
+branch, tag or SHA the source's repository holds), so it shows exactly what a sync of that
+commit would write. ``suspend`` is a flag in the sync record: the sync reads it before
+applying anything, and nothing else stops (controllers, agents, the data plane).
 
 Every change is a commit on the watched branch (see ``gitwriter``): a rollback
 restores the Deployment's manifest as it was at the target revision's commit,
@@ -33,32 +39,42 @@ from reconciler.core.bodies import Body
 from reconciler.core.keys import ANN_RESTARTED_AT, ANN_SOURCE_FILE
 from reconciler.core.printable import visible_name
 from reconciler.core.secretmask import mask_paths_pair, mask_secret_pair
+from reconciler.gitops import history
 from reconciler.gitops.applier import Applier, owned_view
+from reconciler.gitops.commitlog import CommitLog
 from reconciler.gitops.commits import WriteError, commit_files, find_document, replace_document
 from reconciler.gitops.errors import Conflict, Invalid, NotFound, Unavailable
+from reconciler.gitops.record import SyncStatus
 from reconciler.gitops.signing import SignaturePolicy
 from reconciler.gitops.source import GitSource, SourceError
 from reconciler.manifests.selection import TooLarge
 
 log = structlog.get_logger("operations")
 
+MAX_REASON = 500  # characters of a suspend reason: one sentence for `status`
 
 
 class PodLogs(Protocol):
     """Reads one container's log from the engine of `node` (bound by the daemon).
 
     Raises Conflict when the node has no engine here, EngineFailed when the engine fails.
-    With `tail_lines` (and no `follow`) only that many last lines.
+    With `tail_lines` (and no `follow`) only that many last lines; with `since_seconds`, only
+    lines that new; with `previous`, the container's instance before its last restart.
     """
 
     def __call__(self, *, node: str, namespace: str, name: str, container: str, follow: bool,
-                 tail_lines: int | None) -> Iterable[str]: ...
+                 tail_lines: int | None, since_seconds: int | None = None,
+                 previous: bool = False) -> Iterable[str]: ...
 
 
 class Operations:
     def __init__(self, *, store: Any, source: GitSource, applier: Applier, logs: PodLogs,
-                 sync: Callable[[], Any], signatures: SignaturePolicy | None = None) -> None:
+                 sync: Callable[[], Any], signatures: SignaturePolicy | None = None,
+                 commits: CommitLog | None = None, clock: Callable[[], float] | None = None) -> None:
         self._store = store
+        self._commits = commits
+        self._status = SyncStatus(store)
+        self._now = clock or (lambda: datetime.now(UTC).timestamp())
         self._signatures = signatures
         self._source = source
         self._applier = applier
@@ -66,12 +82,13 @@ class Operations:
         self._sync = sync
 
     # -- diff ------------------------------------------------------------------------------
-    def diff(self) -> dict[str, Any]:
-        """What the next sync would do with the source's newest commit, without doing it."""
+    def diff(self, revision: str | None = None) -> dict[str, Any]:
+        """What a sync of the source's newest commit (or of `revision`: a branch, tag or SHA)
+        would do to what runs, without doing it."""
         try:
             if not self._source.is_local:
                 self._source.fetch()
-            head = self._source.head()
+            head = self._source.head() if not revision else self._resolve(revision)
         except SourceError as exc:
             raise Unavailable(str(exc)) from None
         plan = self._applier.plan(head)
@@ -95,6 +112,96 @@ class Operations:
                             "action": change.action, "diff": text})
         errors = [str(p) for p in plan.parsed.errors] if plan.parsed else []
         return {"commit": head, "changes": changes, "errors": errors}
+
+    def _resolve(self, ref: str) -> str:
+        """The full SHA `ref` names in the source's repository; Invalid when it names none."""
+        try:
+            sha = history.resolve(self._source.git_dir, ref)
+        except history.BadRef as exc:
+            raise Invalid(str(exc)) from None
+        if sha is None:
+            where = "" if self._source.is_local else (f" (the daemon's copy of a remote repository holds only "
+                                                      f"branch {self._source.branch}: name a commit on it)")
+            raise Invalid(f"{ref} names no commit in {self._source.url}{where}")
+        return sha
+
+    # -- the commit record -----------------------------------------------------------------
+    def commits(self) -> dict[str, Any]:
+        """`get commits -o json`: every commit seen, newest first."""
+        return {"apiVersion": "v1", "kind": "List", "items": self._commits.items() if self._commits else []}
+
+    def commit(self, *, ref: str) -> dict[str, Any]:
+        """One commit of the record, by SHA (or prefix), or "HEAD": the branch head as the daemon
+        reads it. A commit on the branch that no sync has reached yet is Pending; one the daemon
+        cannot place (not in the repository, not on the branch, older than the record) is
+        NotFound, with a sentence saying which."""
+        if self._commits is None:
+            raise NotFound("the daemon keeps no commit record")
+        if ref.upper() != "HEAD":
+            found = self._commits.get(ref)
+            if found is not None:
+                return found
+        try:
+            history.check_ref(ref)
+        except history.BadRef as exc:
+            raise Invalid(str(exc)) from None
+        if ref.upper() == "HEAD" and not self._source.is_local:
+            try:
+                self._sync()  # fetch and sync: the head the server has now, not the mirror's last one
+            except Unavailable:
+                pass  # a standby: the leader fetches; the mirror's head is what this daemon knows
+        try:
+            sha = self._source.head() if ref.upper() == "HEAD" else history.resolve(self._source.git_dir, ref)
+            if sha is None and not self._source.is_local:
+                try:
+                    self._sync()  # fetch: a CI job may wait for a commit it pushed a moment ago
+                except Unavailable:
+                    self._source.fetch()  # a standby fetches for itself
+                sha = history.resolve(self._source.git_dir, ref)
+            if sha is None:
+                raise NotFound(f"commit {ref} is not in {self._source.url}: the daemon has not seen it")
+            found = self._commits.get(sha)
+            if found is not None:
+                return found
+            record = self._status.load()
+            if sha == record.last_applied_commit:  # applied before this daemon kept a commit record
+                info = self._source.commit_info(sha)
+                return {"sha": sha, "subject": info.subject, "author": info.author, "time": None, "state": "Healthy",
+                        "objects": [], "message": "applied and healthy before the daemon kept a commit record"}
+            head = self._source.head()
+            if not self._source.is_ancestor(ancestor=sha, descendant=head):
+                raise NotFound(f"commit {ref} is not on branch {self._source.branch} of {self._source.url}")
+            seen = record.last_seen_commit
+            if seen and seen != sha and self._source.is_ancestor(ancestor=sha, descendant=seen):
+                raise NotFound(f"commit {ref} is older than the commits the daemon has recorded")
+            info = self._source.commit_info(sha)
+        except SourceError as exc:
+            raise Unavailable(str(exc)) from None
+        return {"sha": sha, "subject": info.subject, "author": info.author, "time": None, "state": "Pending",
+                "objects": [], "message": f"on branch {self._source.branch}; no sync has reached it yet"}
+
+    # -- suspend / resume --------------------------------------------------------------------
+    def suspend(self, *, reason: str = "") -> dict[str, Any]:
+        reason = " ".join(reason.split())  # one line for `status`
+        if len(reason) > MAX_REASON:
+            raise Invalid(f"the reason is {len(reason)} characters long; at most {MAX_REASON} are kept")
+        already = self._status.load().suspended
+        self._status.suspend(reason=reason, at=datetime.fromtimestamp(self._now(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        log.info("syncing suspended", reason=reason, action="suspend")
+        word = "still suspended" if already else "suspended"
+        return {"suspended": True, "reason": reason,
+                "message": f"syncing {word}: new commits are not applied until `reconciler resume`"
+                           f"{f' ({reason})' if reason else ''}"}
+
+    def resume(self) -> dict[str, Any]:
+        was = self._status.load().suspended
+        self._status.resume()
+        log.info("syncing resumed", action="resume")
+        result = self._sync() or {}
+        commit = result.get("commit") if isinstance(result, dict) else None
+        head = f"; applying the head, {str(commit)[:12]}" if commit else ""
+        return {"suspended": False, "commit": commit,
+                "message": f"syncing {'resumed' if was else 'was not suspended'}{head}"}
 
     # -- rollouts as commits -------------------------------------------------------------
     def _deployment(self, namespace: str, name: str) -> Body:
@@ -223,7 +330,7 @@ class Operations:
 
     # -- logs ----------------------------------------------------------------------------------
     def pod_log(self, *, namespace: str, name: str, container: str | None, follow: bool,
-                tail_lines: int | None) -> Iterator[str]:
+                tail_lines: int | None, since_seconds: int | None = None, previous: bool = False) -> Iterator[str]:
         pod = self._store.get("Pod", namespace, name)
         if pod is None:
             raise NotFound(f'pods "{name}" not found')
@@ -238,7 +345,7 @@ class Operations:
         if not node:
             raise Conflict(f"pod {name} is not running on any node yet")
         lines = self._logs(node=node, namespace=namespace, name=name, container=container, follow=follow,
-                           tail_lines=tail_lines)
+                           tail_lines=tail_lines, since_seconds=since_seconds, previous=previous)
         return (line if line.endswith("\n") else line + "\n" for line in lines)
 
 

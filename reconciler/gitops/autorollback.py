@@ -92,10 +92,16 @@ class AutoRollback:
         """Roll back if the rollout failed; True when it did."""
         if not self.enabled(d):
             return False
+        ns, name = d["metadata"]["namespace"], d["metadata"]["name"]
+        pin = self._store.kv_get(rollback_pin_key(ns, name))
+        if isinstance(pin, dict) and pin.get("goodTemplate") == d["spec"].get("template"):
+            # This is the rollback itself: the status still says ProgressDeadlineExceeded from the
+            # rollout it undid (until the good ReplicaSet reports complete again). Judged as a
+            # rollout of its own, it would be "rolled back" to the revision before, and back...
+            return False
         reason = self.failure_reason(d, new_pods=new_pods)
         if reason is None:
             return False
-        ns, name = d["metadata"]["namespace"], d["metadata"]["name"]
         known = self._store.kv_get(rollback_completed_key(ns, name)) or {}
         good = known.get("current")
         if isinstance(good, dict) and good.get("template") == d["spec"].get("template"):
@@ -167,3 +173,14 @@ def clear_pin(store: Any, *, namespace: str, name: str) -> None:
 def failures(store: Any) -> list[dict[str, Any]]:
     """Failed rollouts still remembered, for `status`."""
     return [{k: f[k] for k in ("commit", "file", "line", "message")} for f in store.kv_get(FAILURES_KEY) or []]
+
+
+def rollback_message(store: Any, commit: str) -> str | None:
+    """Why a rollout of `commit` was rolled back (the first such Deployment), or None:
+    what makes the commit record say RolledBack rather than Failed."""
+    if not commit:
+        return None
+    for f in store.kv_get(FAILURES_KEY) or []:
+        if isinstance(f, dict) and f.get("commit") == commit:
+            return str(f.get("message") or "its rollout was rolled back")
+    return None

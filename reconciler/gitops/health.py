@@ -19,6 +19,12 @@ Failed is not final: a Deployment past its progress deadline may still finish
 (a node comes back), and then the commit becomes Healthy. An auto-rollback is
 final for that commit: its Deployment runs an older template than Git declares,
 so the commit never counts as applied; the next commit starts a new check.
+
+Each verdict is also told to the commit record (``reconciler.gitops.commitlog``):
+Healthy, Failed, or RolledBack when the failure is the automatic rollback of this very
+commit (its pin names the commit). A rollback can come after the commit looked healthy
+(pods without probes crash a moment later), so a Healthy commit is still checked for a
+rollback of its own; nothing else is evaluated for it.
 """
 from __future__ import annotations
 
@@ -31,6 +37,8 @@ import structlog
 
 from reconciler.core.keys import FAILURES_KEY, HEALTH_KEY
 from reconciler.core.readiness import readiness
+from reconciler.gitops.autorollback import rollback_message
+from reconciler.gitops.commitlog import CommitLog
 from reconciler.gitops.record import SyncStatus
 
 log = structlog.get_logger("health")
@@ -46,8 +54,10 @@ class Verdict:
 
 
 class CommitHealth:
-    def __init__(self, *, store: Any, on_change: Callable[[str, Verdict], None] | None = None) -> None:
+    def __init__(self, *, store: Any, on_change: Callable[[str, Verdict], None] | None = None,
+                 commits: CommitLog | None = None) -> None:
         self._store = store
+        self._commits = commits
         self._record = SyncStatus(store)
         self._on_change = on_change or (lambda commit, verdict: None)
         # begin() runs on the source worker, check() on the health worker: without one lock
@@ -80,20 +90,39 @@ class CommitHealth:
         """Evaluate the pending commit; on success, it becomes ``lastAppliedCommit``."""
         with self._lock:
             record = self._store.kv_get(HEALTH_KEY)
-            if not isinstance(record, dict) or record.get("state") == "Healthy" or record.get("final"):
+            if not isinstance(record, dict) or record.get("final"):
                 return
             commit = str(record.get("commit") or "")
+            if record.get("state") == "Healthy":
+                rolled_back = rollback_message(self._store, commit) if self._commits is not None else None
+                if rolled_back is not None and self._commits is not None:
+                    self._commits.rolled_back(commit, message=rolled_back)
+                return
             verdict = self.evaluate(keys=[tuple(k) for k in record.get("objects") or []])
             if verdict.state == record.get("state") and verdict.message == record.get("message"):
                 return
             self._store.kv_set(HEALTH_KEY, {**record, "state": verdict.state, "message": verdict.message})
             if verdict.state == "Healthy":
                 self._record.applied(commit)
+            self._tell_record(commit, verdict)
         if verdict.state == "Healthy":
             log.info("commit healthy", commit=commit, action="health")
         elif verdict.state == "Failed":
             log.error("commit health check failed", commit=commit, reason=verdict.message, action="health")
         self._on_change(commit, verdict)
+
+    def _tell_record(self, commit: str, verdict: Verdict) -> None:
+        """The verdict, as the commit record's state (under the lock: in the verdicts' order)."""
+        if self._commits is None:
+            return
+        if verdict.state == "Healthy":
+            self._commits.healthy(commit, message=verdict.message)
+        elif verdict.state == "Failed":
+            rolled_back = rollback_message(self._store, commit)
+            if rolled_back is not None:
+                self._commits.rolled_back(commit, message=rolled_back)
+            else:
+                self._commits.failed(commit, message=verdict.message)
 
     def evaluate(self, *, keys: list[Any]) -> Verdict:
         pinned = {(f.get("namespace"), f.get("name")): f.get("message", "")

@@ -3,8 +3,10 @@
 Flux's kustomize-controller is the model: one status, written in one place.
 `SyncRecord` is that status as a value; `SyncStatus` is the only code that reads or
 writes it. Three parts move it: the sync (`reconciler.gitops.sync`: seen, attempted,
-finished, refused, source unavailable), and the commit health check
-(`reconciler.gitops.health`: applied, only once the commit's objects are ready).
+finished, refused, source unavailable), the commit health check
+(`reconciler.gitops.health`: applied, only once the commit's objects are ready), and
+`suspend`/`resume` (`reconciler.gitops.actions`: whether new commits are applied at all).
+What became of each commit is the commit record's (`reconciler.gitops.commitlog`).
 It is its own module because both of those import it (and the sync imports health).
 
 Why it looks like this:
@@ -48,6 +50,8 @@ class SyncRecord:
     last_applied_commit: str | None = None  # applied cleanly *and* healthy
     errors: tuple[Problem, ...] = ()  # of the last attempt, or why the source is unreadable
     warnings: tuple[str, ...] = ()  # of the last apply
+    suspended: bool = False  # `reconciler suspend`: new commits are not applied until `resume`
+    suspend_reason: str = ""
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> SyncRecord:
@@ -58,6 +62,8 @@ class SyncRecord:
             last_applied_commit=raw.get("lastAppliedCommit"),
             errors=tuple(raw.get("errors") or ()),
             warnings=tuple(raw.get("warnings") or ()),
+            suspended=bool(raw.get("suspended")),
+            suspend_reason=str(raw.get("suspendReason") or ""),
         )
 
 
@@ -101,6 +107,13 @@ class SyncStatus:
     def applied(self, commit: str) -> None:
         """The commit is healthy: called by the health check alone, under its lock."""
         self._store.update_sync_state(lastAppliedCommit=commit)
+
+    # -- suspension: kept in the record, so it survives a restart and `status` shows it
+    def suspend(self, *, reason: str, at: str) -> None:
+        self._store.update_sync_state(suspended=True, suspendReason=reason, suspendedAt=at)
+
+    def resume(self) -> None:
+        self._store.update_sync_state(suspended=False, suspendReason="", suspendedAt=None)
 
     # -- the completed-commit marker
     def completed(self) -> str | None:

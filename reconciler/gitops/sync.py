@@ -20,6 +20,13 @@ Why it looks like this:
   no key could force-push the branch back to an older signed commit and have it run.
   The last *applied* commit (healthy) is the reference, not the last attempted one: a
   commit that failed may be dropped by a force-push, which is how it gets fixed.
+- Each commit's fate also goes to the commit record (`reconciler.gitops.commitlog`):
+  Attempted and Applied here, Skipped for one refused, seen while syncing is suspended,
+  or jumped over (several commits arrived between two syncs: only the head is applied,
+  the ones below it are recorded too, so `get commits` shows every commit on the branch).
+- Suspended (`reconciler suspend`, kept in the sync record): the head is seen and
+  recorded as Skipped, not applied and not marked completed, so `resume` applies it.
+  Only the sync stops: controllers, node agents and the data plane go on as ever.
 - The daemon rebuilds the Syncer whenever a reload swaps its parts (source, signature
   policy, applier, poll interval); what must outlive a swap (when each commit was
   first noticed, whether the first sync is done) is handed in, not kept here.
@@ -34,8 +41,11 @@ from typing import Protocol
 import structlog
 
 from reconciler.core.clock import Clock, to_rfc3339
+from reconciler.core.commitevents import ObjectChange
 from reconciler.core.workqueue import Result
+from reconciler.gitops import history
 from reconciler.gitops.applier import Applier
+from reconciler.gitops.commitlog import CommitDetails, CommitLog
 from reconciler.gitops.health import CommitHealth
 from reconciler.gitops.record import SyncStatus, SyncStore, commit_subject
 from reconciler.gitops.signing import SignaturePolicy, UnsignedCommit
@@ -73,7 +83,7 @@ class Syncer:
     def __init__(self, *, store: SyncStore, status: SyncStatus, source: GitSource, signatures: SignaturePolicy,
                  applier: Applier, health: CommitHealth, check_health: Callable[[], None], metrics: SyncMetrics,
                  clock: Clock, notices: CommitNotices, first_sync: threading.Event, report: Callable[[], None],
-                 retry_after: float, require_descendant: bool = False) -> None:
+                 retry_after: float, require_descendant: bool = False, commits: CommitLog | None = None) -> None:
         self._store = store
         self._status = status
         self._source = source
@@ -88,6 +98,7 @@ class Syncer:
         self._report = report  # tells systemd the new status line
         self._retry_after = retry_after
         self._require_descendant = require_descendant
+        self._commits = commits  # the commit record; None: not kept (tests of the sync alone)
 
     def sync(self) -> Result | None:
         try:
@@ -100,7 +111,19 @@ class Syncer:
             self._report()
             return Result(requeue_after=self._retry_after)
         noticed = self._notices.notice(sha)
+        previous = self._status.load()
         self._status.seen(sha)
+        if previous.last_seen_commit and previous.last_seen_commit != sha:
+            self._jumped_over(old=previous.last_seen_commit, new=sha)
+        if previous.suspended and self._status.completed() != sha:
+            # Not applied, not completed: `resume` applies it if it is still the head.
+            why = f" ({previous.suspend_reason})" if previous.suspend_reason else ""
+            self._skip(sha, f"not applied: syncing is suspended{why}; `reconciler resume` applies the head")
+            log.info("commit not applied: syncing is suspended", commit=sha, reason=previous.suspend_reason,
+                     action="sync")
+            self._first_sync.set()
+            self._report()
+            return None
         if self._signatures.enabled and self._status.completed() != sha:
             try:
                 verdict = self._signatures.verify(repo_git_dir=self._source.git_dir, sha=sha)
@@ -110,6 +133,7 @@ class Syncer:
             except UnsignedCommit as exc:
                 # Refused, recorded, never retried: the next (signed) commit is applied.
                 self._status.refused(sha, str(exc))
+                self._skip(sha, str(exc))
                 self._status.complete(sha)
                 log.error("commit refused", commit=sha, reason=str(exc), action="verify")
                 self._first_sync.set()
@@ -119,6 +143,7 @@ class Syncer:
             if refusal is not None:
                 # Refused, recorded (status shows it), never retried: a commit on top is what fixes it.
                 self._status.refused(sha, refusal)
+                self._skip(sha, refusal)
                 self._status.complete(sha)
                 log.error("commit refused", commit=sha, reason=refusal, action="verify")
                 self._first_sync.set()
@@ -131,6 +156,28 @@ class Syncer:
         self._first_sync.set()
         self._report()
         return None
+
+    def _details(self, sha: str) -> CommitDetails:
+        try:
+            info = self._source.commit_info(sha)
+        except SourceError:
+            return CommitDetails(sha=sha)
+        return CommitDetails(sha=sha, subject=info.subject, author=info.author, timestamp=info.timestamp)
+
+    def _skip(self, sha: str, message: str) -> None:
+        if self._commits is not None:
+            self._commits.skipped(self._details(sha), message=message)
+
+    def _jumped_over(self, *, old: str, new: str) -> None:
+        """Record the commits between the last head seen and this one: none of them is applied."""
+        if self._commits is None:
+            return
+        for c in reversed(history.between(self._source.git_dir, old=old, new=new)):  # oldest first
+            if self._commits.state(c.sha) is None:
+                self._commits.skipped(CommitDetails(sha=c.sha, subject=c.subject, author=c.author,
+                                                    timestamp=c.timestamp),
+                                      message=f"not applied: {new[:12]} was already on top of it when the daemon "
+                                              f"looked, and only the head is applied")
 
     def _rewound(self, sha: str) -> str | None:
         """Why `sha` is refused under require_descendant, or None if it builds on the last applied commit."""
@@ -150,6 +197,8 @@ class Syncer:
     def _apply(self, sha: str, *, noticed: float) -> None:
         started = time.monotonic()
         self._status.attempted(sha)
+        if self._commits is not None:
+            self._commits.attempted(self._details(sha))
         try:
             outcome = self._applier.apply(sha)
         except Exception:
@@ -158,6 +207,11 @@ class Syncer:
             self._first_sync.set()
             raise
         self._status.finished(errors=outcome.errors, warnings=outcome.warnings, at=to_rfc3339(self._clock.now()))
+        if self._commits is not None:
+            # Before the health check can judge it: Applied, then Healthy, in that order.
+            self._commits.applied(sha, errors=len(outcome.errors), objects=[
+                ObjectChange(kind=c.kind, namespace=c.namespace, name=c.name, action=c.action)
+                for c in outcome.changes])
         if outcome.ok:
             self._health.begin(commit=sha, keys=outcome.declared)
             self._check_health()

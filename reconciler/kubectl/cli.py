@@ -23,16 +23,20 @@ from typing import NoReturn
 
 from reconciler.core.kinds import UnknownKind
 from reconciler.kubectl.client import ApiError, DaemonUnreachable
+from reconciler.kubectl.commands.completion import cmd_completion
 from reconciler.kubectl.commands.daemon import cmd_daemon, cmd_install_service
 from reconciler.kubectl.commands.describe import cmd_describe
 from reconciler.kubectl.commands.get import cmd_get
 from reconciler.kubectl.commands.logs import cmd_logs
 from reconciler.kubectl.commands.node import cmd_node
-from reconciler.kubectl.commands.output import err
+from reconciler.kubectl.commands.output import err, get_output
 from reconciler.kubectl.commands.rollout import cmd_rollout_history, cmd_rollout_status, rollout_action
+from reconciler.kubectl.commands.store import cmd_store_copy
+from reconciler.kubectl.commands.suspend import cmd_resume, cmd_suspend
 from reconciler.kubectl.commands.sync import cmd_diff, cmd_status, cmd_sync
 from reconciler.kubectl.commands.tokens import cmd_join_command, cmd_token_create
 from reconciler.kubectl.commands.validate import cmd_validate
+from reconciler.kubectl.commands.wait import cmd_wait
 from reconciler.kubectl.exit_codes import (
     EXIT_FAILED,
     EXIT_OK,
@@ -136,8 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", default=[], metavar="NAME")
     p.add_argument("-A", "--all-namespaces", action="store_true", help="list across all namespaces")
     p.add_argument("-l", "--selector", help="label selector, e.g. app=web,tier!=db")
-    p.add_argument("-o", "--output", choices=["wide", "json", "yaml", "name"])
+    p.add_argument("-o", "--output", type=get_output, metavar="FORMAT",
+                   help="wide, json, yaml, name, or jsonpath=TEMPLATE (kubectl's, e.g. '{.items[*].metadata.name}')")
     p.add_argument("--show-labels", action="store_true", help="add a LABELS column")
+    p.add_argument("--no-headers", dest="no_headers", action="store_true", help="leave out the header line of tables")
+    p.add_argument("-w", "--watch", action="store_true",
+                   help="after listing, print each change as it happens (until Ctrl-C)")
+    p.add_argument("--watch-only", dest="watch_only", action="store_true",
+                   help="print only the changes, not the objects that exist")
     p.set_defaults(func=cmd_get)
 
     p = sub(subs, "describe", "show an object in detail, with its events")
@@ -177,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub(subs, "diff", "show what the daemon would change", namespaced=False)
     p.add_argument("-o", "--output", choices=["json"])
+    p.add_argument("--revision", metavar="REF", help="plan this branch, tag or commit instead of the branch head")
     p.set_defaults(func=cmd_diff)
 
     p = sub(subs, "validate", "check manifests without a daemon", namespaced=False, client=False)
@@ -185,14 +196,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub(subs, "sync", "fetch and reconcile now", namespaced=False)
+    p.add_argument("--wait", action="store_true", help="then wait until the commit is healthy (exit 0) or fails (1)")
+    p.add_argument("--timeout", metavar="DURATION", help="with --wait: give up after this long (default 5m; 0: never)")
     p.set_defaults(func=cmd_sync)
+
+    p = sub(subs, "wait", "wait until a commit is applied and healthy (exit 0), or failed or rolled back (exit 1)",
+            namespaced=False)
+    p.add_argument("--commit", metavar="SHA", help="the commit (default: the branch head)")
+    p.add_argument("--timeout", metavar="DURATION", help="give up after this long (default 5m; 0: never)")
+    p.set_defaults(func=cmd_wait)
+
+    p = sub(subs, "suspend", "stop applying new commits (Services and self-healing go on)", namespaced=False)
+    p.add_argument("--reason", metavar="TEXT", help="why; `status` shows it")
+    p.set_defaults(func=cmd_suspend)
+
+    p = sub(subs, "resume", "apply new commits again, starting with the branch head", namespaced=False)
+    p.set_defaults(func=cmd_resume)
 
     p = sub(subs, "logs", "print a pod's logs")
     p.add_argument("target", metavar="pod/NAME")
     p.add_argument("-c", "--container", help="container name")
     p.add_argument("-f", "--follow", action="store_true", help="keep streaming")
     p.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N lines")
+    p.add_argument("--since", metavar="DURATION", help="only lines newer than this, e.g. 5s, 2m, 3h")
+    p.add_argument("-p", "--previous", action="store_true",
+                   help="the logs of the container's previous instance (the one before its last restart)")
     p.set_defaults(func=cmd_logs)
+
+    p = sub(subs, "completion", "print a shell completion script (bash, zsh or fish)", namespaced=False,
+            client=False)
+    p.add_argument("shell", choices=["bash", "zsh", "fish"], metavar="SHELL", help="bash, zsh or fish")
+    p.set_defaults(func=cmd_completion)
 
     p = sub(subs, "token", "make tokens for the HTTPS API", namespaced=False, client=False)
     tokens = p.add_subparsers(dest="token_command", metavar="SUBCOMMAND", parser_class=_Parser)
@@ -223,19 +257,38 @@ def build_parser() -> argparse.ArgumentParser:
             namespaced=False)
     t.add_argument("--ttl", metavar="DURATION", help="the node token expires after this long (default: never)")
     t.set_defaults(func=cmd_join_command)
+
+    p = sub(subs, "store", "work on the cluster store itself (the daemon stopped)", namespaced=False, client=False)
+    stores = p.add_subparsers(dest="store_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    stores.required = True
+    t = sub(stores, "copy", "copy a SQLite store into etcd: objects, history, events, sync record, keys",
+            namespaced=False, client=False)
+    t.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH",
+                   help="the daemon's store file, e.g. sqlite:/var/lib/reconciler/store.db")
+    t.add_argument("--to", dest="target", required=True, metavar="etcd://HOST:PORT[,HOST:PORT][/PREFIX]",
+                   help="the etcd cluster and key prefix (default prefix /reconciler)")
+    t.add_argument("--cacert", metavar="FILE", help="etcd's CA (then the endpoints are spoken to over https)")
+    t.add_argument("--cert", metavar="FILE", help="a client certificate for etcd")
+    t.add_argument("--key", metavar="FILE", help="its key")
+    t.add_argument("--force", action="store_true", help="replace whatever the prefix already holds")
+    t.set_defaults(func=cmd_store_copy)
     return parser
 
 
 def _client_flags(parser: argparse.ArgumentParser, *, default: object) -> None:
     """How a client command reaches a daemon over HTTPS instead of the local socket."""
-    parser.add_argument("--server", default=default, metavar="URL",
-                        help="the daemon's HTTPS API, e.g. https://cp:6443 (default: $RECONCILER_SERVER, "
+    parser.add_argument("--server", default=default, metavar="URL", action="append",
+                        help="the daemon's HTTPS API, e.g. https://cp:6443; repeat it for several control-plane "
+                             "daemons, tried in turn (default: $RECONCILER_SERVER, comma-separated, "
                              "else the local socket)")
     parser.add_argument("--token", default=default, metavar="T", help="bearer token (default: $RECONCILER_TOKEN)")
     parser.add_argument("--ca-hash", dest="ca_hash", default=default, metavar="sha256:HEX",
                         help="pin the server's CA by this hash (default: $RECONCILER_CA_HASH)")
     parser.add_argument("--ca-file", dest="ca_file", default=default, metavar="FILE",
-                        help="trust the server's CA in this file (default: $RECONCILER_CA_FILE)")
+                        help="trust the server's CA in this file (default: $RECONCILER_CA_FILE, else the state "
+                             "dir's pki/ca.crt when readable)")
+    parser.add_argument("--insecure-skip-tls-verify", dest="insecure", action="store_true", default=default,
+                        help="do not check the server's certificate (the token goes to whoever answers)")
 
 
 # --------------------------------------------------------------------------- main

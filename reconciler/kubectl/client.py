@@ -12,7 +12,18 @@ Over HTTPS (`server="https://HOST:PORT"`, with a bearer `token`) the server's
 certificate is checked against, in this order: the CA whose hash is `ca_hash`
 (fetched from the server's public `GET /cacert` once, then pinned, as kubeadm's
 `--discovery-token-ca-cert-hash` does), the CA in `ca_file`, or the system's trust
-store. A fetched CA whose hash differs is refused before any token is sent.
+store. A fetched CA whose hash differs is refused before any token is sent. `insecure`
+(kubectl's --insecure-skip-tls-verify) checks nothing: the user asked for it by name.
+A 401 is said as "the daemon refused the token", whatever the daemon's reason.
+
+Several servers (`server="https://a:6443,https://b:6443"`: the control-plane daemons of one
+cluster) are tried in turn: a request that cannot connect to one (refused, unreachable,
+silent while connecting, its CA not fetchable) goes to the next, and the one that answered is
+asked first next time. Only connecting fails over: a request that reached a daemon is never
+sent twice.
+
+`watch` reads a `?watch=true` stream as watch events (one JSON object a line); the
+stream only ends when the daemon goes away, so its end is `DaemonUnreachable`.
 """
 from __future__ import annotations
 
@@ -72,11 +83,24 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = self.raw_sock = sock
 
 
+class StreamBroken(DaemonUnreachable):
+    """A stream (logs -f, a watch) was cut off mid-way: the daemon went away, or the network did."""
+
+
 class UntrustedServer(DaemonUnreachable):
     """The server's CA is not the pinned one, or its certificate is not trusted."""
 
     def __str__(self) -> str:
         return f"refusing {self.socket_path}: {self.detail}"
+
+
+class _NoConnection(Exception):
+    """This server could not be connected to (the next one is tried)."""
+
+
+def split_servers(text: str) -> list[str]:
+    """`https://a:6443,https://b:6443` (or one URL) -> the URLs, in order."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _https_target(url: str) -> tuple[str, int]:
@@ -92,16 +116,21 @@ def _https_target(url: str) -> tuple[str, int]:
 
 class ApiClient:
     def __init__(self, *, socket_path: Path | None = None, timeout: float = 10, server: str | None = None,
-                 token: str | None = None, ca_hash: str | None = None, ca_file: str | None = None) -> None:
+                 token: str | None = None, ca_hash: str | None = None, ca_file: str | None = None,
+                 insecure: bool = False) -> None:
         if socket_path is None and server is None:
             raise ValueError("ApiClient needs a socket path or a server URL")
         # What error messages name: the socket, or the server's URL.
         self.socket_path: Path | str = Path(socket_path) if socket_path is not None else str(server)
         self.timeout = timeout
-        self._server = _https_target(server) if server is not None else None
+        self._servers = [_https_target(s) for s in split_servers(server)] if server is not None else []
+        if server is not None and not self._servers:
+            raise ValueError(f"expected a server URL like https://HOST:6443, got {server!r}")
+        self._server = self._servers[0] if self._servers else None
         self._token = token
         self._ca_hash = ca_hash.strip().lower() if ca_hash else None
         self._ca_file = ca_file
+        self._insecure = insecure
         self._context: ssl.SSLContext | None = None
 
     @property
@@ -139,7 +168,7 @@ class ApiClient:
                 except (http.client.HTTPException, OSError, ValueError) as exc:
                     # The daemon went away mid-stream (http.client reads a cut chunk header as ValueError).
                     detail = f"the connection broke ({exc or type(exc).__name__})"
-                    raise DaemonUnreachable(self.socket_path, detail) from None
+                    raise StreamBroken(self.socket_path, detail) from None
                 if not data:
                     break
                 text = decoder.feed(data)
@@ -150,6 +179,32 @@ class ApiClient:
                 yield tail
         finally:
             conn.close()
+
+    def watch(self, path: str, *, idle_timeout: float) -> Iterator[dict[str, Any]]:
+        """Watch events from a `?watch=true` path, as they come, until the daemon goes away.
+
+        `idle_timeout`: the longest silence taken for a quiet stream (the server sends a
+        BOOKMARK every few seconds); past it, or at the stream's end, DaemonUnreachable.
+        """
+        pending = ""
+        ended = "the watch ended (the daemon stopped or restarted)"
+        try:
+            for chunk in self.stream(path, timeout=idle_timeout):
+                pending += chunk
+                *lines, pending = pending.split("\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        raise DaemonUnreachable(self.socket_path, "the watch stream is not JSON lines") from None
+                    if isinstance(event, dict):
+                        yield event
+        except StreamBroken:
+            # A daemon that exits cuts its streams off mid-chunk: for a watch, that is its end.
+            raise DaemonUnreachable(self.socket_path, ended) from None
+        raise DaemonUnreachable(self.socket_path, ended)
 
     # -- internals
 
@@ -201,6 +256,10 @@ class ApiClient:
                 raise UntrustedServer(self.socket_path, f"its CA's hash is {got}, not the {self._ca_hash} given with "
                                                         "--ca-hash (a wrong hash, or someone in between)")
             context = ssl.create_default_context(cadata=pem)
+        elif self._insecure:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
         elif self._ca_file:
             try:
                 context = ssl.create_default_context(cafile=self._ca_file)
@@ -233,7 +292,37 @@ class ApiClient:
 
     def _request(self, method: str, path: str, body: Any, *, timeout: float | None
                  ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        conn = self._connection(timeout if timeout is not None else self.timeout)
+        """One request, to the first of the servers that accepts a connection."""
+        servers = self._servers
+        if len(servers) < 2:
+            return self._request_to(method, path, body, timeout=timeout, failover=False)
+        failures = []
+        first = servers.index(self._server) if self._server in servers else 0
+        for step in range(len(servers)):
+            self._server = servers[(first + step) % len(servers)]
+            try:
+                return self._request_to(method, path, body, timeout=timeout, failover=True)
+            except _NoConnection as exc:
+                failures.append(str(exc))
+        raise DaemonUnreachable(self.socket_path, "no server answers (" + "; ".join(failures) + ")")
+
+    def _request_to(self, method: str, path: str, body: Any, *, timeout: float | None, failover: bool
+                    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        here = f"https://{self._server[0]}:{self._server[1]}" if self._server is not None else str(self.socket_path)
+        try:
+            conn = self._connection(timeout if timeout is not None else self.timeout)
+        except UntrustedServer:
+            raise
+        except DaemonUnreachable as exc:  # its CA could not be fetched
+            if not failover:
+                raise
+            raise _NoConnection(f"{here}: {exc.detail or 'not reachable'}") from None
+        if failover:
+            try:
+                conn.connect()
+            except (ConnectionError, TimeoutError, socket.gaierror) as exc:  # TLS errors are said below
+                conn.close()
+                raise _NoConnection(f"{here}: {exc.strerror or str(exc) or type(exc).__name__}") from None
         headers = {"Accept": "application/json"}
         if self._token and self._server is not None:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -254,7 +343,8 @@ class ApiClient:
             raise UntrustedServer(
                 self.socket_path,
                 f"its certificate is not trusted ({exc.verify_message}); give --ca-hash sha256:HEX (printed by "
-                "`reconciler node join-command` on the control plane) or --ca-file FILE",
+                "`reconciler node join-command` on the control plane), --ca-file FILE, or "
+                "--insecure-skip-tls-verify",
             ) from None
         except PermissionError:
             conn.close()
@@ -277,15 +367,20 @@ class ApiClient:
                 sock.settimeout(None)
         return conn, response
 
-    @staticmethod
-    def _error(code: int, raw: bytes) -> ApiError:
+    def _error(self, code: int, raw: bytes) -> ApiError:
         text = raw.decode("utf-8", "replace").strip()
         try:
             doc = json.loads(text)
         except ValueError:
             doc = None
-        if isinstance(doc, dict) and doc.get("message"):
-            return ApiError(code, str(doc["message"]), reason=doc.get("reason"))
+        message = str(doc["message"]) if isinstance(doc, dict) and doc.get("message") else ""
+        if code == 401 and self._server is not None:
+            # Said the same whatever the reason (unknown, expired, malformed): it is the token.
+            return ApiError(code, f"the daemon at {self.socket_path} refused the token"
+                                  + (f": {message}" if message else ""))
+        if message:
+            assert isinstance(doc, dict)
+            return ApiError(code, message, reason=doc.get("reason"))
         return ApiError(code, text or f"the daemon answered HTTP {code}")
 
 

@@ -65,6 +65,7 @@ from runtime.driver import (
     ImagePullError,
     NodeDriver,
     NodeUnreachable,
+    PodIPConflict,
     PodRequest,
     PodState,
     WatchStatus,
@@ -110,6 +111,9 @@ class NodeAgent:
         # The container (id, per pod container) killed for a failed liveness/startup probe: restarted
         # under OnFailure whatever its exit code (a SIGTERM'd process may well exit 0), as in Kubernetes.
         self._probe_killed: dict[tuple[str, str, str], str] = {}
+        # Pods (by uid) this node gave up on (their IP is held by something else): Failed, and
+        # left to their owner to replace; nothing more is done for them here.
+        self._given_up: dict[PodKey, str] = {}
 
     # -- the engine view (pleg.py) -------------------------------------------------------------
     def on_engine_event(self, event: EngineEvent) -> None:
@@ -151,10 +155,14 @@ class NodeAgent:
         if state is not None and state.uid != pod["metadata"].get("uid"):
             self.teardown.teardown(namespace, name, grace=0, why="replaced")
             state = None
+        if self._given_up.get(key) == pod["metadata"].get("uid"):
+            return None
         requeue: float | None = None
         held = False  # the start wrote why the pod waits (ErrImagePull...): nothing in the engine says more
         if state is None:
             requeue, held = self._start_new(pod)
+            if self._given_up.get(key) == pod["metadata"].get("uid"):
+                return None
             self.pleg.absorb_own_starts(key)
             state = self.pleg.refresh(key)
         elif not init.initialised(pod, state):
@@ -426,6 +434,9 @@ class NodeAgent:
                 self.driver.start_container(namespace=namespace, name=name, container=container)
         except NodeUnreachable:
             raise
+        except PodIPConflict as exc:
+            self._give_up(pod, reason="PodIPConflict", message=str(exc))
+            return None
         except DriverError as exc:
             b = self._run_backoff.setdefault(key, Backoff())
             b.step(now, message=str(exc))
@@ -515,9 +526,25 @@ class NodeAgent:
             crash_backoff=lambda container: self._backoff.get((namespace, name, container)))
 
     # -- bookkeeping -------------------------------------------------------------------------
+    def _give_up(self, pod: Obj, *, reason: str, message: str) -> None:
+        """This pod cannot run on this node as scheduled, however often it is retried: it is Failed
+        (the kubelet's terminal phase; its ReplicaSet replaces it with a new pod, a new IP), and
+        its engine pod goes. Kubernetes' kubelet does the same for a pod it rejects at admission."""
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        self._given_up[(namespace, name)] = pod["metadata"].get("uid", "")
+        self._event(pod, "Warning", reason, message)
+        log.warning("pod failed", object=f"pod/{name}", namespace=namespace, node=self.node, reason=reason,
+                    error=message, action="fail")
+        podstatus.set_failed(self._store, pod, reason=reason, message=message, now=self._clock.now())
+        try:
+            self.driver.remove_pod(namespace=namespace, name=name)
+        except DriverError as exc:  # what is left is an orphan, removed by the relist's rule
+            log.warning("cannot remove the failed pod", object=f"pod/{name}", namespace=namespace, error=str(exc))
+
     def _forget(self, key: PodKey) -> None:
         """The pod is gone: its probes and back-offs go too."""
         namespace, name = key
+        self._given_up.pop(key, None)
         self.prober.forget_pod(key)
         self._pull_backoff.pop(key, None)
         self._run_backoff.pop(key, None)

@@ -205,6 +205,21 @@ def set_waiting(store: Any, pod: Obj, *, reason: str, message: str) -> None:
     store.update("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], mutate)
 
 
+def set_failed(store: Any, pod: Obj, *, reason: str, message: str, now: float) -> None:
+    """The pod's terminal phase Failed, with why (the node gave up on it)."""
+    def mutate(cur: Obj) -> Obj | None:
+        if o.is_terminating(cur):
+            return None
+        status = cur.setdefault("status", {})
+        status.update(phase="Failed", reason=reason, message=message)
+        for ctype in ("Ready", "ContainersReady"):
+            o.set_condition(status, {"type": ctype, "status": "False", "reason": reason, "message": message},
+                            now=now)
+        return cur
+
+    store.update("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], mutate)
+
+
 def bump_restart(store: Any, pod: Obj, container: str, *, last_state: dict[str, Any] | None = None) -> None:
     """restartCount (and ``last_state``, how the replaced container ended) live only in the
     store: a restart is a new engine container, which knows nothing of the old one."""

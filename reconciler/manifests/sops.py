@@ -50,6 +50,8 @@ from decimal import Decimal
 from pathlib import Path as FsPath
 from typing import Any
 
+import re2
+
 from .documents import Document, Path
 from .messages import format_path
 
@@ -154,11 +156,14 @@ class _Metadata:
         if not isinstance(pattern, str):
             raise self.error(self.rule, "must be a string")
         self.pattern: str = pattern
-        self.regex: re.Pattern[str] | None = None
+        self.regex: Any = None
         if self.rule.endswith("_regex"):
+            # RE2, as sops itself uses (Go's regexp): the same syntax, and linear time. The
+            # pattern comes from the file, so Python's backtracking `re` would let whoever can
+            # push make one parse take as long as they like.
             try:
-                self.regex = re.compile(self.pattern)
-            except (re.error, RecursionError):
+                self.regex = re2.compile(self.pattern)
+            except (re2.error, ValueError, RecursionError):
                 raise self.error(self.rule, "is not a valid regular expression") from None
         self.mac_only_encrypted = raw.get("mac_only_encrypted") is True
 

@@ -10,6 +10,10 @@ The public face: the contract every part codes against (`StoreReader`, `StoreWri
 - events.py    the bounded, deduplicated event log
 - schema.py    the SQLite schema and its migrations
 - codec.py     JSON on disk, marshal bytes in memory, the timestamp format
+- etcd.py      `EtcdStore`: the same contract on etcd v3, for several daemons (issue 14);
+               etcdclient.py (the client, and why etcd3gw), etcdkeys.py (key layout),
+               etcdevents.py (the event log), etcdcopy.py (`store copy` from SQLite).
+               Not imported here: only installations that use etcd load its client.
 """
 from reconciler.store.codec import rfc3339
 from reconciler.store.protocol import Mutate, StoreError, StoreReader, StoreReadWriter, StoreWriter, WatchCallback

@@ -4,8 +4,8 @@ Kubernetes' parts meet only in the API server's storage (etcd); ours meet in the
 This module says, as `typing.Protocol`s, exactly which calls they make and what each
 promises, so that a second implementation (an etcd-backed store, issue 14) can be
 written against the contract rather than against the SQLite one. `Store` in
-`reconciler.store.store` is today's only implementation; a `TYPE_CHECKING` block there
-makes mypy prove it satisfies `StoreReadWriter`.
+`reconciler.store.store` (SQLite) and `EtcdStore` in `reconciler.store.etcd` implement it;
+one parametrized suite (tests/unit/store/test_contract.py) runs against both.
 
 Why it is split the way it is:
 - `StoreReader` (get, list, the index lookups, watch, kv/sync/event/revision reads) and
@@ -39,8 +39,10 @@ Semantics every implementation must keep (the tests in tests/unit/store pin them
 - Watches are level-triggered and carry only the key: `callback(kind, namespace, name)`
   runs after each object write has committed (not for kv, events, sync state or
   revisions), and the watcher reads the current state itself, as a controller's work
-  queue does with informer keys. Callbacks run in the writer's thread, outside any store
-  lock, so a callback may read or write the store; an exception in one is logged and
+  queue does with informer keys. Callbacks for this process's own writes run in the
+  writer's thread before the write returns; with a shared store (etcd) another process's
+  writes arrive on the store's watch thread. Either way outside any store lock, so a
+  callback may read or write the store; an exception in one is logged and
   swallowed (the write has already happened) and does not stop the others.
 """
 from __future__ import annotations

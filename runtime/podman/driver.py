@@ -53,6 +53,7 @@ from runtime.driver import (
     ImagePullError,
     LoneContainer,
     NodeInfo,
+    PodIPConflict,
     PodNetwork,
     PodRequest,
     PodState,
@@ -81,7 +82,7 @@ from runtime.podman.images import (
     read_pull_reports,
 )
 from runtime.podman.initcontainers import created_init_states, split
-from runtime.podman.logs import open_logs
+from runtime.podman.logs import PreviousLogs, open_logs
 from runtime.podman.naming import (
     LABEL_POD_UID,
     MANAGED_FILTER,
@@ -110,6 +111,7 @@ class PodmanDriver:
         self._bridge: str | None = None  # the pod network's bridge, once ensure_network found it
         self._oom = OomMemo()
         self._present = PresenceMemo()
+        self._previous_logs = PreviousLogs()  # `logs -p`: each container's instance before its last restart
 
     @property
     def url(self) -> str:
@@ -331,7 +333,12 @@ class PodmanDriver:
             return
         if response.status_code == 404:
             raise DriverError(f"pod {namespace}/{name} does not exist on the node.")
-        raise DriverError(f"podman could not start pod {namespace}/{name}: {error_message(response)}")
+        message = error_message(response)
+        if "IPAM error" in message and "already allocated" in message:
+            # netavark's host-local IPAM: the address the scheduler gave is held by a container
+            # that is not ours (started by hand on the pod network, or left by another tool).
+            raise PodIPConflict(f"podman could not start pod {namespace}/{name}: {message}")
+        raise DriverError(f"podman could not start pod {namespace}/{name}: {message}")
 
     def start_container(self, *, namespace: str, name: str, container: str) -> None:
         engine_name = engine_container_name(namespace=namespace, name=name, container=container)
@@ -368,6 +375,9 @@ class PodmanDriver:
             raise DriverError(f"{where} on the node is another pod (uid {labels.get(LABEL_POD_UID)!r}).")
         engine_name = engine_container_name(namespace=request.namespace, name=request.name, container=container)
         self._stop_container(engine_name, grace=max(0, int(grace_seconds)), pod=f"{request.namespace}/{request.name}")
+        # Its log goes with it: keep it for `logs -p` (runtime.podman.logs says why not the container).
+        self._previous_logs.keep(self._call, call_timeout=self.call_timeout, namespace=request.namespace,
+                                 name=request.name, container=container)
         # v: the old container's anonymous (image VOLUME) volumes go with it, as its layer does.
         response = self._call("delete", f"/containers/{engine_name}", params={"force": "true", "v": "true"})
         if response.status_code not in (200, 204, 404):
@@ -416,6 +426,7 @@ class PodmanDriver:
         self._call("post", f"/pods/{engine_name}/kill", params={"signal": "SIGKILL"})
         response = self._call("delete", f"/pods/{engine_name}", params={"force": "true"})
         if response.status_code in (200, 204, 404):
+            self._previous_logs.forget_pod(namespace=namespace, name=name)
             return
         raise DriverError(f"podman could not remove pod {namespace}/{name}: {error_message(response)}")
 
@@ -482,9 +493,12 @@ class PodmanDriver:
         events.watch(self._call, url=self.url, call_timeout=self.call_timeout, on_event=on_event, stop=stop,
                      on_status=on_status)
 
-    def logs(self, *, namespace: str, name: str, container: str, follow: bool = False) -> Iterator[str]:
+    def logs(self, *, namespace: str, name: str, container: str, follow: bool = False, since: float | None = None,
+             previous: bool = False) -> Iterator[str]:
+        if previous:
+            return self._previous_logs.lines(namespace=namespace, name=name, container=container, since=since)
         return open_logs(self._call, call_timeout=self.call_timeout, namespace=namespace, name=name,
-                         container=container, follow=follow)
+                         container=container, follow=follow, since=since)
 
     def exec(self, *, namespace: str, name: str, container: str, command: tuple[str, ...] | list[str],
              timeout: float) -> tuple[int, str]:

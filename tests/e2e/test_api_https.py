@@ -71,7 +71,8 @@ def test_the_api_over_https_with_tokens(tmp_path: Path, podman_node) -> None:
         assert caught.value.code == 401
         wrong = remote(url, admin[:-4] + "AAAA", ca_hash, "get", "pods")
         assert wrong.returncode == 1
-        assert wrong.stderr.strip() == "Error from server (Unauthorized): the token is not valid (unknown to this control plane)"
+        assert wrong.stderr.strip() == (f"error: The daemon at {url} refused the token: the token is not valid "
+                                        "(unknown to this control plane).")
         short = daemon.cli("token", "create", "--ttl", "1s").stdout.strip()
         wait_for(lambda: "expired" in remote(url, short, ca_hash, "get", "pods").stderr, timeout=10,
                  what="the 1s token to expire")

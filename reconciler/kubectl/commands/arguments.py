@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from urllib.parse import urlencode
 
 from reconciler.apiserver import socket_path
+from reconciler.apiserver.tls import CA_CERT, PKI_DIR
 from reconciler.core import selectors as labels
 from reconciler.core.kinds import KindInfo, lookup
 from reconciler.daemon.config import resolve_state_dir
@@ -23,21 +25,45 @@ ENV_SERVER, ENV_TOKEN, ENV_CA_HASH, ENV_CA_FILE = ("RECONCILER_SERVER", "RECONCI
 
 def api_client(args: argparse.Namespace) -> ApiClient:
     """The daemon's API: over HTTPS with --server URL --token T (or $RECONCILER_SERVER and
-    $RECONCILER_TOKEN), else through the socket in the state dir (--state-dir, else the default)."""
+    $RECONCILER_TOKEN), else through the socket in the state dir (--state-dir, else the default).
+
+    Which CA an HTTPS server must prove itself with, first given wins: --ca-hash (pinned, as
+    `node join-command` prints it), --ca-file, --insecure-skip-tls-verify (nothing checked),
+    the CA the daemon made in the state dir (on the control plane's own host, or a copy of
+    its state dir's pki/ca.crt), else the system's trust store (a certificate from a public CA
+    through api.tls). Never silently nothing: an unknown CA is exit 3 with a sentence naming these flags.
+    """
     server = getattr(args, "server", None) or os.environ.get(ENV_SERVER) or None
+    if isinstance(server, list):  # --server repeated: several control-plane daemons, tried in turn
+        server = ",".join(server)
+    state_dir = resolve_state_dir(getattr(args, "state_dir", None))
     if server is None:
-        return ApiClient(socket_path=socket_path(resolve_state_dir(getattr(args, "state_dir", None))))
+        return ApiClient(socket_path=socket_path(state_dir))
     token = getattr(args, "token", None) or os.environ.get(ENV_TOKEN) or None
     if not token:
         raise UsageError(f"--server {server} needs a token: give --token T or set ${ENV_TOKEN}")
     ca_hash = getattr(args, "ca_hash", None) or os.environ.get(ENV_CA_HASH) or None
     if ca_hash is not None:
         check_ca_hash(ca_hash)
+    ca_file = getattr(args, "ca_file", None) or os.environ.get(ENV_CA_FILE) or None
+    insecure = bool(getattr(args, "insecure", False))
+    if not (ca_hash or ca_file or insecure):
+        ca_file = _state_dir_ca(state_dir)
     try:
-        return ApiClient(server=server, token=token, ca_hash=ca_hash,
-                         ca_file=getattr(args, "ca_file", None) or os.environ.get(ENV_CA_FILE) or None)
+        return ApiClient(server=server, token=token, ca_hash=ca_hash, ca_file=ca_file, insecure=insecure)
     except ValueError as exc:
         raise UsageError(f"--server: {exc}") from None
+
+
+def _state_dir_ca(state_dir: Path) -> str | None:
+    """The daemon's own CA certificate, when this user can read it (the daemon's host, the daemon's user)."""
+    path = state_dir / PKI_DIR / CA_CERT
+    try:
+        with path.open("rb") as f:
+            f.read(1)
+    except OSError:
+        return None
+    return str(path)
 
 
 def check_ca_hash(text: str) -> None:

@@ -4,7 +4,8 @@ Why it looks like this: it accepts kubectl's three target forms (`get KIND [NAME
 `get KIND1,KIND2` and `all`, `get KIND/NAME...`), prints a missing named object as
 kubectl's NotFound line while still printing the others (exit 1), and leaves the
 columns to `printers.get_table`. A single named object is printed bare with -o
-json|yaml, anything else as a `List`, as kubectl does.
+json|yaml|jsonpath, anything else as a `List`, as kubectl does. `-w` hands over to
+`watch` after the same checks.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from reconciler.core.kinds import KINDS, KindInfo, lookup
 from reconciler.kubectl import printers
 from reconciler.kubectl.client import ApiError
 from reconciler.kubectl.commands.arguments import api_client, check_selector, namespace_of, query, split_target
-from reconciler.kubectl.commands.output import dump, err, out
+from reconciler.kubectl.commands.commits import cmd_get_commits, is_commits
+from reconciler.kubectl.commands.output import dump, err, jsonpath_of, out
+from reconciler.kubectl.commands.watch import watch
 from reconciler.kubectl.exit_codes import EXIT_FAILED, EXIT_OK, UsageError
 
 _POD = KINDS["pods"]
@@ -54,6 +57,8 @@ def _get_targets(args: argparse.Namespace) -> list[tuple[KindInfo, list[str]]]:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    if is_commits(args.kind):  # the commit record is not a kind of object: its own table
+        return cmd_get_commits(args)
     groups = _get_targets(args)
     named = any(names for _, names in groups)
     if named and args.all_namespaces:
@@ -61,8 +66,15 @@ def cmd_get(args: argparse.Namespace) -> int:
     if named and args.selector:
         raise UsageError("names cannot be given together with a label selector (-l)")
     check_selector(args.selector)
+    template = jsonpath_of(args.output)
     client = api_client(args)
     namespace = None if args.all_namespaces else namespace_of(args)
+    if getattr(args, "watch", False) or getattr(args, "watch_only", False):
+        if len(groups) != 1 or len(groups[0][1]) > 1:
+            raise UsageError("you may only watch one kind, and one object of it or all of them")
+        info, names = groups[0]
+        return watch(client, args, info=info, name=names[0] if names else None, namespace=namespace,
+                     template=template)
     now = time.time()
     failed = False
     collected: list[tuple[KindInfo, list[dict[str, Any]]]] = []
@@ -83,12 +95,14 @@ def cmd_get(args: argparse.Namespace) -> int:
         collected.append((info, items))
 
     every = [obj for _, items in collected for obj in items]
-    if args.output in ("json", "yaml"):
+    if args.output in ("json", "yaml") or template is not None:
         single = len(groups) == 1 and len(every) == 1 and named and len(groups[0][1]) == 1
-        if single:
-            dump(every[0], args.output)
-        elif every or not named:
-            dump({"apiVersion": "v1", "kind": "List", "items": every}, args.output)
+        doc: dict[str, Any] | None = every[0] if single else (
+            {"apiVersion": "v1", "kind": "List", "items": every} if every or not named else None)
+        if doc is not None and template is not None:
+            out(template.render(doc), end="")  # kubectl adds no newline: the template says where lines end
+        elif doc is not None:
+            dump(doc, args.output)
         return EXIT_FAILED if failed else EXIT_OK
     if args.output == "name":
         for info, items in collected:
@@ -115,7 +129,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                 if node:
                     counts[node] = counts.get(node, 0) + 1
             context["pods_per_node"] = counts
-        if printed:
+        if printed and not args.no_headers:
             out()
         out(printers.get_table(
             info=info,
@@ -126,6 +140,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             show_labels=args.show_labels,
             name_prefix=f"{info.singular_resource}/" if len(groups) > 1 else "",
             context=context,
+            no_headers=args.no_headers,
         ), end="")
         printed = True
     return EXIT_FAILED if failed else EXIT_OK

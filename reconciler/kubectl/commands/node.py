@@ -94,7 +94,7 @@ class FailoverTransport:
 def cmd_node(args: argparse.Namespace) -> int:
     servers = list(getattr(args, "servers", None) or [])
     if not servers and getattr(args, "server", None):
-        servers = [args.server]
+        servers = list(args.server) if isinstance(args.server, list) else [args.server]  # the global --server, repeatable
     overrides = {"servers": servers, "token": getattr(args, "token", None),
                  "tokenFile": getattr(args, "token_file", None), "caHash": getattr(args, "ca_hash", None),
                  "name": args.name, "nodeIP": args.node_ip, "podCIDR": args.pod_cidr, "podmanURL": args.podman_url,

@@ -11,6 +11,7 @@ The package is split along kubectl's own seams, leaves first:
 - `summaries`: one-line summaries of an object shared by `get`, `describe` and `logs`
   (a pod's STATUS, a node's roles, a service's endpoints);
 - `tables`: `get`'s columns per kind;
+- `jsonpath`: `-o jsonpath=` templates (kubectl's dialect over jsonpath-ng);
 - `sections` and `descriptions`: `describe`'s shared sections and its text per kind.
 This module is the public face: callers use `printers.get_table`, `printers.describe`
 and the helpers below, never the submodules, so the seams can move without them.
@@ -28,7 +29,8 @@ from reconciler.kubectl.printers.fields import (
     human_duration,
     long_time,
 )
-from reconciler.kubectl.printers.layout import table, tabwrite
+from reconciler.kubectl.printers.jsonpath import JsonPathTemplate, TemplateError
+from reconciler.kubectl.printers.layout import StreamedTable, table, tabwrite
 from reconciler.kubectl.printers.sections import describe_probe
 from reconciler.kubectl.printers.summaries import (
     event_object,
@@ -39,11 +41,14 @@ from reconciler.kubectl.printers.summaries import (
     pod_status_reason,
     service_ports,
 )
-from reconciler.kubectl.printers.tables import get_table
+from reconciler.kubectl.printers.tables import get_rows, get_table
 
 __all__ = [
     "NONE",
+    "JsonPathTemplate",
     "Obj",
+    "StreamedTable",
+    "TemplateError",
     "age",
     "describe",
     "describe_probe",
@@ -54,6 +59,7 @@ __all__ = [
     "format_map_selector",
     "format_memory",
     "format_selector",
+    "get_rows",
     "get_table",
     "human_duration",
     "long_time",

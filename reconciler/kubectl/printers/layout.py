@@ -52,10 +52,46 @@ def tabwrite(lines: Sequence[str], *, minwidth: int, padding: int) -> str:
     return "\n".join(out) + ("\n" if out else "")
 
 
-def table(*, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """kubectl get's layout: minimum width 6, three spaces between columns."""
-    lines = ["\t".join(headers)] + ["\t".join(cell(c) for c in row) for row in rows]
-    return tabwrite(lines, minwidth=6, padding=3)
+_MINWIDTH, _PADDING = 6, 3  # kubectl get's tabwriter settings
+
+
+def table(*, headers: Sequence[str], rows: Iterable[Sequence[str]], no_headers: bool = False) -> str:
+    """kubectl get's layout: minimum width 6, three spaces between columns.
+
+    With `no_headers` the header line is left out before the columns are sized, as
+    kubectl's --no-headers does (scripts `awk` the rows; a header's width is no business of theirs).
+    """
+    lines = ([] if no_headers else ["\t".join(headers)]) + ["\t".join(cell(c) for c in row) for row in rows]
+    return tabwrite(lines, minwidth=_MINWIDTH, padding=_PADDING)
+
+
+class StreamedTable:
+    """`get -w`'s layout: rows printed one at a time, lined up under the first table.
+
+    A watch cannot wait for every row before sizing the columns, so the widths are fixed
+    by the first table printed (headers and the objects that existed); a later cell that
+    is wider pushes the rest of its own line right, as kubectl's watch output does.
+    """
+
+    def __init__(self, *, headers: Sequence[str], rows: Sequence[Sequence[str]], no_headers: bool = False) -> None:
+        lines = ([] if no_headers else [list(headers)]) + [[cell(c) for c in row] for row in rows]
+        columns = max((len(line) for line in lines), default=0)
+        self._widths = [
+            max([_MINWIDTH] + [len(line[j]) + _PADDING for line in lines if j < len(line)]) for j in range(columns)
+        ]
+        self._first = lines
+
+    def first(self) -> str:
+        """The first table: the header (unless --no-headers) and the rows that existed."""
+        return "".join(self.row(line) for line in self._first)
+
+    def row(self, cells: Sequence[str]) -> str:
+        parts = [cell(c) for c in cells]
+        padded = [
+            text.ljust(max(self._widths[j] if j < len(self._widths) else 0, len(text) + _PADDING))
+            for j, text in enumerate(parts[:-1])
+        ]
+        return "".join(padded) + (parts[-1] if parts else "") + "\n"
 
 
 def cell(value: object) -> str:

@@ -151,11 +151,29 @@ def get_table(
     show_labels: bool = False,
     name_prefix: str = "",
     context: Mapping[str, Any] | None = None,
+    no_headers: bool = False,
 ) -> str:
-    """The `get` table for one kind."""
+    """The `get` table for one kind (`no_headers`: kubectl's --no-headers, columns sized by the rows alone)."""
+    headers, rows = get_rows(info=info, items=items, now=now, wide=wide, all_namespaces=all_namespaces,
+                             show_labels=show_labels, name_prefix=name_prefix, context=context)
+    return table(headers=headers, rows=rows, no_headers=no_headers)
+
+
+def get_rows(
+    *,
+    info: KindInfo,
+    items: Sequence[Obj],
+    now: float,
+    wide: bool = False,
+    all_namespaces: bool = False,
+    show_labels: bool = False,
+    name_prefix: str = "",
+    context: Mapping[str, Any] | None = None,
+) -> tuple[list[str], list[list[str]]]:
+    """The `get` table's headers and cells for one kind, before layout (`get -w` lays rows out one by one)."""
     ctx = context or {}
     if info.kind == "Event":
-        return _events_table(items, now=now, all_namespaces=all_namespaces)
+        return _events_rows(items, now=now, all_namespaces=all_namespaces)
     middle, row, wide_headers, wide_row = _TABLES[info.kind]
     headers = ["NAME", *middle, "AGE"]
     # Node's VERSION follows AGE in kubectl.
@@ -184,10 +202,10 @@ def get_table(
         if all_namespaces and info.namespaced:
             cells.insert(0, meta.get("namespace") or "")
         rows.append(cells)
-    return table(headers=headers, rows=rows)
+    return headers, rows
 
 
-def _events_table(items: Sequence[Obj], *, now: float, all_namespaces: bool) -> str:
+def _events_rows(items: Sequence[Obj], *, now: float, all_namespaces: bool) -> tuple[list[str], list[list[str]]]:
     headers = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
     if all_namespaces:
         headers.insert(0, "NAMESPACE")
@@ -204,4 +222,4 @@ def _events_table(items: Sequence[Obj], *, now: float, all_namespaces: bool) -> 
         if all_namespaces:
             cells.insert(0, meta_of(ev).get("namespace") or "")
         rows.append(cells)
-    return table(headers=headers, rows=rows)
+    return headers, rows

@@ -7,10 +7,16 @@
 in the kernel when the agent stops, so Services keep answering through restarts.
 """
 from reconciler.proxy.nftables.model import Endpoint, ProxyState, ServicePort
-from reconciler.proxy.nftables.ruleset import check_table_name, render_cleanup, render_full, render_update
+from reconciler.proxy.nftables.ruleset import (
+    check_table_name,
+    render_cleanup,
+    render_full,
+    render_update,
+    render_update_pair,
+)
 from reconciler.proxy.nftables.table import NftError, NftMissing, NftTable, require_nft
 
 __all__ = [
     "Endpoint", "NftError", "check_table_name", "NftMissing", "NftTable", "ProxyState", "ServicePort",
-    "render_cleanup", "render_full", "render_update", "require_nft",
+    "render_cleanup", "render_full", "render_update", "render_update_pair", "require_nft",
 ]

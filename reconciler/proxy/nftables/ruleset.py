@@ -27,6 +27,9 @@ The structure is kube-proxy's nftables mode (our own code, same shape), in one t
   port, N rows ``clusterIP . proto . port . i : endpoint``, so numgen picks each of the N
   endpoints equally likely and the packet's own address picks the rows. NodePorts the same
   with ``nodeport-endpoints-N`` and ``@nodeport-dnat-N`` keyed ``proto . nodePort . i``.
+  The chains and maps of N = 1..16 always exist (``STANDING_COUNTS``), so a port whose
+  endpoint count changes moves by map elements alone, and the rows it leaves go a little
+  later (``render_update_pair`` says why).
   Why: the kernel's cost is per chain, rule and (anonymous) set; a chain and an anonymous map
   per Service made a full ruleset of 1,000 Services 3,000 kernel objects, this makes it
   a few, with map elements instead (cheap to add and to change: an endpoint replaced is
@@ -147,6 +150,16 @@ def _counts(state: ProxyState) -> set[int]:
     return {len(eps) for sp, eps in state.services.items() if _shared(sp, eps)}
 
 
+#: Endpoint counts whose chains and maps every table has, used or not (two empty chains, two
+#: empty maps and four rules each): a Service port moving between them is a partial update.
+STANDING_COUNTS = 16
+
+
+def _declared_counts(state: ProxyState) -> set[int]:
+    """The counts a table written from ``state`` in full has: 1..STANDING_COUNTS and any in use."""
+    return set(range(1, STANDING_COUNTS + 1)) | _counts(state)
+
+
 def _declare_count(n: int) -> list[str]:
     """The shared maps and chains of the endpoint count ``n`` (declared before their elements)."""
     pick = f"numgen random mod {n}"
@@ -169,14 +182,6 @@ def _fill_count(n: int) -> list[str]:
                   f"add rule {_T} {nodeport_endpoints_chain(n)} meta l4proto {p} dnat ip to meta l4proto . "
                   f"th dport . {pick} map @{nodeport_dnat_map(n)}"]
     return rules
-
-
-def _drop_count(n: int) -> tuple[list[str], list[str]]:
-    """(flush, delete) of an endpoint count's shared objects, once no Service port uses them."""
-    chains = [endpoints_chain(n), nodeport_endpoints_chain(n)]
-    return ([f"flush chain {_T} {c}" for c in chains],
-            [f"delete chain {_T} {c}" for c in chains]
-            + [f"delete map {_T} {m}" for m in (dnat_map(n), nodeport_dnat_map(n))])
 
 
 # -- the fixed frame ---------------------------------------------------------------------------
@@ -356,7 +361,7 @@ def _render_full(state: ProxyState) -> str:
     # Declarations before use: sets and chains first, then the rules and map elements that name them.
     for sp, eps in services:
         lines += [_declare_set(sp, name) for name in _sets(sp, eps)]
-    counts = sorted(_counts(state))
+    counts = sorted(_declared_counts(state))
     for n in counts:
         lines += _declare_count(n)
     for sp, eps in services:
@@ -372,13 +377,54 @@ def _render_full(state: ProxyState) -> str:
 
 
 def render_update(old: ProxyState, new: ProxyState, *, table: str = TABLE) -> str | None:
-    """A partial transaction turning the applied ``old`` into ``new`` (see ``_render_update``)."""
-    text = _render_update(old, new)
-    return text if not text else _retable(text, table)
+    """A partial transaction turning the applied ``old`` into ``new`` (see ``_render_update``);
+    its follow-up (``render_update_pair``) is left out: for reading, not for the kernel."""
+    pair = render_update_pair(old, new, table=table)
+    return None if pair is None else pair[0]
 
 
-def _render_update(old: ProxyState, new: ProxyState) -> str | None:
-    """A partial transaction turning the applied ``old`` into ``new``; "" if they render alike.
+Row = tuple[str, str]  # (DNAT map, key) of one endpoint row
+
+
+def render_update_pair(old: ProxyState, new: ProxyState, *, table: str = TABLE) -> tuple[str, list[Row]] | None:
+    """The partial update, and the DNAT rows it leaves behind for a later removal
+    (``render_row_removal``), which the caller makes once no packet can still want them.
+
+    Why later: a new connection's packet makes two lookups, the Service's verdict
+    (``@service-ips``: which ``endpoints-N``) and then its row (``@dnat-N``), and the kernel
+    checks each against the ruleset generation current *at that lookup*; on the output path
+    the sender may even be preempted in between. A port moving from N to N' endpoints in one
+    transaction could meet the old verdict and then find its old rows gone: no DNAT, and the
+    SYN went to the ClusterIP itself and timed out (about one in a thousand connections while
+    ports moved, in the kernel tests; one in fifteen thousand with the rows removed in a second
+    transaction right after). Rows replaced under the same key need no delay: either
+    generation has one. Stale rows are harmless meanwhile: no verdict leads to them.
+    """
+    parts = _render_update(old, new)
+    if parts is None:
+        return None
+    text, later = parts
+    return (_retable(text, table) if text else text), later
+
+
+def render_row_removal(rows: Iterable[Row], *, table: str = TABLE) -> str:
+    """Delete these DNAT rows (lines of one transaction; "" for none)."""
+    by_map: dict[str, list[str]] = {}
+    for name, key in sorted(rows):
+        by_map.setdefault(name, []).append(key)
+    lines = [f"delete element {_T} {name} {{ {', '.join(keys)} }}" for name, keys in sorted(by_map.items())]
+    return _retable("\n".join(lines) + "\n", table) if lines else ""
+
+
+def dnat_rows(state: ProxyState) -> set[Row]:
+    """Every DNAT row a table written from ``state`` holds."""
+    return {(name, key) for sp, eps in state.services.items() for name, key, _ in _elements(sp, eps)
+            if name.startswith(("dnat-", "nodeport-dnat-"))}
+
+
+def _render_update(old: ProxyState, new: ProxyState) -> tuple[str, list[Row]] | None:
+    """A partial transaction (and its follow-up) turning the applied ``old`` into ``new``; ("", "")
+    if they render alike.
 
     None when a partial update cannot express the change (node addresses, cluster CIDR or mark
     changed, or a Service port kept its key but changed its own fields): render in full then.
@@ -394,7 +440,7 @@ def _render_update(old: ProxyState, new: ProxyState) -> str | None:
         if key in before and key in after and before[key][0] != after[key][0]:
             return None
     if not changed:
-        return ""
+        return "", []
 
     gone_elements: list[tuple[str, str, str]] = []
     new_elements: list[tuple[str, str, str]] = []
@@ -428,20 +474,22 @@ def _render_update(old: ProxyState, new: ProxyState) -> str | None:
         flush_gone += [f"flush chain {_T} {name}" for name in stale]
         delete_gone += [f"delete chain {_T} {name}" for name in stale]
         delete_gone += [f"delete set {_T} {name}" for name in old_sets if name not in kept_sets]
-    # Endpoint counts newly in use get their shared maps and chains; counts no longer used lose
-    # theirs, after the elements that point at them.
-    old_counts, new_counts = _counts(old), _counts(new)
-    for n in sorted(new_counts - old_counts):
-        declare += _declare_count(n)
-        fill += _fill_count(n)
-    for n in sorted(old_counts - new_counts):
-        flush, delete = _drop_count(n)
-        flush_gone += flush
-        delete_gone += delete
+    # The shared chains and maps of every endpoint count a partial update may need exist already
+    # (``_declared_counts``): a partial update only moves elements. Creating or deleting them in
+    # the same transaction as the elements that move to or from them dropped about one new
+    # connection in a thousand in the kernel tests (a SYN that met no DNAT), and nft 1.0.6
+    # cannot flush and refill such a chain it has read back from the kernel ("conflicting
+    # protocols specified: tcp vs. th"). A count beyond them is a full write.
+    if not _counts(new) <= _declared_counts(old):
+        return None
     # Order matters inside the one transaction: drop the map elements pointing at chains that
     # go, declare what is new, refill, then empty the stale chains (their rules reference
     # other stale chains and sets) and only then delete them.
-    lines = (_delete_elements(gone_elements) + declare + fill + _add_elements(new_elements)
+    # DNAT rows whose key goes away (not replaced) wait for the follow-up transaction.
+    replaced = {(name, key) for name, key, _value in new_elements}
+    later = [e for e in gone_elements if e[0].startswith(("dnat-", "nodeport-dnat-")) and e[:2] not in replaced]
+    now = [e for e in gone_elements if e not in later]
+    lines = (_delete_elements(now) + declare + fill + _add_elements(new_elements)
              + flush_gone + delete_gone)
     # The hairpin set holds every endpoint address once, whichever Services share it.
     old_ips, new_ips = _endpoint_ips(old), _endpoint_ips(new)
@@ -449,7 +497,7 @@ def _render_update(old: ProxyState, new: ProxyState) -> str | None:
         lines.append(f"add element {_T} hairpin {{ {_hairpin(new_ips - old_ips)} }}")
     if old_ips - new_ips:
         lines.append(f"delete element {_T} hairpin {{ {_hairpin(old_ips - new_ips)} }}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", [(name, key) for name, key, _value in later]
 
 
 def render_cleanup(*, table: str = TABLE) -> str:

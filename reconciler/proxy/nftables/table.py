@@ -7,7 +7,7 @@ back with ``nft list table ip reconciler``. It goes to libnftables in this proce
 rebuilds from the kernel on every change), or to ``nft -f -`` where the library is missing.
 
 ``sync(state)`` remembers the state it last applied and, when only Services and endpoints
-changed, sends the partial update (``ruleset.render_update``) instead of the whole table; if
+changed, sends the partial update (``ruleset.render_update_pair``) instead of the whole table; if
 that is refused (someone deleted the table, or a chain, by hand) it falls back to a full
 rebuild, which is always correct. The table outlives the process on purpose — Services keep
 answering while the agent restarts — and ``cleanup()`` is the explicit way to remove it.
@@ -46,11 +46,18 @@ from reconciler.proxy.nftables.model import ProxyState
 from reconciler.proxy.nftables.ruleset import (
     FAMILY,
     TABLE,
+    Row,
     check_table_name,
+    dnat_rows,
     render_cleanup,
     render_full,
-    render_update,
+    render_row_removal,
+    render_update_pair,
 )
+
+#: How long a DNAT row no verdict leads to stays (a packet that met the old verdict may still
+#: look it up: ``ruleset.render_update_pair``); far above any packet's stay in the hooks.
+STALE_ROW_GRACE = 2.0
 
 #: The sysctls the data plane needs, and the value each must have.
 SYSCTLS = {
@@ -95,6 +102,9 @@ class NftTable:
         self.last_sync = ""  # "full" | "partial" | "unchanged": what the last sync() did
         self.last_seconds = 0.0  # how long the last sync()'s nft call took
         self._pinned_bridges: set[int] = set()  # ifindexes of bridges whose MAC we set (settle_bridge)
+        # DNAT rows an update left in the kernel (no verdict leads to them), and when they may go.
+        self._stale: dict[Row, float] = {}
+        self.stale_row_grace = STALE_ROW_GRACE
         self._lib: Libnft | None = None  # loaded at the first transaction
         self._lib_tried = False
 
@@ -132,23 +142,59 @@ class NftTable:
     def sync(self, state: ProxyState) -> str:
         """Make the kernel's table match ``state``; returns "full", "partial" or "unchanged"."""
         started = time.perf_counter()
-        text = render_update(self.applied, state, table=self.table) if self.applied is not None else None
+        pair = render_update_pair(self.applied, state, table=self.table) if self.applied is not None else None
+        text, later = pair if pair is not None else (None, [])
         kind = "unchanged" if text == "" else "partial"
         if text:
+            # A DNAT row left behind by an earlier update and wanted again is still in the kernel:
+            # delete it in the same transaction that adds it back (a replacement, never a gap).
+            revived = self._stale.keys() & dnat_rows(state) if self._stale else set()
             try:
-                self.apply(text)
+                self.apply(render_row_removal(revived, table=self.table) + text)
             except NftError:
                 text = None  # the kernel is not what we thought: rebuild it whole
+            else:
+                for row in revived:
+                    del self._stale[row]
+                due = time.monotonic() + self.stale_row_grace
+                self._stale.update((row, due) for row in later)
         if text is None:
             kind = "full"
             self.applied = None  # if this fails too, the next sync must not trust the old state
+            self._stale.clear()
             self.apply(render_full(state, table=self.table))
         self.applied = state
+        self._remove_stale_rows()
         self.last_sync, self.last_seconds = kind, time.perf_counter() - started
         return kind
 
+    def stale_rows(self) -> set[Row]:
+        """The DNAT rows left behind that are still waiting for their removal."""
+        return set(self._stale)
+
+    def remove_stale_rows(self) -> None:
+        """Remove the left-behind DNAT rows that are due (each sync does it too)."""
+        self._remove_stale_rows()
+
+    def _remove_stale_rows(self) -> None:
+        """Delete the DNAT rows left behind at least ``STALE_ROW_GRACE`` ago (``render_update_pair``
+        says why they wait); a refusal leaves them to the next full write."""
+        now = time.monotonic()
+        due = [row for row, when in self._stale.items() if when <= now]
+        if not due:
+            return
+        for row in due:
+            del self._stale[row]
+        try:
+            self.apply(render_row_removal(due, table=self.table))
+        except NftError as exc:
+            self._stale.clear()
+            self.applied = None  # not sure what the kernel holds: the next sync writes in full
+            raise NftError(f"could not remove stale DNAT rows: {exc}") from None
+
     def replace(self, state: ProxyState) -> None:
         """Rebuild the whole table from ``state`` (also what a periodic full resync calls)."""
+        self._stale.clear()
         self.applied = None
         self.apply(render_full(state, table=self.table))
         self.applied = state

@@ -99,8 +99,8 @@ def test_the_environment_names_the_server(env: Env, capsys: pytest.CaptureFixtur
 
 def test_wrong_token_and_wrong_ca_hash_are_one_sentence(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "--server", env.url, "--token", "rcna_wrong", "--ca-hash", env.pki.ca_hash, "status")
-    assert code == 1 and err.strip() == ("Error from server (Unauthorized): the token is not valid "
-                                         "(unknown to this control plane)")
+    assert code == 1 and err.strip() == (f"error: The daemon at {env.url} refused the token: the token is not valid "
+                                         "(unknown to this control plane).")
     _, token, _ = run(capsys, "--state-dir", str(env.state_dir), "token", "create")
     code, _, err = run(capsys, "--server", env.url, "--token", token.strip(), "--ca-hash", "sha256:" + "ab" * 32,
                        "status")

@@ -275,3 +275,19 @@ def test_decrypted_values_never_reach_problems(global_key: AgeKeys) -> None:
     assert any("spec.replicas: must be an integer" in m for m in messages), messages
     assert any("imagePullPolicy" in m for m in messages), messages
     assert not any("s3cr3t" in m or "tok-123456789" in m for m in messages), messages
+
+
+def test_the_file_s_regex_runs_in_linear_time(global_key: AgeKeys) -> None:
+    """encrypted_regex comes from the file: a backtracking engine would let a pusher stall the parse."""
+    import threading
+
+    long_key = "a" * 4000 + "!"
+    text = sops_file({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                      "data": {long_key: "b"}}, recipient=GLOBAL_RECIPIENT, encrypted_regex="^data$")
+    # ^(data|(a+)+$) takes 2^4000 steps on the long key with Python's re; RE2 (sops' engine) one pass.
+    text = tamper(text, "encrypted_regex: ^data$", "encrypted_regex: ^(data|(a+)+$)")
+    outcome: list[object] = []
+    worker = threading.Thread(target=lambda: outcome.append(decrypted(text, global_key)), daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert outcome and outcome[0]["data"][long_key] == "b"  # type: ignore[index]

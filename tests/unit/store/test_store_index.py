@@ -1,8 +1,10 @@
 """Tests for the store's secondary indexes (owner, node, label): every lookup must equal
 the scan it replaces — `list()` filtered the way the controllers used to filter — after
-any sequence of puts, updates, deletes and reopenings of a real SQLite store."""
+any sequence of puts, updates, deletes and reopenings of a real SQLite store, and of an
+etcd store on a real 3-member etcd."""
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,9 @@ from hypothesis import strategies as st
 
 from reconciler.core import objects as o
 from reconciler.core.selectors import from_map
+from reconciler.store.etcd import EtcdStore
 from reconciler.store.store import Store
+from tests.harness.etcd import EtcdCluster
 from tests.harness.sim import Sim, deployment
 
 KINDS = ("Pod", "ReplicaSet")
@@ -93,7 +97,19 @@ operation = st.one_of(
 @given(ops=st.lists(operation, max_size=25))
 def test_index_equals_the_scan_after_any_writes(tmp_path_factory: pytest.TempPathFactory, ops: list[tuple]) -> None:
     path = tmp_path_factory.mktemp("store") / "store.db"
-    store = Store(path)
+    check_index_after(ops, lambda: Store(path))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(operation, max_size=25))
+def test_the_etcd_store_index_equals_the_scan_after_any_writes(etcd_cluster: EtcdCluster, ops: list[tuple]) -> None:
+    """The same on etcd, where "reopen" is a new daemon building its cache and indexes from etcd."""
+    prefix = f"/test-{uuid.uuid4().hex[:12]}"
+    check_index_after(ops, lambda: EtcdStore(etcd_cluster.endpoints, prefix=prefix))
+
+
+def check_index_after(ops: list[tuple], open_store: Any) -> None:
+    store = open_store()
     try:
         for op in ops:
             if op[0] == "put":
@@ -113,19 +129,18 @@ def test_index_equals_the_scan_after_any_writes(tmp_path_factory: pytest.TempPat
             elif op[0] == "delete":
                 store.delete(op[1], op[2], op[3])
             else:
-                # A reopened store rebuilds its indexes from the file.
+                # A reopened store rebuilds its indexes from what it stores.
                 store.close()
-                store = Store(path)
+                store = open_store()
             assert_index_matches_scan(store)
     finally:
         store.close()
 
 
 @pytest.fixture()
-def store(tmp_path: Path):
-    s = Store(tmp_path / "store.db")
-    yield s
-    s.close()
+def store(any_store: Any) -> Any:
+    """Both backends (conftest.py): the indexes are part of the contract."""
+    return any_store
 
 
 def pod(name: str, *, rs_uid: str | None = None, node: str | None = None, labels: dict | None = None,
