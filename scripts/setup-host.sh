@@ -21,7 +21,7 @@ set -euo pipefail
 # etcd-server + etcd-client: the etcd store (issue 14) and the 3-member test cluster (tests/harness/etcd.py).
 # zsh + fish: the tests parse `reconciler completion zsh|fish` with the shells themselves.
 # chromium + chromium-driver: the dashboard's tests and scripts/screenshots.py drive a headless browser.
-PACKAGES=(podman runc netavark aardvark-dns iptables nftables iproute2 docker-registry busybox-static git catatonit curl etcd-server etcd-client zsh fish chromium chromium-driver)
+PACKAGES=(podman runc netavark aardvark-dns iptables nftables conntrack iproute2 docker-registry busybox-static git catatonit curl etcd-server etcd-client zsh fish chromium chromium-driver)
 CONF_DIR=/etc/containers/containers.conf.d
 CONF_FILE=$CONF_DIR/50-reconciler.conf
 REGISTRIES_FILE=/etc/containers/registries.conf.d/50-reconciler-local-registry.conf

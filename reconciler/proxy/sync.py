@@ -34,6 +34,7 @@ change; nothing here can fail the data plane's sync.
 """
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -73,6 +74,8 @@ class ProxySync:
         self._bridges = bridges
         self._bridge_of = bridge_of
         self._neighbours_fresh: dict[str, str] = {}  # pod uid -> its IP, whose ARP entry was dropped
+        self._pod_ips: frozenset[str] | None = None  # every pod's IP at the last sync (None: none yet)
+        self._conntrack_missing_said = False
         self._extra_node_ips = tuple(extra_node_ips)
         self._cluster_cidr = cluster_cidr
         self._serving: frozenset[str] = frozenset()
@@ -119,6 +122,7 @@ class ProxySync:
             self._serving = serving
         self._settle_bridges()
         self._forget_stale_neighbours()
+        self._forget_gone_connections()
         try:
             self._sync_hosts(services)
         except Exception as exc:  # names are a convenience: they must never stop the data plane
@@ -150,6 +154,23 @@ class ProxySync:
                 self._table.forget_neighbour(ip, bridge=bridge)
             self._neighbours_fresh[uid] = ip
         self._neighbours_fresh = {uid: ip for uid, ip in self._neighbours_fresh.items() if uid in seen}
+
+    def _forget_gone_connections(self) -> None:
+        """Once a pod is gone, the kernel's connection entries that lead to its IP go too
+        (``NftTable.forget_connections`` says why). Pods on the host's network are skipped:
+        their address is the host's."""
+        ips = frozenset(ip for pod in self._store.list("Pod")
+                        if (ip := (pod.get("status") or {}).get("podIP")) and not (pod.get("spec") or {}).get("hostNetwork"))
+        gone = sorted(self._pod_ips - ips) if self._pod_ips is not None else []
+        self._pod_ips = ips
+        for ip in gone:
+            try:
+                if self._table.forget_connections(ip) is None and not self._conntrack_missing_said:
+                    self._conntrack_missing_said = True
+                    log.warning("the conntrack tool is missing: connections of removed pods are left to time out "
+                                "(install the Debian package `conntrack`)")
+            except (OSError, subprocess.SubprocessError) as exc:
+                log.warning("cannot delete the connection entries of a removed pod", pod_ip=ip, error=str(exc))
 
     def _sync_hosts(self, services: list[Body]) -> None:
         if any(cluster_ip(svc) for svc in services):

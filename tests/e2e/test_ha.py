@@ -149,6 +149,20 @@ def remove_table(table: str) -> None:
     subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True, timeout=30, check=False)
 
 
+SOLO = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: solo}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: solo}}}}
+  template:
+    metadata: {{labels: {{app: solo}}}}
+    spec:
+      containers: [{{name: web, image: {image}, ports: [{{containerPort: 8080}}]}}]
+"""
+
+
 def web_pods(daemon: Daemon) -> list[dict]:
     return [p for p in daemon.api("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb")["items"]
             if not p["metadata"].get("deletionTimestamp")]
@@ -291,6 +305,15 @@ def test_the_standby_takes_over_a_rollout_when_the_leader_is_killed(tmp_path: Pa
         # A standby does not sync or write commits; it says who does.
         refused = cpa.cli("sync")
         assert refused.returncode != 0 and "standby" in refused.stderr and "cpb" in refused.stderr, refused.stderr
+
+        # One etcd member killed: the other two keep a quorum, and the next commit still rolls out.
+        etcd.kill_member(0)
+        try:
+            commit(repo, {"solo.yaml": SOLO.format(image=images.hello_v1)}, message="solo, one etcd member down")
+            wait_for(lambda: (cpb.json("get", "deployment", "solo").get("status") or {}).get("readyReplicas") == 1,
+                     timeout=120, what="the solo Deployment to roll out with one etcd member down")
+        finally:
+            etcd.start_member(0)
 
         # etcd wholly unavailable for 30 s: pods and the Service keep serving, both daemons say so,
         # and a commit made meanwhile is applied once etcd is back.

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -106,6 +107,7 @@ class NftTable:
         self._stale: dict[Row, float] = {}
         self.stale_row_grace = STALE_ROW_GRACE
         self._lib: Libnft | None = None  # loaded at the first transaction
+        self._conntrack: str | None = None  # the conntrack tool's path, "" when missing
         self._lib_tried = False
 
     # -- commands ------------------------------------------------------------------------------
@@ -263,6 +265,29 @@ class NftTable:
                               timeout=self.timeout, check=False)
         if proc.returncode != 0:
             raise NftError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+
+    def forget_connections(self, ip: str) -> int | None:
+        """Delete the kernel's connection-tracking entries whose replies come from ``ip``: a pod
+        that is gone. Returns how many went, or None without the ``conntrack`` tool.
+
+        Why: an entry outlives its pod (ESTABLISHED ones for days, when the pod died with the
+        connection open; SYN_SENT or SYN_RECV ones for a minute or two), and it holds its
+        DNAT. A new connection from a source port such an entry still holds — ports wrap in
+        well under a minute at a few hundred connections a second — is taken for a packet
+        of the old one: it goes, un-NATed again, to the dead pod's address and times out.
+        kube-proxy deletes such entries for UDP; for a pod that no longer exists nothing
+        can break by deleting TCP ones too (an endpoint that is only unready keeps its
+        entries: its connections may still be draining).
+        """
+        if self._conntrack is None:
+            self._conntrack = shutil.which("conntrack") or shutil.which("conntrack", path="/usr/sbin:/sbin") or ""
+        if not self._conntrack:
+            return None
+        proc = subprocess.run([*self._prefix(), self._conntrack, "-D", "-r", ip], capture_output=True, text=True,
+                              timeout=self.timeout, check=False)
+        # conntrack says "N flow entries have been deleted" on stderr; exit 1 when none matched.
+        match = re.search(r"(\d+) flow entr", proc.stderr)
+        return int(match.group(1)) if match else 0
 
     def forget_neighbour(self, ip: str, *, bridge: str) -> bool:
         """Drop the host's ARP entry for ``ip`` on ``bridge``; True if there was one.

@@ -202,3 +202,28 @@ def test_a_pod_cidr_without_its_bridge_is_unreachable_not_routed_away(lab: Lab) 
     [failed] = lab.connect(lab.node, "10.244.61.5", SERVER_PORT, timeout=2.0)
     assert failed.get("error") == "EHOSTUNREACH" and failed["seconds"] < 1.0, failed
     assert nft.remove_pod_cidr_fallback("10.244.61.0/24") and not nft.remove_pod_cidr_fallback("10.244.61.0/24")
+
+
+def test_a_removed_pods_connections_are_forgotten(store: Store, lab: Lab) -> None:
+    """Not an unready one's (it may be draining), nor a host-network pod's (the host's address)."""
+    def pod(name: str, ip: str, *, host_network: bool = False) -> dict:
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                "spec": {"nodeName": "node1", "hostNetwork": host_network, "containers": []},
+                "status": {"phase": "Running", "podIP": ip}}
+
+    store.put(service(node_port=None))
+    store.put(endpoints("web", [lab.pod_ip(0), lab.pod_ip(1)]))
+    for name, ip in (("a", lab.pod_ip(0)), ("b", lab.pod_ip(1))):
+        store.put(pod(name, ip))
+    store.put(pod("h", f"{SUBNET}.1", host_network=True))
+    sync, nft = make_sync(store, lab)
+    forgotten: list[str] = []
+    nft.forget_connections = lambda ip: forgotten.append(ip) or 0  # type: ignore[method-assign]
+    sync.reconcile("all")
+    store.put(endpoints("web", [lab.pod_ip(1)], not_ready=[lab.pod_ip(0)]))  # a: unready, still there
+    sync.reconcile("all")
+    assert forgotten == []
+    store.delete("Pod", "default", "a")
+    store.delete("Pod", "default", "h")
+    sync.reconcile("all")
+    assert forgotten == [lab.pod_ip(0)]

@@ -256,3 +256,19 @@ def test_missing_nft_is_a_one_sentence_error_naming_the_package() -> None:
     with pytest.raises(NftMissing):
         NftTable(nft="nft-not-installed-here")
 
+
+
+def test_connections_of_a_gone_pod_are_forgotten(lab: Lab, table: NftTable) -> None:
+    """An entry still holding a dead pod's DNAT would catch a new connection from the same port."""
+    table.sync(state(lab, [0]))
+    assert served_by(lab.connect(lab.node, CLUSTER_IP, 80, count=3)) == {lab.pod_ip(0): 3}
+
+    def entries(ip: str) -> list[str]:
+        out = subprocess.run(["nsenter", f"--net=/run/netns/{lab.node}", "conntrack", "-L", "-r", ip],
+                             capture_output=True, text=True, check=False).stdout
+        return [line for line in out.splitlines() if line.strip()]
+
+    assert entries(lab.pod_ip(0))  # the three connections, closed, still tracked (TIME_WAIT)
+    assert table.forget_connections(lab.pod_ip(0)) == 3
+    assert not entries(lab.pod_ip(0))
+    assert table.forget_connections(lab.pod_ip(0)) == 0  # nothing left: fine
