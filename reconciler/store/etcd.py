@@ -76,7 +76,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
@@ -84,6 +84,7 @@ import structlog
 
 from reconciler.core.bodies import Body
 from reconciler.store import codec
+from reconciler.store.cachedreads import CachedReads
 from reconciler.store.codec import rfc3339
 from reconciler.store.etcdclient import (
     EtcdClient,
@@ -97,7 +98,7 @@ from reconciler.store.etcdclient import (
 )
 from reconciler.store.etcdevents import EtcdEventLog
 from reconciler.store.etcdkeys import KeyLayout
-from reconciler.store.indexes import NO_TERMS, Key, SecondaryIndex, Term, index_terms
+from reconciler.store.indexes import NO_TERMS, Key, SecondaryIndex, index_terms
 from reconciler.store.protocol import Mutate, StoreError, WatchCallback
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ Notice = tuple[str, str, str]  # (kind, namespace, name) for the watch callbacks
 _T = TypeVar("_T")
 
 
-class EtcdStore:
+class EtcdStore(CachedReads):
     """Objects, events, sync status, revision history and key/values in etcd, read from a watch cache."""
 
     def __init__(
@@ -186,52 +187,7 @@ class EtcdStore:
 
     # ------------------------------------------------------------------ reads (the cache)
 
-    def get(self, kind: str, namespace: str, name: str) -> Body | None:
-        with self._lock:
-            blob = self._objects.get(kind, {}).get((namespace or "", name))
-        return None if blob is None else codec.decode(blob)
-
-    def list(self, kind: str, namespace: str | None = None) -> builtins.list[Body]:
-        with self._lock:
-            objects = self._objects.get(kind)
-            if not objects:
-                return []
-            keys = self._sorted.get(kind)
-            if keys is None:
-                keys = self._sorted[kind] = sorted(objects)
-            if namespace is None:
-                blobs = [objects[k] for k in keys]
-            else:
-                blobs = [objects[k] for k in keys if k[0] == namespace]
-        return codec.decode_many(blobs)
-
-    def owned_by(
-        self, kind: str, *, owner_kind: str, owner_uid: str, namespace: str | None = None
-    ) -> builtins.list[Body]:
-        return self._lookup(kind, [("owner", owner_kind, owner_uid)], namespace=namespace)
-
-    def on_node(self, kind: str, *, node: str, namespace: str | None = None) -> builtins.list[Body]:
-        if not node:
-            raise ValueError("on_node needs a node name; unbound pods are not indexed")
-        return self._lookup(kind, [("node", node)], namespace=namespace)
-
-    def with_labels(
-        self, kind: str, *, labels: Mapping[str, str], namespace: str | None = None
-    ) -> builtins.list[Body]:
-        if not labels:
-            return self.list(kind, namespace)
-        return self._lookup(kind, [("label", k, v) for k, v in labels.items()], namespace=namespace)
-
-    def _lookup(self, kind: str, terms: builtins.list[Term], *, namespace: str | None) -> builtins.list[Body]:
-        with self._lock:
-            objects = self._objects.get(kind)
-            if not objects:
-                return []
-            keys = self._index.lookup(kind, terms)
-            if namespace is not None:
-                keys = {k for k in keys if k[0] == namespace}
-            blobs = [objects[k] for k in sorted(keys)]
-        return codec.decode_many(blobs)
+    # get, list, owned_by, on_node, with_labels: CachedReads (cachedreads.py), over _objects/_index.
 
     @property
     def resource_version(self) -> int:

@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +37,10 @@ import structlog
 from reconciler.core.bodies import Body
 from reconciler.core.privatefiles import private_file, tighten
 from reconciler.store import codec, schema
+from reconciler.store.cachedreads import CachedReads
 from reconciler.store.codec import rfc3339
 from reconciler.store.events import EventLog
-from reconciler.store.indexes import NO_TERMS, Key, SecondaryIndex, Term, index_terms
+from reconciler.store.indexes import NO_TERMS, Key, SecondaryIndex, index_terms
 from reconciler.store.protocol import Mutate, StoreError, WatchCallback
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class _Transaction:
             self._store._lock.release()
 
 
-class Store:
+class Store(CachedReads):
     """Objects, events, sync status, revision history and key/values in one SQLite file."""
 
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
@@ -180,60 +181,7 @@ class Store:
 
     # ------------------------------------------------------------------ objects
 
-    def get(self, kind: str, namespace: str, name: str) -> Body | None:
-        with self._lock:
-            blob = self._objects.get(kind, {}).get((namespace or "", name))
-        # Decode outside the lock: the bytes are immutable, so readers do not queue.
-        return None if blob is None else codec.decode(blob)
-
-    def list(self, kind: str, namespace: str | None = None) -> builtins.list[Body]:
-        with self._lock:
-            objects = self._objects.get(kind)
-            if not objects:
-                return []
-            keys = self._sorted.get(kind)
-            if keys is None:
-                keys = self._sorted[kind] = sorted(objects)
-            if namespace is None:
-                blobs = [objects[k] for k in keys]
-            else:
-                blobs = [objects[k] for k in keys if k[0] == namespace]
-        return codec.decode_many(blobs)
-
-    def owned_by(
-        self, kind: str, *, owner_kind: str, owner_uid: str, namespace: str | None = None
-    ) -> builtins.list[Body]:
-        """Objects of `kind` whose controller owner of `owner_kind` has `owner_uid`,
-        sorted like `list`: the same as filtering `list(kind, namespace)` with
-        `objects.owner_uid(obj, owner_kind) == owner_uid`, without decoding the rest."""
-        return self._lookup(kind, [("owner", owner_kind, owner_uid)], namespace=namespace)
-
-    def on_node(self, kind: str, *, node: str, namespace: str | None = None) -> builtins.list[Body]:
-        """Objects of `kind` (Pods) whose spec.nodeName is `node`, sorted like `list`."""
-        if not node:
-            raise ValueError("on_node needs a node name; unbound pods are not indexed")
-        return self._lookup(kind, [("node", node)], namespace=namespace)
-
-    def with_labels(
-        self, kind: str, *, labels: Mapping[str, str], namespace: str | None = None
-    ) -> builtins.list[Body]:
-        """Objects of `kind` whose labels include every `labels` pair (values compared
-        with ==, as an equality selector does), sorted like `list`. Empty `labels`
-        select everything, as an empty selector does."""
-        if not labels:
-            return self.list(kind, namespace)
-        return self._lookup(kind, [("label", k, v) for k, v in labels.items()], namespace=namespace)
-
-    def _lookup(self, kind: str, terms: builtins.list[Term], *, namespace: str | None) -> builtins.list[Body]:
-        with self._lock:
-            objects = self._objects.get(kind)
-            if not objects:
-                return []
-            keys = self._index.lookup(kind, terms)
-            if namespace is not None:
-                keys = {k for k in keys if k[0] == namespace}
-            blobs = [objects[k] for k in sorted(keys)]
-        return codec.decode_many(blobs)
+    # get, list, owned_by, on_node, with_labels: CachedReads (cachedreads.py), over _objects/_index.
 
     def put(self, obj: Body) -> Body:
         """Insert or replace an object; the store owns uid, creationTimestamp, generation
