@@ -15,6 +15,7 @@ calls, a 1.5 KB JSON value (a Pod's size):
   the watcher thread).
 
 Run: python -m bench.etcd_clients [--n 300]
+(aetcd is not a dependency of the product: `pip install aetcd` first; etcd comes from setup-host.sh)
 """
 from __future__ import annotations
 

@@ -17,7 +17,6 @@ Why it looks like this:
 from __future__ import annotations
 
 import socket
-import socketserver
 import ssl
 import threading
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import structlog
 
 from reconciler.apiserver.auth import Guard
+from reconciler.apiserver.connections import TrackedServer
 from reconciler.apiserver.routes import Routes
 from reconciler.apiserver.server import ApiServerError, _Handler
 from reconciler.apiserver.tls import Pki, TlsError
@@ -34,40 +34,15 @@ log = structlog.get_logger(__name__)
 _HANDSHAKE_TIMEOUT = 10.0
 
 
-class _TlsServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-    request_queue_size = 64
+class _TlsServer(TrackedServer):
     routes: Routes
     context: ssl.SSLContext
-
-    def server_activate(self) -> None:
-        super().server_activate()
-        self.open: set[socket.socket] = set()
-        self.open_lock = threading.Lock()
 
     def get_request(self) -> tuple[Any, Any]:
         sock, address = self.socket.accept()
         wrapped = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        with self.open_lock:
-            self.open.add(wrapped)
+        self.track(wrapped)
         return wrapped, address
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.open_lock:
-            self.open.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self) -> None:
-        """End every open connection (watch streams too): a stopped server answers nothing more."""
-        with self.open_lock:
-            open_now = list(self.open)
-        for sock in open_now:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("api.https.connection_failed", client=str(client_address))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import socket
-import socketserver
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler
@@ -28,6 +27,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import structlog
 
 from reconciler.apiserver.auth import TokenAuthority
+from reconciler.apiserver.connections import TrackedServer
 from reconciler.apiserver.https import split_listen
 from reconciler.apiserver.server import ApiServerError
 from reconciler.apiserver.status import from_action_error
@@ -195,37 +195,12 @@ def sync_notice(query: Mapping[str, str]) -> str:
     return f"Sync requested: the branch head is {synced[:12]}." if synced else "Sync requested."
 
 
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-    request_queue_size = 64
+class _Server(TrackedServer):
     dashboard: Dashboard
 
-    def server_activate(self) -> None:
-        super().server_activate()
-        self.open: set[socket.socket] = set()
-        self.open_lock = threading.Lock()
-
     def process_request(self, request: Any, client_address: Any) -> None:
-        with self.open_lock:
-            self.open.add(request)
+        self.track(request)
         super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.open_lock:
-            self.open.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self) -> None:
-        """End every open connection (live streams too): a stopped dashboard answers nothing more."""
-        with self.open_lock:
-            open_now = list(self.open)
-        for sock in open_now:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("dashboard connection failed", client=str(client_address))
