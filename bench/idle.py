@@ -7,9 +7,17 @@ podman engine; once every replica is ready and a settle time has passed, its CPU
 sampled every second) are read over ``window`` seconds. CPU is reported as a percentage
 of one CPU.
 
-Baseline: the podman service's own CPU over the same window (the daemon's relists are
-its only client then), and again over a window with the daemon stopped — the pods keep
-running, as they do when a kubelet stops — which is what the engine costs by itself.
+Baseline: the podman service's own CPU over the same window (the daemon's heartbeats,
+its event stream and its relists are its only client then), and again over a window with
+the daemon stopped — the pods keep running, as they do when a kubelet stops — which is
+what the engine costs by itself.
+
+While the event stream is healthy the daemon relists every 900 s (``pleg.QUIET_RELIST_INTERVAL``,
+after Kubernetes' Evented PLEG) and looks for lone containers hourly (``QUIET_LONE_SCAN_INTERVAL``),
+both longer than the window, which would mostly show neither: the podman CPU of one relist
+(the driver's ``list_pods``) and of one look (``list_lone_containers``) is measured apart and
+their shares over those intervals are added to the engine's figure (counted twice if one fell
+into the window: the figure errs high).
 """
 from __future__ import annotations
 
@@ -20,6 +28,8 @@ import time
 from bench.cluster import Cluster, deployment_yaml, wait_until
 from bench.engine import HELLO_V1, PrivateEngine
 from bench.figures import Figure, Results
+from reconciler.kubelet.pleg import QUIET_LONE_SCAN_INTERVAL, QUIET_RELIST_INTERVAL
+from runtime.podman import PodmanDriver
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -51,6 +61,23 @@ def watch(pid: int, *, seconds: float) -> tuple[float, list[float]]:
     return 100 * (cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0), samples
 
 
+def relist_cost(engine_pid: int, url: str, *, reps: int = 3) -> tuple[float, float]:
+    """Median podman CPU seconds of one relist (``list_pods``) and of one look for lone containers."""
+    driver = PodmanDriver(url=url)
+    relists, looks = [], []
+    try:
+        for _ in range(reps):
+            cpu0 = cpu_seconds(engine_pid)
+            driver.list_pods()
+            cpu1 = cpu_seconds(engine_pid)
+            driver.list_lone_containers()
+            relists.append(cpu1 - cpu0)
+            looks.append(cpu_seconds(engine_pid) - cpu1)
+    finally:
+        driver.close()
+    return statistics.median(relists), statistics.median(looks)
+
+
 def run(*, results: Results, engine: PrivateEngine, pods: int, window: float, settle: float, command: str) -> None:
     engine_pid = engine.pid()
     if engine_pid is None:
@@ -72,6 +99,8 @@ def run(*, results: Results, engine: PrivateEngine, pods: int, window: float, se
             raise RuntimeError("pods stopped running during the idle window")
     finally:
         cluster.stop()
+    relist, look = relist_cost(engine_pid, engine.url)
+    relist_share = 100 * (relist / QUIET_RELIST_INTERVAL + look / QUIET_LONE_SCAN_INTERVAL)
     # The engine alone, same pods, no daemon (stopping it leaves the pods running).
     alone_window = min(window, 30.0)
     engine_cpu0, wall0 = cpu_seconds(engine_pid), time.monotonic()
@@ -80,11 +109,17 @@ def run(*, results: Results, engine: PrivateEngine, pods: int, window: float, se
     engine.remove_all()
 
     results.add(Figure(key="idle.cpu", title=f"idle daemon CPU, {pods} pods, {window:.0f} s", value=daemon_cpu, unit="%",
-                       goal=1.0, goal_text="< 1 %", note="% of one CPU; includes waited-for children",
+                       goal=0.5, goal_text="< 0.5 %", note="% of one CPU; includes waited-for children",
                        command=command))
     results.add(Figure(key="idle.rss", title=f"idle daemon RSS (max of {len(rss)} samples)", value=max(rss), unit="MB",
-                       goal=80.0, goal_text="< 80 MB", note=f"median {statistics.median(rss):.1f} MB",
+                       goal=60.0, goal_text="< 60 MB", note=f"median {statistics.median(rss):.1f} MB",
                        command=command))
-    results.add(Figure(key="idle.engine", title="podman service CPU while the daemon idles", value=engine_cpu, unit="%",
-                       baseline=engine_alone, baseline_title=f"(engine alone, {alone_window:.0f} s)",
-                       note="what the daemon's relists cost the engine", command=command))
+    results.add(Figure(key="idle.engine", title="podman service CPU while the daemon idles", value=engine_cpu + relist_share,
+                       unit="%", baseline=engine_alone, baseline_title=f"(engine alone, {alone_window:.0f} s)",
+                       goal=1.5, goal_text="<= 1.5x alone",
+                       note=f"{engine_cpu:.2f} % over the window + {relist_share:.2f} %: one relist "
+                            f"every {QUIET_RELIST_INTERVAL:.0f} s, one look for lone containers every "
+                            f"{QUIET_LONE_SCAN_INTERVAL:.0f} s", command=command))
+    results.add(Figure(key="idle.relist", title=f"podman CPU of one relist of {pods} pods", value=1000 * relist,
+                       unit="ms", note=f"list_pods, every {QUIET_RELIST_INTERVAL:.0f} s while the event stream is "
+                                       f"healthy; a look for lone containers: {1000 * look:.0f} ms", command=command))

@@ -15,6 +15,7 @@ import argparse
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.figures import Results, format_table  # noqa: E402
 
-SECTIONS = ("rollouts", "idle", "nftables", "proxy", "controlplane")
+SECTIONS = ("rollouts", "idle", "nftables", "proxy", "controlplane", "nodes", "etcd")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,9 +43,9 @@ class Settings:
 
 
 FULL = Settings(reps=5, sizes=(1, 10, 30), roll_replicas=10, idle_pods=100, idle_window=60, idle_settle=10,
-                cp_sizes=(100, 1000, 5000), cp_budget=20)
+                cp_sizes=(100, 1000, 5000, 10000), cp_budget=20)
 QUICK = Settings(reps=3, sizes=(1, 10, 30), roll_replicas=10, idle_pods=100, idle_window=20, idle_settle=5,
-                 cp_sizes=(100, 1000, 5000), cp_budget=5)
+                 cp_sizes=(100, 1000, 10000), cp_budget=5)
 
 
 def machine() -> dict:
@@ -94,6 +95,10 @@ def main() -> int:
                      "namespaces, nftables).")
     command = "bench/run" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
 
+    # A SIGTERM (kill, a CI timeout) must unwind like Ctrl-C does, so that every context manager
+    # runs its teardown: the private engine, its pods and bridge networks, the daemons, their
+    # nftables tables and fallback routes. The default SIGTERM kills at once and leaves them all.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     results = Results(machine=machine(), command=command)
     m = results.machine
     print(f"{m['date']}: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, kernel {m['kernel']}, {m['podman']}, "
@@ -130,6 +135,19 @@ def main() -> int:
 
         print(f"== control plane on the fake runtime: {', '.join(map(str, settings.cp_sizes))} Deployments", flush=True)
         controlplane.run(results=results, sizes=settings.cp_sizes, budget=settings.cp_budget, command=command)
+        print("== control plane on a 3-member etcd: 1000 Deployments", flush=True)
+        controlplane.run_etcd(results=results, command=command)
+    if "nodes" in only:
+        from bench import nodes
+
+        print("== 50 node agents (in this process, the real HTTPS API) against one daemon", flush=True)
+        nodes.run(results=results, nodes=50, pods_per_node=3, window=60.0, settle=settings.idle_settle,
+                  command=command)
+    if "etcd" in only:
+        from bench import etcd
+
+        print("== the daemon on a 3-member etcd: commit -> reconcile start, RSS with 1,000 Deployments", flush=True)
+        etcd.run(results=results, reps=reps, deployments=1000, command=command)
     m["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     m["duration_s"] = round(time.monotonic() - started)
 

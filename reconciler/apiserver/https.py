@@ -40,6 +40,9 @@ class _TlsServer(TrackedServer):
 
     def get_request(self) -> tuple[Any, Any]:
         sock, address = self.socket.accept()
+        # Answers go out whole (`_Handler._send`); without this, a keep-alive client waited
+        # for its delayed ACK (40 ms) whenever Nagle held back a second segment.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         wrapped = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         self.track(wrapped)
         return wrapped, address

@@ -22,6 +22,7 @@ Why it looks like this:
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ from urllib.parse import unquote
 
 from reconciler.apiserver import writes
 from reconciler.apiserver.auth import ADMIN, NODE, TokenAuthority
+from reconciler.apiserver.listcache import ListCache
 from reconciler.apiserver.status import ApiStatusError, from_action_error
 from reconciler.apiserver.tls import Pki
 from reconciler.apiserver.watch import watch_stream
@@ -74,6 +76,7 @@ class Response:
     body: Any = None  # JSON-able document
     text: str | None = None  # plain text instead of JSON
     stream: Iterable[str | bytes] | None = None  # chunked plain text (logs)
+    raw: bytes | None = None  # a JSON document encoded already (a kept list answer)
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -121,6 +124,7 @@ class Routes:
                  pki: Pki | None = None, advertise: str | None = None,
                  pod_cidr_pool: str = DEFAULT_POD_CIDR_POOL) -> None:
         self._store = store
+        self._lists = ListCache(store=store)  # the node agents' lists, encoded once per change
         self._pod_cidr_pool = pod_cidr_pool  # joining nodes get the next free /24 of it
         self._actions = actions
         self._tokens = tokens
@@ -231,7 +235,11 @@ class Routes:
             return Response(body=self._get(info, namespace or "", tail[0]))
         if query.get("watch", "").lower() in ("1", "true"):
             return self._watch(info, namespace, query)
-        return Response(body=self._list(info, namespace, query))
+        if info.kind == "Event":  # read from the events table, which the store's watch does not cover
+            return Response(body=self._list(info, namespace, query))
+        key = (info.kind, namespace, query.get("labelSelector", ""), query.get("fieldSelector", ""))
+        return Response(raw=self._lists.answer(
+            info.kind, key, lambda: (json.dumps(self._list(info, namespace, query)) + "\n").encode()))
 
     def _write(self, *, method: str, info: KindInfo, namespace: str | None, tail: list[str], body: Any) -> Response:
         if info.kind == "Node" and method == "POST" and not tail:

@@ -58,6 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 60
     server: _UnixHTTPServer
     guard: Guard | None = None  # set on the HTTPS listener's handler class
+    _headers_buffer: list[bytes]  # http.server's own, which send_header() fills (see _send)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self._dispatch("GET")
@@ -121,7 +122,9 @@ class _Handler(BaseHTTPRequestHandler):
         if response.stream is not None:
             self._send_stream(response)
             return
-        if response.text is not None:
+        if response.raw is not None:
+            payload, ctype = response.raw, "application/json"
+        elif response.text is not None:
             payload, ctype = response.text.encode(), "text/plain; charset=utf-8"
         else:
             payload, ctype = (json.dumps(response.body) + "\n").encode(), "application/json"
@@ -130,9 +133,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         for key, value in response.headers.items():
             self.send_header(key, value)
-        self.end_headers()
+        # Headers and body in one write: one TLS record and one segment for a small answer
+        # (end_headers() then write() made two, and Nagle held the second one back).
+        self._headers_buffer.append(b"\r\n")  # http.server's end_headers(), without its flush
         if self.command != "HEAD":
-            self.wfile.write(payload)
+            self._headers_buffer.append(payload)
+        self.flush_headers()
 
     def _send_stream(self, response: Response) -> None:
         chunks = response.stream

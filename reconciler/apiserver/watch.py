@@ -14,12 +14,16 @@ Why it looks like this:
   watcher, as in Kubernetes.
 - The periodic `BOOKMARK` lets the client tell a quiet stream from a dead connection
   (its read times out), and lets the server notice a client that left (the write
-  fails) and drop its store watch.
+  fails) and drop its store watch. It is due `heartbeat` seconds after the last line
+  *sent*: changes this watcher filters out (other nodes' pods) wake it without
+  sending anything, and with 50 nodes writing pod status they came often enough that
+  a quiet node's stream went silent until its agent gave up on it.
 """
 from __future__ import annotations
 
 import json
 import queue
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -47,18 +51,25 @@ def watch_stream(store: Any, *, kind: str, namespace: str | None, matches: Calla
                 sent.add((meta.get("namespace") or "", meta.get("name") or ""))
                 yield _line("ADDED", typed(obj))
         yield _line("BOOKMARK", {"metadata": {"resourceVersion": str(store.resource_version)}})
+        last_sent = time.monotonic()
         while True:
+            wait = heartbeat - (time.monotonic() - last_sent)
             try:
-                key = changes.get(timeout=heartbeat)
+                key = changes.get(timeout=wait) if wait > 0 else None
             except queue.Empty:
+                key = None
+            if key is None:
                 yield _line("BOOKMARK", {"metadata": {"resourceVersion": str(store.resource_version)}})
+                last_sent = time.monotonic()
                 continue
             obj = store.get(kind, *key)
             if obj is not None and matches(obj):
                 yield _line("MODIFIED" if key in sent else "ADDED", typed(obj))
                 sent.add(key)
+                last_sent = time.monotonic()
             elif key in sent:
                 sent.discard(key)
                 yield _line("DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})
+                last_sent = time.monotonic()
     finally:
         store.unwatch(on_change)

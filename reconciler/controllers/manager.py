@@ -15,7 +15,9 @@ Resync without redoing (docs/performance.md): controllers registered with ``trac
 read the store through ``reader`` (``tracking.ReadTracking``), which notes what each
 reconcile read; a later ``resync()`` enqueues a key only when something it read has
 changed since (or it was never reconciled). The store's watchers cannot miss a write,
-so this loses nothing a full pass would find from the store. A real full pass still
+so this loses nothing a full pass would find from the store. The records are filed by what
+they read (``cleanrecords.CleanRecords``): a change drops the ones it affects as it is
+routed, so a resync costs what changed, not every key's reads (issue 16). A real full pass still
 runs every ``GUARD_INTERVAL`` (5 minutes) against what reads cannot show: a decision
 that depends on time without asking for a requeue, or on in-memory state.
 
@@ -24,15 +26,18 @@ With ``threaded=False`` nothing runs in the background: a simulation calls
 """
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from reconciler.controllers.cleanrecords import CleanRecords
 from reconciler.controllers.tracking import Clean, Dep, Reads, ReadTracking, owner_terms
 from reconciler.core.bodies import Body
 from reconciler.core.clock import Clock
@@ -79,8 +84,11 @@ class ControllerManager:
         self._observers: dict[str, list[Callable[[Change], None]]] = {}
         self._jobs: list[tuple[str, Callable[[], None], float]] = []
         self.queues: dict[str, WorkQueue] = {}
-        # Per queue: each key's last clean reconcile (see _tracked).
-        self._clean: dict[str, dict[Hashable, Clean]] = {}
+        # Per queue: each key's last clean reconcile (see _tracked), filed by what it read, so a
+        # change drops the records it affects and a resync looks only at keys without one.
+        # Guarded by _lock.
+        self._records = CleanRecords()
+        self._clean: dict[str, dict[Hashable, Clean]] = self._records.by_queue
         # Guarded by _lock: what the watch remembers of each object, so routing a deletion and a
         # resync need no store listing: keys of the For kinds, owners of owned kinds, Pods' nodes,
         # and the owner/node scopes of Pods and ReplicaSets.
@@ -88,6 +96,10 @@ class ControllerManager:
         self._keys: dict[str, dict[str, set[str]]] = {}
         self._owners: dict[tuple[str, str, str], dict[str, str]] = {}
         self._pod_node: dict[NamespacedKey, str | None] = {}
+        # The same, inverted, kept with it (_place_pod): a Node change asks for the unbound pods and a
+        # resync for every pod's node, which scanning _pod_node made O(pods) each time.
+        self._unbound: set[NamespacedKey] = set()
+        self._on_node: dict[str, set[NamespacedKey]] = {}
         self._terms: dict[tuple[str, str, str], frozenset[Dep]] = {}
         self._owned_kinds: set[str] = set()
         # Change numbers (see tracking.Reads): _seq counts changes; _changed holds, per object or
@@ -96,6 +108,9 @@ class ControllerManager:
         self._floor = 0
         self._changed: dict[Dep, int] = {}
         self._last_full: float | None = None
+        # How a clean record keeps the key/values it read, to compare them at each resync: the stored
+        # text where the store offers it (no decoding; a different spelling only costs a reconcile).
+        self._kv_value: Callable[[str], Hashable] = getattr(store, "kv_text", None) or partial(_kv_json, store)
         self._scheduler: BackgroundScheduler | None = None
         store.watch(self._on_change)
 
@@ -110,7 +125,8 @@ class ControllerManager:
         name = controller.name
         if name in self._registered:
             raise ValueError(f"a controller named {name} is registered already")
-        self._clean[name] = {}
+        with self._lock:
+            self._records.add_queue(name)
         handler = self._tracked(name, controller.reconcile) if tracked else controller.reconcile
         queue = WorkQueue(name=name, handler=handler, workers=controller.workers, clock=self.clock,
                           on_done=self._queue_observer(name) if self._queue_observer else None)
@@ -143,15 +159,34 @@ class ControllerManager:
 
     def unbound_pods(self) -> list[NamespacedKey]:
         with self._lock:
-            return sorted(k for k, node in self._pod_node.items() if not node)
+            return sorted(self._unbound)
 
     def pod_nodes(self) -> set[str]:
         with self._lock:
-            return {node for node in self._pod_node.values() if node}
+            return set(self._on_node)
 
     def pods_on(self, node: str) -> list[NamespacedKey]:
         with self._lock:
-            return sorted(k for k, n in self._pod_node.items() if n == node)
+            return sorted(self._on_node.get(node, ()))
+
+    def _place_pod(self, key: NamespacedKey, node: str | None, *, present: bool) -> str | None:
+        """Under _lock: note a Pod's node (``present=False``: the pod is gone); returns the node before."""
+        before = self._pod_node.pop(key, None)
+        if before:
+            keys = self._on_node.get(before)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._on_node[before]
+        else:
+            self._unbound.discard(key)
+        if present:
+            self._pod_node[key] = node
+            if node:
+                self._on_node.setdefault(node, set()).add(key)
+            else:
+                self._unbound.add(key)
+        return before
 
     # -- what changed --------------------------------------------------------------------
     def _remember(self, kind: str, namespace: str, name: str, obj: Body | None) -> Remembered:
@@ -161,10 +196,10 @@ class ControllerManager:
         with self._lock:
             self._seq += 1
             seq = self._seq
-            changed = self._changed
-            changed[ident] = seq
-            changed[("list", kind, namespace)] = seq
-            changed[("list", kind, None)] = seq
+            bump = self._bump
+            bump(ident, seq)
+            bump(("list", kind, namespace), seq)
+            bump(("list", kind, None), seq)
             if kind in _SCOPED:
                 old_terms = self._terms.pop(ident, None)
                 new_terms = owner_terms(kind, obj)
@@ -172,9 +207,9 @@ class ControllerManager:
                     self._terms[ident] = new_terms
                 if old_terms is None and obj is None:
                     # A deletion of an object the manager never saw: the scopes it left are unknown.
-                    changed[("wild", kind)] = seq
+                    bump(("wild", kind), seq)
                 for term in new_terms.symmetric_difference(old_terms or frozenset()):
-                    changed[term] = seq
+                    bump(term, seq)
             before_owners: dict[str, str] = {}
             if kind in self._owned_kinds:
                 before_owners = self._owners.pop(ident, {})
@@ -182,9 +217,8 @@ class ControllerManager:
                     self._owners[ident] = controller_owners(obj)
             before_node: str | None = None
             if kind == "Pod":
-                before_node = self._pod_node.pop((namespace, name), None)
-                if obj is not None:
-                    self._pod_node[(namespace, name)] = _node_of(obj)
+                before_node = self._place_pod((namespace, name), _node_of(obj) if obj is not None else None,
+                                              present=obj is not None)
             if kind in self._keys:
                 names = self._keys[kind].setdefault(namespace, set())
                 if obj is not None:
@@ -194,6 +228,11 @@ class ControllerManager:
                     if not names:
                         del self._keys[kind][namespace]
         return Remembered(owners=before_owners, node=before_node)
+
+    def _bump(self, dep: Dep, seq: int) -> None:
+        """Under _lock: ``dep`` changed at ``seq``; the clean records that read it are dropped."""
+        self._changed[dep] = seq
+        self._records.invalidate(dep)
 
     def _learn(self, kind: str, objs: list[Body]) -> None:
         """A full resync's lists: the whole truth about ``kind`` (no change numbers move)."""
@@ -208,47 +247,53 @@ class ControllerManager:
                 if kind in self._owned_kinds:
                     self._owners[(kind, namespace, name)] = controller_owners(obj)
                 if kind == "Pod":
-                    self._pod_node[(namespace, name)] = _node_of(obj)
+                    self._place_pod((namespace, name), _node_of(obj), present=True)
             if kind in self._keys:
                 self._keys[kind] = keys
 
     def _reads_object(self, kind: str) -> bool:
         # Only kinds whose declarations look at the object (events and the like are never read).
-        return kind == "Pod" or kind in self._keys or kind in self._owned_kinds
+        # Nodes too (few, rarely written): the scheduler compares what placement reads of them.
+        return kind in ("Pod", "Node") or kind in self._keys or kind in self._owned_kinds
 
     def _tracked(self, queue: str, handler: Callable[[Hashable], Any]) -> Callable[[Hashable], Any]:
         """Run ``handler`` with its reads noted; remember a clean outcome for ``resync``."""
-        records = self._clean[queue]
+        records = self._records
 
         def run(key: Hashable) -> Any:
             reads = Reads(deps=set(), kv=set())
             with self._lock:
                 started = self._seq
-            records.pop(key, None)
+                records.drop(queue, key)
             self._local.reads = reads
             try:
                 result = handler(key)
             finally:
                 self._local.reads = None
             if result is None or getattr(result, "requeue_after", None) is None:
-                kv = tuple((k, self.store.kv_get(k)) for k in sorted(reads.kv))
+                kv = tuple((k, self._kv_value(k)) for k in sorted(reads.kv))
                 record = Clean(seq=started, deps=frozenset(reads.deps), kv=kv)
                 with self._lock:  # against a full resync clearing the records meanwhile
-                    if started >= self._floor:
-                        records[key] = record
+                    changed = self._changed
+                    # A change while it ran was not filed under this record: then it is not clean.
+                    if started >= self._floor and not any(changed.get(dep, 0) > started for dep in record.deps):
+                        records.keep(queue, key, record)
             return result
 
         return run
 
-    def _still_clean(self, queue: str, key: Hashable) -> bool:
-        record = self._clean[queue].get(key)
-        if record is None:
-            return False
-        changed, seq = self._changed, record.seq
-        for dep in record.deps:
-            if changed.get(dep, 0) > seq:
-                return False
-        return all(self.store.kv_get(k) == value for k, value in record.kv)
+    def _drop_moved_kv(self) -> None:
+        """Drop the records whose key/values differ now (kv writes notify nobody): one read per kv key."""
+        with self._lock:
+            read = self._records.kv_values()
+        moved: list[tuple[str, Hashable]] = []
+        for kv_key, values in read:
+            now = self._kv_value(kv_key)
+            moved.extend((kv_key, value) for value in values if value != now)
+        if moved:
+            with self._lock:
+                for kv_key, value in moved:
+                    self._records.drop_kv(kv_key, value)
 
     # -- routing ---------------------------------------------------------------------------
     def _on_change(self, kind: str, namespace: str, name: str) -> None:
@@ -277,17 +322,18 @@ class ControllerManager:
             self._full_resync(first=first)
             self._last_full = now
             return
+        self._drop_moved_kv()
         for name, registered in self._registered.items():
             if not registered.tracked:
                 continue
             queue_keys = list(registered.controller.resync_keys(self, first=False))
-            records = self._clean[name]
-            live = set(queue_keys)
-            for gone in [k for k in list(records) if k not in live]:  # workers add records meanwhile
-                records.pop(gone, None)  # deleted objects' records would pile up
-            for key in queue_keys:
-                if not self._still_clean(name, key):
-                    registered.queue.add(key)
+            with self._lock:
+                self._records.drop_gone(name, set(queue_keys))  # deleted objects' records would pile up
+                records = self._clean[name]
+                # A record present is a key still clean (a change of what it read dropped it).
+                todo = [key for key in queue_keys if key not in records]
+            for key in todo:
+                registered.queue.add(key)
 
     def _full_resync(self, *, first: bool) -> None:
         """Every key of every controller (untracked ones only on the ``first`` pass)."""
@@ -296,8 +342,7 @@ class ControllerManager:
             # reconciles that started before this line are not trusted as clean.
             self._floor = self._seq
             self._changed.clear()
-            for records in self._clean.values():
-                records.clear()
+            self._records.clear()
             kinds = sorted({*self._keys, *self._owned_kinds, "Pod"})
         for kind in kinds:
             self._learn(kind, self.store.list(kind))
@@ -343,6 +388,11 @@ class ControllerManager:
 
     def last_progress(self) -> float:
         return min(q.last_progress for q in self.queues.values())
+
+
+def _kv_json(store: Any, key: str) -> str:
+    """A key/value as canonical JSON text (hashable), for a store without ``kv_text``."""
+    return json.dumps(store.kv_get(key), sort_keys=True)
 
 
 def _node_of(pod: Body) -> str | None:

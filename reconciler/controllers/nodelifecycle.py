@@ -34,10 +34,17 @@ The key is a node name. The NotReady time is the Ready condition's
 ``lastTransitionTime`` on the Node object, so a daemon restart neither resets
 nor skips the toleration. Each pass requeues itself for the moment the
 toleration runs out.
+
+A Ready node's pass looks only at its pods that say ``NodeLost`` (step 3), which
+this controller remembers (``_lost_at``): from the first pass over each node (one
+scan of its pods), from its own marks, and from every Pod change (``observe``,
+the manager's observer). Scanning every pod of a Ready node each time made every
+heartbeat and every resync after a pod change cost O(pods) (docs/performance.md).
 """
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -71,6 +78,10 @@ class NodeLifecycleController:
         self.toleration = float(toleration)
         # Told (node, pod key) after a forced removal, so the node agent forgets its probes for it.
         self._on_pod_removed = on_pod_removed or (lambda node, key: None)
+        # Pods whose status says NodeLost -> their node; nodes whose pods were scanned once.
+        self._lost_lock = threading.Lock()
+        self._lost_at: dict[tuple[str, str], str] = {}
+        self._scanned: set[str] = set()
         self.watches: tuple[Watch, ...] = (Watches("Node", lambda change, _: [change.name]),
                                            Watches("Pod", self._lost_node_of))
 
@@ -86,8 +97,47 @@ class NodeLifecycleController:
 
     def _lost_node_of(self, change: Change, _cache: Cache) -> list[str]:
         # A pod on a lost (or unconfigured) node: its status is this controller's, not the kubelet's.
+        # And a pod that says NodeLost on a usable node (its pass clears that): it reads only the
+        # NodeLost pods it knows of, so a resync would not find a new one the way a scan did.
         node = change.node
-        return [node] if change.obj is not None and node and not self.usable(node) else []
+        if change.obj is None or not node:
+            return []
+        lost = (change.obj.get("status") or {}).get("reason") == REASON_NODE_LOST
+        return [node] if lost or not self.usable(node) else []
+
+    def observe(self, change: Change) -> None:
+        """Every Pod change (the manager's observer): keep the NodeLost pods current."""
+        self._note(change.key, change.obj)
+
+    def _note(self, key: tuple[str, str], pod: Body | None) -> None:
+        node = (pod.get("spec") or {}).get("nodeName") if pod is not None else None
+        lost = pod is not None and (pod.get("status") or {}).get("reason") == REASON_NODE_LOST
+        with self._lost_lock:
+            if lost and isinstance(node, str) and node:
+                self._lost_at[key] = node
+            else:
+                self._lost_at.pop(key, None)
+
+    def _lost_pods(self, name: str) -> list[Body]:
+        """The pods of the Ready node ``name`` that may say NodeLost: every pod the first time, then
+        the ones remembered (each read again: the memory may be behind the store)."""
+        with self._lost_lock:
+            scanned = name in self._scanned
+            keys = [k for k, node in self._lost_at.items() if node == name]
+        if not scanned:
+            pods = self.pods_on(name)
+            for pod in pods:
+                self._note((pod["metadata"]["namespace"], pod["metadata"]["name"]), pod)
+            with self._lost_lock:
+                self._scanned.add(name)
+            return pods
+        found = []
+        for key in keys:
+            pod = self._store.get("Pod", *key)
+            self._note(key, pod)
+            if pod is not None and (pod.get("spec") or {}).get("nodeName") == name:
+                found.append(pod)
+        return found
 
     def resync_keys(self, cache: Cache, *, first: bool) -> list[str]:
         # Every node with pods: a registered node's lost heartbeat is noticed only by looking.
@@ -95,10 +145,9 @@ class NodeLifecycleController:
 
     def reconcile(self, key: str) -> Result | None:
         name = key
-        pods = self.pods_on(name)
         node = self._store.get("Node", "", name)
         if name not in self._configured and not _registered(node):
-            for pod in pods:
+            for pod in self.pods_on(name):
                 self._remove(pod, node=name, why=f"node {name} is no longer in the daemon's config")
             return None
         if node is None:
@@ -108,9 +157,10 @@ class NodeLifecycleController:
             if stale_in is not None and stale_in <= 0:
                 self._mark_unknown(name)
                 return Result(requeue_after=0.0)
-            for pod in pods:
+            for pod in self._lost_pods(name):
                 self._clear_node_lost(pod)
             return Result(requeue_after=stale_in) if stale_in is not None else None
+        pods = self.pods_on(name)
         cond = o.get_condition(node.get("status") or {}, "Ready") or {}
         now = self._clock.now()
         since = from_rfc3339(cond.get("lastTransitionTime")) or now
@@ -178,7 +228,9 @@ class NodeLifecycleController:
                 return None
             return cur
 
-        if self._store.update("Pod", namespace, name, mutate) is not None:
+        marked = self._store.update("Pod", namespace, name, mutate)
+        if marked is not None:
+            self._note((namespace, name), marked)  # also where no observer is wired
             self._store.record_event(kind="Pod", namespace=namespace, name=name, uid=pod["metadata"].get("uid", ""),
                                      type="Warning", reason="NodeNotReady",
                                      message=f"Node {node} is not ready; the pod is marked not ready")
@@ -196,7 +248,9 @@ class NodeLifecycleController:
             status.pop("message", None)
             return cur
 
-        self._store.update("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], mutate)
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        self._store.update("Pod", *key, mutate)
+        self._note(key, self._store.get("Pod", *key))
 
     def _remove(self, pod: Body, *, node: str, why: str) -> None:
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]

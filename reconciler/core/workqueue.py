@@ -16,6 +16,7 @@ import heapq
 import itertools
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
@@ -65,7 +66,9 @@ class WorkQueue:
         self._base_delay = base_delay
         self._max_delay = max_delay
         self._cond = threading.Condition()
-        self._queue: list[Hashable] = []
+        # A deque: a full pass queues tens of thousands of keys, and list.pop(0) made taking
+        # each one O(queue), the whole pass O(keys²).
+        self._queue: deque[Hashable] = deque()
         self._queued: set[Hashable] = set()
         self._processing: set[Hashable] = set()
         self._dirty: set[Hashable] = set()
@@ -126,7 +129,7 @@ class WorkQueue:
     def _take_locked(self) -> Hashable | None:
         if not self._queue:
             return None
-        key = self._queue.pop(0)
+        key = self._queue.popleft()
         self._queued.discard(key)
         self._processing.add(key)
         return key

@@ -178,8 +178,8 @@ class Config:
     webhook_secret_file: str | None = None
     metrics_listen: str | None = None
     node_toleration: float = 30.0  # seconds a NotReady node's pods wait before they are replaced
-    # Seconds between the node agents' full relists of each engine (the safety net under the
-    # engine's event stream); None: the controller manager's default.
+    # Seconds between the node agents' relists of each engine while its event stream is down
+    # (while it is healthy they relist every 900 s: kubelet/pleg.py); None: the default, 5 s.
     relist_interval: float | None = None
     api: ApiConfig | None = None  # None: the unix socket only
     # `decryption.ageKeyFile`: the age identities that decrypt SOPS-encrypted manifests.

@@ -73,6 +73,8 @@ class ControlPlane:
                                                  toleration=node_toleration, on_pod_removed=self._forget_pod)
         # The scheduler's per-node totals must be current before any placement.
         manager.observe("Pod", self.scheduler.observe)
+        # And the lifecycle's NodeLost pods, so a Ready node's pass need not read every pod of it.
+        manager.observe("Pod", self.lifecycle.observe)
         for controller in (self.deployments, self.replicasets, self.scheduler, self.services, self.endpoints,
                            self.lifecycle) if controllers else ():
             manager.add(controller)
@@ -95,7 +97,7 @@ class ControlPlane:
             self.agents[binding.name] = agent
             self.kubelets[binding.name] = kubelet
             # Two jobs per node, each in its own thread, so a slow node delays only itself.
-            manager.every(f"relist/{binding.name}", kubelet.relist_interval, kubelet.relist)
+            manager.every(f"relist/{binding.name}", kubelet.relist_interval, kubelet.poll)
             manager.every(f"heartbeat/{binding.name}", heartbeat_interval, kubelet.heartbeat)
         if pod_routes is not None and nodes:
             # This host is a node: route the other nodes' pod CIDRs via their addresses (host-gw),

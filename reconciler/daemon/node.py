@@ -129,7 +129,7 @@ class NodeProcess:
         kubelet = self.kubelet = Kubelet(agent=agent, heartbeat=nodes.heartbeat, usable=lambda _node: True,
                                          relist_interval=self._relist_interval)
         manager.add(kubelet, tracked=False)
-        manager.every(f"relist/{config.name}", kubelet.relist_interval, kubelet.relist)
+        manager.every(f"relist/{config.name}", kubelet.relist_interval, kubelet.poll)
         manager.every(f"heartbeat/{config.name}", HEARTBEAT_INTERVAL, self._heartbeat)
 
     def _build_data_plane(self, pod_cidr: str) -> ProxySync:

@@ -93,12 +93,6 @@ class AutoRollback:
         if not self.enabled(d):
             return False
         ns, name = d["metadata"]["namespace"], d["metadata"]["name"]
-        pin = self._store.kv_get(rollback_pin_key(ns, name))
-        if isinstance(pin, dict) and pin.get("goodTemplate") == d["spec"].get("template"):
-            # This is the rollback itself: the status still says ProgressDeadlineExceeded from the
-            # rollout it undid (until the good ReplicaSet reports complete again). Judged as a
-            # rollout of its own, it would be "rolled back" to the revision before, and back...
-            return False
         reason = self.failure_reason(d, new_pods=new_pods)
         if reason is None:
             return False

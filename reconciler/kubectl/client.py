@@ -3,7 +3,9 @@
 Why it looks like this: the standard library's http.client with the connection's
 socket swapped for an AF_UNIX one, so the CLI starts fast and needs nothing the
 daemon does not. Each call opens its own connection; CLI calls are few, and a
-fresh connection can never be a half-closed keep-alive one. Failures come back
+fresh connection can never be a half-closed keep-alive one. A long-running client
+(the node agent) asks for `keep_alive`: over HTTPS its JSON calls then reuse idle
+connections (`connpool`), which spares the daemon a TLS handshake per request. Failures come back
 as two exceptions the CLI maps to exit codes: `DaemonUnreachable` (nothing to talk
 to, or nothing we may trust: exit 3) and `ApiError` (the daemon answered no: its
 Status message, e.g. 401 for a wrong token).
@@ -20,7 +22,10 @@ Several servers (`server="https://a:6443,https://b:6443"`: the control-plane dae
 cluster) are tried in turn: a request that cannot connect to one (refused, unreachable,
 silent while connecting, its CA not fetchable) goes to the next, and the one that answered is
 asked first next time. Only connecting fails over: a request that reached a daemon is never
-sent twice.
+sent twice — except after a 503: a standby daemon answers 503 (ServiceUnavailable) to what
+only the leader does (`sync`, `rollout undo`, ...) and has done nothing, so the request goes to
+the next server, as kubectl's clients move on from an unavailable apiserver. When no server
+does it, the 503 is the answer (its message names the leader).
 
 `watch` reads a `?watch=true` stream as watch events (one JSON object a line); the
 stream only ends when the daemon goes away, so its end is `DaemonUnreachable`.
@@ -35,6 +40,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from reconciler.kubectl.connpool import ConnectionPool
 
 
 class DaemonUnreachable(Exception):
@@ -117,7 +124,7 @@ def _https_target(url: str) -> tuple[str, int]:
 class ApiClient:
     def __init__(self, *, socket_path: Path | None = None, timeout: float = 10, server: str | None = None,
                  token: str | None = None, ca_hash: str | None = None, ca_file: str | None = None,
-                 insecure: bool = False) -> None:
+                 insecure: bool = False, keep_alive: bool = False) -> None:
         if socket_path is None and server is None:
             raise ValueError("ApiClient needs a socket path or a server URL")
         # What error messages name: the socket, or the server's URL.
@@ -132,6 +139,7 @@ class ApiClient:
         self._ca_file = ca_file
         self._insecure = insecure
         self._context: ssl.SSLContext | None = None
+        self._pool = ConnectionPool() if keep_alive and self._servers else None
 
     @property
     def https(self) -> bool:
@@ -210,9 +218,12 @@ class ApiClient:
 
     def _json(self, method: str, path: str, body: Any) -> dict[str, Any]:
         conn, response = self._request(method, path, body, timeout=self.timeout)
+        server = self._server
+        complete = False
         try:
             try:
                 raw = response.read()
+                complete = True
             except TimeoutError:
                 raise DaemonUnreachable(
                     self.socket_path, f"no answer within {self.timeout:g} s"
@@ -220,7 +231,10 @@ class ApiClient:
             except (http.client.HTTPException, OSError) as exc:
                 raise DaemonUnreachable(self.socket_path, f"the connection broke ({exc})") from None
         finally:
-            conn.close()
+            if self._pool is not None and server is not None and complete and not response.will_close:
+                self._pool.give_back(server, conn)
+            else:
+                conn.close()
         if response.status >= 400:
             raise self._error(response.status, raw)
         try:
@@ -292,23 +306,57 @@ class ApiClient:
 
     def _request(self, method: str, path: str, body: Any, *, timeout: float | None
                  ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """One request, to the first of the servers that accepts a connection."""
+        """One request, to the first of the servers that accepts a connection and does not
+        answer 503 (a standby; see the module's docstring)."""
         servers = self._servers
         if len(servers) < 2:
             return self._request_to(method, path, body, timeout=timeout, failover=False)
         failures = []
+        unavailable: ApiError | None = None
         first = servers.index(self._server) if self._server in servers else 0
         for step in range(len(servers)):
             self._server = servers[(first + step) % len(servers)]
             try:
-                return self._request_to(method, path, body, timeout=timeout, failover=True)
+                conn, response = self._request_to(method, path, body, timeout=timeout, failover=True)
             except _NoConnection as exc:
                 failures.append(str(exc))
+                continue
+            if response.status != 503:
+                return conn, response
+            try:
+                raw = response.read()
+            except (http.client.HTTPException, OSError):
+                raw = b""
+            finally:
+                conn.close()
+            unavailable = self._error(503, raw)
+            failures.append(f"https://{self._server[0]}:{self._server[1]}: {unavailable.message}")
+        self._server = servers[first]  # nobody did it: ask the same one first next time
+        if unavailable is not None:
+            raise ApiError(503, "; ".join(failures), reason=unavailable.reason)
         raise DaemonUnreachable(self.socket_path, "no server answers (" + "; ".join(failures) + ")")
 
     def _request_to(self, method: str, path: str, body: Any, *, timeout: float | None, failover: bool
                     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         here = f"https://{self._server[0]}:{self._server[1]}" if self._server is not None else str(self.socket_path)
+        headers, payload = self._headers(method, body)
+        if self._pool is not None and self._server is not None and timeout is not None:
+            reused = self._pool.take(self._server, timeout=timeout)
+            if reused is not None:
+                try:
+                    reused.request(method, path, body=payload, headers=headers)
+                    return reused, reused.getresponse()
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    reused.close()
+                    if method != "GET":  # it may have been done: never twice (the module's docstring)
+                        raise DaemonUnreachable(self.socket_path, "the connection broke before an answer") from None
+                    # A GET on a connection the daemon dropped (restarted): once more, on a fresh one.
+                except TimeoutError:
+                    reused.close()
+                    raise DaemonUnreachable(self.socket_path, f"no answer within {timeout:g} s") from None
+                except (http.client.HTTPException, OSError) as exc:
+                    reused.close()
+                    raise DaemonUnreachable(self.socket_path, f"the connection failed ({exc})") from None
         try:
             conn = self._connection(timeout if timeout is not None else self.timeout)
         except UntrustedServer:
@@ -323,15 +371,6 @@ class ApiClient:
             except (ConnectionError, TimeoutError, socket.gaierror) as exc:  # TLS errors are said below
                 conn.close()
                 raise _NoConnection(f"{here}: {exc.strerror or str(exc) or type(exc).__name__}") from None
-        headers = {"Accept": "application/json"}
-        if self._token and self._server is not None:
-            headers["Authorization"] = f"Bearer {self._token}"
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        elif method in ("POST", "PUT", "DELETE"):
-            headers["Content-Length"] = "0"
         try:
             conn.request(method, path, body=payload, headers=headers)
             response = conn.getresponse()
@@ -366,6 +405,23 @@ class ApiClient:
             if sock is not None:
                 sock.settimeout(None)
         return conn, response
+
+    def _headers(self, method: str, body: Any) -> tuple[dict[str, str], bytes | None]:
+        headers = {"Accept": "application/json"}
+        if self._token and self._server is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        elif method in ("POST", "PUT", "DELETE"):
+            headers["Content-Length"] = "0"
+        return headers, payload
+
+    def close(self) -> None:
+        """Close the idle keep-alive connections (a client that asked for them and is done)."""
+        if self._pool is not None:
+            self._pool.close()
 
     def _error(self, code: int, raw: bytes) -> ApiError:
         text = raw.decode("utf-8", "replace").strip()

@@ -356,6 +356,10 @@ class NodeAgent:
         # It ran before (a container of it had an ID) yet the engine had to create it: the
         # engine lost the pod, or containers of it, behind our back.
         ran_before = any(cs.get("containerID") for cs in (pod.get("status") or {}).get("containerStatuses") or [])
+        if request.pod_ip and not self.teardown.releasing.wait(request.pod_ip):
+            # A removal of this node still holds the address (teardown.py): go ahead, the engine decides.
+            log.warning("pod IP still held by a pod being removed", object=f"pod/{request.name}",
+                        namespace=request.namespace, node=self.node, pod_ip=request.pod_ip)
         try:
             # The app containers come only once every init container has succeeded (initcontainers.py).
             created = self.driver.create_pod(replace(request, containers=()) if initialising

@@ -120,6 +120,10 @@ class Prober:
         self._workers = max(1, workers)
         self._cond = threading.Condition()
         self._containers: dict[tuple[tuple[str, str], str], _Container] = {}
+        # The same, by pod, and only those with probes: what forget_pod and the due scans walk
+        # (walking every container of the node made each of them O(pods); issue 16).
+        self._by_pod: dict[tuple[str, str], set[str]] = {}
+        self._probed: dict[tuple[tuple[str, str], str], _Container] = {}
         self._running = False
         self._scheduler: threading.Thread | None = None
         self._jobs: queue.Queue[_Job | None] | None = None
@@ -142,6 +146,7 @@ class Prober:
             if c is None:
                 c = _Container(configs=configs, target=target, running=False, started_at=None)
                 self._containers[key] = c
+                self._by_pod.setdefault(pod_key, set()).add(container)
             c.target = target
             if not running:
                 c.running, c.probes, c.message, c.message_kind = False, {}, "", ""
@@ -151,6 +156,10 @@ class Prober:
                 c.instance = instance
                 if first_seen and was_ready:
                     self._resume_ready_locked(c)
+            if c.probes:
+                self._probed[key] = c
+            else:
+                self._probed.pop(key, None)
             after = self._state_locked(key)
             self._cond.notify_all()
         if before != after:
@@ -175,8 +184,9 @@ class Prober:
 
     def forget_pod(self, pod_key: tuple[str, str]) -> None:
         with self._cond:
-            for key in [k for k in self._containers if k[0] == pod_key]:
-                del self._containers[key]
+            for container in self._by_pod.pop(pod_key, ()):
+                self._containers.pop((pod_key, container), None)
+                self._probed.pop((pod_key, container), None)
 
     # -- results ----------------------------------------------------------------------------
     def state(self, *, pod_key: tuple[str, str], container: str) -> ContainerProbeState:
@@ -207,7 +217,7 @@ class Prober:
 
     def _take_due_locked(self, now: float) -> list[_Job]:
         jobs = []
-        for key, c in self._containers.items():
+        for key, c in self._probed.items():
             for kind, p in c.probes.items():
                 if p.next_due <= now and self._eligible(c, kind, p):
                     p.in_flight = True
@@ -216,7 +226,7 @@ class Prober:
         return jobs
 
     def _next_due_locked(self) -> float | None:
-        dues = [p.next_due for c in self._containers.values() for kind, p in c.probes.items()
+        dues = [p.next_due for c in self._probed.values() for kind, p in c.probes.items()
                 if self._eligible(c, kind, p)]
         return min(dues) if dues else None
 

@@ -4,15 +4,18 @@
 ``node/<name>``, fed by the Pods bound to its node) and adds what only a kubelet has:
 
 - **Heartbeats** (node status): ping the engine, write the Node (``nodestatus``).
-- **Relists** every ``relist_interval`` (default 5 s; the config's ``relistInterval``),
-  the safety net for engine events lost while the stream was reopened.
+- **Relists**, the safety net under the events, as Kubernetes' Evented PLEG does them
+  (``pleg.py``): ``poll`` runs every ``relist_interval`` (default 5 s; the config's
+  ``relistInterval``) and relists each time only while the event stream is down; while
+  it is healthy, every ``QUIET_RELIST_INTERVAL`` (900 s), and at once when it
+  (re)connects (in the watcher thread, before the stream's first event is read).
 - **Engine events**: one watcher thread on the engine's event stream, handing each event
   to the agent (a key to look at at once).
 
 A kubelet's work items are dropped while its Node is NotReady: its view of that engine
 is stale, and writing status from it would undo what the node lifecycle controller says
-about the node's pods (Unknown, not ready). Nothing is lost by dropping: the relist,
-once the engine answers again, finds every difference anew.
+about the node's pods (Unknown, not ready). Nothing is lost by dropping: the next poll
+after the node is usable again relists, which finds every difference anew.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import structlog
 from reconciler.core.watches import Cache, Change, Watch, Watches
 from reconciler.core.workqueue import Result
 from reconciler.kubelet.agent import NodeAgent
-from runtime.driver import EngineEvent, EventsUnsupported
+from runtime.driver import EngineEvent, EventsUnsupported, WatchStatus
 
 log = structlog.get_logger("kubelet")
 
@@ -48,6 +51,7 @@ class Kubelet:
         self._usable = usable
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
+        self._dropped = False  # work items were dropped while the node was unusable: relist once it is back
         self.watches: tuple[Watch, ...] = (Watches("Pod", self._mine),)
 
     # -- as a controller ----------------------------------------------------------------
@@ -60,6 +64,7 @@ class Kubelet:
 
     def reconcile(self, key: Any) -> Result | None:
         if not self._usable(self.node):
+            self._dropped = True
             return None  # stale engine view; the relist finds this again once the node answers
         result: Result | None = self.agent.reconcile(key)
         return result
@@ -69,8 +74,20 @@ class Kubelet:
         self._heartbeat(self.node)
 
     def relist(self) -> None:
+        """A full relist now (the simulation's and tests' call; the periodic job is ``poll``)."""
         try:
             self.agent.relist()
+        except Exception:  # an unreachable node is the heartbeat's business
+            pass
+
+    def poll(self) -> None:
+        """The periodic job: a relist when the PLEG says one is due (see pleg.py), else at most a
+        look for lone containers; most polls of a node with a healthy event stream call nothing."""
+        if self._dropped and self._usable(self.node):
+            self._dropped = False
+            self.agent.pleg.request_relist()
+        try:
+            self.agent.pleg.poll()
         except Exception:  # an unreachable node is the heartbeat's business
             pass
 
@@ -102,11 +119,20 @@ class Kubelet:
             except Exception:
                 log.exception("engine event handling failed", node=self.node, pod=f"{event.namespace}/{event.name}")
 
+        def on_status(status: WatchStatus) -> None:
+            agent.on_watch_status(status)
+            if status.connected:
+                # Events may have been lost before the stream (re)opened: relist now, before
+                # its first event is read (what arrives meanwhile waits in the socket).
+                self.relist()
+
         try:
-            agent.driver.watch(on_event=on_event, stop=stop, on_status=agent.on_watch_status)
+            agent.driver.watch(on_event=on_event, stop=stop, on_status=on_status)
         except EventsUnsupported as exc:
             log.info("engine events unavailable; relying on relists", node=self.node, reason=str(exc),
                      relist_interval=self.relist_interval, action="watch")
         except Exception as exc:  # a watcher bug must not take the daemon down; relists go on
             log.warning("engine event watcher ended; relying on relists", node=self.node,
                         error=f"{type(exc).__name__}: {exc}", relist_interval=self.relist_interval, action="watch")
+        finally:
+            agent.pleg.events_ended()  # no stream any more: every poll relists

@@ -25,6 +25,7 @@ class CachedReads:
     _objects: dict[str, dict[Key, bytes]]
     _sorted: dict[str, builtins.list[Key]]
     _index: SecondaryIndex
+    _kv: dict[str, str]
 
     def get(self, kind: str, namespace: str, name: str) -> Body | None:
         with self._lock:
@@ -44,6 +45,12 @@ class CachedReads:
             else:
                 blobs = [objects[k] for k in keys if k[0] == namespace]
         return codec.decode_many(blobs)
+
+    def kv_text(self, key: str) -> str | None:
+        """The stored JSON text of a key/value (None when absent): the controller manager compares
+        what its clean reconciles read by this, without decoding thousands of values per resync."""
+        with self._lock:
+            return self._kv.get(key)
 
     def owned_by(
         self, kind: str, *, owner_kind: str, owner_uid: str, namespace: str | None = None

@@ -15,11 +15,13 @@ Design:
 """
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime
 from typing import Any
 
 from runtime.driver import LABEL_MANAGED, ContainerState, LoneContainer, PodRequest, PodState
+from runtime.podman.initcontainers import LABEL_INIT_CONTAINER
 from runtime.podman.naming import (
     BOOKKEEPING_LABELS,
     LABEL_CONTAINER_IMAGE,
@@ -27,11 +29,14 @@ from runtime.podman.naming import (
     LABEL_CONTAINER_NAME,
     LABEL_NAMESPACE,
     LABEL_POD_IP,
+    LABEL_POD_LABELS,
     LABEL_POD_NAME,
     LABEL_POD_UID,
 )
 
 RUNNING_STATES = frozenset({"running", "paused", "stopping"})
+# What a pod's labels hold beside the caller's (naming.pod_labels).
+_POD_BOOKKEEPING = (LABEL_MANAGED, LABEL_NAMESPACE, LABEL_POD_NAME, LABEL_POD_UID, LABEL_POD_IP)
 _TERMINATED_STATES = frozenset({"exited", "stopped", "removing"})
 _OOM_CACHE_LIMIT = 4096
 
@@ -121,6 +126,31 @@ def pod_state(pod: dict[str, Any], containers: list[dict[str, Any]], *, pod_id: 
         containers=tuple(container_state(c, oom_killed=c.get("Id") in oom_killed) for c in apps),
         runtime_id=pod_id,
     )
+
+
+def pod_from_containers(containers: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The part of a pod inspect that ``pod_state`` reads (its id and labels), from the list
+    entries of its containers: each of ours carries its pod's labels, and which of its labels
+    those are (podman lists a container's labels with its image's mixed in). None when no
+    container of ours says so (a pod emptied by hand, or made before that label): then only an
+    inspect can tell."""
+    ours = [c for c in containers if not c.get("IsInfra") and c.get("Pod")
+            and LABEL_POD_LABELS in (c.get("Labels") or {})]
+    if not ours:
+        return None
+    # All carry the same pod labels (a container recreated after the Pod object's labels changed
+    # carries the new ones); the first in spec order, so the answer does not depend on list order.
+    first = min(ours, key=lambda c: (LABEL_INIT_CONTAINER not in (c.get("Labels") or {}),
+                                     int((c.get("Labels") or {}).get(LABEL_CONTAINER_INDEX, "0") or 0)))
+    labels: dict[str, str] = first.get("Labels") or {}
+    try:
+        keys = json.loads(labels[LABEL_POD_LABELS])
+    except ValueError:
+        return None
+    if not isinstance(keys, list):
+        return None
+    wanted = [*keys, *_POD_BOOKKEEPING]
+    return {"Id": str(first["Pod"]), "Labels": {k: labels[k] for k in wanted if isinstance(k, str) and k in labels}}
 
 
 def created_state(request: PodRequest, *, pod_id: str, container_ids: dict[str, str]) -> PodState:

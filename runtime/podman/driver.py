@@ -30,6 +30,11 @@ What is left here is the order of calls, shaped by cost and by podman 4.3:
   state it just made (every container waiting, "Created") instead of reading it
   back. ``pull`` asks podman once per burst (``images.PresenceMemo``); an image
   removed meanwhile costs one failed create, which forgets the answer.
+- Cheap read-back: ``pod_state`` (the agent's look at one pod after each start, stop
+  or engine event) is one call, the pod's container list: every container carries its
+  pod's labels (``naming``), which is all the pod inspect told; an empty list is an
+  absent pod (each of ours has its sandbox). The inspect is left for a pod with no
+  container of ours (just made without any, or emptied by hand).
 - podman 4.3 quirks: ``pods/{id}/stop`` does nothing (304) unless every container
   runs, so stop_pod stops containers one by one (in parallel: one grace period
   for the pod, as in Kubernetes); and a forced pod removal waits each
@@ -68,6 +73,7 @@ from runtime.podman.decode import (
     lone_containers,
     may_be_oom_killed,
     oom_key,
+    pod_from_containers,
     pod_state,
 )
 from runtime.podman.exec import exec_command
@@ -217,7 +223,14 @@ class PodmanDriver:
         if policy not in PULL_POLICIES:
             raise ImagePullError(f"imagePullPolicy {policy!r} is not one of Always, IfNotPresent, Never.")
         reference = normalize_image(image)
-        if policy != "Always":
+        if policy == "Always":
+            self._pull(image, reference)
+            return
+        if self._present.believed(reference):
+            return
+        # The pods of a burst ask once, the others waiting for the answer; a pull is not held
+        # under it (a slow or failing one must not line the others up behind it).
+        with self._present.asking(reference):
             if self._present.believed(reference):
                 return
             if self.image_present(image):
@@ -225,6 +238,9 @@ class PodmanDriver:
                 return
         if policy == "Never":
             raise ImagePullError(f"image {image} is not present on the node and imagePullPolicy is Never.")
+        self._pull(image, reference)
+
+    def _pull(self, image: str, reference: str) -> None:
         response = self._call("post", "/images/pull", params=pull_params(reference), timeout=PULL_TIMEOUT,
                               stream=True)
         try:
@@ -434,6 +450,15 @@ class PodmanDriver:
 
     def pod_state(self, *, namespace: str, name: str) -> PodState | None:
         engine_name = engine_pod_name(namespace=namespace, name=name)
+        # podman answers an unknown pod in this filter with an empty list, not an error.
+        containers = self._list_containers(filters=json.dumps({"pod": [engine_name]}))
+        if not containers:
+            return None  # every pod of ours has its sandbox (infra) container, which this lists
+        pod = pod_from_containers(containers)
+        if pod is not None:
+            state = pod_state(pod, containers, pod_id=pod["Id"], oom_killed=self._oom_killed(containers))
+            if state is not None:
+                return split(state, containers)
         pod = self._inspect_pod(engine_name)
         if pod is None:
             return None

@@ -2,15 +2,22 @@
 
 Design:
 - podman filters the stream to our labelled containers and the few actions that
-  change a pod's state (start, died, oom, remove); a line becomes an EngineEvent
-  only if it names one of our pods (a lone container is the relist's business).
+  change a pod's state (start, died, oom, remove) or make something to look at
+  (create: a pod or container made by hand with our labels); a line becomes an
+  EngineEvent if it names one of our pods, or one with no pod name (``name=""``) for
+  a lone container of ours, which the caller looks for.
 - ``stop`` wakes a blocked read at once: a helper thread (``StreamInterrupter``)
   shuts the socket down. A read timeout (``EVENTS_IDLE``) also bounds every silent
   stretch, after which the stream is simply reopened: that finds a connection that
   died without a word, and bounds the wait where the socket cannot be reached.
-- Events in the few milliseconds between two streams can be missed; the caller's
-  periodic relist covers them (asking podman to replay with ``since`` would make
-  it read its whole event log on every reopen).
+- No gap between two streams: a reopen asks podman to replay from where the last
+  stream was (``since``: the engine's time of its last event, else of its opening,
+  from the HTTP ``Date`` header, less a second for its rounding). Repeats are
+  harmless: an event only makes the caller read a pod back. This costs podman one
+  read of its event log per reopen, far less than the relist it spares: the caller
+  relists rarely while the stream is healthy (Kubernetes' Evented PLEG) and at once
+  when it connects again after it was lost (the log may not hold all of an outage).
+  The first open replays nothing: the caller relists then.
 - Failures back off exponentially and are reported once per change of
   connectedness; an engine that cannot stream at all raises EventsUnsupported,
   so the caller falls back to listing alone.
@@ -21,6 +28,7 @@ import json
 import socket as socketlib
 import threading
 import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -38,35 +46,69 @@ from runtime.podman.naming import LABEL_CONTAINER_NAME, LABEL_NAMESPACE, LABEL_P
 from runtime.podman.transport import Call, Response, error_message
 
 # The actions after which a pod's state may differ (a kill or stop ends in "died",
-# `rm -f` in "died" then "remove"); create/init/sync and friends change nothing we report.
-EVENT_ACTIONS = ("start", "died", "oom", "remove")
+# `rm -f` in "died" then "remove"), and "create": a pod or container made by hand with our
+# labels that is never started must still be found (init/sync and friends change nothing).
+EVENT_ACTIONS = ("create", "start", "died", "oom", "remove")
 _EVENTS_FILTER = json.dumps({"type": ["container"], "label": [f"{LABEL_MANAGED}=true"],
                              "event": list(EVENT_ACTIONS)})
 # Seconds a silent stream is read before it is reopened: finds a connection that died without
 # a word (a remote node gone), and bounds the reaction to stop where the interrupter cannot act.
-# Read at each (re)open, so a test may lower it.
-EVENTS_IDLE = 10.0
+# Each reopen replays from ``since``, a read of podman's whole event log (~20-40 ms of its CPU
+# with a few hundred pods' events), so not too often. On a unix socket the peer cannot vanish
+# without a word (its death ends the stream at once), so a local stream is reopened far less
+# often. Read at each (re)open, so a test may lower them.
+EVENTS_IDLE = 60.0
+EVENTS_IDLE_LOCAL = 600.0
 _EVENTS_CONNECT = 10.0  # seconds to open the stream
 _EVENTS_BACKOFF_START, _EVENTS_BACKOFF_MAX = 0.5, 10.0
 _EVENTS_QUICK_END = 1.0  # a stream that ends this soon without a line counts as a failed open
 
 
 def engine_event(line: bytes | str) -> EngineEvent | None:
-    """One line of podman's event stream as an EngineEvent; None if it is not about one of our pods."""
+    """One line of podman's event stream as an EngineEvent; None if it is not about one of our
+    containers. A lone container's (our label, no pod name) has ``namespace`` and ``name`` ""."""
+    raw = _parse(line)
+    return _engine_event(raw) if raw is not None else None
+
+
+def _parse(line: bytes | str) -> dict[str, Any] | None:
     try:
         raw = json.loads(line)
     except ValueError:
         return None
-    if not isinstance(raw, dict):
-        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _engine_event(raw: dict[str, Any]) -> EngineEvent | None:
     attributes = (raw.get("Actor") or {}).get("Attributes") or {}
-    # Labels arrive among the attributes; a lone container (no pod name) is the relist's business.
-    if attributes.get(LABEL_MANAGED) != "true" or not attributes.get(LABEL_POD_NAME):
+    # Labels arrive among the attributes.
+    if attributes.get(LABEL_MANAGED) != "true":
         return None
+    action = str(raw.get("Action") or raw.get("status") or "")
+    if not attributes.get(LABEL_POD_NAME):
+        return EngineEvent(namespace="", name="", container=str(attributes.get("name") or ""), action=action)
     return EngineEvent(namespace=str(attributes.get(LABEL_NAMESPACE) or "default"),
                        name=str(attributes[LABEL_POD_NAME]),
-                       container=str(attributes.get(LABEL_CONTAINER_NAME) or ""),
-                       action=str(raw.get("Action") or raw.get("status") or ""))
+                       container=str(attributes.get(LABEL_CONTAINER_NAME) or ""), action=action)
+
+
+def _event_time(raw: dict[str, Any]) -> float | None:
+    """The engine's time of an event (seconds), from ``timeNano`` (else ``time``)."""
+    nano, seconds = raw.get("timeNano"), raw.get("time")
+    if isinstance(nano, int) and nano > 0:
+        return nano / 1e9
+    if isinstance(seconds, int) and seconds > 0:
+        return float(seconds)
+    return None
+
+
+def _server_time(response: Response) -> float | None:
+    """The engine's time when it answered (the HTTP Date header; whole seconds)."""
+    headers = getattr(response, "headers", None) or {}
+    try:
+        return parsedate_to_datetime(headers["Date"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def watch(call: Call, *, url: str, call_timeout: float, on_event: EventHandler, stop: threading.Event,
@@ -92,11 +134,19 @@ def watch(call: Call, *, url: str, call_timeout: float, on_event: EventHandler, 
 def _watch(call: Call, *, url: str, call_timeout: float, on_event: EventHandler, stop: threading.Event,
            report: WatchStatusHandler, interrupter: StreamInterrupter) -> None:
     backoff = _EVENTS_BACKOFF_START
+    # The engine's time from which the next open replays (None: the first open, or after the
+    # stream was lost, when the caller relists instead).
+    resume: float | None = None
+    idle = EVENTS_IDLE_LOCAL if url.startswith("unix://") else EVENTS_IDLE
     while not stop.is_set():
+        params = {"stream": "true", "filters": _EVENTS_FILTER}
+        if resume is not None:
+            params["since"] = f"{resume:.9f}"
         try:
-            response = call("get", "/events", params={"stream": "true", "filters": _EVENTS_FILTER},
-                            stream=True, timeout=(min(_EVENTS_CONNECT, call_timeout), EVENTS_IDLE))
+            response = call("get", "/events", params=params,
+                            stream=True, timeout=(min(_EVENTS_CONNECT, call_timeout), idle))
         except NodeUnreachable as exc:
+            resume = None
             report(WatchStatus(connected=False, reason=str(exc)))
             stop.wait(backoff)
             backoff = min(backoff * 2, _EVENTS_BACKOFF_MAX)
@@ -108,23 +158,34 @@ def _watch(call: Call, *, url: str, call_timeout: float, on_event: EventHandler,
         if response.status_code != 200:
             message = error_message(response)
             response.close()
+            resume = None
             report(WatchStatus(connected=False, reason=f"podman refused the event stream: {message}"))
             stop.wait(backoff)
             backoff = min(backoff * 2, _EVENTS_BACKOFF_MAX)
             continue
         report(WatchStatus(connected=True))
         opened, lines = time.monotonic(), 0
+        served = _server_time(response)
+        if served is not None:
+            # The Date header is whole seconds, rounded down: a second back covers the rest.
+            resume = max(resume or 0.0, served - 1.0)
         interrupter.reading(response)
         try:
             for line in response.iter_lines():
                 lines += 1
                 if stop.is_set():
                     break
-                event = engine_event(line)
+                raw = _parse(line)
+                if raw is None:
+                    continue
+                at = _event_time(raw)
+                if at is not None:
+                    resume = max(resume or 0.0, at)
+                event = _engine_event(raw)
                 if event is not None:
                     on_event(event)
         except (requests.RequestException, OSError):
-            # A read timeout (nothing happened for EVENTS_IDLE seconds), a broken stream or
+            # A read timeout (nothing happened for ``idle`` seconds), a broken stream or
             # the interrupter: reopen it unless stopping; if podman is gone, the reopen says so.
             pass
         finally:

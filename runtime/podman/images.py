@@ -99,6 +99,7 @@ class PresenceMemo:
         self._lock = threading.Lock()
         # Normalized image reference -> monotonic time until which "present" is believed.
         self._present_until: dict[str, float] = {}
+        self._asking: dict[str, threading.Lock] = {}  # one look (or pull) at a time per reference
 
     def believed(self, reference: str) -> bool:
         with self._lock:
@@ -115,3 +116,15 @@ class PresenceMemo:
     def forget(self, reference: str) -> None:
         with self._lock:
             self._present_until.pop(reference, None)
+
+    def asking(self, reference: str) -> threading.Lock:
+        """The lock to hold while asking podman whether ``reference`` is present: a burst of pods
+        starting together (the agent's 8 workers) then asks once, the others waiting for its
+        answer, instead of all asking at once beside their creates."""
+        with self._lock:
+            lock = self._asking.get(reference)
+            if lock is None:
+                if len(self._asking) >= _IMAGE_CACHE_LIMIT:
+                    self._asking = {r: held for r, held in self._asking.items() if held.locked()}
+                lock = self._asking[reference] = threading.Lock()
+            return lock

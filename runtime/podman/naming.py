@@ -9,7 +9,9 @@ Design:
   request after a crash therefore finds what the first attempt made.
 - Ownership lives in labels only: the pod and every container carry the caller's
   labels plus ``LABEL_MANAGED`` and the bookkeeping labels below (namespace,
-  name, uid, pod IP; per container: spec name, index, image as written).
+  name, uid, pod IP; per container: spec name, index, image as written, and which of
+  its labels are the pod's, since podman lists a container with its image's labels
+  mixed in: ``decode.pod_from_containers`` rebuilds the pod's labels from it).
   ``decode`` rebuilds every PodState from those labels, so a daemon that lost its
   store still finds what it runs, and strips ``BOOKKEEPING_LABELS`` so the caller
   gets its own labels back exactly.
@@ -28,9 +30,10 @@ LABEL_POD_IP = "reconciler.io/pod-ip"
 LABEL_CONTAINER_NAME = "reconciler.io/container-name"
 LABEL_CONTAINER_INDEX = "reconciler.io/container-index"
 LABEL_CONTAINER_IMAGE = "reconciler.io/container-image"
+LABEL_POD_LABELS = "reconciler.io/pod-labels"  # on a container: JSON list of the caller's pod label keys
 BOOKKEEPING_LABELS = frozenset({
     LABEL_MANAGED, LABEL_NAMESPACE, LABEL_POD_NAME, LABEL_POD_UID, LABEL_POD_IP,
-    LABEL_CONTAINER_NAME, LABEL_CONTAINER_INDEX, LABEL_CONTAINER_IMAGE,
+    LABEL_CONTAINER_NAME, LABEL_CONTAINER_INDEX, LABEL_CONTAINER_IMAGE, LABEL_POD_LABELS,
 })
 # podman's list filter for everything this driver made (pods and containers alike).
 MANAGED_FILTER = json.dumps({"label": [f"{LABEL_MANAGED}=true"]})
@@ -61,4 +64,5 @@ def pod_labels(request: PodRequest) -> dict[str, str]:
 def container_labels(request: PodRequest, container: ContainerRequest, *, index: int) -> dict[str, str]:
     """The labels of one container: its pod's, plus which spec container it is."""
     return {**pod_labels(request), LABEL_CONTAINER_NAME: container.name,
-            LABEL_CONTAINER_INDEX: str(index), LABEL_CONTAINER_IMAGE: container.image}
+            LABEL_CONTAINER_INDEX: str(index), LABEL_CONTAINER_IMAGE: container.image,
+            LABEL_POD_LABELS: json.dumps(sorted(request.labels), separators=(",", ":"))}

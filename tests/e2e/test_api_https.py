@@ -10,12 +10,12 @@ import os
 import re
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from reconciler.kubectl.client import ApiClient, ApiError
+from tests.harness.cli_server import run_cli
 from tests.harness.daemon_harness import REPO_ROOT, Daemon, free_port, init_repo, wait_for
 
 pytestmark = pytest.mark.podman
@@ -27,9 +27,9 @@ def remote(url: str, token: str, ca_hash: str, *args: str) -> subprocess.Complet
     """The CLI as run on another host: no state dir, only the server, token and CA hash."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
     env["RECONCILER_STATE_DIR"] = "/nonexistent/reconciler-state"  # the socket must not be what answers
-    return subprocess.run([sys.executable, "-m", "reconciler", "--server", url, "--token", token,
-                           "--ca-hash", ca_hash, *args], capture_output=True, text=True, timeout=60,
-                          cwd=REPO_ROOT, env=env)
+    # Forked warm (cli_server), in a process of its own with this environment: as `reconciler ...` would run.
+    return run_cli(["--server", url, "--token", token, "--ca-hash", ca_hash, *args], timeout=60, cwd=REPO_ROOT,
+                   env=env)
 
 
 def test_the_api_over_https_with_tokens(tmp_path: Path, podman_node) -> None:

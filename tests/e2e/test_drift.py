@@ -67,6 +67,7 @@ def container_id(node, name: str) -> str:
 
 def test_watch_reports_our_containers_events_and_stops_promptly(driver, podman_node, images, monkeypatch):
     monkeypatch.setattr(podman_events, "EVENTS_IDLE", 1.0)  # so the stream is reopened during the test
+    monkeypatch.setattr(podman_events, "EVENTS_IDLE_LOCAL", 1.0)  # (the test node is a unix socket)
     events: list[EngineEvent] = []
     statuses: list[tuple[bool, str]] = []
     stop = threading.Event()

@@ -156,7 +156,9 @@ def test_auto_rollback_returns_to_the_previous_pods_and_never_retries(cluster):
 
     def rolled_back():
         d = daemon.json("get", "deployment", "gamma")
-        return (d["spec"]["template"]["spec"]["containers"][0]["image"] == images.hello_v1
+        # The rollback's own mark first: before the bad commit is applied, v1 also looks "converged".
+        return (d["metadata"].get("annotations", {}).get("reconciler.io/rolled-back-from") == bad
+                and d["spec"]["template"]["spec"]["containers"][0]["image"] == images.hello_v1
                 and converged(daemon, "gamma", images.hello_v1, 2))
 
     wait_for(rolled_back, timeout=90, what="gamma rolled back to v1")

@@ -25,13 +25,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +47,9 @@ from tests.harness.daemon_harness import (
     wait_for,
 )
 from tests.harness.etcd import EtcdCluster, skip_unless_etcd
+from tests.harness.node_agents import NodeAgent, join_line
 from tests.harness.podman_fixtures import network_settings
+from tests.harness.traffic import RequestLoop
 
 pytestmark = pytest.mark.podman
 
@@ -190,8 +190,8 @@ def test_the_standby_takes_over_a_rollout_when_the_leader_is_killed(tmp_path: Pa
         "api": {"listen": f"127.0.0.1:{port_b}", "tls": {"certFile": str(pki / "server.crt"),
                                                           "keyFile": str(pki / "server.key"),
                                                           "caFile": str(pki / "ca.crt")}}})
-    agent: subprocess.Popen | None = None
-    node_yaml = tmp_path / "node.yaml"
+    agent: NodeAgent | None = None
+    outage_results: RequestLoop | None = None
     try:
         cpa.start()
         wait_for(lambda: cpa.plane()["leader"] == "cpa", timeout=LEASE + 5, what="cpa to lead")
@@ -203,22 +203,14 @@ def test_the_standby_takes_over_a_rollout_when_the_leader_is_killed(tmp_path: Pa
         assert plane["members"] == [{"name": "cpa", "ready": True}, {"name": "cpb", "ready": True}]
 
         # The one node: a `reconciler node` with both daemons as its servers.
-        line = cpa.cli("node", "join-command").stdout.strip()
-        match = re.match(r"^reconciler node --server (\S+) --token (\S+) --ca-hash (\S+)$", line)
-        assert match, line
-        _server, token, ca_hash = match.groups()
-        (tmp_path / "node.token").write_text(token + "\n")
+        join = join_line(cpa)
         net = network_settings(podman_node.url)
         node_ip = str(next(ipaddress.ip_network(net["podCIDR"]).hosts()))
-        node_yaml.write_text(json.dumps({
-            "servers": [f"https://127.0.0.1:{port_a}", f"https://127.0.0.1:{port_b}"],
-            "tokenFile": str(tmp_path / "node.token"), "caHash": ca_hash, "name": "worker",
+        agent = NodeAgent(directory=tmp_path, name="worker", token=join.token, settings={
+            "servers": [f"https://127.0.0.1:{port_a}", f"https://127.0.0.1:{port_b}"], "caHash": join.ca_hash,
             "podCIDR": net["podCIDR"], "network": net["network"], "podmanURL": podman_node.url, "nodeIP": node_ip,
-            "stateDir": str(tmp_path / "node-state"), "serviceCIDR": SERVICE_CIDR, "nftTable": f"rcnode{os.getpid()}"}))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
-        with open(tmp_path / "agent.log", "ab") as log:
-            agent = subprocess.Popen([sys.executable, "-m", "reconciler", "node", "--config", str(node_yaml)],
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
+            "stateDir": str(tmp_path / "node-state"), "serviceCIDR": SERVICE_CIDR, "nftTable": f"rcnode{os.getpid()}"})
+        agent.start()
 
         wait_for(lambda: len([p for p in web_pods(cpa) if is_ready(p)]) == REPLICAS, timeout=180,
                  what="6 ready v1 pods")
@@ -227,23 +219,8 @@ def test_the_standby_takes_over_a_rollout_when_the_leader_is_killed(tmp_path: Pa
         ip = svc["spec"]["clusterIP"]
         wait_for(lambda: "v1" in http_get(f"http://{ip}:80/"), timeout=30, what="the Service to answer")
 
-        results: dict[str, Any] = {"ok": 0, "failed": 0, "errors": [], "last": ""}
-        stop = threading.Event()
-
-        def client() -> None:
-            while not stop.is_set():
-                try:
-                    results["last"] = http_get(f"http://{ip}:80/", timeout=5)
-                    results["ok"] += 1
-                except (OSError, urllib.error.URLError) as exc:
-                    results["failed"] += 1
-                    results["errors"].append(f"{time.strftime('%X')} {exc!r}")
-                stop.wait(0.02)
-
-        thread = threading.Thread(target=client, daemon=True)
-        thread.start()
-        try:
-            wait_for(lambda: results["ok"] > 10, timeout=30, what="the client to be running")
+        with RequestLoop(f"http://{ip}:80/", pause=0.02) as results:
+            results.wait_running(10)
             v2 = commit(repo, {"web.yaml": DEPLOYMENT.format(image=images.hello_v2)}, message="web v2")
             # About a second into the rollout: the new ReplicaSet exists and has started scaling.
             wait_for(lambda: any(p["spec"]["containers"][0]["image"].endswith("hello:v2") for p in web_pods(cpb)),
@@ -272,12 +249,9 @@ def test_the_standby_takes_over_a_rollout_when_the_leader_is_killed(tmp_path: Pa
                         and all(p["spec"]["containers"][0]["image"].endswith("hello:v2") for p in pods))
 
             wait_for(rolled_out, timeout=240, what="cpb to finish the rollout to v2")
-            wait_for(lambda: "v2" in results["last"], timeout=20, what="v2 answering through the Service")
-        finally:
-            stop.set()
-            thread.join(timeout=10)
-        assert results["failed"] == 0, f"{results['failed']} failed requests: {results['errors'][:5]}"
-        assert results["ok"] > 100
+            wait_for(lambda: "v2" in results.last, timeout=20, what="v2 answering through the Service")
+        assert results.failed == 0, f"{results.failed} failed requests: {results.errors[:5]}"
+        assert results.ok > 100
 
         # Exactly 6 pods: none left over from the killed leader's half of the rollout.
         wait_for(lambda: len(cpb.api("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb")["items"])
@@ -317,21 +291,7 @@ def test_the_standby_takes_over_a_rollout_when_the_leader_is_killed(tmp_path: Pa
 
         # etcd wholly unavailable for 30 s: pods and the Service keep serving, both daemons say so,
         # and a commit made meanwhile is applied once etcd is back.
-        outage_results: dict[str, Any] = {"ok": 0, "failed": 0, "errors": []}
-        stop.clear()
-
-        def outage_client() -> None:
-            while not stop.is_set():
-                try:
-                    http_get(f"http://{ip}:80/", timeout=5)
-                    outage_results["ok"] += 1
-                except (OSError, urllib.error.URLError) as exc:
-                    outage_results["failed"] += 1
-                    outage_results["errors"].append(f"{time.strftime('%X')} {exc!r}")
-                stop.wait(0.02)
-
-        thread = threading.Thread(target=outage_client, daemon=True)
-        thread.start()
+        outage_results = RequestLoop(f"http://{ip}:80/", pause=0.02).start()
         etcd.stop()
         try:
             started = time.monotonic()
@@ -350,20 +310,14 @@ def test_the_standby_takes_over_a_rollout_when_the_leader_is_killed(tmp_path: Pa
         wait_for(lambda: cpb.json("status")["lastAppliedCommit"] == v3, timeout=60,
                  what="the commit made during the outage to be applied")
         assert cpa.json("get", "configmap", "extra")["data"] == {"k": "v"}
-        stop.set()
-        thread.join(timeout=10)
-        assert outage_results["failed"] == 0, f"{outage_results['failed']} failed: {outage_results['errors'][:5]}"
-        assert outage_results["ok"] > 100
+        outage_results.stop()
+        assert outage_results.failed == 0, f"{outage_results.failed} failed: {outage_results.errors[:5]}"
+        assert outage_results.ok > 100
     finally:
-        if agent is not None and agent.poll() is None:
-            agent.terminate()
-            try:
-                agent.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-        if node_yaml.exists():
-            subprocess.run([sys.executable, "-m", "reconciler", "node", "--cleanup", "--config", str(node_yaml)],
-                           cwd=REPO_ROOT, capture_output=True, timeout=60)
+        if outage_results is not None:
+            outage_results.stop()
+        if agent is not None:
+            agent.close()
         for daemon in (cpa, cpb):
             if daemon.proc is not None and daemon.proc.poll() is None:
                 daemon.stop(cleanup=False)

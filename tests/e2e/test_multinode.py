@@ -9,16 +9,15 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import threading
 import time
-import urllib.error
 from pathlib import Path
 
 import pytest
 
 from reconciler.daemon.config import ConfigError, load_config
-from tests.harness.daemon_harness import REPO_ROOT, Daemon, commit, daemon_settings, http_get, init_repo, wait_for
+from tests.harness.daemon_harness import REPO_ROOT, Daemon, commit, daemon_settings, init_repo, wait_for
 from tests.harness.podman_fixtures import podman_node2  # noqa: F401  (the second node's fixture)
+from tests.harness.traffic import RequestLoop
 
 pytestmark = pytest.mark.podman
 
@@ -228,27 +227,8 @@ def test_a_dead_node_is_replaced_and_its_stale_pods_removed_when_it_returns(clus
     assert len(lost) == 3
     cluster_ip = daemon.json("get", "svc", "web")["spec"]["clusterIP"]
     # failed_at: when each failed request was *sent*.
-    results: dict = {"ok": 0, "failed_at": [], "errors": [], "gaps": 0.0}
-    stop = threading.Event()
-
-    def client() -> None:
-        last_ok = time.monotonic()
-        while not stop.is_set() and results["ok"] + len(results["failed_at"]) < 100_000:
-            sent = time.monotonic()
-            try:
-                http_get(f"http://{cluster_ip}:80/", timeout=5)
-                results["ok"] += 1
-                results["gaps"] = max(results["gaps"], time.monotonic() - last_ok)
-                last_ok = time.monotonic()
-            except (OSError, urllib.error.URLError) as exc:
-                results["failed_at"].append(sent)
-                results["errors"].append(repr(exc))
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=client, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: results["ok"] > 10, timeout=15, what="the client to be running")
+    with RequestLoop(f"http://{cluster_ip}:80/", pause=0.02, max_requests=100_000) as results:
+        results.wait_running(10, timeout=15)
         # The host dies: its podman service goes, and so do its containers (which conmon would
         # otherwise keep running without the service).
         crashed_at = time.monotonic()
@@ -270,21 +250,18 @@ def test_a_dead_node_is_replaced_and_its_stale_pods_removed_when_it_returns(clus
         wait_for(replaced, timeout=TOLERATION + 15, interval=0.25, what="node1's replicas replaced on node2")
         replaced_after = time.monotonic() - not_ready_at
         assert replaced_after <= TOLERATION + 15
-        wait_for(lambda: results["ok"] > 0 and time.monotonic() > not_ready_at + 0.5, timeout=5,
+        wait_for(lambda: results.ok > 0 and time.monotonic() > not_ready_at + 0.5, timeout=5,
                  what="the client after the failover")
-    finally:
-        stop.set()
-        thread.join(timeout=10)
     # As with kube-proxy: until the dead host's pods leave the endpoints (it is NotReady, its pods
     # not ready), the kernel's rules still send some connections to them, and those fail (at
     # once: "no route to host", never off this machine). Every request sent once the endpoints
     # changed (NotReady + a moment for the endpoints controller and the data plane's sync) is
     # answered by the pods left: during the failover and after it.
-    late = [round(t - crash_done, 2) for t in results["failed_at"] if t > not_ready_at + 2]
-    assert not late, f"requests sent {late} s after the crash failed: {results['errors'][-5:]}"
-    assert all("404" not in error for error in results["errors"]), results["errors"][:5]
-    assert all(t >= crashed_at - 5 for t in results["failed_at"]), "requests failed before the crash"
-    assert results["ok"] > 100 and results["gaps"] < 6, f"the Service did not answer for {results['gaps']:.1f}s"
+    late = [round(t - crash_done, 2) for t in results.failed_at if t > not_ready_at + 2]
+    assert not late, f"requests sent {late} s after the crash failed: {results.errors[-5:]}"
+    assert all("404" not in error.partition(" ")[2] for error in results.errors), results.errors[:5]
+    assert all(t >= crashed_at - 5 for t in results.failed_at), "requests failed before the crash"
+    assert results.ok > 100 and results.gaps < 6, f"the Service did not answer for {results.gaps:.1f}s"
 
     # The host returns with its old (stopped) pods: the store knows nothing of them, so they go.
     node1.service.start(timeout=60)

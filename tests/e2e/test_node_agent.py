@@ -7,17 +7,14 @@ still runs."""
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
-import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.harness.daemon_harness import REPO_ROOT, Daemon, commit, free_port, init_repo, wait_for
+from tests.harness.daemon_harness import Daemon, commit, free_port, init_repo, wait_for
+from tests.harness.node_agents import NodeAgent, join_line
 from tests.harness.podman_fixtures import network_settings, podman_node2  # noqa: F401  (the second node)
 
 pytestmark = pytest.mark.podman
@@ -59,28 +56,19 @@ def test_a_host_joins_and_runs_pods_through_an_outage(tmp_path: Path, podman_nod
     port = free_port()
     daemon = Daemon(repo=repo, state_dir=tmp_path / "state", nodes={"node1": podman_node.url},
                     config_extra={"api": {"listen": f"127.0.0.1:{port}"}}).start()
-    agent: subprocess.Popen | None = None
-    agent_log = tmp_path / "agent.log"
+    agent: NodeAgent | None = None
     try:
-        line = daemon.cli("node", "join-command").stdout.strip()
-        match = re.match(r"^reconciler node --server (\S+) --token (\S+) --ca-hash (\S+)$", line)
-        assert match, line
-        server, token, ca_hash = match.groups()
-        (tmp_path / "node.token").write_text(token + "\n")
+        join = join_line(daemon)
         net = network_settings(podman_node2.url)
         bridge_ip = str(next(ipaddress.ip_network(net["podCIDR"]).hosts()))
-        (tmp_path / "node.yaml").write_text(json.dumps({
-            "servers": [server], "tokenFile": str(tmp_path / "node.token"), "caHash": ca_hash, "name": "joiner",
+        agent = NodeAgent(directory=tmp_path, name="joiner", token=join.token, settings={
+            "servers": [join.server], "caHash": join.ca_hash,
             "podCIDR": net["podCIDR"], "network": net["network"], "podmanURL": podman_node2.url,
             # Hosts share this machine: the node's address is its own bridge's (no host-gw route needed).
             "nodeIP": bridge_ip,
             "labels": {"disk": "ssd"}, "stateDir": str(tmp_path / "node-state"),
             # This machine's kernel is shared with other test daemons: a table of this test's own.
-            "nftTable": f"rcnode{os.getpid()}"}))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
-        with open(agent_log, "ab") as log:
-            agent = subprocess.Popen([sys.executable, "-m", "reconciler", "node", "--config", str(tmp_path / "node.yaml")],
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
+            "nftTable": f"rcnode{os.getpid()}"}).start()
 
         def joiner() -> dict | None:
             nodes = {n["metadata"]["name"]: n for n in daemon.api("/api/v1/nodes")["items"]}
@@ -115,7 +103,7 @@ def test_a_host_joins_and_runs_pods_through_an_outage(tmp_path: Path, podman_nod
             return len(out) == 2 and out[0] != first_id and out[1] == "running"
 
         wait_for(running_again, timeout=60, what="the agent to restart the container while the daemon is down")
-        assert agent.poll() is None, agent_log.read_text()[-3000:]
+        assert agent.running(), agent.log_text()[-3000:]
 
         daemon.start()
         wait_for(lambda: any(restarts(p) >= 1 for p in pinned_pods(daemon)), timeout=60,
@@ -123,16 +111,11 @@ def test_a_host_joins_and_runs_pods_through_an_outage(tmp_path: Path, podman_nod
         assert [p["metadata"]["name"] for p in pinned_pods(daemon)] == [name]  # not replaced
 
         # The agent stops: the pod keeps running.
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=20) == 0
+        assert agent.stop(timeout=20) == 0
         assert name in podman_node2.cli("ps", "--format", "{{.Names}}", check=True).stdout
     finally:
-        if agent is not None and agent.poll() is None:
-            agent.kill()
-            agent.wait()
-        if (tmp_path / "node.yaml").exists():  # the agent's kernel state outlives it on purpose: remove it
-            subprocess.run([sys.executable, "-m", "reconciler", "node", "--cleanup", "--config",
-                            str(tmp_path / "node.yaml")], cwd=REPO_ROOT, capture_output=True, timeout=60)
+        if agent is not None:  # the agent's kernel state outlives it on purpose: removed here
+            agent.close()
         if daemon.proc and daemon.proc.poll() is None:
             daemon.stop()
         podman_node.remove_everything()

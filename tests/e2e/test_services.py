@@ -4,13 +4,12 @@ ConfigMap-driven rollouts, and Service discovery from inside a container."""
 from __future__ import annotations
 
 import ipaddress
-import threading
 import time
-import urllib.error
 
 import pytest
 
 from tests.harness.daemon_harness import SERVICE_CIDR, Daemon, commit, http_get, http_inside, init_repo, wait_for
+from tests.harness.traffic import RequestLoop
 
 pytestmark = pytest.mark.podman
 
@@ -102,23 +101,9 @@ def test_cluster_ip_balances_over_all_pods_and_node_port_answers(cluster):
 def test_rolling_update_through_the_service_fails_no_request(cluster):
     daemon, repo = cluster["daemon"], cluster["repo"]
     ip = service(daemon)["spec"]["clusterIP"]
-    results = {"ok": 0, "failed": 0, "errors": [], "last": ""}
-    stop = threading.Event()
-
-    def client() -> None:
-        started = time.monotonic()
-        while not stop.is_set() and results["ok"] + results["failed"] < 50_000 and time.monotonic() - started < 240:
-            try:
-                results["last"] = http_get(f"http://{ip}:80/", timeout=5)
-                results["ok"] += 1
-            except (OSError, urllib.error.URLError) as exc:
-                results["failed"] += 1
-                results["errors"].append(repr(exc))
-
-    thread = threading.Thread(target=client, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: results["ok"] > 20, timeout=30, what="the client to be running")
+    # Back to back, bounded: at most 50,000 requests or 240 s.
+    with RequestLoop(f"http://{ip}:80/", pause=0, max_requests=50_000, max_seconds=240) as results:
+        results.wait_running(20)
         commit(repo, {"web.yaml": DEPLOYMENT.format(image=cluster["images"].hello_v2)}, message="web v2")
 
         def done():
@@ -127,12 +112,9 @@ def test_rolling_update_through_the_service_fails_no_request(cluster):
                     and all(p["spec"]["containers"][0]["image"].endswith("hello:v2") for p in pods))
 
         wait_for(done, timeout=180, what="the rollout to v2")
-        wait_for(lambda: "v2" in results["last"], timeout=20, what="v2 answering through the Service")
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-    assert results["failed"] == 0, f"{results['failed']} failed requests: {results['errors'][:5]}"
-    assert results["ok"] > 100
+        wait_for(lambda: "v2" in results.last, timeout=20, what="v2 answering through the Service")
+    assert results.failed == 0, f"{results.failed} failed requests: {results.errors[:5]}"
+    assert results.ok > 100
 
 
 def test_failing_readiness_leaves_endpoints_and_liveness_restarts(cluster):

@@ -19,6 +19,7 @@ from reconciler.core.clock import ManualClock, SystemClock
 from reconciler.core.workqueue import WorkQueue
 from reconciler.daemon.systemd import Notifier, ProgressWatchdog, notify
 from runtime.podman.driver import PodmanDriver
+from tests.harness.cli_server import run_cli
 from tests.harness.daemon_harness import (  # noqa: E402
     REPO_ROOT,
     commit,
@@ -168,9 +169,8 @@ def test_watchdog_without_systemd_still_judges_health(monkeypatch):
 def test_config_error_at_start_up_names_the_key(tmp_path, text, key):
     config = tmp_path / "config.yaml"
     config.write_text(text)
-    result = subprocess.run([sys.executable, "-m", "reconciler", "daemon", "--config", str(config),
-                             "--state-dir", str(tmp_path / "state")],
-                            capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    result = run_cli(["daemon", "--config", str(config), "--state-dir", str(tmp_path / "state")], timeout=60,
+                     cwd=REPO_ROOT)  # forked warm (cli_server): it exits while reading its config
     assert result.returncode == 2, result.stderr
     assert key in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -236,8 +236,7 @@ class NotifiedDaemon:
         return self
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "reconciler", "--state-dir", str(self.state_dir), *args],
-                              capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+        return run_cli(["--state-dir", str(self.state_dir), *args], timeout=60, cwd=REPO_ROOT)  # forked warm
 
     def json(self, *args: str) -> dict:
         result = self.cli(*args, "-o", "json")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.harness.cli_server import run_cli
 from tests.harness.podman_fixtures import claim_network_slot, network_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -159,12 +160,12 @@ class Daemon:
         self.proc.wait(timeout=30)
 
     def cleanup_data_plane(self) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "reconciler", "daemon", "--cleanup", "--config",
-                               str(self.config_path)], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+        return run_cli(["daemon", "--cleanup", "--config", str(self.config_path)], timeout=60, cwd=REPO_ROOT)
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "reconciler", "--state-dir", str(self.state_dir), *args],
-                              capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+        """``reconciler --state-dir STATE ARGS``: the real CLI in a process of its own, forked
+        warm (cli_server: a fresh interpreter spends ~1 s of CPU importing it; the tests poll)."""
+        return run_cli(["--state-dir", str(self.state_dir), *args], timeout=timeout, cwd=REPO_ROOT)
 
     def json(self, *args: str) -> Any:
         result = self.cli(*args, "-o", "json")

@@ -9,7 +9,14 @@ condition moves as Kubernetes moves it:
   pods, or fewer old ones), keeping its lastTransitionTime;
 - False/ProgressDeadlineExceeded when ``lastUpdateTime + progressDeadlineSeconds``
   passes without progress. Kubernetes never rolls back by itself; what happens
-  next is the ``RolloutHook``'s business (``hooks.py``).
+  next is the ``RolloutHook``'s business (``hooks.py``);
+- True/NewReplicaSetCreated or True/FoundNewReplicaSet whenever the Deployment's new
+  ReplicaSet changes (``new_replicaset``, called by ``sync.py``): a new rollout starts
+  its own deadline. Kubernetes writes FoundNewReplicaSet only when there is no
+  Progressing condition yet, so after an undo its False/ProgressDeadlineExceeded
+  lingers until the reverted ReplicaSet reports more pods; anything judging the
+  status in between (the auto-rollback hook) would take the undo for the failed
+  rollout. Here a revert resets the condition as a newly created ReplicaSet does.
 
 While a deadline runs, the reconcile asks to be requeued just after it, so a stuck
 rollout is noticed without a resync. A status that differs only in lastUpdateTime
@@ -81,6 +88,18 @@ def timed_out(cond: dict[str, Any] | None, *, pds: int, now: float) -> bool:
     return started is not None and started + pds < now
 
 
+def new_replicaset_condition(rs_name: str, *, created: bool) -> dict[str, Any]:
+    """The Progressing condition a rollout starts with: its ReplicaSet was just created,
+    or an existing one (a revert) became the new one. No times: ``set_condition`` stamps
+    lastUpdateTime now (the deadline restarts) and moves lastTransitionTime only when
+    the status changes (False -> True after a deadline passed)."""
+    if created:
+        return {"type": "Progressing", "status": "True", "reason": "NewReplicaSetCreated",
+                "message": f'Created new replica set "{rs_name}"'}
+    return {"type": "Progressing", "status": "True", "reason": "FoundNewReplicaSet",
+            "message": f'Found new replica set "{rs_name}"'}
+
+
 def record_event(store: Any, d: Body, etype: str, reason: str, message: str) -> None:
     """An Event on the Deployment (Kubernetes' eventRecorder)."""
     store.record_event(kind="Deployment", namespace=d["metadata"]["namespace"], name=d["metadata"]["name"],
@@ -140,6 +159,11 @@ class Progress:
                     requeue = max(started + int(pds) - now, 0.0) + 0.01
         self.write_status(d, status)
         return Result(requeue_after=requeue) if requeue is not None else None
+
+    def new_replicaset(self, d: Body, rs_name: str, *, created: bool) -> None:
+        """The Deployment's new ReplicaSet changed: the rollout, and its deadline, start again."""
+        self.update_status(d, lambda st: o.set_condition(
+            st, new_replicaset_condition(rs_name, created=created), now=self._clock.now()))
 
     def write_status(self, d: Body, status: Status) -> None:
         def replace(st: Status) -> None:

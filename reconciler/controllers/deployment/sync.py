@@ -73,6 +73,9 @@ class Sync:
         commit = o.annotations(d).get(ANN_COMMIT, "")
         if new is not None:
             if revision_of(new) < new_revision:
+                # A revert: this ReplicaSet is the new one again, and its rollout starts its own
+                # deadline (progress.py). Before the promote, so a crash between them redoes both.
+                self._progress.new_replicaset(d, new["metadata"]["name"], created=False)
                 new = self._revisions.promote(d, new, revision=new_revision, commit=commit)
             return new, old
         if not create:
@@ -129,9 +132,7 @@ class Sync:
         self._revisions.record(d, rs, revision=revision, commit=commit)
         created: Body = self._store.put(rs)
         record_event(self._store, d, "Normal", "ScalingReplicaSet", f"Scaled up replica set {rs_name} to {replicas}")
-        self._progress.update_status(d, lambda st: o.set_condition(st, {
-            "type": "Progressing", "status": "True", "reason": "NewReplicaSetCreated",
-            "message": f'Created new replica set "{rs_name}"'}, now=self._clock.now()))
+        self._progress.new_replicaset(d, rs_name, created=True)
         log.info("replicaset created", object=f"deployment/{dname}", namespace=namespace, replicaset=rs_name,
                  revision=revision, commit=commit, action="create")
         return created

@@ -28,7 +28,10 @@ class FailoverTransport:
     """`kubelet.remotestore.Transport` over the CLI's HTTPS client, across several servers."""
 
     def __init__(self, *, servers: tuple[str, ...], token: str, ca_hash: str | None, timeout: float = 10.0) -> None:
-        self._clients = [ApiClient(server=s, token=token, ca_hash=ca_hash, timeout=timeout) for s in servers]
+        # keep_alive: the agent calls the API several times a second; a TLS handshake each time
+        # was most of what 50 agents cost the control plane (bench/nodes.py).
+        self._clients = [ApiClient(server=s, token=token, ca_hash=ca_hash, timeout=timeout, keep_alive=True)
+                         for s in servers]
         self._current = 0
         self._lock = threading.Lock()
 

@@ -210,3 +210,27 @@ def test_describe_node_shows_capacity_and_what_the_pods_request(sim):
     assert any(line[:2] == ["default", on_node1[0]["metadata"]["name"]] and line[2:4] == ["250m", "(6%)"]
                for line in lines)
     assert ["InternalIP:", "127.244.0.1"] in lines
+
+
+def test_a_ready_node_is_passed_without_reading_its_pods_and_a_new_node_lost_still_clears(sim, monkeypatch):
+    """After the first pass over a node, a Ready node's pass reads only the pods that say NodeLost
+    (scanning all of them made every heartbeat and resync cost O(pods)); a NodeLost written
+    behind the controller's back is still cleared."""
+    sim.apply(replicaset(replicas=4))
+    lifecycle = sim.manager.lifecycle
+    lifecycle.reconcile("node1")  # the first pass over it (already done by the resync; harmless)
+    scans: list[str] = []
+    real = lifecycle.pods_on
+    monkeypatch.setattr(lifecycle, "pods_on", lambda node: scans.append(node) or real(node))
+    lifecycle.reconcile("node1")
+    assert scans == []
+    victim = next(p for p in sim.pods("web") if p["spec"]["nodeName"] == "node1")["metadata"]["name"]
+
+    def lose(pod):
+        pod["status"] = {**pod["status"], "reason": "NodeLost", "message": "restored from an old copy"}
+        return pod
+
+    sim.store.update("Pod", "default", victim, lose)
+    sim.settle()
+    assert "reason" not in sim.store.get("Pod", "default", victim)["status"]
+    assert scans == []

@@ -37,7 +37,9 @@ def queued(sim: Sim) -> dict[str, int]:
 
 def trust_every_record(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
     """The wrong skip: a key reconciled cleanly once is never looked at again by a resync."""
-    monkeypatch.setattr(sim.manager.manager, "_still_clean", lambda queue, key: key in sim.manager._clean[queue])
+    manager = sim.manager.manager
+    monkeypatch.setattr(manager._records, "invalidate", lambda dep: None)
+    monkeypatch.setattr(manager, "_drop_moved_kv", lambda: None)
 
 
 def test_a_resync_after_nothing_changed_enqueues_nothing(sim):

@@ -300,6 +300,33 @@ def test_watcher_reports_a_commit_within_one_second_once(repo: Path, watchers: l
     assert {thread for _, _, thread in rec.calls} == {"source-watcher"}
 
 
+def test_a_ref_moved_into_place_is_checked_without_the_debounce(repo: Path, watchers: list) -> None:
+    """git's last step of a commit renames refs/heads/<branch>.lock over the ref: that move is
+    checked at once. With a debounce far longer than the deadline, only that path can report."""
+    rec = Recorder()
+    w = start_watcher(watchers, GitSource(repo=str(repo)), rec, poll_interval=600)
+    rec.wait_for_sha(git(repo, "rev-parse", "HEAD"))
+    w.DEBOUNCE = w.MAX_DEBOUNCE = 60.0  # type: ignore[misc]
+    sha = commit(repo, {"web.yaml": "kind: Deployment\nversion: at-once\n"}, "at once")
+    rec.wait_for_sha(sha, timeout=5)
+
+
+def test_only_a_move_onto_a_ref_skips_the_debounce(repo: Path) -> None:
+    from watchdog.events import FileCreatedEvent, FileModifiedEvent, FileMovedEvent
+
+    from reconciler.gitops.watcher import _GitDirHandler
+
+    git_dir = repo / ".git"
+    wakes: list[bool] = []
+    handler = _GitDirHandler(git_dir=git_dir, wake=wakes.append)
+    ref = str(git_dir / "refs" / "heads" / "main")
+    handler.on_any_event(FileCreatedEvent(ref + ".lock"))  # not yet a change
+    handler.on_any_event(FileMovedEvent(ref + ".lock", ref))  # the update is complete
+    handler.on_any_event(FileModifiedEvent(str(git_dir / "packed-refs")))  # written in place: debounced
+    handler.on_any_event(FileModifiedEvent(str(git_dir / "objects" / "ab")))  # noise
+    assert wakes == [True, False]
+
+
 def test_watcher_reports_reset_and_revert(repo: Path, watchers: list) -> None:
     first = git(repo, "rev-parse", "HEAD")
     rec = Recorder()

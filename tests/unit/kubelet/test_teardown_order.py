@@ -5,8 +5,12 @@ orphan the agent removes, and the ordinary removal is never counted as drift.
 """
 from __future__ import annotations
 
+import copy
+import threading
+import time
+
 from reconciler.core.clock import ManualClock
-from reconciler.core.keys import LABEL_NODE
+from reconciler.core.keys import ANN_POD_IP, LABEL_NODE
 from reconciler.daemon.controlplane import ControlPlane
 from reconciler.kubelet.nodestatus import NodeBinding
 from reconciler.store.store import Store
@@ -115,17 +119,73 @@ def test_when_the_stop_fails_the_object_waits_for_the_removal(tmp_path, monkeypa
     name = pod["metadata"]["name"]
     seen: list[list[str] | None] = []
 
-    def refuse_stop(*, namespace: str, name: str, grace_seconds: int) -> None:
+    def refuse_stop(*, namespace: str, name: str, container: str, grace_seconds: int) -> None:
         raise DriverError("the engine refused to stop it")
 
     def on_change(kind: str, namespace: str, changed: str) -> None:
         if kind == "Pod" and changed == name and sim.store.get("Pod", namespace, changed) is None:
             seen.append([p.name for p in sim.driver.list_pods() if p.name == name] or None)
 
-    monkeypatch.setattr(sim.driver, "stop_pod", refuse_stop)
+    monkeypatch.setattr(sim.driver, "stop_container", refuse_stop)
     sim.store.watch(on_change)
     sim.apply(deployment(replicas=0, image="hello:v1"))
     sim.settle()
     assert seen == [None], "the object went while the engine still held the pod"
     assert sim.pods() == [] and not [p for p in sim.driver.list_pods() if p.name == name]
+    sim.store.close()
+
+
+def test_a_new_pod_with_the_ip_of_one_being_removed_waits_for_the_removal(tmp_path, monkeypatch):
+    """The object goes before the sandbox does, so the scheduler may give its IP to a new pod
+    while the old sandbox still holds it in the engine's IPAM: that pod's create waits until
+    the old engine pod is removed (a second holder is refused, and the new pod would fail)."""
+    sim = Sim(tmp_path)
+    sim.apply(deployment(replicas=1, image="hello:v1"))
+    sim.settle()
+    [old] = sim.pods()
+    ip = old["metadata"]["annotations"][ANN_POD_IP]
+    agent = sim.manager.agents["node1"]
+    order: list[str] = []
+    removing = threading.Event()
+    real_remove, real_create = sim.driver.remove_pod, sim.driver.create_pod
+
+    def slow_remove(*, namespace: str, name: str) -> None:
+        removing.set()
+        # Hold the removal until the new pod's create waits on it (or give up after a deadline:
+        # then the create went ahead, and the order below says so).
+        deadline = time.monotonic() + 5.0
+        while not agent.teardown.releasing.waiting(ip) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        order.append(f"removed {name}")
+        real_remove(namespace=namespace, name=name)
+
+    def recording_create(request: PodRequest):
+        order.append(f"create {request.name} at {request.pod_ip}")
+        return real_create(request)
+
+    monkeypatch.setattr(sim.driver, "remove_pod", slow_remove)
+    monkeypatch.setattr(sim.driver, "create_pod", recording_create)
+    old_name = old["metadata"]["name"]
+
+    def mark(cur: dict) -> dict:
+        cur["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        cur["metadata"]["deletionGracePeriodSeconds"] = 1
+        return cur
+
+    sim.store.update("Pod", "default", old_name, mark)
+    tearing = threading.Thread(target=agent.reconcile, args=(("default", old_name),))
+    tearing.start()
+    assert removing.wait(5.0), "the old pod's removal never started"
+    assert sim.store.get("Pod", "default", old_name) is None  # the object went first
+    new = copy.deepcopy(old)
+    new["metadata"] = {k: v for k, v in old["metadata"].items() if k not in ("uid", "resourceVersion")}
+    new["metadata"]["name"] = "web-new"
+    new.pop("status", None)
+    sim.store.put(new)
+    starting = threading.Thread(target=agent.reconcile, args=(("default", "web-new"),))
+    starting.start()
+    tearing.join(10)
+    starting.join(10)
+    assert order == [f"removed {old_name}", f"create web-new at {ip}"]
+    assert {p.name for p in sim.driver.list_pods()} == {"web-new"}
     sim.store.close()

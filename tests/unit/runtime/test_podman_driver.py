@@ -276,7 +276,33 @@ def test_create_pod_makes_only_the_pod_and_its_containers(driver, images, cleanu
                                                                          ("side", "waiting", "Created")]
     with CallLog(driver) as log:
         driver.pod_state(namespace="drv", name="lean")
-    assert [path for _, path in log.calls] == ["/pods/drv_lean/json", "/containers/json"]
+    # One call: the pod's containers carry its labels, which is all the inspect would add.
+    assert [path for _, path in log.calls] == ["/containers/json"]
+
+
+def test_pod_state_reads_one_list_and_says_what_the_inspect_said(driver, images, podman_node, cleanup) -> None:
+    """The one-call read-back (the pod's container list) decodes as list_pods does, init
+    containers included; a pod with no container of ours left falls back to the inspect."""
+    request = make_request(name="onecall", containers=(hello(images.hello_v1), hello(images.hello_v1, name="side",
+                                                                                      port=8081)))
+    request = replace(request, init_containers=(ContainerRequest(name="prep", image=images.hello_v1,
+                                                                 command=("true",)),))
+    cleanup.append(request.name)
+    driver.create_pod(request)
+    with CallLog(driver) as log:
+        asked = driver.pod_state(namespace="drv", name="onecall")
+    assert log.calls == [("get", "/containers/json")]
+    assert asked is not None and asked == find_pod(driver, "onecall")
+    assert asked.uid == request.uid and asked.pod_ip == request.pod_ip and asked.labels == request.labels
+    assert [c.name for c in asked.init_containers] == ["prep"] and [c.name for c in asked.containers] == ["web", "side"]
+    for container in ("prep", "web", "side"):
+        podman_node.cli("rm", "--force", engine_container_name(namespace="drv", name="onecall", container=container),
+                        check=True)
+    emptied = driver.pod_state(namespace="drv", name="onecall")
+    assert emptied is not None and emptied.uid == request.uid and emptied.containers == ()
+    with CallLog(driver) as log:
+        assert driver.pod_state(namespace="drv", name="never-made") is None
+    assert log.calls == [("get", "/containers/json")]
 
 
 def test_pull_asks_once_for_a_burst_and_again_after_the_image_went(driver, images, podman_node, cleanup) -> None:
@@ -306,6 +332,30 @@ def test_pull_asks_once_for_a_burst_and_again_after_the_image_went(driver, image
     finally:
         fresh.close()
         podman_node.cli("rmi", "--ignore", tag)
+
+
+def test_a_burst_of_concurrent_pulls_asks_once(driver, images, podman_node) -> None:
+    """The agent's workers start a burst of pods together: one presence check, not one each."""
+    tag = "localhost:5000/hello:burst-concurrent"
+    podman_node.cli("tag", images.hello_v1, tag, check=True)
+    fresh = PodmanDriver(url=podman_node.url)
+    barrier = threading.Barrier(8)
+
+    def pull() -> None:
+        barrier.wait(timeout=10)
+        fresh.pull(tag, policy="IfNotPresent")
+
+    try:
+        with CallLog(fresh) as log:
+            threads = [threading.Thread(target=pull) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+        assert log.calls == [("get", image_path(tag, "exists"))]
+    finally:
+        fresh.close()
+        podman_node.cli("rmi", tag)
 
 
 def test_containers_share_the_pod_ip(driver, images, cleanup) -> None:

@@ -377,6 +377,16 @@ def test_kv(store: Any) -> None:
         store.kv_set("bad", object())
 
 
+def test_kv_text_is_the_stored_json(store: Any) -> None:
+    # What the controller manager compares a clean reconcile's key/value reads by.
+    assert store.kv_text("pins") is None
+    store.kv_set("pins", {"a": [1, 2]})
+    assert json.loads(store.kv_text("pins")) == {"a": [1, 2]}
+    before = store.kv_text("pins")
+    store.kv_set("pins", {"a": [1, 3]})
+    assert store.kv_text("pins") != before
+
+
 # ---------------------------------------------------------------- another store on the same data
 
 
