@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.engine import HELLO_V1, HELLO_V2, BenchNetwork, HandPod, PrivateEngine  # noqa: E402
 
-# Pods by hand share the daemon's bridge network, on addresses its scheduler does not reach in a
-# benchmark (it hands out the lowest free ones from .2; at most ~40 pods live at once there).
+# Pods by hand share the daemon's bridge network, in a subnet of their own on it
+# (BenchNetwork.hand_subnet, .128/25: its gateway is .129), which the daemon's pod CIDR (.0/25)
+# never reaches.
 HAND_FIRST, HAND_LAST = 150, 254
 NODE_AGENT_WORKERS = 8
 

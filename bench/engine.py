@@ -68,12 +68,13 @@ class BenchNetwork:
 
     slot: NetworkSlot
     name: str  # the podman network and its bridge interface
-    subnet: str  # the pod CIDR, 10.244.S.0/24
+    subnet: str  # the daemon's pod CIDR, 10.244.S.0/25 (the slot's lower half)
+    hand_subnet: str  # the pods by hand, 10.244.S.128/25: a second subnet of the same bridge network
     service_cidr: str  # 10.96.S.0/24
     nft_table: str  # ip rcbenchS
 
     def ip(self, host: int) -> str:
-        """The address ``host`` (2..254) of the pod CIDR; 1 is the bridge's own."""
+        """The address ``host`` (2..254) of the slot's /24; 1 is the bridge's own, 129 its second."""
         return self.subnet.rsplit(".", 1)[0] + f".{host}"
 
 
@@ -146,11 +147,19 @@ class PrivateEngine:
     def network(self) -> BenchNetwork:
         """A new bridge network on this engine, on a pod CIDR no test session or benchmark uses now."""
         slot = claim_network_slot()
-        net = BenchNetwork(slot=slot, name=f"rcbench{slot.index}", subnet=slot.subnet,
-                           service_cidr=f"10.96.{slot.index}.0/24", nft_table=f"rcbench{slot.index}")
+        prefix = slot.subnet.rsplit(".", 1)[0]
+        net = BenchNetwork(slot=slot, name=f"rcbench{slot.index}", subnet=f"{prefix}.0/25",
+                           hand_subnet=f"{prefix}.128/25", service_cidr=f"10.96.{slot.index}.0/24",
+                           nft_table=f"rcbench{slot.index}")
         self.networks.append(net)
-        # Made here (the daemon's own ensure_network finds it), so the baseline can use it first.
-        self.call("post", "/networks/create", body=network_body(PodNetwork(name=net.name, subnet=net.subnet)))
+        # Made here (the daemon's own ensure_network finds it, as it holds the node's pod CIDR), so
+        # the baseline can use it first. The pods by hand get a subnet of their own on the same
+        # bridge: the daemon's scheduler rotates through its whole pod CIDR (host-local IPAM
+        # style), so in a shared range it would reach a by-hand pod's address within a run and
+        # one side's start would be refused ("IPAM error ... already allocated").
+        body = network_body(PodNetwork(name=net.name, subnet=net.subnet))
+        body["subnets"].append({"subnet": net.hand_subnet, "gateway": net.ip(129)})
+        self.call("post", "/networks/create", body=body)
         return net
 
     # -- pods by hand ----------------------------------------------------------------------

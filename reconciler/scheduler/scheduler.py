@@ -19,8 +19,15 @@ deleted at once: nothing runs for it.
 Nothing fits: the pod stays Pending with PodScheduled=False (Unschedulable) and
 a ``FailedScheduling`` event in kube-scheduler's words, e.g.
 ``0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't match Pod's
-node affinity/selector.``; it is tried again every few seconds and whenever a
-Node changes.
+node affinity/selector.``. It is not polled (issue 14/16: a retry every 5 s per
+pod, each writing an event, cost most of a CPU at 3,000 pods): as kube-scheduler
+does, it is parked in the unschedulable set (``unschedulable.py``) until a cluster
+event could help — a Node added or changed in what placement reads (Ready,
+cordon, labels, pod CIDR, allocatable), a bound pod deleted or finished (room
+freed), its own spec changed — or 5 minutes pass, and is then retried once its
+back-off (1 s doubling to 10 s) has run out. The event (one per pod and message,
+its count growing) is written only by a retry; the log line is info once per pod
+and message, debug after.
 
 The pod IP comes from the node's pod CIDR: the lowest address no pod on that
 node holds, terminating ones included, since their containers may still hold
@@ -41,9 +48,10 @@ end at the store's state; the first reconcile seeds the aggregates from one list
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 from collections import Counter
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Container, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -57,12 +65,13 @@ from reconciler.core.nodes import node_is_ready
 from reconciler.core.watches import Cache, Change, Watch, Watches
 from reconciler.core.workqueue import Result, TemporaryError
 from reconciler.manifests.quantity import QuantityError, parse_cpu, parse_memory
+from reconciler.scheduler.unschedulable import UnschedulablePods, Verdict
 
 log = structlog.get_logger("scheduler")
 
 _T = TypeVar("_T")
 
-RETRY_UNSCHEDULABLE = 5.0  # seconds; a Node change retries at once
+RETRY_NO_IP = 5.0  # seconds; only with a pod CIDR smaller than the node's pod capacity
 # kube-scheduler's non-zero defaults: only for scoring, never for the fit.
 DEFAULT_CPU_REQUEST_MILLI = 100
 DEFAULT_MEMORY_REQUEST = 200 * 1024 * 1024
@@ -211,10 +220,13 @@ def _ipv4_int(text: str | None) -> int | None:
     if not text:
         return None
     try:
-        address = ipaddress.IPv4Address(text)
-    except ValueError:
+        # inet_aton, not IPv4Address: this runs for every pod the aggregates are seeded with.
+        packed = socket.inet_aton(text)
+    except (OSError, ValueError):
         return None
-    return int(address) if str(address) == text else None
+    value = int.from_bytes(packed, "big")
+    # inet_aton also takes "10.1", "010.0.0.1" or "0x0a.0.0.1": only the dotted-quad spelling counts.
+    return value if socket.inet_ntoa(packed) == text else None
 
 
 def _share_of(pod: Body) -> _Share | None:
@@ -229,31 +241,63 @@ def _share_of(pod: Body) -> _Share | None:
                   owner=owner if owner and o.pod_is_active(pod) else None)
 
 
-def _if_unbound(change: Change, _cache: Cache) -> list[tuple[str, str]]:
-    # To bind it, or to delete it if it is marked for deletion.
-    return [change.key] if change.obj is not None and not change.node else []
+def _node_signature(node: Body) -> Hashable:
+    """What placement reads of a Node: a change of anything else (a heartbeat) helps no pod."""
+    spec = node.get("spec") or {}
+    allocatable = (node.get("status") or {}).get("allocatable") or {}
+    return (node_is_ready(node), bool(spec.get("unschedulable")), tuple(sorted(o.labels(node).items())),
+            str(spec.get("podCIDR") or ""), tuple(sorted((str(k), str(v)) for k, v in allocatable.items())))
 
 
-def _all_unbound(_change: Change, cache: Cache) -> list[tuple[str, str]]:
-    # A node turning Ready may unblock pending pods (terminating ones the scheduler deletes).
-    return cache.unbound_pods()
+def _pod_signature(pod: Body) -> Hashable:
+    """What placement reads of the pod itself (its status writes are not a reason to retry)."""
+    selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+    return (tuple(sorted((str(k), str(v)) for k, v in selector.items())), pod_requests(pod))
 
 
 class Scheduler:
     name = "scheduler"
     workers = 1
-    watches: tuple[Watch, ...] = (Watches("Pod", _if_unbound), Watches("Node", _all_unbound))
 
     def resync_keys(self, cache: Cache, *, first: bool) -> list[tuple[str, str]]:
         return cache.unbound_pods()
 
     def observe(self, change: Change) -> None:
         """Every Pod change, before any placement: keep the per-node aggregates current."""
+        if change.obj is None or change.node:
+            self.unschedulable.forget(change.key)  # deleted, or bound: nothing to retry
         self.observe_pod(change.namespace, change.name)
 
-    def __init__(self, *, store: Any, clock: Clock) -> None:
+    # -- what the scheduler watches --------------------------------------------------------
+    def _pod_keys(self, change: Change, _cache: Cache) -> list[Hashable]:
+        if change.obj is not None and not change.node:
+            # To bind it, or to delete it if it is marked for deletion; a parked pod's reconcile
+            # is a lookup that writes nothing unless its spec changed.
+            return [change.key]
+        if change.node and (change.obj is None or not counts_for_resources(change.obj)):
+            return self.unschedulable.move_all()  # a bound pod gone or finished: room freed on its node
+        return []
+
+    def _node_keys(self, change: Change, _cache: Cache) -> list[Hashable]:
+        node = change.obj
+        with self._signatures_lock:
+            if node is None:  # a Node gone helps no pod
+                self._node_signatures.pop(change.name, None)
+                return []
+            signature = _node_signature(node)
+            if self._node_signatures.get(change.name) == signature:
+                return []
+            self._node_signatures[change.name] = signature
+        return self.unschedulable.move_all()  # added, or changed in what placement reads
+
+    def __init__(self, *, store: Any, clock: Clock, unschedulable: UnschedulablePods | None = None) -> None:
         self._store = store
         self._clock = clock
+        self.unschedulable = unschedulable or UnschedulablePods()
+        # Per Node, what placement read of it last time it changed (``_node_signature``).
+        self._node_signatures: dict[str, Hashable] = {}
+        self._signatures_lock = threading.Lock()
+        self.watches: tuple[Watch, ...] = (Watches("Pod", self._pod_keys), Watches("Node", self._node_keys))
         self._usage_lock = threading.Lock()
         self._shares: dict[tuple[str, str], _Share] = {}
         self._usage: dict[str, _NodeUsage] = {}
@@ -283,7 +327,10 @@ class Scheduler:
                 del self._usage[old.node]
         if new is not None:
             self._shares[key] = new
-            self._usage.setdefault(new.node, _NodeUsage()).add(new, +1)
+            usage = self._usage.get(new.node)
+            if usage is None:  # not setdefault: building a _NodeUsage (three Counters) per pod was the seed's cost
+                usage = self._usage[new.node] = _NodeUsage()
+            usage.add(new, +1)
 
     def _seed_locked(self) -> None:
         if self._seeded:
@@ -319,13 +366,22 @@ class Scheduler:
         namespace, name = key
         pod = self._store.get("Pod", namespace, name)
         if pod is None or (pod.get("spec") or {}).get("nodeName"):
+            self.unschedulable.forget(key)
             return None
         if o.is_terminating(pod):
+            self.unschedulable.forget(key)
             # Never scheduled, so nothing runs that needs a graceful stop: gone at once, as the
             # apiserver does it (this queue is the only binder, so it cannot be bound meanwhile).
             self._store.delete("Pod", namespace, name)
             log.info("unscheduled pod deleted", object=f"pod/{name}", namespace=namespace, action="delete")
             return None
+        signature = _pod_signature(pod)
+        verdict, wait = self.unschedulable.verdict(key, signature=signature, now=self._clock.now())
+        if verdict is Verdict.PARKED:
+            return None  # nothing could have helped it: no retry, no write (a clean reconcile)
+        if verdict is Verdict.BACKING_OFF:
+            return Result(requeue_after=wait)
+        cycle = self.unschedulable.cycle()  # before the nodes are read: a move from now on is not lost
         nodes = self._store.list("Node")
         owner = o.owner_uid(pod, "ReplicaSet")
         # O(nodes): the aggregates, never the pods bound to each node.
@@ -341,8 +397,12 @@ class Scheduler:
             else:
                 fitting.append(node)
         if not fitting:
-            self._unschedulable(pod, unschedulable_message(nodes=len(nodes), reasons=reasons))
-            raise TemporaryError("no node fits", delay=RETRY_UNSCHEDULABLE)
+            message = unschedulable_message(nodes=len(nodes), reasons=reasons)
+            failure = self.unschedulable.failed(key, signature=signature, message=message, now=self._clock.now(),
+                                                cycle=cycle)
+            self._unschedulable(pod, message, first=failure.new_message, attempts=failure.attempts)
+            # The 5-minute cap, or the back-off when a move came during this attempt.
+            return Result(requeue_after=failure.retry_in)
         scoring_request = pod_requests(pod, non_zero=True)
 
         def score(node: Body) -> tuple[int, float, int, str]:
@@ -353,7 +413,7 @@ class Scheduler:
         node_name = node["metadata"]["name"]
         ip = self._free_ip(node)
         if ip is None:  # the filter counted pods; this only happens with a CIDR smaller than its capacity
-            raise TemporaryError(f"node {node_name} has no free pod IP", delay=RETRY_UNSCHEDULABLE)
+            raise TemporaryError(f"node {node_name} has no free pod IP", delay=RETRY_NO_IP)
         now = self._clock.now()
 
         def bind(cur: Body) -> Body | None:
@@ -364,6 +424,7 @@ class Scheduler:
             o.set_condition(cur.setdefault("status", {}), {"type": "PodScheduled", "status": "True"}, now=now)
             return cur
 
+        self.unschedulable.forget(key)
         if self._store.update("Pod", namespace, name, bind) is None:
             return None  # bound or deleted meanwhile
         # The watch moves the share too; doing it here as well keeps the next placement exact
@@ -397,7 +458,7 @@ class Scheduler:
                 why.append(REASON_MEMORY)
         return why
 
-    def _unschedulable(self, pod: Body, message: str) -> None:
+    def _unschedulable(self, pod: Body, message: str, *, first: bool, attempts: int) -> None:
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         self._store.record_event(kind="Pod", namespace=namespace, name=name, uid=pod["metadata"].get("uid", ""),
                                  type="Warning", reason="FailedScheduling", message=message)
@@ -416,7 +477,9 @@ class Scheduler:
             return cur
 
         self._store.update("Pod", namespace, name, mutate)
-        log.info("unschedulable", object=f"pod/{name}", namespace=namespace, reason=message, action="wait")
+        # Info once per pod and message: thousands of parked pods must not flood the log.
+        (log.info if first else log.debug)("unschedulable", object=f"pod/{name}", namespace=namespace,
+                                           reason=message, attempts=attempts, action="wait")
 
 
 def _used_share(node: Body, used: Resources) -> float:

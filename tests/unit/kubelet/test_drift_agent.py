@@ -20,15 +20,6 @@ from runtime.fake import FakeDriver
 from tests.harness.sim import Sim, deployment
 
 
-@pytest.fixture
-def sim(tmp_path):
-    s = Sim(tmp_path)
-    s.driver.set_record_calls(True)
-    yield s
-    s.manager.stop_watchers()
-    s.store.close()
-
-
 def one_pod(sim: Sim, *, image: str = "hello:v1") -> str:
     sim.apply(deployment(replicas=1, image=image))
     sim.settle()

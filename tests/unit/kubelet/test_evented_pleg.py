@@ -17,15 +17,6 @@ from runtime.driver import LABEL_MANAGED, EngineEvent, NodeUnreachable, WatchSta
 from tests.harness.sim import Sim, deployment
 
 
-@pytest.fixture
-def sim(tmp_path):
-    s = Sim(tmp_path)
-    s.driver.set_record_calls(True)
-    yield s
-    s.manager.stop_watchers()
-    s.store.close()
-
-
 def wait_until(predicate, *, timeout: float = 5.0, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -21,15 +21,6 @@ from tests.harness.sim import Sim
 IMAGE = "hello:v1"
 
 
-@pytest.fixture
-def sim(tmp_path):
-    s = Sim(tmp_path)
-    s.driver.set_record_calls(True)
-    yield s
-    s.manager.stop_watchers()
-    s.store.close()
-
-
 def pod(name: str = "solo", *, containers: list[dict] | None = None, init: list[dict] | None = None,
         security: dict | None = None, policy: str = "Always") -> dict:
     spec: dict = {"containers": containers or [{"name": "app", "image": IMAGE}], "restartPolicy": policy,

@@ -1,19 +1,8 @@
 """A pod's ``status.hostIP`` (and the ``status.hostIP`` fieldRef) is its node's address, not the pod's."""
 from __future__ import annotations
 
-import pytest
-
 from reconciler.core.nodes import internal_ip
 from tests.harness.sim import Sim, deployment
-
-
-@pytest.fixture
-def sim(tmp_path):
-    s = Sim(tmp_path)
-    s.driver.set_record_calls(True)
-    yield s
-    s.manager.stop_watchers()
-    s.store.close()
 
 
 def test_host_ip_is_the_nodes_internal_ip(sim: Sim) -> None:

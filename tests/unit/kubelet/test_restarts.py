@@ -20,15 +20,6 @@ from tests.harness.sim import Sim, deployment
 INDEX = "/www/index.html"
 
 
-@pytest.fixture
-def sim(tmp_path):
-    s = Sim(tmp_path)
-    s.driver.set_record_calls(True)
-    yield s
-    s.manager.stop_watchers()
-    s.store.close()
-
-
 def live_pod(sim: Sim, *, probe: dict | None = None, policy: str = "Always") -> str:
     """One pod of a Deployment (or a bare Pod for policies a Deployment refuses), running."""
     d = deployment(replicas=1)
