@@ -78,7 +78,7 @@ def machine() -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="bench/run", description="Run every benchmark and print "
                                      "each figure with its baseline and ratio.")
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions and shorter windows (~9 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and shorter windows (~25 min)")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
     parser.add_argument("--reps", type=int, help="repetitions of each engine comparison (default 5, quick 3)")

@@ -138,9 +138,11 @@ class PodLifecycleEventGenerator:
             if event.action == "start":
                 # Most start events are our own starts, already read back: the view shows the
                 # container running, and reading the pod again would find nothing new.
+                # The sandbox's own start ("" container) comes with ours too, and is old news
+                # once an app container of the pod shows running (none runs without it).
                 state = self._runtime.get(key)
-                if state is not None and any(c.name == event.container and c.state == "running"
-                                             for c in state.containers):
+                if state is not None and any((c.name == event.container or not event.container)
+                                             and c.state == "running" for c in state.containers):
                     return
             self._stale.setdefault(key, set()).add(event.action)
         self._enqueue(key)

@@ -157,8 +157,13 @@ def test_running_local_pods_get_service_names_in_their_hosts_file(store: Store, 
     [call] = driver.calls_to("set_hosts")
     assert (call.args["namespace"], call.args["name"]) == ("team", "client")
     assert ("web.default", CLUSTER_IP) in call.args["hosts"] and ("web", CLUSTER_IP) not in call.args["hosts"]
+    listed: list[str] = []
+    real_list = store.list
+    store.list = lambda kind, *a, **kw: (listed.append(kind), real_list(kind, *a, **kw))[1]  # type: ignore[method-assign]
     sync.reconcile("all")
     assert len(driver.calls_to("set_hosts")) == 1  # unchanged: not written again
+    # A run follows every Pod change: it decodes the pods once, not once per pod pass.
+    assert listed.count("Pod") == 1
 
 
 def test_a_started_pod_s_address_gets_a_fresh_arp_entry_once(store: Store, lab: Lab) -> None:
