@@ -1,6 +1,6 @@
 """Turn a results file of ``bench/run`` into the Markdown table of ``docs/performance.md``.
 
-Usage: ``python3 bench/report.py /tmp/reconciler-bench-<time>.json`` — prints the machine
+Usage: ``python3 bench/report.py bench/results/<file>.json`` — prints the machine
 line and one table row per figure (value, baseline, ratio, goal, verdict, samples), so
 the document's numbers are copied from a run, never typed by hand.
 """

@@ -82,7 +82,8 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
     parser.add_argument("--reps", type=int, help="repetitions of each engine comparison (default 5, quick 3)")
-    parser.add_argument("--json", default="", help="where to save the results (default: /tmp/reconciler-bench-<time>.json)")
+    parser.add_argument("--json", default="",
+                        help="where to save the results (default: bench/results/<date>-<time>-<sections>.json)")
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
     reps = args.reps or settings.reps
@@ -158,7 +159,11 @@ def main() -> int:
     for name, text in results.profiles.items():
         print(f"\n== profile: {name}")
         print("\n".join(text.splitlines()[:45]))
-    path = Path(args.json) if args.json else Path(f"/tmp/reconciler-bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    # By default beside the runs kept in the repository (docs/performance.md cites them by name).
+    default = Path(__file__).resolve().parent / "results" / (
+        f"{time.strftime('%Y-%m-%d-%H%M')}-{'all' if len(only) == len(SECTIONS) else '-'.join(only)}"
+        f"{'-quick' if args.quick else ''}.json")
+    path = Path(args.json) if args.json else default
     results.save(path)
     print(f"\n{m['duration_s']} s; load average at the end {' '.join(m['loadavg_end'])}; results saved to {path}")
     return 0
