@@ -8,22 +8,12 @@ on its create event; our own creations cost nothing.
 """
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from reconciler.kubelet.pleg import QUIET_LONE_SCAN_INTERVAL, QUIET_RELIST_INTERVAL
 from runtime.driver import LABEL_MANAGED, EngineEvent, NodeUnreachable, WatchStatus
+from tests.harness.daemon_harness import wait_for
 from tests.harness.sim import Sim, deployment
-
-
-def wait_until(predicate, *, timeout: float = 5.0, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def one_pod(sim: Sim) -> str:
@@ -108,7 +98,7 @@ def test_the_watcher_relists_as_soon_as_the_stream_opens(sim):
     one_pod(sim)
     sim.driver.clear_calls()
     sim.manager.start_watchers()
-    wait_until(lambda: calls(sim, "list_pods") == 1, what="the relist on connect")
+    wait_for(lambda: calls(sim, "list_pods") == 1, timeout=5.0, interval=0.01, what="the relist on connect")
     pleg = sim.manager.agents["node1"].pleg
     assert pleg.streaming and not pleg.relist_due()
     sim.manager.stop_watchers()
@@ -120,7 +110,7 @@ def test_a_killed_container_is_healed_by_its_event_between_quiet_relists(sim):
     name = one_pod(sim)
     sim.driver.clear_calls()
     sim.manager.start_watchers()
-    wait_until(lambda: calls(sim, "list_pods") == 1, what="the relist on connect")
+    wait_for(lambda: calls(sim, "list_pods") == 1, timeout=5.0, interval=0.01, what="the relist on connect")
     pleg = sim.manager.agents["node1"].pleg
     with pleg._relisting:
         pass  # that relist is over
