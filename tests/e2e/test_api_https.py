@@ -58,10 +58,14 @@ def test_the_api_over_https_with_tokens(tmp_path: Path, podman_node) -> None:
         assert made.returncode == 0, made.stderr
         admin = made.stdout.strip()
 
-        # An admin token reads and acts, from "another host".
-        status = remote(url, admin, ca_hash, "status", "-o", "json")
-        assert status.returncode == 0, status.stderr
-        assert [n["name"] for n in json.loads(status.stdout)["nodes"]] == ["node1"]
+        # An admin token reads and acts, from "another host". The API answers before the local
+        # node has registered (as kube-apiserver does before a kubelet joins): wait for it.
+        def node_names() -> list[str]:
+            status = remote(url, admin, ca_hash, "status", "-o", "json")
+            assert status.returncode == 0, status.stderr
+            return [n["name"] for n in json.loads(status.stdout)["nodes"]]
+
+        assert wait_for(node_names, timeout=30, what="node1 in the remote status") == ["node1"]
         pods = remote(url, admin, ca_hash, "get", "pods", "-A")
         assert pods.returncode == 0, pods.stderr
 
