@@ -129,6 +129,7 @@ class DeploymentSpec(TypedDict, total=False):
     revisionHistoryLimit: int
     progressDeadlineSeconds: int
     paused: bool
+    podReplacementPolicy: str
 
 
 class DeploymentStatus(TypedDict, total=False):

@@ -41,6 +41,9 @@ class DeploymentSpec(KubeModel):
     revision_history_limit: NonNegInt32 = 10
     progress_deadline_seconds: NonNegInt32 = 600
     paused: Bool = False
+    # Kubernetes' KEP-3973 field (apps/v1, alpha in 1.33): absent means its default,
+    # TerminationStarted (a replacement is made as soon as the old pod starts terminating).
+    pod_replacement_policy: Literal["TerminationStarted", "TerminationComplete"] | None = None
 
 
 class Deployment(KubeModel):

@@ -25,6 +25,13 @@ def is_recreate(d: Body) -> bool:
     return (d["spec"].get("strategy") or {}).get("type") == "Recreate"
 
 
+def counts_terminating(d: Body) -> bool:
+    """``spec.podReplacementPolicy: TerminationComplete``: pods still terminating count toward
+    ``replicas + maxSurge``. Absent or ``TerminationStarted`` (Kubernetes' default): they do not,
+    so the next new pod starts while the old one drains."""
+    return d["spec"].get("podReplacementPolicy") == "TerminationComplete"
+
+
 def replicas(rs: Body | None) -> int:
     """A ReplicaSet's ``spec.replicas`` (0 when absent or for no ReplicaSet)."""
     return int(((rs or {}).get("spec") or {}).get("replicas", 0) or 0)

@@ -10,10 +10,12 @@ Each reconcile takes at most one step, then writes the status:
    oldest ReplicaSet first), then available ones by what is available above the minimum;
 3. once the rollout is complete, old ReplicaSets beyond revisionHistoryLimit go.
 
-One deliberate difference: pods that are still terminating count toward the surge
-budget (like Kubernetes' ``podReplacementPolicy: TerminationComplete``). Kubernetes
-forgets a pod the moment it is marked for deletion, so a slow SIGTERM lets live pods
-exceed ``replicas + maxSurge``; here they never do (``live_pods``).
+Pods still terminating: by default (``spec.podReplacementPolicy`` absent or
+``TerminationStarted``, Kubernetes' default) they do not count toward ``replicas +
+maxSurge`` — the next new pod is made while the old one drains, so a slow SIGTERM never
+slows a rollout, and no more than ``replicas + maxSurge`` pods are *active* (not marked
+for deletion). With ``TerminationComplete`` (KEP-3973) they count, so no more than that
+many pods run at all, at the price of one termination per step (``live_pods``).
 """
 from __future__ import annotations
 
@@ -26,15 +28,15 @@ from reconciler.core.bodies import Body
 from reconciler.core.workqueue import Result
 
 
-def live_pods(all_rss: list[Body], pods: dict[str, list[Body]]) -> int:
+def live_pods(all_rss: list[Body], pods: dict[str, list[Body]], *, count_terminating: bool) -> int:
     """Pods that exist or are promised: per ReplicaSet the larger of its spec and
     its active pods (a scale-down the ReplicaSet controller has not acted on yet),
-    plus every pod still terminating."""
+    plus, with ``count_terminating``, every pod still terminating."""
     total = 0
     for rs in all_rss:
         rs_pods = pods.get(rs["metadata"]["name"], [])
         active = sum(1 for p in rs_pods if o.pod_is_active(p))
-        terminating = sum(1 for p in rs_pods if o.is_terminating(p))
+        terminating = sum(1 for p in rs_pods if o.is_terminating(p)) if count_terminating else 0
         total += max(fields.replicas(rs), active) + terminating
     return total
 
@@ -67,8 +69,8 @@ class RollingUpdate:
         if current > desired:
             return self._sync.scale(d, new, desired)
         surge, _ = fields.fenceposts(d)
-        target = maths.new_rs_new_replicas(
-            desired=desired, surge=surge, current_pods=live_pods(all_rss, pods), new_replicas=current)
+        live = live_pods(all_rss, pods, count_terminating=fields.counts_terminating(d))
+        target = maths.new_rs_new_replicas(desired=desired, surge=surge, current_pods=live, new_replicas=current)
         return self._sync.scale(d, new, target)
 
     def reconcile_old(self, d: Body, all_rss: list[Body], old_active: list[Body], new: Body) -> bool:

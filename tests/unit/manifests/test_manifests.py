@@ -109,6 +109,13 @@ def test_deployment_defaults_in_body_and_model() -> None:
     assert model.spec.progress_deadline_seconds == 600
 
 
+def test_pod_replacement_policy_is_kept_and_absent_by_default() -> None:
+    # Absent means Kubernetes' default (TerminationStarted); it is not written into the body.
+    assert "podReplacementPolicy" not in only(parse(DEPLOYMENT)).body["spec"]
+    obj = only(parse(DEPLOYMENT.replace("  replicas: 2\n", "  replicas: 2\n  podReplacementPolicy: TerminationComplete\n")))
+    assert obj.body["spec"]["podReplacementPolicy"] == "TerminationComplete"
+
+
 def test_replicas_default_to_one() -> None:
     obj = only(parse(DEPLOYMENT.replace("  replicas: 2\n", "")))
     assert obj.body["spec"]["replicas"] == 1
@@ -310,6 +317,10 @@ ERRORS = [
     ("maxUnavailable over 100%",
      DEPLOYMENT.replace("  replicas: 2\n", "  replicas: 2\n  strategy:\n    rollingUpdate: {maxUnavailable: 150%}\n"),
      ["m.yaml:8: Deployment/web: spec.strategy.rollingUpdate.maxUnavailable: must not be greater than 100%"]),
+    ("unknown podReplacementPolicy",
+     DEPLOYMENT.replace("  replicas: 2\n", "  replicas: 2\n  podReplacementPolicy: Sometimes\n"),
+     ["m.yaml:7: Deployment/web: spec.podReplacementPolicy: must be one of TerminationStarted or TerminationComplete, "
+      "not 'Sometimes'"]),
     ("unknown strategy", DEPLOYMENT.replace("  replicas: 2\n", "  replicas: 2\n  strategy:\n    type: BlueGreen\n"),
      ["m.yaml:8: Deployment/web: spec.strategy.type: must be one of RollingUpdate or Recreate, not 'BlueGreen'"]),
     ("progress deadline not above minReadySeconds",
@@ -336,6 +347,10 @@ ERRORS = [
     ("unsupported volume type",
      DEPLOYMENT + "      volumes:\n      - name: data\n        persistentVolumeClaim: {claimName: data}\n",
      ["m.yaml:19: Deployment/web: spec.template.spec.volumes[0]: unsupported volume type persistentVolumeClaim "
+      "(supported: emptyDir, configMap, secret, hostPath)"]),
+    ("unsupported volume type named by a key with newlines (found by the fuzz test)",
+     DEPLOYMENT + "      volumes:\n      - ? \"\\n\\nx\"\n        : true\n",
+     ["m.yaml:19: Deployment/web: spec.template.spec.volumes[0]: unsupported volume type [\"\\n\\nx\"] "
       "(supported: emptyDir, configMap, secret, hostPath)"]),
     ("two volume types",
      DEPLOYMENT + "      volumes:\n      - name: data\n        emptyDir: {}\n        configMap: {name: c}\n",

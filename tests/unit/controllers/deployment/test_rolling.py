@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from reconciler.controllers.deployment.rolling import live_pods
+from runtime.driver import NodeUnreachable
 from tests.harness.sim import deployment
 from tests.unit.controllers.deployment.scenarios import crashloop, start, watch_bounds
 
@@ -70,8 +71,52 @@ def _pod(*, terminating: bool = False) -> dict:
     return {"metadata": meta, "spec": {}, "status": {"phase": "Running"}}
 
 
-def test_live_pods_count_terminating_pods_and_promised_ones():
+def test_live_pods_count_promised_ones_and_terminating_ones_only_when_asked():
     # "a": spec 2 but 3 active pods (a scale-down not acted on yet) plus one terminating;
     # "b": spec 2 with no pods yet (promised).
     pods = {"a": [_pod(), _pod(), _pod(), _pod(terminating=True)], "b": []}
-    assert live_pods([_rs("a", 2), _rs("b", 2)], pods) == 3 + 1 + 2
+    assert live_pods([_rs("a", 2), _rs("b", 2)], pods, count_terminating=False) == 3 + 2  # TerminationStarted
+    assert live_pods([_rs("a", 2), _rs("b", 2)], pods, count_terminating=True) == 3 + 1 + 2  # TerminationComplete
+
+
+def _slow_sigterm(sim, monkeypatch) -> None:
+    """Pods marked for deletion stay terminating: the engine takes no stop or removal (as while
+    apps drain for their grace period), so the kubelet cannot finish them until ``monkeypatch.undo``."""
+    def busy(**_: object) -> None:
+        raise NodeUnreachable("draining")
+
+    for method in ("stop_pod", "stop_container", "remove_pod"):
+        monkeypatch.setattr(sim.driver, method, busy)
+
+
+def _terminating(sim, image: str) -> int:
+    return sum(1 for p in sim.pods(image=image) if p["metadata"].get("deletionTimestamp"))
+
+
+def test_by_default_the_next_pod_starts_while_the_old_one_terminates(sim, monkeypatch):
+    # Kubernetes' default (podReplacementPolicy absent = TerminationStarted): a terminating pod no
+    # longer counts toward replicas + maxSurge, so a slow SIGTERM never holds the rollout up.
+    start(sim, replicas=3, surge=1, unavailable=0)
+    _slow_sigterm(sim, monkeypatch)
+    sim.apply(deployment(replicas=3, image="hello:v2", surge=1, unavailable=0, commit="c2"))
+    sim.settle()
+    assert sim.sizes("hello:v1", "hello:v2") == (0, 3)
+    assert sim.available() == 3 and _terminating(sim, "hello:v1") == 3
+    assert sim.deployment()["status"]["updatedReplicas"] == 3
+
+
+def test_termination_complete_waits_for_each_old_pod_to_go(sim, monkeypatch):
+    start(sim, replicas=3, surge=1, unavailable=0)
+    _slow_sigterm(sim, monkeypatch)
+    d = deployment(replicas=3, image="hello:v2", surge=1, unavailable=0, commit="c2")
+    d["spec"]["podReplacementPolicy"] = "TerminationComplete"
+    seen = watch_bounds(sim, max_live=4, min_available=3)  # every pod object, terminating ones too
+    sim.apply(d)
+    sim.settle()
+    # One step taken, then held: the old pod is still within its grace period.
+    assert sim.sizes("hello:v1", "hello:v2") == (2, 1) and _terminating(sim, "hello:v1") == 1
+    monkeypatch.undo()  # the apps exit: the kubelet finishes each old pod, and the next step runs
+    for _ in range(3):
+        sim.advance(31)  # past the kubelet's back-off for the refused teardowns
+    assert sim.sizes("hello:v1", "hello:v2") == (0, 3) and not sim.pods(image="hello:v1")
+    assert seen["max_live"] == 4
