@@ -34,6 +34,7 @@ from .fields import (
     Str,
     invalid,
 )
+from .messages import format_path
 from .meta import ObjectMeta, TemplateMeta
 
 
@@ -263,7 +264,8 @@ class Volume(KubeModel):
         # A volume whose only source is one we cannot run (persistentVolumeClaim, nfs...)
         # must not quietly become the emptyDir Kubernetes defaults a source-less volume to.
         if isinstance(data, dict) and not any(data.get(key) is not None for key in VOLUME_SOURCES):
-            others = sorted(str(key) for key, value in data.items() if key != "name" and value is not None)
+            # Keys as one line each (a YAML key may hold newlines): a problem is one line.
+            others = sorted(format_path([key]) for key, value in data.items() if key != "name" and value is not None)
             if others:
                 raise invalid(f"unsupported volume type {', '.join(others)[:120]} "
                               f"(supported: {', '.join(VOLUME_SOURCES)})")
