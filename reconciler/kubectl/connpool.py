@@ -18,6 +18,16 @@ half-closed keep-alive connection):
 
 At most ``size`` idle connections per server are kept; a burst beyond that opens more and
 closes the extras afterwards. Thread-safe: a connection is held by one request at a time.
+
+Why by hand and not urllib3's ``HTTPSConnectionPool`` (already installed with requests): the
+client is one ``http.client`` code path for the local unix socket and for HTTPS, with its own
+mapping of every failure to a sentence (refused, untrusted CA, timeout, broken stream — the CLI's
+tests pin those words), CA pinning done once on an ``ssl.SSLContext``, per-request timeouts that a
+follow stream lifts to none on the live socket, and failover that must see a connection fail
+before any request is sent. urllib3 would take over connecting, retrying and raising (its own
+``MaxRetryError``/``ProtocolError`` wrapping), so all of that would be rewritten around it for the
+one thing used here: keep a few idle connections and drop those the server closed. That part
+is this module's ~40 lines, with urllib3's own staleness test (a readable idle socket) applied.
 """
 from __future__ import annotations
 
