@@ -50,8 +50,6 @@ from decimal import Decimal
 from pathlib import Path as FsPath
 from typing import Any
 
-import re2
-
 from .documents import Document, Path
 from .messages import format_path
 
@@ -161,6 +159,8 @@ class _Metadata:
             # RE2, as sops itself uses (Go's regexp): the same syntax, and linear time. The
             # pattern comes from the file, so Python's backtracking `re` would let whoever can
             # push make one parse take as long as they like.
+            import re2  # here, not at the top: most repositories have no SOPS file, and re2 is 2.5 MB of RSS
+
             try:
                 self.regex = re2.compile(self.pattern)
             except (re2.error, ValueError, RecursionError):
