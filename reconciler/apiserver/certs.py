@@ -10,8 +10,10 @@ import hashlib
 import os
 import socket
 from pathlib import Path
+from typing import Any, Protocol
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -30,6 +32,7 @@ from reconciler.apiserver.tls import (
     TlsError,
     _wanted_names,
 )
+from reconciler.core.keys import API_CA_KEY
 
 
 def ca_hash(ca_pem: str | bytes) -> str:
@@ -43,9 +46,17 @@ def ca_hash(ca_pem: str | bytes) -> str:
     return "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
+class CaStore(Protocol):
+    """What the shared CA needs of the store (a part of store.protocol's StoreReadWriter)."""
+
+    def kv_setdefault(self, key: str, value: object) -> Any: ...
+
+
 def ensure_pki(*, state_dir: Path, listen: str, cert_file: str | None = None, key_file: str | None = None,
-               ca_file: str | None = None) -> Pki:
-    """The given files (all three), or the state dir's CA and server certificate, made if needed."""
+               ca_file: str | None = None, store: CaStore | None = None) -> Pki:
+    """The given files (all three), or the state dir's CA and server certificate, made if needed.
+    With ``store``, the CA is the one every daemon on that store shares (see tls.py): the
+    first daemon's, which the others take into their own state dir."""
     if cert_file and key_file and ca_file:
         try:
             ca_pem = Path(ca_file).read_text()
@@ -56,6 +67,8 @@ def ensure_pki(*, state_dir: Path, listen: str, cert_file: str | None = None, ke
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     ca_cert, ca_key = _ensure_ca(directory)
+    if store is not None:
+        ca_cert, ca_key = _shared_ca(store, directory, ca_cert, ca_key)
     names, addresses = _wanted_names(listen)
     server_cert = directory / SERVER_CERT
     if not _server_cert_fits(server_cert, ca_cert, names, addresses):
@@ -118,6 +131,28 @@ def _ensure_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePriva
     return cert, key
 
 
+def _shared_ca(store: CaStore, directory: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+               ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The store's CA (ours if we are first), written into ``directory`` when it is not ours."""
+    mine = {"cert": cert.public_bytes(serialization.Encoding.PEM).decode(),
+            "key": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()).decode()}
+    shared = store.kv_setdefault(API_CA_KEY, mine)
+    if not isinstance(shared, dict) or shared.get("cert") == mine["cert"]:
+        return cert, key
+    try:
+        their_cert = x509.load_pem_x509_certificate(str(shared["cert"]).encode())
+        their_key = serialization.load_pem_private_key(str(shared["key"]).encode(), password=None)
+    except (KeyError, ValueError) as exc:
+        raise TlsError(f"the API's CA in the store is not readable ({exc}); nodes could not trust this daemon.") from None
+    if not isinstance(their_key, ec.EllipticCurvePrivateKey):
+        raise TlsError("the API's CA key in the store is not an EC key.")
+    # The key first, as _ensure_ca does; the server certificate follows (its issuer changed).
+    _write_private(directory / CA_KEY, str(shared["key"]).encode())
+    _write_private(directory / CA_CERT, str(shared["cert"]).encode())
+    return their_cert, their_key
+
+
 def _server_cert_fits(path: Path, ca: x509.Certificate, names: list[str], addresses: list[IpAddress]) -> bool:
     """The existing server certificate is from this CA, names everything wanted and is not about to expire."""
     if not path.exists() or not (path.parent / SERVER_KEY).exists():
@@ -128,6 +163,12 @@ def _server_cert_fits(path: Path, ca: x509.Certificate, names: list[str], addres
     except (OSError, ValueError, x509.ExtensionNotFound):
         return False
     if cert.issuer != ca.subject or cert.not_valid_after_utc - _now() < _RENEW_BEFORE:
+        return False
+    try:
+        # Signed by this CA's key, not only naming it: every daemon's CA has the same kind of
+        # name, and one taking the store's shared CA must issue its certificate again.
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
         return False
     have_names = set(san.get_values_for_type(x509.DNSName))
     have_addresses = set(san.get_values_for_type(x509.IPAddress))

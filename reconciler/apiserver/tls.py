@@ -26,6 +26,13 @@ Why it looks like this:
 - Files are written under a temporary name with mode 0600 and renamed into place, so
   a key never exists at its real path with a looser mode, and a crash mid-write leaves
   the previous pair.
+- One CA for every daemon on the same store (`certs.ensure_pki`'s `store`): the first
+  daemon's CA is put in the store (`API_CA_KEY`, first writer wins) and every other daemon
+  takes it and issues its own server certificate from it, as k3s keeps its CA in its
+  datastore. A node pins one hash and fails over between the daemons without an operator
+  copying files; the key lives where the tokens already do (whoever can write the store
+  controls the cluster anyway), and `store copy` carries it to etcd, so joined nodes keep
+  their pinned hash when an installation moves.
 """
 from __future__ import annotations
 

@@ -44,6 +44,7 @@ HEALTH_KEY = "sync/health"  # the commit being checked, its objects and the last
 OBJECT_STATES_KEY = "sync/objects"  # per-object sync state of the last applied commit
 FAILURES_KEY = "rollback/failures"
 SERVICE_ALLOCATIONS_KEY = "allocator/services"
+API_CA_KEY = "api/ca"  # the API's CA, certificate and key in PEM: one for every daemon on the store (apiserver.certs)
 API_TOKENS_KEY = "api/tokens"  # sha256 of each API token -> its kind, expiry and bound node (apiserver.auth)
 OWN_COMMITS_PREFIX = "signing/own/"  # + sha: a commit the daemon wrote itself (signing.OwnCommits)
 

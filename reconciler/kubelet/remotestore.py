@@ -428,6 +428,9 @@ class RemoteStore:
     def kv_set(self, key: str, value: object) -> None:
         self._kv[key] = value
 
+    def kv_setdefault(self, key: str, value: object) -> Any:
+        return self._kv.setdefault(key, value)  # the agent's own notes, as kv_set
+
     def record_event(self, *, kind: str, namespace: str, name: str, uid: str = "", type: str = "Normal",
                      reason: str, message: str) -> None:
         body = {"involvedObject": {"kind": kind, "name": name, "namespace": namespace, "uid": uid},

@@ -295,6 +295,18 @@ class EtcdStore(CachedReads):
         text = codec.dumps(value).encode()
         self._put_plain(self.keys.kv(key), text)
 
+    def kv_setdefault(self, key: str, value: object) -> Any:
+        etcd_key, text = self.keys.kv(key), codec.dumps(value).encode()
+        result = self._cas(etcd_key, 0, text)  # only if absent (mod revision 0)
+        if result.succeeded:
+            stored, revision = text, result.revision
+        else:
+            [kv] = result.range_kvs()  # the winner's value, as etcd holds it now
+            stored, revision = kv.value, kv.mod_revision
+        with self._lock:
+            self._apply(etcd_key, revision, stored)
+        return codec.loads(stored.decode())
+
     def record_revision(
         self,
         *,

@@ -158,6 +158,11 @@ class StoreWriter(Protocol):
         """Store a JSON value under `key` (durably; watchers are not called)."""
         ...
 
+    def kv_setdefault(self, key: str, value: object) -> Any:
+        """Store `value` under `key` only if nothing is there, atomically (of several daemons
+        racing, exactly one value wins); return the value stored now, the winner's."""
+        ...
+
     def record_event(
         self,
         *,

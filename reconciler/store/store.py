@@ -437,6 +437,15 @@ class Store(CachedReads):
                 )
             self._kv[key] = text
 
+    def kv_setdefault(self, key: str, value: object) -> Any:
+        text = codec.dumps(value)
+        with self._lock:
+            with self._transaction() as db:
+                db.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", (key, text))
+                stored = db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()[0]
+            self._kv[key] = stored
+        return codec.loads(stored)
+
 
 if TYPE_CHECKING:
     # mypy proves here that the SQLite store keeps the whole contract of protocol.py.

@@ -136,6 +136,30 @@ def test_given_certificate_files_are_used(tmp_path: Path) -> None:
     assert not (tmp_path / "state" / "pki").exists()
 
 
+def test_daemons_on_one_store_share_one_ca_and_each_its_own_server_certificate(tmp_path: Path) -> None:
+    # Two control-plane daemons on one store (here one SQLite file; etcd in the HA e2e test).
+    store = Store(tmp_path / "store.db")
+    try:
+        first = ensure_pki(state_dir=tmp_path / "a", listen="127.0.0.1:6443", store=store)
+        own_before = ensure_pki(state_dir=tmp_path / "b", listen="127.0.0.2:6443")  # b made its own CA once
+        assert own_before.ca_hash != first.ca_hash
+        second = ensure_pki(state_dir=tmp_path / "b", listen="127.0.0.2:6443", store=store)
+        assert second.ca_hash == first.ca_hash  # one hash for a node to pin, whichever daemon answers
+        assert (tmp_path / "b" / "pki" / "ca.crt").read_bytes() == (tmp_path / "a" / "pki" / "ca.crt").read_bytes()
+        for path in (tmp_path / "b" / "pki").iterdir():
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+        # b's server certificate: its own address, issued (again) by the shared CA.
+        ca = x509.load_pem_x509_certificate((tmp_path / "a" / "pki" / "ca.crt").read_bytes())
+        cert = x509.load_pem_x509_certificate((tmp_path / "b" / "pki" / "server.crt").read_bytes())
+        cert.verify_directly_issued_by(ca)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert ipaddress.ip_address("127.0.0.2") in san.get_values_for_type(x509.IPAddress)
+        # The first daemon started again keeps its CA (it is the store's).
+        assert ensure_pki(state_dir=tmp_path / "a", listen="127.0.0.1:6443", store=store).ca_hash == first.ca_hash
+    finally:
+        store.close()
+
+
 # --------------------------------------------------------------------------- tokens
 
 

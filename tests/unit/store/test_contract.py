@@ -387,7 +387,26 @@ def test_kv_text_is_the_stored_json(store: Any) -> None:
     assert store.kv_text("pins") != before
 
 
+def test_kv_setdefault_keeps_the_first_value(store: Any) -> None:
+    assert store.kv_setdefault("ca", {"cert": "one"}) == {"cert": "one"}
+    assert store.kv_setdefault("ca", {"cert": "two"}) == {"cert": "one"}
+    assert store.kv_get("ca") == {"cert": "one"}
+
+
 # ---------------------------------------------------------------- another store on the same data
+
+
+def test_kv_setdefault_of_two_stores_racing_has_one_winner(backend: Backend) -> None:
+    """Two daemons making the cluster's CA at once (SQLite: the same file twice): both get the
+    one value that was stored first, never their own second one."""
+    first, second = backend.open(), backend.open()
+    try:
+        won = first.kv_setdefault("race", {"by": "first"})
+        assert second.kv_setdefault("race", {"by": "second"}) == won == {"by": "first"}
+        assert second.kv_get("race") == {"by": "first"}
+    finally:
+        first.close()
+        second.close()
 
 
 def test_a_store_opened_again_has_everything(backend: Backend) -> None:
