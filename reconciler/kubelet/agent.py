@@ -37,6 +37,7 @@ may be set after construction, until every builder passes them.
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Callable, Hashable
 from dataclasses import replace
 from pathlib import Path
@@ -97,7 +98,8 @@ class NodeAgent:
         self.on_drift: drift.OnDrift = on_drift
         # The parts call back through these attributes (not the values given now), so a
         # builder that still sets them after construction is followed.
-        self.prober = Prober(clock=clock, on_change=lambda key: self.enqueue(key), on_event=self._probe_event)
+        self.prober = Prober(clock=clock, on_change=self._probe_changed, on_event=self._probe_event)
+        self._syncing = threading.local()  # .key: the pod whose probes _sync_probes is telling the prober
         self.pleg = PodLifecycleEventGenerator(
             node=node, driver=driver, store=store, clock=clock, enqueue=lambda key: self.enqueue(key),
             in_step=self._in_step)
@@ -478,8 +480,23 @@ class NodeAgent:
             killed = True
         return killed
 
+    def _probe_changed(self, key: PodKey) -> None:
+        # A verdict changed by our own _sync_probes needs no second look: its caller computes the
+        # pod's status with the new verdict right after (a reconcile writes it, a relist enqueues
+        # the pod if it is out of step). Without this, a restarted agent's first look at every
+        # pod (each one new to the prober) queued each pod again.
+        if getattr(self._syncing, "key", None) != key:
+            self.enqueue(key)
+
     def _sync_probes(self, pod: Obj, state: PodState | None) -> None:
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        self._syncing.key = (namespace, name)
+        try:
+            self._sync_probes_of(pod, state, namespace=namespace, name=name)
+        finally:
+            self._syncing.key = None
+
+    def _sync_probes_of(self, pod: Obj, state: PodState | None, *, namespace: str, name: str) -> None:
         running = {c.name: c for c in (state.containers if state else ()) if c.state == "running"}
         pod_ip = state.pod_ip if state else ""
         # What the status said before (e.g. before this agent restarted): a container reported

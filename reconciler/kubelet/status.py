@@ -144,7 +144,14 @@ def in_step(computed: ComputedStatus, pod: Obj) -> bool:
 def write_status(store: Any, pod: Obj, state: PodState | None, computed: ComputedStatus, *, now: float) -> None:
     """Write ``computed`` into the stored pod (unless it is terminating or nothing changed)."""
     namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-
+    if in_step(computed, pod):
+        # Nothing the engine determines moved: the update below would compare equal and write
+        # nothing, after decoding the pod again and formatting three conditions' timestamps.
+        # That is every pod a restarted node agent looks at (its first look covers all of
+        # them), so it is skipped here. ``pod`` may be a little older than the store's copy,
+        # but any write since it was read (ours or another's) enqueued the pod again, and
+        # that look reads the newer one.
+        return
     node_ip = host_ip(store, pod)  # read before the update: no store call inside a mutate
 
     def mutate(cur: Obj) -> Obj | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins  # `list` is a method name here; builtins.list is the type
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from reconciler.core.bodies import Body
 from reconciler.store import codec
@@ -75,6 +75,23 @@ class CachedReads:
         if not labels:
             return self.list(kind, namespace)
         return self._lookup(kind, [("label", k, v) for k, v in labels.items()], namespace=namespace)
+
+    def each(self, kind: str, *, node: str | None = None) -> Iterator[Body]:
+        """``list(kind)`` (with ``node``: ``on_node(kind, node=node)``), decoded one object at a
+        time as it is iterated, from the objects as they were when it was called. For one pass
+        over every pod of a big store (a full resync, a relist): decoded all at once, 30,000
+        pods are hundreds of MB for a moment, and the allocator keeps most of that peak
+        resident long after, pinned by what the pass keeps."""
+        with self._lock:
+            objects = self._objects.get(kind)
+            if not objects:
+                return iter(())
+            if node is not None:
+                keys: builtins.list[Key] = sorted(self._index.lookup(kind, [("node", node)]))
+            else:
+                keys = self._sorted.get(kind) or sorted(objects)
+            blobs = [objects[k] for k in keys]
+        return map(codec.decode, blobs)
 
     def _lookup(self, kind: str, terms: builtins.list[Term], *, namespace: str | None) -> builtins.list[Body]:
         with self._lock:

@@ -49,12 +49,16 @@ def test_a_resync_after_nothing_changed_enqueues_nothing(sim):
     assert sim.manager._clean["deployment"] and sim.manager._clean["replicaset"]
 
 
-def test_the_first_resync_hands_every_pod_to_its_agent_and_later_ones_do_not(tmp_path):
+def test_the_first_resync_has_each_agent_relist_and_later_ones_do_not(tmp_path):
+    """The first resync is each node agent's first look, a relist: it enqueues the pods not in
+    step with the engine (here the one whose pod the engine lost), not every pod."""
     s = Sim(tmp_path)
     s.apply(deployment(replicas=2))
     s.settle()
+    lost = s.pods()[0]["metadata"]["name"]
+    s.driver.remove_pod(namespace="default", name=lost)
     s.manager.resync()
-    assert len(s.manager.queues["node/node1"]) == 2
+    assert s.manager.queues["node/node1"]._queued == {("default", lost)}
     s.settle()
     s.manager.resync()
     assert len(s.manager.queues["node/node1"]) == 0
