@@ -164,11 +164,6 @@ class ProxyState:
     def _by_key(self) -> dict[str, tuple[ServicePort, tuple[Endpoint, ...]]]:
         return {sp.key: (sp, tuple(eps)) for sp, eps in self.services.items()}
 
-    @functools.cached_property
-    def endpoint_ips(self) -> frozenset[str]:
-        """Every endpoint address once (the hairpin set's members)."""
-        return frozenset(ep.ip for eps in self.services.values() for ep in eps)
-
     def same_frame(self, other: ProxyState) -> bool:
         """True when only Services/endpoints differ, so a partial update can turn one into the other."""
         return (self.node_ips, self.cluster_cidr, self.masquerade_mark) == \

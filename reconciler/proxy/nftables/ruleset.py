@@ -22,11 +22,12 @@ The structure is kube-proxy's nftables mode (our own code, same shape), in one t
   as the set of its keys), not by a rule per Service.
 * endpoints, shared by endpoint count (where this departs from kube-proxy, which has a chain
   per Service and one per endpoint): every Service port with N ready endpoints and no
-  affinity jumps to the one chain ``endpoints-N``, whose rule is ``dnat ip to ip daddr .
-  meta l4proto . th dport . numgen random mod N map @dnat-N`` — the map holds, for each such
-  port, N rows ``clusterIP . proto . port . i : endpoint``, so numgen picks each of the N
-  endpoints equally likely and the packet's own address picks the rows. NodePorts the same
-  with ``nodeport-endpoints-N`` and ``@nodeport-dnat-N`` keyed ``proto . nodePort . i``.
+  affinity jumps to the one chain ``endpoints-N``, whose rule for TCP is ``meta l4proto tcp
+  dnat ip to ip daddr . th dport . numgen random mod N map @dnat-tcp-N`` — the map holds,
+  for each such TCP port, N rows ``clusterIP . port . i : endpoint``, so numgen picks each
+  of the N endpoints equally likely and the packet's own address picks the rows (UDP the
+  same with ``@dnat-udp-N``). NodePorts the same with ``nodeport-endpoints-N`` and
+  ``@nodeport-dnat-<proto>-N`` keyed ``nodePort . i``.
   The chains and maps of N = 1..16 always exist (``STANDING_COUNTS``), so a port whose
   endpoint count changes moves by map elements alone, and the rows it leaves go a little
   later (``render_update_pair`` says why).
@@ -40,9 +41,18 @@ The structure is kube-proxy's nftables mode (our own code, same shape), in one t
   ``update @affinity-… { ip saddr }`` (a dynamic set per endpoint with the Service's timeout —
   kube-proxy's affinity sets) before its ``dnat``.
 * hairpin (a pod reaching itself through its Service): after DNAT its packet has its own
-  address as source and destination; ``nat-postrouting`` masquerades any DNATed packet whose
-  ``ip saddr . ip daddr`` is in ``@hairpin`` (``ip . ip`` for every endpoint address), or the
-  pod's reply would go to itself un-NATed and the connection would hang.
+  address as source and destination, and must be masqueraded, or the pod's reply would go to
+  itself un-NATed and the connection would hang. nft cannot compare two fields of a packet,
+  so ``masquerading`` does it with a set: for the first packet of a DNATed connection it
+  records ``ip saddr . ip saddr`` in the dynamic set ``@hairpin``, then masquerades if
+  ``ip saddr . ip daddr`` is in it — true exactly when the address is its own. kube-proxy
+  tests the source in each endpoint's chain instead (``ip saddr <endpoint>``), which needs
+  the endpoint chains we do without. Why learned by packets rather than written: as ``ip .
+  ip`` elements for every endpoint address it was ~3,000 elements of a full write (~10% of
+  it) and two lines of most partial updates; now the set holds only the sources of the last
+  second or two (``HAIRPIN_TIMEOUT``; NAT chains see only a connection's first packet). Its
+  limit: more than ``HAIRPIN_SIZE`` distinct sources opening Service connections within that
+  time fill it, and a hairpin connection among the overflow would not be masqueraded.
 * no ready endpoint: the Service port is in ``@no-endpoint-services`` (and its NodePort in
   ``@no-endpoint-nodeports``) with ``goto reject-chain``: a TCP reset, so a client fails at
   once instead of waiting for a SYN timeout.
@@ -130,14 +140,14 @@ def nodeport_endpoints_chain(n: int) -> str:
     return f"nodeport-endpoints-{n}"
 
 
-def dnat_map(n: int) -> str:
-    """``clusterIP . proto . port . i`` -> the i-th endpoint, for every port with ``n`` endpoints."""
-    return f"dnat-{n}"
+def dnat_map(n: int, protocol: str = "TCP") -> str:
+    """``clusterIP . port . i`` -> the i-th endpoint, for every ``protocol`` port with ``n`` endpoints."""
+    return f"dnat-{protocol.lower()}-{n}"
 
 
-def nodeport_dnat_map(n: int) -> str:
-    """``proto . nodePort . i`` -> the i-th endpoint, for every NodePort with ``n`` endpoints."""
-    return f"nodeport-dnat-{n}"
+def nodeport_dnat_map(n: int, protocol: str = "TCP") -> str:
+    """``nodePort . i`` -> the i-th endpoint, for every ``protocol`` NodePort with ``n`` endpoints."""
+    return f"nodeport-dnat-{protocol.lower()}-{n}"
 
 
 def _shared(sp: ServicePort, eps: Sequence[Endpoint]) -> bool:
@@ -150,7 +160,13 @@ def _counts(state: ProxyState) -> set[int]:
     return {len(eps) for sp, eps in state.services.items() if _shared(sp, eps)}
 
 
-#: Endpoint counts whose chains and maps every table has, used or not (two empty chains, two
+#: The hairpin set's bounds: an element is needed only between two rules of one packet's
+#: pass through ``masquerading``, so a second is plenty; the size bounds its memory (~100
+#: bytes an element) if something opens Service connections from very many sources at once.
+HAIRPIN_TIMEOUT = "1s"
+HAIRPIN_SIZE = 65535
+
+#: Endpoint counts whose chains and maps every table has, used or not (two empty chains, four
 #: empty maps and four rules each): a Service port moving between them is a partial update.
 STANDING_COUNTS = 16
 
@@ -161,14 +177,17 @@ def _declared_counts(state: ProxyState) -> set[int]:
 
 
 def _declare_count(n: int) -> list[str]:
-    """The shared maps and chains of the endpoint count ``n`` (declared before their elements)."""
+    """The shared maps and chains of the endpoint count ``n`` (declared before their elements).
+
+    A map per protocol, so a row's key leaves the protocol out (the chain's rule matches it):
+    libnftables' cost is per element and grows with the parts of its key (measured: a
+    ``clusterIP . port . i`` row ~10% cheaper than ``clusterIP . proto . port . i``,
+    ``nodePort . i`` ~20% cheaper than ``proto . nodePort . i``)."""
     pick = f"numgen random mod {n}"
-    return [f"add map {_T} {dnat_map(n)} {{ typeof ip daddr . meta l4proto . th dport . {pick} : "
-            f"ip daddr . th dport; }}",
-            f"add map {_T} {nodeport_dnat_map(n)} {{ typeof meta l4proto . th dport . {pick} : "
-            f"ip daddr . th dport; }}",
-            f"add chain {_T} {endpoints_chain(n)}",
-            f"add chain {_T} {nodeport_endpoints_chain(n)}"]
+    maps = [f"add map {_T} {name} {{ typeof {key} . {pick} : ip daddr . th dport; }}"
+            for proto in PROTOCOLS
+            for name, key in ((dnat_map(n, proto), "ip daddr . th dport"), (nodeport_dnat_map(n, proto), "th dport"))]
+    return [*maps, f"add chain {_T} {endpoints_chain(n)}", f"add chain {_T} {nodeport_endpoints_chain(n)}"]
 
 
 def _fill_count(n: int) -> list[str]:
@@ -177,10 +196,10 @@ def _fill_count(n: int) -> list[str]:
     rules = []
     for proto in PROTOCOLS:
         p = proto.lower()
-        rules += [f"add rule {_T} {endpoints_chain(n)} meta l4proto {p} dnat ip to ip daddr . meta l4proto . "
-                  f"th dport . {pick} map @{dnat_map(n)}",
-                  f"add rule {_T} {nodeport_endpoints_chain(n)} meta l4proto {p} dnat ip to meta l4proto . "
-                  f"th dport . {pick} map @{nodeport_dnat_map(n)}"]
+        rules += [f"add rule {_T} {endpoints_chain(n)} meta l4proto {p} dnat ip to ip daddr . "
+                  f"th dport . {pick} map @{dnat_map(n, proto)}",
+                  f"add rule {_T} {nodeport_endpoints_chain(n)} meta l4proto {p} dnat ip to "
+                  f"th dport . {pick} map @{nodeport_dnat_map(n, proto)}"]
     return rules
 
 
@@ -196,7 +215,8 @@ def _frame(state: ProxyState) -> list[str]:
         f"add map {_T} service-nodeports {{ type inet_proto . inet_service : verdict; }}",
         f"add map {_T} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service : verdict; }}",
         f"add map {_T} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict; }}",
-        f"add set {_T} hairpin {{ type ipv4_addr . ipv4_addr; }}",
+        f"add set {_T} hairpin {{ typeof ip saddr . ip daddr; size {HAIRPIN_SIZE}; flags dynamic,timeout; "
+        f"timeout {HAIRPIN_TIMEOUT}; }}",
         # Base chains (hooked).
         f"add chain {_T} nat-prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}",
         f"add chain {_T} nat-output {{ type nat hook output priority -100; policy accept; }}",
@@ -238,8 +258,10 @@ def _frame(state: ProxyState) -> list[str]:
         f"add rule {_T} reject-chain meta l4proto tcp reject with tcp reset",
         f"add rule {_T} reject-chain reject",
         f"add rule {_T} mark-for-masquerade meta mark set meta mark | {mark}",
-        # Clear the bit before masquerading so it does not leak into other tables' decisions.
+        # Hairpin: source == destination after DNAT (see the module docstring).
+        f"add rule {_T} masquerading ct status dnat update @hairpin {{ ip saddr . ip saddr }}",
         f"add rule {_T} masquerading ct status dnat ip saddr . ip daddr @hairpin masquerade",
+        # Clear the bit before masquerading so it does not leak into other tables' decisions.
         f"add rule {_T} masquerading meta mark & {mark} == 0 return",
         f"add rule {_T} masquerading meta mark set meta mark ^ {mark}",
         f"add rule {_T} masquerading masquerade fully-random",
@@ -261,11 +283,12 @@ def _elements(sp: ServicePort, eps: Sequence[Endpoint]) -> list[tuple[str, str, 
     if _shared(sp, eps):
         n = len(eps)
         out = [("service-ips", _service_ip_key(sp), f"goto {endpoints_chain(n)}")]
-        out += [(dnat_map(n), f"{_service_ip_key(sp)} . {i}", f"{ep.ip} . {ep.port}") for i, ep in enumerate(eps)]
+        rows = dnat_map(n, sp.protocol)
+        out += [(rows, f"{sp.cluster_ip} . {sp.port} . {i}", f"{ep.ip} . {ep.port}") for i, ep in enumerate(eps)]
         if sp.node_port is not None:
             out.append(("service-nodeports", _node_port_key(sp), f"goto {nodeport_endpoints_chain(n)}"))
-            out += [(nodeport_dnat_map(n), f"{_node_port_key(sp)} . {i}", f"{ep.ip} . {ep.port}")
-                    for i, ep in enumerate(eps)]
+            rows = nodeport_dnat_map(n, sp.protocol)
+            out += [(rows, f"{sp.node_port} . {i}", f"{ep.ip} . {ep.port}") for i, ep in enumerate(eps)]
     elif eps:
         out = [("service-ips", _service_ip_key(sp), f"goto {service_chain(sp)}")]
         if sp.node_port is not None:
@@ -315,14 +338,6 @@ def _endpoint_rules(sp: ServicePort, ep: Endpoint) -> list[str]:
             f"add rule {_T} {chain} meta l4proto {_proto(sp)} dnat ip to {ep.ip}:{ep.port}"]
 
 
-def _hairpin(ips: Iterable[str]) -> str:
-    return ", ".join(f"{ip} . {ip}" for ip in sorted(set(ips), key=lambda ip: tuple(map(int, ip.split(".")))))
-
-
-def _endpoint_ips(state: ProxyState) -> frozenset[str]:
-    return state.endpoint_ips
-
-
 def _add_elements(elements: Iterable[tuple[str, str, str]]) -> list[str]:
     """One ``add element`` per map, all its elements at once (one command parses faster than many)."""
     by_map: dict[str, list[str]] = {}
@@ -357,23 +372,69 @@ def render_full(state: ProxyState, *, table: str = TABLE) -> str:
 
 def _render_full(state: ProxyState) -> str:
     services = sorted(state.services.items(), key=lambda item: item[0].key)
+    # Only ClientIP-affinity ports have sets and chains of their own; the rest are map elements.
+    own = [(sp, eps) for sp, eps in services if eps and sp.client_ip_affinity]
     lines = [f"add table {_T}", f"delete table {_T}", *_frame(state)]
     # Declarations before use: sets and chains first, then the rules and map elements that name them.
-    for sp, eps in services:
+    for sp, eps in own:
         lines += [_declare_set(sp, name) for name in _sets(sp, eps)]
     counts = sorted(_declared_counts(state))
     for n in counts:
         lines += _declare_count(n)
-    for sp, eps in services:
+    for sp, eps in own:
         lines += [f"add chain {_T} {name}" for name in _chains(sp, eps)]
     for n in counts:
         lines += _fill_count(n)
-    for sp, eps in services:
+    for sp, eps in own:
         lines += _fill(sp, eps)
-    lines += _add_elements(e for sp, eps in services for e in _elements(sp, eps))
-    if ips := _endpoint_ips(state):
-        lines.append(f"add element {_T} hairpin {{ {_hairpin(ips)} }}")
+    lines += _all_elements(services)
     return "\n".join(lines) + "\n"
+
+
+_LOWER = {proto: proto.lower() for proto in PROTOCOLS}
+
+
+def _all_elements(services: Sequence[tuple[ServicePort, Sequence[Endpoint]]]) -> list[str]:
+    """``_add_elements`` of every port's ``_elements``, the same text written out inline.
+
+    Why twice: the full render is on the clock of every full write, and at 1,000 Services x 3
+    the generic path (a function call and a tuple per element, then grouping them by map)
+    made the render 15-25 ms of a ~110 ms write; with this loop the whole render takes about
+    half of that (bench/nftables.py). A unit test holds the two to the same output
+    (``_elements`` stays the one the partial update diffs).
+    """
+    by_map: dict[str, list[str]] = {}
+    verdicts = by_map.setdefault("service-ips", [])
+    nodeports = by_map.setdefault("service-nodeports", [])
+    for sp, eps in services:
+        p, port, node_port = _LOWER[sp.protocol], sp.port, sp.node_port
+        key = f"{sp.cluster_ip} . {p} . {port}"
+        if not eps:
+            by_map.setdefault("no-endpoint-services", []).append(f"{key} : goto reject-chain")
+            if node_port is not None:
+                by_map.setdefault("no-endpoint-nodeports", []).append(f"{p} . {node_port} : goto reject-chain")
+            continue
+        if sp.client_ip_affinity:
+            chain = service_chain(sp)
+            verdicts.append(f"{key} : goto {chain}")
+            if node_port is not None:
+                nodeports.append(f"{p} . {node_port} : goto {chain}")
+            continue
+        n = len(eps)
+        targets = [f"{ep.ip} . {ep.port}" for ep in eps]
+        verdicts.append(f"{key} : goto endpoints-{n}")
+        rows = by_map.get(name := dnat_map(n, sp.protocol))
+        if rows is None:
+            rows = by_map[name] = []
+        prefix = f"{sp.cluster_ip} . {port} . "
+        rows += [f"{prefix}{i} : {target}" for i, target in enumerate(targets)]
+        if node_port is not None:
+            nodeports.append(f"{p} . {node_port} : goto nodeport-endpoints-{n}")
+            rows = by_map.get(name := nodeport_dnat_map(n, sp.protocol))
+            if rows is None:
+                rows = by_map[name] = []
+            rows += [f"{node_port} . {i} : {target}" for i, target in enumerate(targets)]
+    return [f"add element {_T} {name} {{ {', '.join(items)} }}" for name, items in sorted(by_map.items()) if items]
 
 
 def render_update(old: ProxyState, new: ProxyState, *, table: str = TABLE) -> str | None:
@@ -391,7 +452,7 @@ def render_update_pair(old: ProxyState, new: ProxyState, *, table: str = TABLE) 
     (``render_row_removal``), which the caller makes once no packet can still want them.
 
     Why later: a new connection's packet makes two lookups, the Service's verdict
-    (``@service-ips``: which ``endpoints-N``) and then its row (``@dnat-N``), and the kernel
+    (``@service-ips``: which ``endpoints-N``) and then its row (``@dnat-<proto>-N``), and the kernel
     checks each against the ruleset generation current *at that lookup*; on the output path
     the sender may even be preempted in between. A port moving from N to N' endpoints in one
     transaction could meet the old verdict and then find its old rows gone: no DNAT, and the
@@ -480,7 +541,10 @@ def _render_update(old: ProxyState, new: ProxyState) -> tuple[str, list[Row]] | 
     # connection in a thousand in the kernel tests (a SYN that met no DNAT), and nft 1.0.6
     # cannot flush and refill such a chain it has read back from the kernel ("conflicting
     # protocols specified: tcp vs. th"). A count beyond them is a full write.
-    if not _counts(new) <= _declared_counts(old):
+    # (Only the changed ports can bring a new count; the others' counts are in ``old`` already.
+    # Counting all 1,000 ports twice was most of a one-endpoint update's render.)
+    needed = {len(after[key][1]) for key in changed if key in after and _shared(*after[key])}
+    if max(needed, default=0) > STANDING_COUNTS and not needed <= _declared_counts(old):
         return None
     # Order matters inside the one transaction: drop the map elements pointing at chains that
     # go, declare what is new, refill, then empty the stale chains (their rules reference
@@ -491,12 +555,6 @@ def _render_update(old: ProxyState, new: ProxyState) -> tuple[str, list[Row]] | 
     now = [e for e in gone_elements if e not in later]
     lines = (_delete_elements(now) + declare + fill + _add_elements(new_elements)
              + flush_gone + delete_gone)
-    # The hairpin set holds every endpoint address once, whichever Services share it.
-    old_ips, new_ips = _endpoint_ips(old), _endpoint_ips(new)
-    if new_ips - old_ips:
-        lines.append(f"add element {_T} hairpin {{ {_hairpin(new_ips - old_ips)} }}")
-    if old_ips - new_ips:
-        lines.append(f"delete element {_T} hairpin {{ {_hairpin(old_ips - new_ips)} }}")
     return "\n".join(lines) + "\n", [(name, key) for name, key, _value in later]
 
 

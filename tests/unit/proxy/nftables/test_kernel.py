@@ -211,9 +211,13 @@ def test_services_come_and_go_through_partial_updates(lab: Lab, table: NftTable)
     [result] = lab.connect(lab.node, CLUSTER_IP, 80, timeout=1.0)
     assert "error" in result, result  # web: gone, nothing answers on its address any more
     # What the partial updates built is what a full rebuild builds.
+    # (The hairpin set's elements are learned from packets and expire: not part of the state.)
+    def written(listing: str) -> list[str]:
+        return sorted(line for line in listing.splitlines() if " expires " not in line)
+
     partial = table.listing()
     table.replace(ProxyState(services={db: []}, node_ips=(NODE_IP,)))
-    assert sorted(partial.splitlines()) == sorted(table.listing().splitlines())
+    assert written(partial) == written(table.listing())
 
 
 def test_rows_a_port_moved_away_from_stay_for_a_grace_then_go(lab: Lab, table: NftTable) -> None:
@@ -223,7 +227,7 @@ def test_rows_a_port_moved_away_from_stay_for_a_grace_then_go(lab: Lab, table: N
     assert table.sync(state(lab, [0, 1, 2])) == "partial"  # endpoints-2 -> endpoints-3
     left = table.stale_rows()
     assert left and all(name.endswith("-2") for name, _key in left)
-    assert f"{CLUSTER_IP} . tcp . 80 . 1 : {lab.pod_ip(1)} . {SERVER_PORT}" in table.listing()  # still there
+    assert f"{CLUSTER_IP} . 80 . 1 : {lab.pod_ip(1)} . {SERVER_PORT}" in table.listing()  # still there
     assert table.sync(state(lab, [0, 1])) == "partial"  # and back: the rows are wanted again, replaced
     assert not table.stale_rows() - {row for row in table.stale_rows() if row[0].endswith("-3")}
     started = time.monotonic()

@@ -20,6 +20,9 @@ from reconciler.proxy.nftables import (
 )
 from reconciler.proxy.nftables.ruleset import (
     STANDING_COUNTS,
+    _add_elements,
+    _all_elements,
+    _elements,
     affinity_set,
     dnat_map,
     endpoint_chain,
@@ -76,9 +79,12 @@ def test_clusterip_spreads_evenly_over_ready_endpoints() -> None:
     # rows, numgen the row (uniform over 0..2).
     assert f"add element {T} service-ips {{ 10.96.0.10 . tcp . 80 : goto {endpoints_chain(3)} }}" in lines(text)
     assert f"add element {T} {dnat_map(3)} {{ " + ", ".join(
-        f"10.96.0.10 . tcp . 80 . {i} : {ep.ip} . 8080" for i, ep in enumerate(eps(2, 3, 4))) + " }" in lines(text)
-    assert rules_of(text, endpoints_chain(3))[0] == (
-        f"meta l4proto tcp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @{dnat_map(3)}")
+        f"10.96.0.10 . 80 . {i} : {ep.ip} . 8080" for i, ep in enumerate(eps(2, 3, 4))) + " }" in lines(text)
+    # A map per protocol: the chain's rule matches the protocol, so the rows leave it out.
+    assert rules_of(text, endpoints_chain(3)) == [
+        f"meta l4proto {p} dnat ip to ip daddr . th dport . numgen random mod 3 map @{dnat_map(3, p.upper())}"
+        for p in ("tcp", "udp")]
+    assert dnat_map(3) == "dnat-tcp-3" and dnat_map(3, "UDP") == "dnat-udp-3"
     assert f"add chain {T} endpoint-" not in text  # no chain per endpoint without affinity
     assert service_chain(web) not in text  # nor per Service
 
@@ -100,18 +106,22 @@ def test_services_share_the_chains_of_their_endpoint_count() -> None:
 
 def test_hairpin_masquerades_a_pod_reaching_itself() -> None:
     text = render_full(ProxyState(services={sp(): eps(3, 2), sp("db", "10.96.0.11"): eps(2)}))
-    assert f"add element {T} hairpin {{ 10.244.0.2 . 10.244.0.2, 10.244.0.3 . 10.244.0.3 }}" in lines(text)
-    assert rules_of(text, "masquerading")[0] == "ct status dnat ip saddr . ip daddr @hairpin masquerade"
-    # Shared by two Services: the address stays while either still uses it.
+    # The set learns "source . source" from each DNATed connection's first packet, so its
+    # lookup of "source . destination" matches exactly when the two are one address.
+    assert f"add set {T} hairpin {{ typeof ip saddr . ip daddr; size 65535; flags dynamic,timeout; " \
+           "timeout 1s; }" in lines(text)
+    assert rules_of(text, "masquerading")[:2] == ["ct status dnat update @hairpin { ip saddr . ip saddr }",
+                                                  "ct status dnat ip saddr . ip daddr @hairpin masquerade"]
+    # Nothing per endpoint: neither the full write nor an update carries hairpin elements.
+    assert "element ip reconciler hairpin" not in text
     update = render_update(ProxyState(services={sp(): eps(3, 2), sp("db", "10.96.0.11"): eps(2)}),
                            ProxyState(services={sp(): eps(3), sp("db", "10.96.0.11"): eps(2, 4)}))
-    assert update is not None and "delete element ip reconciler hairpin" not in update
-    assert f"add element {T} hairpin {{ 10.244.0.4 . 10.244.0.4 }}" in lines(update)
+    assert update is not None and "hairpin" not in update
 
 
 def test_one_endpoint_goes_through_the_count_of_one() -> None:
     text = render_full(ProxyState(services={sp(): eps(2)}))
-    assert f"add element {T} {dnat_map(1)} {{ 10.96.0.10 . tcp . 80 . 0 : 10.244.0.2 . 8080 }}" in lines(text)
+    assert f"add element {T} {dnat_map(1)} {{ 10.96.0.10 . 80 . 0 : 10.244.0.2 . 8080 }}" in lines(text)
 
 
 def test_client_ip_affinity_uses_a_timed_set_per_endpoint() -> None:
@@ -143,7 +153,7 @@ def test_nodeport_on_every_node_address_including_loopback() -> None:
     text = render_full(ProxyState(services={web: eps(2)}, node_ips=("198.18.0.1", "10.244.0.1")))
     assert f"add element {T} nodeport-ips {{ 10.244.0.1, 127.0.0.1, 198.18.0.1 }}" in lines(text)
     assert f"add element {T} service-nodeports {{ tcp . 30080 : goto {nodeport_endpoints_chain(1)} }}" in lines(text)
-    assert f"add element {T} {nodeport_dnat_map(1)} {{ tcp . 30080 . 0 : 10.244.0.2 . 8080 }}" in lines(text)
+    assert f"add element {T} {nodeport_dnat_map(1)} {{ 30080 . 0 : 10.244.0.2 . 8080 }}" in lines(text)
     # NodePort connections are marked for masquerade, then DNATed like the ClusterIP.
     assert rules_of(text, "services")[1:] == [
         "ip daddr @nodeport-ips meta l4proto . th dport @service-nodeports meta mark set meta mark | 0x4000",
@@ -185,8 +195,6 @@ def test_partial_update_touches_only_changed_services() -> None:
     assert order.index(f"flush chain {T} {service_chain(web)}") < order.index(f"delete chain {T} {endpoint_chain(web, gone)}")
     assert order.index(f"delete chain {T} {endpoint_chain(web, gone)}") < order.index(
         f"delete set {T} {affinity_set(web, gone)}")  # the set goes once no rule names it
-    assert order[-2:] == [f"add element {T} hairpin {{ 10.244.0.4 . 10.244.0.4 }}",
-                          f"delete element {T} hairpin {{ 10.244.0.2 . 10.244.0.2 }}"]
 
 
 def test_partial_update_for_endpoints_coming_and_going() -> None:
@@ -199,20 +207,19 @@ def test_partial_update_for_endpoints_coming_and_going() -> None:
     down_text, down_later = render_update_pair(ready, empty) or ("", [])
     down = lines(down_text)
     assert down[0] == f"delete element {T} service-ips {{ 10.96.0.10 . tcp . 80 }}"
-    assert down[-1] == f"delete element {T} hairpin {{ 10.244.0.2 . 10.244.0.2 }}"
     # Its row is left for later: a packet that met the old verdict may still look it up.
-    assert dnat_map(1) not in down_text and down_later == [(dnat_map(1), "10.96.0.10 . tcp . 80 . 0")]
+    assert dnat_map(1) not in down_text and down_later == [(dnat_map(1), "10.96.0.10 . 80 . 0")]
     # A second endpoint: the port moves from the count of 1 to the count of 2 by elements alone.
     grow_text, grow_later = render_update_pair(ready, ProxyState(services={web: eps(2, 3)})) or ("", [])
     grow = lines(grow_text)
     assert f"add element {T} service-ips {{ 10.96.0.10 . tcp . 80 : goto {endpoints_chain(2)} }}" in grow
     assert grow.index(f"delete element {T} service-ips {{ 10.96.0.10 . tcp . 80 }}") < grow.index(
         f"add element {T} service-ips {{ 10.96.0.10 . tcp . 80 : goto {endpoints_chain(2)} }}")
-    assert grow_later == [(dnat_map(1), "10.96.0.10 . tcp . 80 . 0")]
+    assert grow_later == [(dnat_map(1), "10.96.0.10 . 80 . 0")]
     # One endpoint replaced by another: two map rows change, nothing else.
     swap = lines(render_update(ready, ProxyState(services={web: eps(4)})) or "")
-    assert swap[:2] == [f"delete element {T} {dnat_map(1)} {{ 10.96.0.10 . tcp . 80 . 0 }}",
-                        f"add element {T} {dnat_map(1)} {{ 10.96.0.10 . tcp . 80 . 0 : 10.244.0.4 . 8080 }}"]
+    assert swap == [f"delete element {T} {dnat_map(1)} {{ 10.96.0.10 . 80 . 0 }}",
+                    f"add element {T} {dnat_map(1)} {{ 10.96.0.10 . 80 . 0 : 10.244.0.4 . 8080 }}"]
 
 
 def test_partial_update_declines_what_it_cannot_express() -> None:
@@ -277,3 +284,27 @@ def test_loopback_is_not_reachable_from_other_hosts_despite_route_localnet() -> 
     # reach the host's loopback-only services (CVE-2020-8558).
     assert 'iifname != "lo" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop' in rules_of(
         render_full(ProxyState()), "filter-input")
+
+
+def test_the_full_render_writes_exactly_the_elements_the_partial_update_diffs() -> None:
+    """``_all_elements`` (the full render's fast loop) and ``_elements`` (what partial updates
+    compare) must describe one table, or an update would delete what is not there."""
+    services = {sp(f"s{i}", f"10.96.1.{i + 1}", node_port=30000 + i if i % 2 else None,
+                   protocol="UDP" if i % 5 == 0 else "TCP",
+                   session_affinity="ClientIP" if i % 7 == 3 else "None"): eps(*range(2, 2 + i % 4))
+                for i in range(40)}
+    ordered = sorted(ProxyState(services=services).services.items(), key=lambda item: item[0].key)
+    assert _all_elements(ordered) == _add_elements(e for s, ep in ordered for e in _elements(s, ep))
+    assert any(" : goto reject-chain" in line for line in _all_elements(ordered))
+    assert any("dnat-udp-" in line for line in _all_elements(ordered))
+
+
+def test_a_port_moving_beyond_the_standing_counts_is_a_full_write() -> None:
+    """Only the changed ports are checked against the declared counts (the others are in the
+    table already); one growing past ``STANDING_COUNTS`` needs chains the table lacks."""
+    web, db = sp(), sp("db", "10.96.0.11")
+    many = eps(*range(2, 2 + STANDING_COUNTS + 1))
+    old = ProxyState(services={web: eps(2), db: many})
+    assert render_update(old, ProxyState(services={web: eps(2, 3), db: many})) is not None  # db's 17 is declared
+    assert render_update(old, ProxyState(services={web: eps(*range(3, 3 + STANDING_COUNTS + 2)), db: many})) is None
+    assert render_update(old, ProxyState(services={web: many, db: many[:-1]})) is not None  # 17 exists in old
