@@ -38,6 +38,7 @@ from reconciler.core import selectors as labels
 from reconciler.core.kinds import APPS, BY_PLURAL, CORE, KindInfo
 from reconciler.core.nodes import DEFAULT_POD_CIDR_POOL
 from reconciler.gitops.errors import ActionError
+from reconciler.kubelet import drift
 
 _EVENT_LIMIT_DEFAULT = 500
 _ROLLOUT_ACTIONS = ("undo", "restart", "pause", "resume")
@@ -54,6 +55,8 @@ class DaemonActions(Protocol):
     - `list_commits() -> dict` (a List of the commit record, newest first), `get_commit(*, ref) -> dict`
       (one commit by SHA, prefix or HEAD; GET /apis/reconciler.io/v1/commits[/REF])
     - `suspend(*, reason: str) -> dict`, `resume() -> dict` (POST /suspend, POST /resume)
+    - `drift_corrected(reason: str) -> None`: a node agent reported a drift correction (an Event
+      POSTed with reason `DriftCorrected`, its `action` one of kubelet/drift.py's REASONS)
     - `pod_log(*, namespace, name, container: str|None, follow: bool, tail_lines: int|None
       [, since_seconds: int, previous: bool]) -> Iterable[str|bytes]` (chunks of log text; closed
       when the client goes away; the two last only passed when the request has them)
@@ -190,6 +193,15 @@ class Routes:
         if method != allowed:
             raise ApiStatusError(405, f"method {method} is not allowed here (use {allowed})")
 
+    def _drift_reported(self, event: dict[str, Any]) -> None:
+        """A node agent's drift correction (kubelet/drift.py's EVENT_REASON): the daemon counts
+        and notifies it as its own host's (`drift_corrected`, optional)."""
+        action = event.get("action")
+        if event.get("reason") == drift.EVENT_REASON and action in drift.REASONS:
+            hook = getattr(self._actions, "drift_corrected", None)
+            if hook is not None:
+                hook(action)
+
     def _optional(self, attr: str, what: str) -> Callable[..., Any]:
         fn = getattr(self._actions, attr, None)
         if fn is None:
@@ -251,7 +263,9 @@ class Routes:
         if info.kind == "Pod" and method == "DELETE" and len(tail) == 1 and namespace is not None:
             return Response(body=writes.delete_pod(self._store, namespace=namespace, name=tail[0]))
         if info.kind == "Event" and method == "POST" and not tail and namespace is not None:
-            return Response(code=201, body=writes.record_event(self._store, namespace=namespace, body=body))
+            recorded = writes.record_event(self._store, namespace=namespace, body=body)
+            self._drift_reported(body)
+            return Response(code=201, body=recorded)
         raise ApiStatusError(405, f"method {method} is not allowed here (objects change through Git)")
 
     # -- tokens and joining (HTTPS)

@@ -37,16 +37,13 @@ from reconciler.kubelet.routes import PodRoutes, sync_logged
 from reconciler.kubelet.runner import WATCHER_JOIN, Kubelet
 from reconciler.scheduler.scheduler import Scheduler
 
-# Kinds whose changes move the service data plane.
-NETWORK_KINDS = ("Pod", "Service", "Endpoints")
-
 
 class ControlPlane:
     def __init__(self, *, store: Any, clock: Clock, nodes: Sequence[NodeBinding], threaded: bool = True,
                  relist_interval: float | None = None, heartbeat_interval: float = 5.0,
                  resync_interval: float = 10.0, apply_lock: Any = None, volumes_dir: Path | None = None,
                  service_cidr: str = "10.96.0.0/16", node_toleration: float = DEFAULT_TOLERATION,
-                 on_network_change: Callable[[], None] | None = None, auto_rollback: bool = False,
+                 auto_rollback: bool = False,
                  still_serving: Callable[[str], bool] | None = None, on_drift: OnDrift | None = None,
                  queue_observer: Callable[[str], DoneHook] | None = None,
                  pod_routes: PodRoutes | None = None, controllers: bool = True, prune_nodes: bool = True,
@@ -78,9 +75,6 @@ class ControlPlane:
         for controller in (self.deployments, self.replicasets, self.scheduler, self.services, self.endpoints,
                            self.lifecycle) if controllers else ():
             manager.add(controller)
-        if on_network_change is not None:
-            for kind in NETWORK_KINDS:
-                manager.observe(kind, lambda _change: on_network_change())
         self.agents: dict[str, NodeAgent] = {}
         self.kubelets: dict[str, Kubelet] = {}
         for binding in nodes:

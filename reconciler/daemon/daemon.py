@@ -92,6 +92,7 @@ from reconciler.proxy.nftables import NftError, NftMissing, NftTable
 from reconciler.proxy.sync import ProxySync
 from reconciler.store.store import StoreError
 from runtime.driver import DriverError, NodeDriver, PodNetwork
+from runtime.podman.naming import engine_container_name
 
 log = structlog.get_logger("daemon")
 
@@ -253,7 +254,7 @@ class Daemon:
 
         try:
             pki = ensure_pki(state_dir=self.state_dir, listen=config.api.listen, cert_file=config.api.cert_file,
-                             key_file=config.api.key_file, ca_file=config.api.ca_file)
+                             key_file=config.api.key_file, ca_file=config.api.ca_file, store=self.store)
         except (TlsError, OSError) as exc:
             raise ApiServerError(f"cannot set up the API's certificates: {exc}") from None
         tokens = TokenAuthority(store=self.store)
@@ -297,6 +298,8 @@ class Daemon:
                                     extra_node_ips=(config.node_port_address,))
         proxy_queue = self.proxy_queue = WorkQueue(name="proxy", handler=self.proxy_sync.reconcile, workers=1,
                                                    clock=self.clock, on_done=self.metrics.queue_observer("proxy"))
+        # The sync keeps its own view from the store's watch and wakes its queue (proxy/sync.py).
+        self.proxy_sync.watch_store(wake=lambda: proxy_queue.add("all"))
         # With etcd this is the node half only (every daemon runs its node); the controllers are
         # the leader's (_new_controllers). The node's Node is kept like a joined node's.
         ha = self.ha
@@ -306,11 +309,15 @@ class Daemon:
             clock=self.clock, nodes=self.nodes, apply_lock=self._apply_lock,
             volumes_dir=self.state_dir / "volumes", service_cidr=config.service_cidr,
             node_toleration=config.node_toleration, relist_interval=config.relist_interval,
-            on_network_change=lambda: proxy_queue.add("all"), auto_rollback=config.auto_rollback,
+            auto_rollback=config.auto_rollback,
             # Teardown waits (briefly) until a stopping pod's IP serves no Service.
             still_serving=self.proxy_sync.still_serving,
             on_drift=self._drift_corrected,  # the agents report what they correct
             queue_observer=self.metrics.queue_observer, pod_routes=PodRoutes())
+
+    def drift_corrected(self, reason: str) -> None:
+        """A node agent on another host reported a correction (an Event through the API)."""
+        self._drift_corrected(reason)
 
     def _drift_corrected(self, reason: str) -> None:
         self.metrics.drift_corrected(reason)
@@ -721,6 +728,7 @@ class Daemon:
         previous = self.control_plane
         self._halt_control_plane(budget=RELOAD_DRAIN)
         previous.close()
+        self.proxy_sync.close()  # its store watch; the new one watches again
         gone = {n.name for n in self.nodes} - {n.name for n in nodes}
         self.nodes = nodes
         self._build_control_plane(config)
@@ -776,7 +784,12 @@ def _pod_logs(drivers: dict[str, NodeDriver]) -> PodLogs:
              tail_lines: int | None, since_seconds: int | None = None, previous: bool = False) -> Iterable[str]:
         driver = drivers.get(node)
         if driver is None:
-            raise Conflict(f"pod {name} is not running on any node yet")
+            # Bound to a node whose engine only its own agent reaches (`reconciler node` on another
+            # host): the control plane has no way into it (Kubernetes' apiserver asks the kubelet's
+            # own server, which node agents do not have yet), so say where the logs are.
+            raise Conflict(f"pod {name} runs on node {node}, whose engine only its node agent reaches; read its "
+                           f"logs on that host: podman logs "
+                           f"{engine_container_name(namespace=namespace, name=name, container=container)}")
         since = time.time() - since_seconds if since_seconds else None
         try:
             lines: Iterable[str] = driver.logs(namespace=namespace, name=name, container=container, follow=follow,

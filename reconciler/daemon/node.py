@@ -42,6 +42,7 @@ from reconciler.daemon.hostwide import HostSync
 from reconciler.daemon.nodeconfig import NodeAgentConfig
 from reconciler.daemon.statedir import prepare_state_dir
 from reconciler.daemon.systemd import Notifier
+from reconciler.kubelet import drift
 from reconciler.kubelet.agent import NodeAgent
 from reconciler.kubelet.nodestatus import NodeBinding, NodeController
 from reconciler.kubelet.remotestore import ApiDown, ApiRefused, RemoteStore, Transport
@@ -124,13 +125,19 @@ class NodeProcess:
         agent = self.agent = NodeAgent(node=config.name, driver=self.driver, store=self.remote, clock=self.clock,
                                        volumes_dir=self.state_dir / "volumes", enqueue=enqueue,
                                        # Teardown waits (briefly) until a stopping pod's IP serves no Service.
-                                       still_serving=proxy_sync.still_serving)
+                                       still_serving=proxy_sync.still_serving, on_drift=self._report_drift)
         # Always usable: the engine is local, and its view is never stale the way a remote one can be.
         kubelet = self.kubelet = Kubelet(agent=agent, heartbeat=nodes.heartbeat, usable=lambda _node: True,
                                          relist_interval=self._relist_interval)
         manager.add(kubelet, tracked=False)
         manager.every(f"relist/{config.name}", kubelet.relist_interval, kubelet.poll)
         manager.every(f"heartbeat/{config.name}", HEARTBEAT_INTERVAL, self._heartbeat)
+
+    def _report_drift(self, reason: str) -> None:
+        """A correction, told to the control plane (kubelet/drift.py's EVENT_REASON): best effort,
+        as every Event (the agent goes on correcting while the control plane is away)."""
+        self.remote.record_event(kind="Node", namespace="", name=self.config.name, reason=drift.EVENT_REASON,
+                                 message=drift.event_message(reason), action=reason)
 
     def _build_data_plane(self, pod_cidr: str) -> ProxySync:
         """Services in this host's kernel and routes to the other nodes' pods (see the module docstring)."""
@@ -150,8 +157,9 @@ class NodeProcess:
                                     bridges=lambda: (config.network,),
                                     bridge_of=lambda node: config.network if node == config.name else None,
                                     extra_node_ips=(self.node_ip,))
-        manager.add(HostSync(name="proxy", handler=self.proxy_sync.reconcile,
-                             kinds=("Pod", "Service", "Endpoints")), tracked=False)
+        # No kinds of its own: the sync keeps its view from the store's watch and wakes its queue.
+        proxy_queue = manager.add(HostSync(name="proxy", handler=self.proxy_sync.reconcile, kinds=()), tracked=False)
+        self.proxy_sync.watch_store(wake=lambda: proxy_queue.add("all"))
         self.routes = PodRoutes()
         manager.add(HostSync(name="routes", handler=self._sync_routes, kinds=("Node",)), tracked=False)
         return self.proxy_sync

@@ -19,6 +19,23 @@ CONTAINER_RESTARTED = "container_restarted"  # a container that exited, was stop
 POD_RECREATED = "pod_recreated"  # a pod that ran before, created again in the engine (it lost the pod or containers)
 REASONS = (STRAY_POD_REMOVED, STRAY_CONTAINER_REMOVED, CONTAINER_RESTARTED, POD_RECREATED)
 
+# A node agent on another host (`reconciler node`) reports each correction to the control plane
+# as an Event on its Node: this reason, and the correction's reason as the Event's ``action``
+# (core/v1 Event's own field for "what was done"). The daemon that receives it counts it and
+# notifies as it does its own host's (the ``Drift`` notification), and `describe node` shows it.
+EVENT_REASON = "DriftCorrected"
+_SAID = {
+    STRAY_POD_REMOVED: "removed a pod of ours that no Pod object owns",
+    STRAY_CONTAINER_REMOVED: "removed a container with our labels outside our pods",
+    CONTAINER_RESTARTED: "started a container again that had exited, been stopped or failed liveness",
+    POD_RECREATED: "created a pod again that the engine had lost",
+}
+
+
+def event_message(reason: str) -> str:
+    """The Event's message for one correction."""
+    return f"Drift corrected: {_SAID.get(reason, reason)}"
+
 
 def ignore(reason: str) -> None:
     """The default ``on_drift``: nobody counts."""

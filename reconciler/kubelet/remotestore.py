@@ -432,9 +432,11 @@ class RemoteStore:
         return self._kv.setdefault(key, value)  # the agent's own notes, as kv_set
 
     def record_event(self, *, kind: str, namespace: str, name: str, uid: str = "", type: str = "Normal",
-                     reason: str, message: str) -> None:
-        body = {"involvedObject": {"kind": kind, "name": name, "namespace": namespace, "uid": uid},
-                "type": type, "reason": reason, "message": message}
+                     reason: str, message: str, action: str = "") -> None:
+        body: dict[str, Any] = {"involvedObject": {"kind": kind, "name": name, "namespace": namespace, "uid": uid},
+                                "type": type, "reason": reason, "message": message}
+        if action:
+            body["action"] = action
         try:
             self._api.request("POST", f"/api/v1/namespaces/{quote(namespace or 'default', safe='')}/events", body)
         except (ApiDown, ApiRefused) as exc:

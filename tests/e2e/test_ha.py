@@ -10,8 +10,9 @@ Set-up, and why:
 - Both daemons have `localNode: false`, and the only node is a `reconciler node` process on the
   test's podman service, with both daemons' API addresses as its servers: in production each
   control-plane host would be a node too, but here the killed daemon's node would die with it.
-  The daemons share one CA (cpb's api.tls are cpa's generated files), so the node and the CLI
-  pin one hash for both, as docs/ha.md tells operators to do.
+  The daemons share one CA without an operator's help: cpa's, which it put in the store and cpb
+  took from there (apiserver/certs.py), each daemon with its own server certificate; the node
+  and the CLI pin one hash for both.
 - The three "hosts" share this machine's kernel. Each daemon and the node agent keeps its own
   Service table (nftables), as each host would. A daemon killed with -9 leaves its table on
   purpose (Services keep answering on its host); on this shared kernel its frozen endpoints
@@ -184,12 +185,10 @@ def test_the_standby_takes_over_a_rollout_when_the_leader_is_killed(tmp_path: Pa
     cpa = ControlPlaneDaemon(name="cpa", table=NFT_TABLE, repo=repo, state_dir=tmp_path / "cpa", settings={
         "store": store, "leaderElection": {"leaseDuration": f"{LEASE:g}s", "name": "cpa"},
         "api": {"listen": f"127.0.0.1:{port_a}"}})
-    pki = cpa.state_dir / "pki"
+    # No api.tls: cpb takes the CA cpa put in the store and issues its own server certificate.
     cpb = ControlPlaneDaemon(name="cpb", table=f"{NFT_TABLE}b", repo=repo, state_dir=tmp_path / "cpb", settings={
         "store": store, "leaderElection": {"leaseDuration": f"{LEASE:g}s", "name": "cpb"},
-        "api": {"listen": f"127.0.0.1:{port_b}", "tls": {"certFile": str(pki / "server.crt"),
-                                                          "keyFile": str(pki / "server.key"),
-                                                          "caFile": str(pki / "ca.crt")}}})
+        "api": {"listen": f"127.0.0.1:{port_b}"}})
     agent: NodeAgent | None = None
     outage_results: RequestLoop | None = None
     try:
@@ -204,6 +203,7 @@ def test_the_standby_takes_over_a_rollout_when_the_leader_is_killed(tmp_path: Pa
 
         # The one node: a `reconciler node` with both daemons as its servers.
         join = join_line(cpa)
+        assert join_line(cpb).ca_hash == join.ca_hash  # one CA, whichever daemon prints the line
         net = network_settings(podman_node.url)
         node_ip = str(next(ipaddress.ip_network(net["podCIDR"]).hosts()))
         agent = NodeAgent(directory=tmp_path, name="worker", token=join.token, settings={

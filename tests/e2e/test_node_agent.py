@@ -89,6 +89,10 @@ def test_a_host_joins_and_runs_pods_through_an_outage(tmp_path: Path, podman_nod
         on_node2 = podman_node2.cli("ps", "--format", "{{.Names}}", check=True).stdout
         assert name in on_node2, on_node2
         assert name not in podman_node.cli("ps", "--format", "{{.Names}}", check=True).stdout
+        # Its logs are on the joiner's host, which the control plane does not reach into: said so.
+        logs = daemon.cli("logs", f"pod/{name}")
+        assert logs.returncode == 1 and "runs on node joiner" in logs.stderr, logs.stderr
+        assert f"podman logs default_{name}_app" in logs.stderr, logs.stderr
 
         # The control plane dies: the pod stays, and the agent still heals it.
         daemon.proc.send_signal(signal.SIGKILL)
@@ -109,6 +113,18 @@ def test_a_host_joins_and_runs_pods_through_an_outage(tmp_path: Path, podman_nod
         wait_for(lambda: any(restarts(p) >= 1 for p in pinned_pods(daemon)), timeout=60,
                  what="the restart to show in the pod's status after the daemon's return")
         assert [p["metadata"]["name"] for p in pinned_pods(daemon)] == [name]  # not replaced
+
+        # Drift corrected with the control plane up: the agent tells it, as an Event on its Node
+        # (the daemon counts it and sends its Drift notifications, as for its own host's).
+        podman_node2.cli("kill", app, check=True)
+
+        def drift_events() -> list[dict]:
+            events = daemon.api("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Djoiner")
+            return [e for e in events["items"] if e.get("reason") == "DriftCorrected"]
+
+        drifted = wait_for(drift_events, timeout=90, what="the agent's DriftCorrected Event on node joiner")
+        assert drifted[0]["involvedObject"]["kind"] == "Node"
+        assert "started a container again" in drifted[0]["message"], drifted
 
         # The agent stops: the pod keeps running.
         assert agent.stop(timeout=20) == 0

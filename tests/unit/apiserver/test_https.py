@@ -29,8 +29,14 @@ from reconciler.store.store import Store
 
 
 class Actions:
+    def __init__(self) -> None:
+        self.drift: list[str] = []
+
     def sync(self) -> dict:
         return {"commit": None}
+
+    def drift_corrected(self, reason: str) -> None:
+        self.drift.append(reason)
 
     def status(self) -> dict:
         return {"source": {"url": "/srv/repo"}, "nodes": []}
@@ -59,7 +65,8 @@ class Api:
         self.clock = Clock()
         self.pki = ensure_pki(state_dir=tmp, listen="127.0.0.1:0")
         self.tokens = TokenAuthority(store=self.store, clock=self.clock)
-        self.routes = Routes(store=self.store, actions=Actions(), tokens=self.tokens, pki=self.pki,
+        self.actions = Actions()
+        self.routes = Routes(store=self.store, actions=self.actions, tokens=self.tokens, pki=self.pki,
                              advertise="https://127.0.0.1:6443")
         self.https = HttpsApiServer(routes=self.routes, listen="127.0.0.1:0", pki=self.pki,
                                     guard=Guard(tokens=self.tokens, store=self.store))
@@ -256,6 +263,16 @@ def test_a_node_token_does_what_a_node_needs_and_nothing_else(api: Api) -> None:
     assert node.post("/api/v1/namespaces/default/events", {"involvedObject": {"kind": "Pod", "name": "mine"},
                                                            "reason": "Started", "message": "started"})
     assert [e["reason"] for e in store.events(kind="Pod", name="mine")] == ["Started"]
+    # A drift correction on the node's host reaches the daemon's count and notifications.
+    assert api.actions.drift == []
+    node.post("/api/v1/namespaces/default/events", {"involvedObject": {"kind": "Node", "name": "n1"},
+                                                     "reason": "DriftCorrected", "action": "container_restarted",
+                                                     "message": "Drift corrected: started a container again"})
+    node.post("/api/v1/namespaces/default/events", {"involvedObject": {"kind": "Node", "name": "n1"},
+                                                     "reason": "DriftCorrected", "action": "not-a-reason",
+                                                     "message": "?"})
+    assert api.actions.drift == ["container_restarted"]
+    assert [e["reason"] for e in store.events(kind="Node", name="n1")].count("DriftCorrected") == 2
 
     refused = [
         ("GET", "/status", None),

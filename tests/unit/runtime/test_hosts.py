@@ -305,3 +305,30 @@ def test_set_hosts_answers_false_where_no_file_is_reachable(driver, images) -> N
         assert driver.set_hosts(namespace="hosts", name="created", hosts=(("late", "10.96.0.3"),)) is False
     finally:
         driver.remove_pod(namespace="hosts", name="created")
+
+
+@pytest.mark.podman
+def test_set_hosts_asks_the_engine_nothing_while_a_pod_holds_its_create_time_entries(  # type: ignore[no-untyped-def]
+        driver, images) -> None:
+    """The data plane's first write of each new pod (issue 16): the same entries cost no inspects."""
+    created = (("web", "10.96.0.2"), ("web.hosts", "10.96.0.2"))
+    late = (("late", "10.96.0.3"),)
+    calls: list[str] = []
+    real_call = driver._call
+    try:
+        start(driver, images, "ascreated", host_network=False, hosts=created)
+        driver._call = lambda method, path, **kw: (calls.append(path), real_call(method, path, **kw))[1]
+        assert driver.set_hosts(namespace="hosts", name="ascreated", hosts=tuple(reversed(created))) is True
+        assert calls == []
+        assert HOSTS_BEGIN not in cat_hosts(driver, "ascreated", "a")  # podman's hostadd lines, untouched
+        assert driver.set_hosts(namespace="hosts", name="ascreated", hosts=created + late) is True
+        assert calls, "a different set of entries is written"
+        calls.clear()
+        # Once rewritten the files are no longer as created: going back to those entries writes too.
+        assert driver.set_hosts(namespace="hosts", name="ascreated", hosts=created) is True
+        assert calls
+        lines = cat_hosts(driver, "ascreated", "a")
+        assert lines[lines.index(HOSTS_BEGIN) + 1:lines.index(HOSTS_END)] == [f"{ip}\t{h}" for h, ip in created]
+    finally:
+        driver._call = real_call
+        driver.remove_pod(namespace="hosts", name="ascreated")

@@ -211,6 +211,36 @@ def test_a_new_driver_rebuilds_pods_from_labels_alone(driver, images, podman_nod
         podman_node.cli("pod", "rm", "--force", "not-managed", "drv_foreign")
 
 
+def test_pods_are_listed_in_one_call_unless_one_shows_only_its_sandbox(driver, images, podman_node,
+                                                                      cleanup) -> None:
+    # A relist reads each pod's labels off its containers' list entries (no /pods/json, which
+    # costs podman as much again); a pod whose only container is its sandbox needs the pod list.
+    one = make_request(name="quick-a", containers=(hello(images.hello_v1), hello(images.hello_v1, name="two",
+                                                                                      port=8081)))
+    two = make_request(name="quick-b", containers=(hello(images.hello_v1),))
+    cleanup.extend([one.name, two.name])
+    run_pod(driver, one)
+    driver.create_pod(two)  # made, never started
+    with CallLog(driver) as log:
+        listed = {(p.namespace, p.name): p for p in driver.list_pods()}
+    assert [path for _, path in log.calls] == ["/containers/json"]
+    assert listed[("drv", "quick-a")] == driver.pod_state(namespace="drv", name="quick-a")
+    assert listed[("drv", "quick-b")] == driver.pod_state(namespace="drv", name="quick-b")
+    assert [c.name for c in listed[("drv", "quick-a")].containers] == ["web", "two"]
+    assert listed[("drv", "quick-a")].labels == one.labels and listed[("drv", "quick-a")].uid == one.uid
+
+    podman_node.cli("rm", "--force", "drv_quick-b_web", check=True)  # emptied by hand: only its sandbox
+    with CallLog(driver) as log:
+        listed = {(p.namespace, p.name): p for p in driver.list_pods()}
+    assert [path for _, path in log.calls] == ["/containers/json", "/pods/json"]
+    assert listed[("drv", "quick-b")].containers == () and listed[("drv", "quick-b")].uid == two.uid
+    assert listed[("drv", "quick-a")].labels == one.labels
+    # The look for lone containers tells our pods by their sandboxes, in the same one call.
+    with CallLog(driver) as log:
+        assert driver.list_lone_containers() == []
+    assert [path for _, path in log.calls] == ["/containers/json"]
+
+
 def test_create_pod_is_idempotent_and_replaces_a_different_uid(driver, images, podman_node, cleanup) -> None:
     request = make_request(name="idem", containers=(hello(images.hello_v1),))
     cleanup.append(request.name)
