@@ -53,7 +53,14 @@ log = structlog.get_logger("nodeagent")
 Obj = dict[str, Any]
 PodKey = tuple[str, str]
 
-DRAIN_WAIT_MAX = 5.0  # never hold a teardown longer than this (or the grace period) for the proxy to let go
+# Never hold a teardown longer than this (or the grace period) for the proxy to let go. Normally
+# it lets go within milliseconds of the Endpoints update; what can hold it longer is a control plane
+# without a leader (its endpoints controller is the leader's): a leader killed between marking a
+# pod for deletion and updating the Endpoints leaves the pod a backend until the next leader's first
+# pass — up to leaseDuration (15 s) + the takeover (5 s) + a node agent's 2 s list. SIGTERM before
+# that sends the Service's traffic to an app that has exited (refused connections, seen in the HA
+# test at 5 s). Kubernetes has the same window and leaves it to the app's preStop/grace period.
+DRAIN_WAIT_MAX = 25.0
 # A new pod waits at most this long for a removal still holding its IP (a removal slower than this
 # has failed or hung; the create then goes ahead and the engine says whether the address is free).
 RELEASE_WAIT_MAX = 30.0

@@ -487,8 +487,11 @@ class PodmanDriver:
         pods = [p for p in read if p is not None]
         if len(pods) < len(read):
             # A pod whose containers do not say its labels (only its sandbox: being made or emptied
-            # by hand; or made before the pod-labels label): podman's pod list says them.
-            pods = self._list_pods(params={"filters": MANAGED_FILTER})
+            # by hand; or made before the pod-labels label): podman's pod list says them. Only the
+            # pods the container list saw: one made after it would show none of the containers it
+            # has by now, and an app container missing from a pod that ran is drift (restarted).
+            pods = [p for p in self._list_pods(params={"filters": MANAGED_FILTER})
+                    if str(p.get("Id", "")) in by_pod]
         oom_killed = self._oom_killed(containers)
         states = []
         for pod in pods:

@@ -235,6 +235,24 @@ def test_pods_are_listed_in_one_call_unless_one_shows_only_its_sandbox(driver, i
     assert [path for _, path in log.calls] == ["/containers/json", "/pods/json"]
     assert listed[("drv", "quick-b")].containers == () and listed[("drv", "quick-b")].uid == two.uid
     assert listed[("drv", "quick-a")].labels == one.labels
+    # A pod made between the container list and the pod list shows in neither as empty: it would
+    # look like one whose app container was removed (drift, restarted: seen in the crash test).
+    late = make_request(name="quick-c", containers=(hello(images.hello_v1),))
+    cleanup.append(late.name)
+    real = driver._call
+
+    def made_in_between(method: str, path: str, **kwargs: object) -> object:
+        if path == "/pods/json":
+            driver.create_pod(late)
+        return real(method, path, **kwargs)  # type: ignore[arg-type]
+
+    driver._call = made_in_between  # type: ignore[method-assign]
+    try:
+        listed = {(p.namespace, p.name): p for p in driver.list_pods()}
+    finally:
+        del driver._call
+    assert ("drv", "quick-c") not in listed  # absent, as it was when the containers were listed
+    assert [c.name for c in find_pod(driver, "quick-c").containers] == ["web"]
     # The look for lone containers tells our pods by their sandboxes, in the same one call.
     with CallLog(driver) as log:
         assert driver.list_lone_containers() == []
