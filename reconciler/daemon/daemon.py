@@ -312,14 +312,12 @@ class Daemon:
             auto_rollback=config.auto_rollback,
             # Teardown waits (briefly) until a stopping pod's IP serves no Service.
             still_serving=self.proxy_sync.still_serving,
-            on_drift=self._drift_corrected,  # the agents report what they correct
+            on_drift=self.drift_corrected,  # the agents report what they correct
             queue_observer=self.metrics.queue_observer, pod_routes=PodRoutes())
 
     def drift_corrected(self, reason: str) -> None:
-        """A node agent on another host reported a correction (an Event through the API)."""
-        self._drift_corrected(reason)
-
-    def _drift_corrected(self, reason: str) -> None:
+        """A node agent corrected drift: this host's (its ``on_drift``) or another host's (an Event
+        through the API, routes.py): counted and notified alike."""
         self.metrics.drift_corrected(reason)
         self.feedback.on_drift(reason)
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
-
 from reconciler.core import objects as o
 from reconciler.core.keys import ANN_POD_IP
 from reconciler.scheduler.scheduler import (
@@ -18,13 +16,6 @@ from reconciler.scheduler.scheduler import (
 )
 from reconciler.scheduler.unschedulable import MAX_IN_UNSCHEDULABLE
 from tests.harness.sim_multi import MultiSim, replicaset
-
-
-@pytest.fixture
-def sim(tmp_path):
-    s = MultiSim(tmp_path, nodes=2, cpus=2, memory_bytes=4 << 30)
-    yield s
-    s.store.close()
 
 
 def failed_scheduling(sim: MultiSim, pod: dict) -> list[str]:

@@ -78,13 +78,6 @@ def test_forget_and_new_message():
 
 
 # -- the scheduler on fake nodes ---------------------------------------------------------------
-@pytest.fixture
-def sim(tmp_path):
-    s = MultiSim(tmp_path, nodes=2, cpus=2, memory_bytes=4 << 30)
-    yield s
-    s.store.close()
-
-
 def failed_counts(sim: MultiSim, name: str) -> list[int]:
     return [e["count"] for e in sim.events(name) if e["reason"] == "FailedScheduling"]
 
