@@ -7,7 +7,7 @@ back with ``nft list table ip reconciler``. It goes to libnftables in this proce
 rebuilds from the kernel on every change), or to ``nft -f -`` where the library is missing.
 
 ``sync(state)`` remembers the state it last applied and, when only Services and endpoints
-changed, sends the partial update (``ruleset.render_update_pair``) instead of the whole table; if
+changed, sends the partial update (``update.render_update_pair``) instead of the whole table; if
 that is refused (someone deleted the table, or a chain, by hand) it falls back to a full
 rebuild, which is always correct. The table outlives the process on purpose — Services keep
 answering while the agent restarts — and ``cleanup()`` is the explicit way to remove it.
@@ -44,20 +44,11 @@ from pathlib import Path
 
 from reconciler.proxy.nftables.libnft import Libnft, LibnftError
 from reconciler.proxy.nftables.model import ProxyState
-from reconciler.proxy.nftables.ruleset import (
-    FAMILY,
-    TABLE,
-    Row,
-    check_table_name,
-    dnat_rows,
-    render_cleanup,
-    render_full,
-    render_row_removal,
-    render_update_pair,
-)
+from reconciler.proxy.nftables.ruleset import FAMILY, TABLE, check_table_name, render_cleanup, render_full
+from reconciler.proxy.nftables.update import Row, dnat_rows, render_row_removal, render_update_pair
 
 #: How long a DNAT row no verdict leads to stays (a packet that met the old verdict may still
-#: look it up: ``ruleset.render_update_pair``); far above any packet's stay in the hooks.
+#: look it up: ``update.render_update_pair``); far above any packet's stay in the hooks.
 STALE_ROW_GRACE = 2.0
 
 #: The sysctls the data plane needs, and the value each must have.

@@ -221,7 +221,7 @@ def test_services_come_and_go_through_partial_updates(lab: Lab, table: NftTable)
 
 
 def test_rows_a_port_moved_away_from_stay_for_a_grace_then_go(lab: Lab, table: NftTable) -> None:
-    """A packet that met the old verdict may still look its row up (ruleset.render_update_pair)."""
+    """A packet that met the old verdict may still look its row up (update.render_update_pair)."""
     table.stale_row_grace = 0.5
     table.sync(state(lab, [0, 1]))
     assert table.sync(state(lab, [0, 1, 2])) == "partial"  # endpoints-2 -> endpoints-3

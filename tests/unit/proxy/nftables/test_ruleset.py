@@ -16,41 +16,21 @@ from reconciler.proxy.nftables import (
     render_cleanup,
     render_full,
     render_update,
-    render_update_pair,
 )
 from reconciler.proxy.nftables.ruleset import (
     STANDING_COUNTS,
-    _add_elements,
     _all_elements,
-    _elements,
+    add_elements,
     affinity_set,
     dnat_map,
     endpoint_chain,
     endpoints_chain,
     nodeport_dnat_map,
     nodeport_endpoints_chain,
+    port_elements,
     service_chain,
 )
-
-T = "ip reconciler"
-
-
-def sp(name: str = "web", ip: str = "10.96.0.10", **fields) -> ServicePort:  # type: ignore[no-untyped-def]
-    return ServicePort(namespace="default", name=name, cluster_ip=ip, port=80, port_name="http", **fields)
-
-
-def eps(*last: int) -> list[Endpoint]:
-    return [Endpoint(f"10.244.0.{n}", 8080) for n in last]
-
-
-def lines(text: str) -> list[str]:
-    assert text.endswith("\n")
-    return text.splitlines()
-
-
-def rules_of(text: str, chain: str) -> list[str]:
-    prefix = f"add rule {T} {chain} "
-    return [line[len(prefix):] for line in lines(text) if line.startswith(prefix)]
+from tests.unit.proxy.nftables.shapes import T, eps, lines, rules_of, sp
 
 
 def test_full_replaces_the_table_whether_it_exists_or_not() -> None:
@@ -180,56 +160,6 @@ def test_names_are_declared_before_use() -> None:
             assert name in declared, (name, line)
 
 
-def test_partial_update_touches_only_changed_services() -> None:
-    web, db = sp(node_port=30080, session_affinity="ClientIP"), sp("db", "10.96.0.11")
-    old = ProxyState(services={web: eps(2, 3), db: eps(5)})
-    new = ProxyState(services={web: eps(3, 4), db: eps(5)})
-    text = render_update(old, new)
-    assert text is not None and "table" not in text.split("\n")[0]
-    assert "db" not in text  # untouched
-    gone, kept, fresh = eps(2)[0], eps(3)[0], eps(4)[0]
-    assert f"add chain {T} {endpoint_chain(web, fresh)}" in lines(text)
-    assert f"flush chain {T} {service_chain(web)}" in lines(text)
-    assert endpoint_chain(web, kept) not in text.replace(f"goto {endpoint_chain(web, kept)}", "")  # left as is
-    order = lines(text)
-    assert order.index(f"flush chain {T} {service_chain(web)}") < order.index(f"delete chain {T} {endpoint_chain(web, gone)}")
-    assert order.index(f"delete chain {T} {endpoint_chain(web, gone)}") < order.index(
-        f"delete set {T} {affinity_set(web, gone)}")  # the set goes once no rule names it
-
-
-def test_partial_update_for_endpoints_coming_and_going() -> None:
-    web = sp()
-    empty, ready = ProxyState(services={web: []}), ProxyState(services={web: eps(2)})
-    up = lines(render_update(empty, ready) or "")
-    assert up[0] == f"delete element {T} no-endpoint-services {{ 10.96.0.10 . tcp . 80 }}"
-    assert not [line for line in up if line.startswith(("add chain", "add map", "delete chain"))]  # standing
-    assert f"add element {T} service-ips {{ 10.96.0.10 . tcp . 80 : goto {endpoints_chain(1)} }}" in up
-    down_text, down_later = render_update_pair(ready, empty) or ("", [])
-    down = lines(down_text)
-    assert down[0] == f"delete element {T} service-ips {{ 10.96.0.10 . tcp . 80 }}"
-    # Its row is left for later: a packet that met the old verdict may still look it up.
-    assert dnat_map(1) not in down_text and down_later == [(dnat_map(1), "10.96.0.10 . 80 . 0")]
-    # A second endpoint: the port moves from the count of 1 to the count of 2 by elements alone.
-    grow_text, grow_later = render_update_pair(ready, ProxyState(services={web: eps(2, 3)})) or ("", [])
-    grow = lines(grow_text)
-    assert f"add element {T} service-ips {{ 10.96.0.10 . tcp . 80 : goto {endpoints_chain(2)} }}" in grow
-    assert grow.index(f"delete element {T} service-ips {{ 10.96.0.10 . tcp . 80 }}") < grow.index(
-        f"add element {T} service-ips {{ 10.96.0.10 . tcp . 80 : goto {endpoints_chain(2)} }}")
-    assert grow_later == [(dnat_map(1), "10.96.0.10 . 80 . 0")]
-    # One endpoint replaced by another: two map rows change, nothing else.
-    swap = lines(render_update(ready, ProxyState(services={web: eps(4)})) or "")
-    assert swap == [f"delete element {T} {dnat_map(1)} {{ 10.96.0.10 . 80 . 0 }}",
-                    f"add element {T} {dnat_map(1)} {{ 10.96.0.10 . 80 . 0 : 10.244.0.4 . 8080 }}"]
-
-
-def test_partial_update_declines_what_it_cannot_express() -> None:
-    web = sp()
-    base = ProxyState(services={web: eps(2)})
-    assert render_update(base, base) == ""
-    assert render_update(base, ProxyState(services={web: eps(2)}, node_ips=("198.18.0.1",))) is None
-    assert render_update(base, ProxyState(services={sp(session_affinity="ClientIP"): eps(2)})) is None
-
-
 def test_cleanup_is_idempotent_text() -> None:
     assert render_cleanup() == f"add table {T}\ndelete table {T}\n"
 
@@ -287,24 +217,13 @@ def test_loopback_is_not_reachable_from_other_hosts_despite_route_localnet() -> 
 
 
 def test_the_full_render_writes_exactly_the_elements_the_partial_update_diffs() -> None:
-    """``_all_elements`` (the full render's fast loop) and ``_elements`` (what partial updates
+    """``_all_elements`` (the full render's fast loop) and ``port_elements`` (what partial updates
     compare) must describe one table, or an update would delete what is not there."""
     services = {sp(f"s{i}", f"10.96.1.{i + 1}", node_port=30000 + i if i % 2 else None,
                    protocol="UDP" if i % 5 == 0 else "TCP",
                    session_affinity="ClientIP" if i % 7 == 3 else "None"): eps(*range(2, 2 + i % 4))
                 for i in range(40)}
     ordered = sorted(ProxyState(services=services).services.items(), key=lambda item: item[0].key)
-    assert _all_elements(ordered) == _add_elements(e for s, ep in ordered for e in _elements(s, ep))
+    assert _all_elements(ordered) == add_elements(e for s, ep in ordered for e in port_elements(s, ep))
     assert any(" : goto reject-chain" in line for line in _all_elements(ordered))
     assert any("dnat-udp-" in line for line in _all_elements(ordered))
-
-
-def test_a_port_moving_beyond_the_standing_counts_is_a_full_write() -> None:
-    """Only the changed ports are checked against the declared counts (the others are in the
-    table already); one growing past ``STANDING_COUNTS`` needs chains the table lacks."""
-    web, db = sp(), sp("db", "10.96.0.11")
-    many = eps(*range(2, 2 + STANDING_COUNTS + 1))
-    old = ProxyState(services={web: eps(2), db: many})
-    assert render_update(old, ProxyState(services={web: eps(2, 3), db: many})) is not None  # db's 17 is declared
-    assert render_update(old, ProxyState(services={web: eps(*range(3, 3 + STANDING_COUNTS + 2)), db: many})) is None
-    assert render_update(old, ProxyState(services={web: many, db: many[:-1]})) is not None  # 17 exists in old
