@@ -10,12 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.harness import waiting
 from tests.harness.cli_server import run_cli
 from tests.harness.podman_fixtures import claim_network_slot, network_settings
 
@@ -51,18 +51,8 @@ def daemon_settings(nodes: dict[str, str]) -> dict[str, Any]:
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # the daemon may still be starting
-            last_error = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+    """``waiting.wait_for`` at a daemon's pace (every 0.2 s: each poll is an API call)."""
+    return waiting.wait_for(predicate, timeout=timeout, interval=interval, what=what)
 
 
 def free_port(ip: str = "127.0.0.1") -> int:

@@ -19,6 +19,7 @@ from reconciler.daemon.leader import EtcdElector, Identity
 from reconciler.daemon.leaderetcd import EtcdLeaseKV
 from reconciler.store.etcdclient import EtcdClient
 from tests.harness.etcd import EtcdCluster, etcd_cluster, etcd_prefix, private_etcd_cluster  # noqa: F401
+from tests.harness.waiting import wait_for
 
 LEASE = 3.0
 
@@ -46,17 +47,6 @@ def crash(elector: EtcdElector) -> None:
     elector._stop.set()
     if elector._thread is not None:
         elector._thread.join()
-
-
-def wait_for(check, *, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture()

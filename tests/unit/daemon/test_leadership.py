@@ -7,6 +7,7 @@ import time
 
 from reconciler.daemon.leader import Identity, Member, OnChange, SoleElector
 from reconciler.daemon.leadership import LEADER, STANDBY, Leadership
+from tests.harness.waiting import wait_for
 
 
 class ManualElector:
@@ -39,13 +40,6 @@ class ManualElector:
         return None
 
 
-def wait_until(check, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_verdicts_run_lead_and_follow_in_order_on_the_switch_thread() -> None:
     log: list[str] = []
     threads: set[str] = set()
@@ -66,7 +60,7 @@ def test_verdicts_run_lead_and_follow_in_order_on_the_switch_thread() -> None:
     elector.on_change(True)
     elector.on_change(False)
     elector.on_change(True)
-    wait_until(lambda: log.count("lead") == 2)
+    wait_for(lambda: log.count("lead") == 2)
     assert log == ["lead", "follow", "lead"]
     assert roles == [LEADER, STANDBY, LEADER]
     assert threads == {"leadership"}  # never the elector's thread: its renewals go on meanwhile
@@ -86,7 +80,7 @@ def test_a_repeated_verdict_does_nothing() -> None:
     elector.on_change(False)  # a standby told it is a standby
     elector.on_change(True)
     elector.on_change(True)
-    wait_until(lambda: switch.settled.is_set() and "lead" in log)
+    wait_for(lambda: switch.settled.is_set() and "lead" in log)
     switch.stop()
     assert log == ["lead", "follow", "lease given up"]
 
@@ -96,7 +90,7 @@ def test_with_sqlite_the_daemon_leads_from_start_to_stop() -> None:
     switch = Leadership(elector=SoleElector(Identity(name="cp1")), lead=lambda: log.append("lead"),
                         follow=lambda: log.append("follow"))
     switch.start()
-    wait_until(lambda: log == ["lead"])
+    wait_for(lambda: log == ["lead"])
     assert switch.role == LEADER
     switch.stop()
     assert log == ["lead", "follow"]

@@ -12,6 +12,7 @@ import pytest
 
 from reconciler.gitops.source import CommitInfo, GitSource, ManifestFile, SourceError
 from reconciler.gitops.watcher import SourceWatcher
+from tests.harness.waiting import wait_for
 
 GIT_ENV = {
     **os.environ,
@@ -51,14 +52,6 @@ def repo(tmp_path: Path) -> Path:
     git(path, "init", "-q", "-b", "main")
     commit(path, {"web.yaml": "kind: Deployment\n"}, "first")
     return path
-
-
-def wait_for(cond: Callable[[], bool], *, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
 
 
 class Recorder:

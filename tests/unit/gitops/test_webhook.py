@@ -11,13 +11,14 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from structlog.testing import capture_logs
 
 from reconciler.gitops import webhook
 from reconciler.gitops.webhook import WebhookError, WebhookServer, parse_listen
+from tests.harness.waiting import wait_for
 
 SECRET = "s3cr3t-shared-with-the-git-server"
 PAYLOAD = json.dumps({"ref": "refs/heads/main", "after": "a" * 40}).encode()
@@ -63,16 +64,9 @@ def post(server: WebhookServer, body: bytes = PAYLOAD, *, path: str = "/", metho
         conn.close()
 
 
-def wait_until(condition: Callable[[], bool], *, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 def settle(server: WebhookServer) -> None:
     """Wait until no sync is queued or running."""
-    wait_until(lambda: not server.sync_pending)
+    wait_for(lambda: not server.sync_pending)
 
 
 def github_signature(body: bytes, secret: str = SECRET) -> dict[str, str]:
@@ -254,7 +248,7 @@ def test_slow_clients_holding_every_slot_do_not_lock_out_a_real_push(servers: li
     server, pushes = serve(servers, secret=SECRET, max_concurrent=4, evict_after=0.2)
     slow = [slow_client(server) for _ in range(4)]
     try:
-        wait_until(lambda: len(server._server._reading) == 4)  # all four are being served
+        wait_for(lambda: len(server._server._reading) == 4)  # all four are being served
         time.sleep(0.3)  # older than evict_after: the condition for being dropped for a newcomer
         started = time.monotonic()
         status, body, _ = post(server, headers=github_signature(PAYLOAD))
@@ -280,7 +274,7 @@ def test_replayed_pushes_queue_one_sync_and_do_not_wait_for_it(servers: list) ->
     server, _ = serve(servers, secret=SECRET, on_push=on_push)
     headers = github_signature(PAYLOAD)
     assert post(server, headers=headers)[0] == 202
-    wait_until(lambda: len(calls) == 1)  # the first sync is running
+    wait_for(lambda: len(calls) == 1)  # the first sync is running
     started = time.monotonic()
     for _ in range(5):  # the same signed body, replayed while that sync runs
         assert post(server, headers=headers)[0] == 202

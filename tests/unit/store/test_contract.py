@@ -18,6 +18,7 @@ import pytest
 
 from reconciler.store import StoreReader, StoreReadWriter, StoreWriter
 from reconciler.store import events as events_module
+from tests.harness.waiting import wait_for
 from tests.unit.store.builders import FakeClock, deployment, pod
 from tests.unit.store.conftest import Backend
 
@@ -258,7 +259,7 @@ def test_a_watcher_may_write_to_the_store(store: Any) -> None:
 
     store.watch(mirror)
     store.put(deployment("web"))
-    wait_until(lambda: store.kv_get("seen/web") is True)
+    wait_for(lambda: store.kv_get("seen/web") is True)
 
 
 def test_unwatch_stops_the_callbacks(store: Any) -> None:
@@ -266,7 +267,7 @@ def test_unwatch_stops_the_callbacks(store: Any) -> None:
     callback = lambda kind, ns, name: seen.append((kind, ns, name))  # noqa: E731
     store.watch(callback)
     store.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "default"}})
-    wait_until(lambda: len(seen) == 1)
+    wait_for(lambda: len(seen) == 1)
     store.unwatch(callback)
     store.unwatch(callback)  # twice is harmless
     store.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "default"}})
@@ -439,10 +440,3 @@ def test_a_store_opened_again_has_everything(backend: Backend) -> None:
     assert rv(s2.put(deployment("new"))) > highest
     s2.record_event(kind="Pod", namespace="default", name="p", reason="Created", message="m")
     assert [e["count"] for e in s2.events(name="p")] == [3]
-
-
-def wait_until(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)

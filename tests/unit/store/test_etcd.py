@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,6 +17,7 @@ from reconciler.store.etcd import EtcdStore
 from reconciler.store.etcdclient import EtcdClient, EtcdUnavailable
 from reconciler.store.protocol import StoreError
 from tests.harness.etcd import EtcdCluster
+from tests.harness.waiting import wait_for
 from tests.unit.store.builders import deployment
 
 
@@ -33,13 +33,6 @@ def stores(etcd_cluster: EtcdCluster, etcd_prefix: str) -> Iterator[Callable[...
     yield open_store
     for s in opened:
         s.close()
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not met within {timeout}s"
-        time.sleep(0.01)
 
 
 class Recorder:
@@ -64,13 +57,13 @@ def test_two_daemons_see_each_others_writes_through_their_watches(stores: Callab
     b.watch(seen_by_b)
 
     stored = a.put(deployment("web"))
-    wait_until(lambda: b.get("Deployment", "default", "web") == stored, what="b sees a's put")
+    wait_for(lambda: b.get("Deployment", "default", "web") == stored, what="b sees a's put")
     assert seen_by_b.seen == [("Deployment", "default", "web")]
     assert b.resource_version == int(stored["metadata"]["resourceVersion"])
 
     # b's write goes back to a the same way; a CAS from b's cache keeps a's identity.
     b.update("Deployment", "default", "web", lambda cur: {**cur, "spec": {**cur["spec"], "replicas": 7}})
-    wait_until(lambda: (a.get("Deployment", "default", "web") or {}).get("spec", {}).get("replicas") == 7)
+    wait_for(lambda: (a.get("Deployment", "default", "web") or {}).get("spec", {}).get("replicas") == 7)
     assert a.get("Deployment", "default", "web")["metadata"]["uid"] == stored["metadata"]["uid"]
     assert a.get("Deployment", "default", "web")["metadata"]["generation"] == 2
 
@@ -78,22 +71,22 @@ def test_two_daemons_see_each_others_writes_through_their_watches(stores: Callab
     a.update_sync_state(lastAppliedCommit="abc")
     a.record_revision(namespace="default", deployment="web", revision=1, commit="abc", subject="s", images=["i"],
                       replicaset="rs")
-    wait_until(lambda: b.kv_get("k") == {"v": 1} and b.sync_state() == {"lastAppliedCommit": "abc"}
+    wait_for(lambda: b.kv_get("k") == {"v": 1} and b.sync_state() == {"lastAppliedCommit": "abc"}
                and len(b.revisions(namespace="default", deployment="web")) == 1, what="b sees kv, sync, history")
     # The sync record is merged, not overwritten, across daemons.
     b.update_sync_state(lastSeenCommit="def")
-    wait_until(lambda: a.sync_state() == {"lastAppliedCommit": "abc", "lastSeenCommit": "def"})
+    wait_for(lambda: a.sync_state() == {"lastAppliedCommit": "abc", "lastSeenCommit": "def"})
 
     assert a.delete("Deployment", "default", "web")
-    wait_until(lambda: b.get("Deployment", "default", "web") is None, what="b sees a's delete")
-    wait_until(lambda: len(seen_by_b.seen) == 3)
+    wait_for(lambda: b.get("Deployment", "default", "web") is None, what="b sees a's delete")
+    wait_for(lambda: len(seen_by_b.seen) == 3)
     assert seen_by_b.names() == ["web", "web", "web"], "put, b's own update, delete: each exactly once"
 
 
 def test_a_conflict_runs_mutate_again_on_the_current_object(stores: Callable[..., EtcdStore]) -> None:
     a, b = stores(), stores()
     a.put(deployment("web"))
-    wait_until(lambda: b.get("Deployment", "default", "web") is not None)
+    wait_for(lambda: b.get("Deployment", "default", "web") is not None)
     calls: list[dict] = []
 
     def add_label(cur: dict) -> dict:
@@ -108,7 +101,7 @@ def test_a_conflict_runs_mutate_again_on_the_current_object(stores: Callable[...
     assert len(calls) == 2, "the compare-and-swap failed once and mutate ran again"
     assert calls[1]["spec"]["replicas"] == 9, "the second run saw the other daemon's write"
     assert out["spec"]["replicas"] == 9 and out["metadata"]["labels"] == {"tier": "front"}
-    wait_until(lambda: a.get("Deployment", "default", "web") == out)
+    wait_for(lambda: a.get("Deployment", "default", "web") == out)
 
 
 @pytest.mark.parametrize("reach", ["every-member", "member-0-only"])
@@ -129,19 +122,19 @@ def test_a_watch_survives_a_member_restart_without_losing_or_repeating(
 
     for i in range(5):
         write(i)
-    wait_until(lambda: len(seen.seen) == 5)
+    wait_for(lambda: len(seen.seen) == 5)
     assert watcher.client.current_endpoint == etcd_cluster.endpoints[0]
 
     etcd_cluster.kill_member(0)
     for i in range(5, 25):  # written while the watcher's member is down
         write(i)
     if reach == "member-0-only":
-        wait_until(lambda: not watcher.healthy, what="the watcher notices its member is gone")
+        wait_for(lambda: not watcher.healthy, what="the watcher notices its member is gone")
         assert len(seen.seen) == 5
     etcd_cluster.start_member(0)
     for i in range(25, 30):
         write(i)
-    wait_until(lambda: len(seen.seen) >= 30, what="every write seen after the restart")
+    wait_for(lambda: len(seen.seen) >= 30, what="every write seen after the restart")
     time.sleep(0.3)  # (a repeat would arrive now)
     assert seen.names() == expected, "lost or repeated events across the member restart"
     assert [c["metadata"]["name"] for c in watcher.list("ConfigMap")] == sorted(expected)
@@ -158,11 +151,11 @@ def test_compaction_past_the_watch_relists_and_notifies_what_changed(
         watcher.watch(seen)
         for name in ("keep", "change", "drop"):
             writer.put({"kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}, "data": {}})
-        wait_until(lambda: len(watcher.list("ConfigMap")) == 3)
+        wait_for(lambda: len(watcher.list("ConfigMap")) == 3)
         del seen.seen[:]
 
         etcd_cluster.stop_member(0)
-        wait_until(lambda: not watcher.healthy, what="the watcher notices its member is gone")
+        wait_for(lambda: not watcher.healthy, what="the watcher notices its member is gone")
         assert len(watcher.list("ConfigMap")) == 3, "reads keep answering from the cache"
         with pytest.raises(StoreError):
             watcher.put({"kind": "ConfigMap", "metadata": {"name": "x", "namespace": "default"}})
@@ -173,10 +166,10 @@ def test_compaction_past_the_watch_relists_and_notifies_what_changed(
         writer.client.compact(revision)
         etcd_cluster.start_member(0)
 
-        wait_until(lambda: sorted(c["metadata"]["name"] for c in watcher.list("ConfigMap")) == ["change", "keep", "new"],
+        wait_for(lambda: sorted(c["metadata"]["name"] for c in watcher.list("ConfigMap")) == ["change", "keep", "new"],
                    what="the relist brought the cache to etcd's state")
         assert watcher.get("ConfigMap", "default", "change")["data"] == {"v": "2"}
-        wait_until(lambda: watcher.healthy)
+        wait_for(lambda: watcher.healthy)
         assert sorted(seen.names()) == ["change", "drop", "new"], "each changed key notified once, not 'keep'"
     finally:
         watcher.close()
