@@ -22,6 +22,7 @@ from runtime.driver import DriverError
 
 ROOTFUL_SOCKET = Path("/run/podman/podman.sock")
 MAX_RUNROOT_LENGTH = 50  # podman 4.3: "the specified runroot is longer than 50 characters"
+LIBPOD_TMPDIR = "libpod-tmp"  # a private runroot's libpod --tmpdir (its events log too: podman/eventsfile.py)
 
 
 class PodmanServiceError(DriverError):
@@ -121,7 +122,7 @@ class PodmanService:
         if self.root is not None:
             args += ["--root", str(self.root)]
         if self.runroot is not None:
-            args += ["--runroot", str(self.runroot), "--tmpdir", str(self.runroot / "libpod-tmp")]
+            args += ["--runroot", str(self.runroot), "--tmpdir", str(self.runroot / LIBPOD_TMPDIR)]
         return args
 
     def start(self, *, timeout: float = 30.0) -> str:
