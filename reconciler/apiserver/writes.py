@@ -25,6 +25,7 @@ from typing import Any
 
 from reconciler.apiserver.status import ApiStatusError
 from reconciler.core.keys import ANN_REGISTERED
+from reconciler.core.kubeletapi import ANN_KUBELET_CERT_SHA256, FINGERPRINT
 from reconciler.core.nodes import DEFAULT_POD_CIDR_POOL
 
 
@@ -57,6 +58,13 @@ def register_node(store: Any, body: Any, *, pool: str = DEFAULT_POD_CIDR_POOL) -
     spec["podCIDRs"] = [spec["podCIDR"]]
     # Marked, so the daemon's start-up does not take it for a node that left its config.
     annotations = {ANN_REGISTERED: "true"}
+    # The agent's kubelet certificate hash (core/kubeletapi.py), which the control plane pins; an agent
+    # registering without one (its server off) takes the old one away.
+    served = (meta.get("annotations") or {}).get(ANN_KUBELET_CERT_SHA256)
+    if served is not None:
+        if not isinstance(served, str) or not FINGERPRINT.match(served):
+            raise ApiStatusError(400, f"annotation {ANN_KUBELET_CERT_SHA256} must be 64 lower-case hex digits")
+        annotations[ANN_KUBELET_CERT_SHA256] = served
     if store.get("Node", "", name) is None:
         stored = store.put({"apiVersion": "v1", "kind": "Node",
                             "metadata": {"name": name, "labels": labels, "annotations": annotations},
@@ -65,7 +73,8 @@ def register_node(store: Any, body: Any, *, pool: str = DEFAULT_POD_CIDR_POOL) -
 
     def mutate(cur: dict[str, Any]) -> dict[str, Any]:
         cur["metadata"]["labels"] = labels
-        cur["metadata"]["annotations"] = {**(cur["metadata"].get("annotations") or {}), **annotations}
+        kept = {k: v for k, v in (cur["metadata"].get("annotations") or {}).items() if k != ANN_KUBELET_CERT_SHA256}
+        cur["metadata"]["annotations"] = {**kept, **annotations}
         cur["spec"] = spec
         if node.get("status"):
             cur["status"] = node["status"]

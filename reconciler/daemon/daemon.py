@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -51,6 +51,7 @@ from reconciler.core.commitevents import CommitObserver
 from reconciler.core.keys import OBJECT_STATES_KEY, SOURCE_KEY
 from reconciler.core.privatefiles import private_dir
 from reconciler.core.workqueue import Result, WorkQueue
+from reconciler.daemon import allocator
 from reconciler.daemon import log as logsetup
 from reconciler.daemon.config import Config, ConfigError, NodeConfig, reload_config
 from reconciler.daemon.controlplane import ControlPlane
@@ -69,7 +70,6 @@ from reconciler.daemon.metrics import (
 from reconciler.daemon.statedir import prepare_state_dir
 from reconciler.daemon.storefactory import open_store
 from reconciler.daemon.systemd import Health, Notifier, ProgressWatchdog
-from reconciler.dashboard import Dashboard
 from reconciler.gitops import autorollback as rollback
 from reconciler.gitops.actions import Operations, PodLogs
 from reconciler.gitops.applier import Applier
@@ -93,6 +93,9 @@ from reconciler.proxy.sync import ProxySync
 from reconciler.store.store import StoreError
 from runtime.driver import DriverError, NodeDriver, PodNetwork
 from runtime.podman.naming import engine_container_name
+
+if TYPE_CHECKING:
+    from reconciler.dashboard import Dashboard
 
 log = structlog.get_logger("daemon")
 
@@ -162,9 +165,12 @@ class Daemon:
         self.watcher = self._new_watcher(config, last_seen=None)
         self.api, self.api_https = self._new_api(config)
         # The read-only web page (dashboard.listen); it reads the store and asks only status and sync.
-        self.dashboard = (Dashboard(listen=config.dashboard_listen, store=self.store, status=self.status,
-                                    sync=self.sync, commits=self.commits.items, source=lambda: self.source)
-                          if config.dashboard_listen else None)
+        self.dashboard: Dashboard | None = None
+        if config.dashboard_listen:
+            from reconciler.dashboard import Dashboard  # only with dashboard.listen (test_import_weight.py)
+
+            self.dashboard = Dashboard(listen=config.dashboard_listen, store=self.store, status=self.status,
+                                       sync=self.sync, commits=self.commits.items, source=lambda: self.source)
         # Metrics that watch rather than get told.
         self.rollouts = RolloutObserver(store=self.store, metrics=self.metrics)
         self.store.watch(self.rollouts.on_change)
@@ -206,7 +212,9 @@ class Daemon:
             host = advertise_address(config.api.listen)
             api = f"https://{f'[{host}]' if ':' in host else host}:{split_listen(config.api.listen)[1]}"
         identity = Identity(name=name, api=api)
-        from reconciler.daemon.leaderetcd import etcd_elector  # the etcd client: only with an etcd store
+        if config.store is None:
+            return SoleElector(identity)
+        from reconciler.daemon.leaderetcd import etcd_elector  # the etcd client (etcd3gw): only with an etcd store
 
         elector = etcd_elector(config, identity=identity, observe=self.metrics.store_request)
         return elector if elector is not None else SoleElector(identity)
@@ -277,7 +285,7 @@ class Daemon:
 
     def _new_operations(self) -> Operations:
         return Operations(store=self.store, source=self.source, applier=self.applier,
-                          logs=_pod_logs({n.name: n.driver for n in self.nodes if n.driver is not None}),
+                          logs=_pod_logs({n.name: n.driver for n in self.nodes if n.driver is not None}, store=self.store),
                           sync=self.sync, signatures=self.signatures, commits=self.commits, clock=self.clock.now)
 
     def _new_watcher(self, config: Config, *, last_seen: str | None) -> SourceWatcher:
@@ -774,20 +782,40 @@ def _halt(*, queues: Iterable[WorkQueue], also: Callable[[], None], budget: floa
 
 
 
-def _pod_logs(drivers: dict[str, NodeDriver]) -> PodLogs:
+def _pod_logs(drivers: dict[str, NodeDriver], *, store: Any = None) -> PodLogs:
     """The pod-log reader the API's `logs` goes through: GitOps validates the request,
-    and only the daemon (with the kubelet) touches the engines that hold the logs."""
+    and only the daemon (with the kubelet) touches the engines that hold the logs.
+
+    A pod on a node whose engine only its own agent reaches (`reconciler node` on another
+    host) is read as Kubernetes' apiserver reads it: from the agent's kubelet server, at the
+    address, port and certificate hash its Node publishes (apiserver/kubeletclient.py)."""
+    client: list[Any] = []  # the KubeletClient, made on the first remote read (it loads cryptography)
+
+    def remote(*, node: str, namespace: str, name: str, container: str, follow: bool, tail_lines: int | None,
+               since_seconds: int | None, previous: bool) -> Iterable[str]:
+        from reconciler.apiserver.kubeletclient import KubeletClient
+        from reconciler.core.keys import API_CA_KEY
+        from reconciler.core.kubeletapi import kubelet_endpoint
+
+        obj = store.get("Node", "", node) if store is not None else None
+        endpoint = kubelet_endpoint(obj) if obj is not None else None
+        if endpoint is None:
+            # An agent without the kubelet server (kubeletPort: 0, or older): say where the logs are.
+            raise Conflict(f"pod {name} runs on node {node}, whose agent publishes no kubelet endpoint; read its "
+                           f"logs on that host: podman logs "
+                           f"{engine_container_name(namespace=namespace, name=name, container=container)}")
+        if not client:
+            client.append(KubeletClient(ca=lambda: store.kv_get(API_CA_KEY)))
+        return client[0].container_logs(endpoint, node=node, namespace=namespace, pod=name, container=container,
+                                        follow=follow, tail_lines=tail_lines, since_seconds=since_seconds,
+                                        previous=previous)
 
     def read(*, node: str, namespace: str, name: str, container: str, follow: bool,
              tail_lines: int | None, since_seconds: int | None = None, previous: bool = False) -> Iterable[str]:
         driver = drivers.get(node)
         if driver is None:
-            # Bound to a node whose engine only its own agent reaches (`reconciler node` on another
-            # host): the control plane has no way into it (Kubernetes' apiserver asks the kubelet's
-            # own server, which node agents do not have yet), so say where the logs are.
-            raise Conflict(f"pod {name} runs on node {node}, whose engine only its node agent reaches; read its "
-                           f"logs on that host: podman logs "
-                           f"{engine_container_name(namespace=namespace, name=name, container=container)}")
+            return remote(node=node, namespace=namespace, name=name, container=container, follow=follow,
+                          tail_lines=tail_lines, since_seconds=since_seconds, previous=previous)
         since = time.time() - since_seconds if since_seconds else None
         try:
             lines: Iterable[str] = driver.logs(namespace=namespace, name=name, container=container, follow=follow,
@@ -803,6 +831,7 @@ def _pod_logs(drivers: dict[str, NodeDriver]) -> PodLogs:
 
 def run_daemon(config: Config) -> int:
     """The `reconciler daemon` command: run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
+    allocator.limit_arenas()  # before any thread starts (allocator.py says why)
     prepare_state_dir(Path(config.state_dir))  # before the log file is made in it
     logsetup.configure(state_dir=Path(config.state_dir))
     stop = threading.Event()

@@ -10,6 +10,9 @@ this module adds is the life cycle of a process on its own:
    the control plane picks a free /24) — retried until some server answers.
 2. Wait for the first snapshot of the pods bound here (or use the one kept in the state
    dir from the last run), so no running container is taken for an orphan.
+   With a kubelet server (`kubeletPort`, default 10250), the Node carries its port and its
+   self-signed certificate's hash, and the server (kubelet/logserver.py) answers the control
+   plane's `reconciler logs` of this node's pods, for the API CA's kubelet client only.
 3. Run: the manager routes each cached pod change to the kubelet's queue; heartbeats
    every 5 s; relists every `relistInterval`; podman's event stream. The host's own
    data plane, as on the daemon's host: the Services' nftables table (``ProxySync``,
@@ -36,7 +39,9 @@ import structlog
 from reconciler.apiserver.tls import advertise_address
 from reconciler.controllers.manager import ControllerManager
 from reconciler.core.clock import SystemClock
+from reconciler.core.kubeletapi import ANN_KUBELET_CERT_SHA256
 from reconciler.core.workqueue import Result
+from reconciler.daemon import allocator
 from reconciler.daemon import log as logsetup
 from reconciler.daemon.hostwide import HostSync
 from reconciler.daemon.nodeconfig import NodeAgentConfig
@@ -81,6 +86,12 @@ class NodeProcess:
         self.kubelet: Kubelet | None = None
         self.agent: NodeAgent | None = None
         self._relist_interval = relist_interval
+        self.kubelet_server: Any = None  # a logserver.KubeletServer once built (kubeletPort set)
+        self.serving: Any = None  # its certificate, made now: its hash goes with the registration
+        if config.kubelet_port:
+            from reconciler.kubelet.servingcert import ensure_serving_cert  # cryptography: only with a server
+
+            self.serving = ensure_serving_cert(state_dir, node=config.name, address=self.node_ip)
 
     def register(self, *, stop: threading.Event) -> str | None:
         """Register the Node until some server answers; returns its pod CIDR (None if stopped first)."""
@@ -89,6 +100,8 @@ class NodeProcess:
                                 "metadata": {"name": config.name, "labels": dict(config.labels)},
                                 "spec": {"podCIDR": config.pod_cidr} if config.pod_cidr else {}}
         body["status"] = {"addresses": [{"type": "InternalIP", "address": self.node_ip}]}
+        if self.serving is not None:
+            body["metadata"]["annotations"] = {ANN_KUBELET_CERT_SHA256: self.serving.fingerprint}
         while not stop.is_set():
             try:
                 stored = self.transport.request("POST", "/api/v1/nodes", body)
@@ -111,7 +124,8 @@ class NodeProcess:
 
             self.driver = PodmanDriver(url=self.podman_url, network=PodNetwork(name=config.network, subnet=pod_cidr))
         binding = NodeBinding(name=config.name, url=self.podman_url or "unix://", pod_cidr=pod_cidr,
-                              labels=dict(config.labels), driver=self.driver, node_ip=self.node_ip)
+                              labels=dict(config.labels), driver=self.driver, node_ip=self.node_ip,
+                              kubelet_port=self._make_kubelet_server())
         manager = self.manager = ControllerManager(store=self.remote, clock=self.clock)
         nodes = NodeController(store=self.remote, clock=self.clock, nodes=[binding], report_every=REPORT_EVERY)
         queue_name = f"node/{config.name}"
@@ -132,6 +146,40 @@ class NodeProcess:
         manager.add(kubelet, tracked=False)
         manager.every(f"relist/{config.name}", kubelet.relist_interval, kubelet.poll)
         manager.every(f"heartbeat/{config.name}", HEARTBEAT_INTERVAL, self._heartbeat)
+
+    def _make_kubelet_server(self) -> int | None:
+        """The kubelet server, bound (it serves from start()); its port, None when there is none.
+        A server that cannot be made is logged, not fatal: the pods matter more than their logs."""
+        if self.serving is None or self.driver is None:
+            return None
+        from reconciler.apiserver.tls import TlsError
+        from reconciler.kubelet.logserver import KubeletServer
+
+        config = self.config
+        try:
+            self.kubelet_server = KubeletServer(node=config.name, address=self.node_ip, port=config.kubelet_port or 0,
+                                                cert=self.serving, client_ca_pem=self._client_ca(),
+                                                pods=lambda ns, name: self.remote.get("Pod", ns, name),
+                                                driver=self.driver)
+        except (OSError, ValueError, TlsError, ApiDown, ApiRefused) as exc:  # ssl.SSLError is an OSError
+            log.error("no kubelet server: reconciler logs cannot reach this node's pods", node=config.name,
+                      port=config.kubelet_port, error=str(exc), action="start")
+            return None
+        return int(self.kubelet_server.port)
+
+    def _client_ca(self) -> str:
+        """The control plane's API CA, which signs the one client the kubelet server admits: fetched
+        over the API (whose TLS the agent already checks) and held to ``--ca-hash`` when given."""
+        answer = self.transport.request("GET", "/cacert")
+        pem = answer.get("text") if isinstance(answer, dict) else None
+        if not isinstance(pem, str) or "BEGIN CERTIFICATE" not in pem:
+            raise ValueError("the control plane's /cacert answered no certificate")
+        if self.config.ca_hash:
+            from reconciler.apiserver.certs import ca_hash
+
+            if ca_hash(pem) != self.config.ca_hash:
+                raise ValueError(f"the control plane's CA is not the one --ca-hash names ({self.config.ca_hash})")
+        return pem
 
     def _report_drift(self, reason: str) -> None:
         """A correction, told to the control plane (kubelet/drift.py's EVENT_REASON): best effort,
@@ -189,11 +237,15 @@ class NodeProcess:
         self.agent.prober.start()
         self.manager.start()
         self.kubelet.start_watcher()
+        if self.kubelet_server is not None:
+            self.kubelet_server.start()
         log.info("node agent started", node=self.config.name, servers=list(self.config.servers), pod_cidr=pod_cidr,
                  podman=self.podman_url, action="start")
         return True
 
     def stop(self) -> None:
+        if self.kubelet_server is not None:
+            self.kubelet_server.stop()
         self.remote.stop()
         if self.kubelet is not None:
             self.kubelet.stop_watcher(deadline=time.monotonic() + 3.0)
@@ -206,6 +258,7 @@ class NodeProcess:
 
 def run_node(config: NodeAgentConfig, *, transport: Transport) -> int:
     """The `reconciler node` command: run until SIGTERM/SIGINT."""
+    allocator.limit_arenas()  # before any thread starts (allocator.py says why)
     prepare_state_dir(Path(config.state_dir))  # before the log file is made in it
     logsetup.configure(state_dir=Path(config.state_dir))
     stop = threading.Event()

@@ -11,6 +11,7 @@ labels: {disk: ssd}
 podmanURL: unix:///run/podman/podman.sock                  # default: the local podman (started if silent)
 network: reconciler                                        # the podman bridge network holding the pod CIDR
 stateDir: /var/lib/reconciler-node
+kubeletPort: 10250                                         # the logs server on nodeIP (docs/nodes.md); 0: none
 ```
 
 Strict like the daemon's config (`config.py`, whose checker it uses): an unknown key or a
@@ -27,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.kubeletapi import DEFAULT_KUBELET_PORT
 from reconciler.daemon.config import ConfigError, _Checker, _read_file, default_state_dir
 
 _KEYS = ("servers", "token", "tokenFile", "caHash", "name", "nodeIP", "podCIDR", "labels", "podmanURL", "network",
-         "stateDir", "serviceCIDR", "nftTable")
+         "stateDir", "serviceCIDR", "nftTable", "kubeletPort")
 _FLAGS = {"servers": "--server", "token": "--token", "tokenFile": "--token-file", "caHash": "--ca-hash",
           "name": "--name", "nodeIP": "--node-ip", "podCIDR": "--pod-cidr", "podmanURL": "--podman-url",
           "stateDir": "--state-dir"}
@@ -54,6 +56,9 @@ class NodeAgentConfig:
     # connections to a ClusterIP reach the nftables rules (as on the daemon's host).
     service_cidr: str = "10.96.0.0/16"
     nft_table: str = "reconciler"  # the Service data plane's nftables table on this host
+    # The kubelet server's port on node_ip (kubelet/logserver.py; the config file's default is
+    # 10250, the kubelet's); None: no server, so `reconciler logs` of this node's pods is refused.
+    kubelet_port: int | None = None
 
 
 def default_node_state_dir() -> Path:
@@ -131,6 +136,12 @@ def load_node_config(*, path: Path | None, overrides: Mapping[str, object]) -> N
     nft_table = file_check.string("nftTable", data["nftTable"]) if data.get("nftTable") is not None else "reconciler"
     if not re.match(r"^[a-zA-Z][a-zA-Z0-9_]{0,31}$", nft_table):
         raise file_check.fail("nftTable", f"not an nftables table name: {nft_table!r}")
+    kubelet_port: int | None = DEFAULT_KUBELET_PORT
+    if data.get("kubeletPort") is not None:
+        raw = data["kubeletPort"]
+        kubelet_port = None if raw == 0 and not isinstance(raw, bool) else file_check.count("kubeletPort", raw,
+                                                                                              most=65535)
     return NodeAgentConfig(servers=servers, token=token, ca_hash=ca_hash, name=name, node_ip=node_ip,
                            pod_cidr=pod_cidr, labels=labels, podman_url=podman_url, network=network,
-                           state_dir=Path(os.fspath(state_dir)), service_cidr=service_cidr, nft_table=nft_table)
+                           state_dir=Path(os.fspath(state_dir)), service_cidr=service_cidr, nft_table=nft_table,
+                           kubelet_port=kubelet_port)

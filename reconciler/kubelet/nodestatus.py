@@ -10,6 +10,8 @@ The Node object carries what a Kubernetes user looks for:
     ``kubernetes.io/hostname: <name>``);
   - ``status.addresses``: InternalIP, the first address of the pod CIDR (the
     node's own; pods get the ones after it), and Hostname, the engine's;
+  - ``status.daemonEndpoints.kubeletEndpoint.Port``: a `reconciler node` agent's kubelet
+    server (its certificate's hash is an annotation the agent registers with; core/kubeletapi.py);
   - ``status.capacity``/``allocatable``: cpu and memory from the engine's own
     info (re-read whenever it comes back, since a host may return resized), and
     ``pods``, the pod IPs the CIDR has. Nothing is reserved for the system, so
@@ -56,6 +58,9 @@ class NodeBinding:
     labels: dict[str, str] = field(default_factory=dict)
     driver: NodeDriver | None = None
     node_ip: str | None = None  # the host's address for other nodes (InternalIP); None: the pod CIDR's first
+    # The agent's kubelet server (`reconciler node`, kubelet/logserver.py): published as Kubernetes'
+    # status.daemonEndpoints.kubeletEndpoint.Port; None: no server (the daemon's in-process nodes).
+    kubelet_port: int | None = None
 
 
 class NodeController:
@@ -122,6 +127,8 @@ class NodeController:
             "nodeInfo": {"containerRuntimeVersion": f"podman://{info.engine_version}" if info else "",
                          "hostname": info.hostname if info else ""},
         }
+        if node.kubelet_port:
+            status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": node.kubelet_port}}
         if info and info.cpus:
             status["capacity"] = {"cpu": str(info.cpus), "memory": f"{info.memory_bytes // 1024}Ki",
                                   "pods": str(pod_ip_capacity(node.pod_cidr))}
