@@ -67,14 +67,15 @@ from reconciler.daemon.metrics import (
     RolloutObserver,
     StateCollector,
 )
+from reconciler.daemon.podlogs import PodLogReader
 from reconciler.daemon.statedir import prepare_state_dir
 from reconciler.daemon.storefactory import open_store
 from reconciler.daemon.systemd import Health, Notifier, ProgressWatchdog
 from reconciler.gitops import autorollback as rollback
-from reconciler.gitops.actions import Operations, PodLogs
+from reconciler.gitops.actions import Operations
 from reconciler.gitops.applier import Applier
 from reconciler.gitops.commitlog import CommitLog
-from reconciler.gitops.errors import Conflict, EngineFailed, Unavailable
+from reconciler.gitops.errors import Unavailable
 from reconciler.gitops.health import WATCHED_KINDS, CommitHealth, Verdict
 from reconciler.gitops.record import SyncStatus, commit_subject
 from reconciler.gitops.signing import OwnCommits, SignaturePolicy, SigningConfigError
@@ -91,8 +92,7 @@ from reconciler.notify.forge import ForgeSetupError
 from reconciler.proxy.nftables import NftError, NftMissing, NftTable
 from reconciler.proxy.sync import ProxySync
 from reconciler.store.store import StoreError
-from runtime.driver import DriverError, NodeDriver, PodNetwork
-from runtime.podman.naming import engine_container_name
+from runtime.driver import DriverError, PodNetwork
 
 if TYPE_CHECKING:
     from reconciler.dashboard import Dashboard
@@ -285,7 +285,8 @@ class Daemon:
 
     def _new_operations(self) -> Operations:
         return Operations(store=self.store, source=self.source, applier=self.applier,
-                          logs=_pod_logs({n.name: n.driver for n in self.nodes if n.driver is not None}, store=self.store),
+                          logs=PodLogReader(drivers={n.name: n.driver for n in self.nodes if n.driver is not None},
+                                              store=self.store),
                           sync=self.sync, signatures=self.signatures, commits=self.commits, clock=self.clock.now)
 
     def _new_watcher(self, config: Config, *, last_seen: str | None) -> SourceWatcher:
@@ -779,54 +780,6 @@ def _halt(*, queues: Iterable[WorkQueue], also: Callable[[], None], budget: floa
     deadline = time.monotonic() + budget
     for helper in helpers:
         helper.join(timeout=max(deadline - time.monotonic(), 0.0))
-
-
-
-def _pod_logs(drivers: dict[str, NodeDriver], *, store: Any = None) -> PodLogs:
-    """The pod-log reader the API's `logs` goes through: GitOps validates the request,
-    and only the daemon (with the kubelet) touches the engines that hold the logs.
-
-    A pod on a node whose engine only its own agent reaches (`reconciler node` on another
-    host) is read as Kubernetes' apiserver reads it: from the agent's kubelet server, at the
-    address, port and certificate hash its Node publishes (apiserver/kubeletclient.py)."""
-    client: list[Any] = []  # the KubeletClient, made on the first remote read (it loads cryptography)
-
-    def remote(*, node: str, namespace: str, name: str, container: str, follow: bool, tail_lines: int | None,
-               since_seconds: int | None, previous: bool) -> Iterable[str]:
-        from reconciler.apiserver.kubeletclient import KubeletClient
-        from reconciler.core.keys import API_CA_KEY
-        from reconciler.core.kubeletapi import kubelet_endpoint
-
-        obj = store.get("Node", "", node) if store is not None else None
-        endpoint = kubelet_endpoint(obj) if obj is not None else None
-        if endpoint is None:
-            # An agent without the kubelet server (kubeletPort: 0, or older): say where the logs are.
-            raise Conflict(f"pod {name} runs on node {node}, whose agent publishes no kubelet endpoint; read its "
-                           f"logs on that host: podman logs "
-                           f"{engine_container_name(namespace=namespace, name=name, container=container)}")
-        if not client:
-            client.append(KubeletClient(ca=lambda: store.kv_get(API_CA_KEY)))
-        return client[0].container_logs(endpoint, node=node, namespace=namespace, pod=name, container=container,
-                                        follow=follow, tail_lines=tail_lines, since_seconds=since_seconds,
-                                        previous=previous)
-
-    def read(*, node: str, namespace: str, name: str, container: str, follow: bool,
-             tail_lines: int | None, since_seconds: int | None = None, previous: bool = False) -> Iterable[str]:
-        driver = drivers.get(node)
-        if driver is None:
-            return remote(node=node, namespace=namespace, name=name, container=container, follow=follow,
-                          tail_lines=tail_lines, since_seconds=since_seconds, previous=previous)
-        since = time.time() - since_seconds if since_seconds else None
-        try:
-            lines: Iterable[str] = driver.logs(namespace=namespace, name=name, container=container, follow=follow,
-                                               since=since, previous=previous)
-            if tail_lines is not None and not follow:
-                lines = iter(list(lines)[-tail_lines:] if tail_lines > 0 else [])
-        except DriverError as exc:
-            raise EngineFailed(str(exc)) from None
-        return lines
-
-    return read
 
 
 def run_daemon(config: Config) -> int:

@@ -11,9 +11,9 @@ from reconciler.apiserver.certs import ensure_pki
 from reconciler.core.clock import ManualClock
 from reconciler.core.kubeletapi import container_logs_path
 from reconciler.daemon.config import ConfigError
-from reconciler.daemon.daemon import _pod_logs
 from reconciler.daemon.node import NodeProcess
 from reconciler.daemon.nodeconfig import NodeAgentConfig, load_node_config
+from reconciler.daemon.podlogs import PodLogReader
 from reconciler.gitops.errors import Conflict
 from reconciler.kubelet.nodestatus import NodeBinding, NodeController
 from reconciler.store.store import Store
@@ -55,7 +55,7 @@ def test_a_node_without_an_endpoint_is_a_conflict_naming_the_container(tmp_path:
     store = Store(tmp_path / "s.db")
     store.put({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "old"}, "spec": {},
                "status": {"addresses": [{"type": "InternalIP", "address": "198.18.0.11"}]}})
-    read = _pod_logs({}, store=store)
+    read = PodLogReader(drivers={}, store=store)
     with pytest.raises(Conflict, match="node old, whose agent publishes no kubelet endpoint.*podman logs "
                                        "default_web_app"):
         read(node="old", namespace="default", name="web", container="app", follow=False, tail_lines=None)
