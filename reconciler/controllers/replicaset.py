@@ -26,7 +26,7 @@ from reconciler.core import objects as o
 from reconciler.core.bodies import Body
 from reconciler.core.clock import Clock, to_rfc3339
 from reconciler.core.keys import ANN_COMMIT
-from reconciler.core.selectors import SelectorError, from_label_selector
+from reconciler.core.selectors import Selector, SelectorError, from_label_selector
 from reconciler.core.watches import Cache, For, Owns, Watch
 from reconciler.core.workqueue import Result
 
@@ -35,6 +35,7 @@ log = structlog.get_logger("replicaset")
 _SUFFIX = "bcdfghjklmnpqrstvwxz2456789"
 _PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
 BURST_REPLICAS = 500  # pod creations (or deletions) per reconcile of one ReplicaSet
+_SELECTORS_MAX = 50_000  # parsed selectors kept (a few hundred bytes each)
 
 
 class ReplicaSetController:
@@ -45,6 +46,8 @@ class ReplicaSetController:
     def __init__(self, *, store: Any, clock: Clock) -> None:
         self._store = store
         self._clock = clock
+        # uid -> (generation, selector): a selector is in the spec, so a generation names it.
+        self._selectors: dict[str, tuple[Any, Selector | None]] = {}
 
     def resync_keys(self, cache: Cache, *, first: bool) -> list[tuple[str, str]]:
         return cache.names("ReplicaSet")
@@ -60,12 +63,14 @@ class ReplicaSetController:
             self._delete_replicaset(rs)
             return None
         pods = self._owned_pods(rs)
+        acted = False  # a pod made or marked: the status is computed from the pods read again
         for pod in pods:
             # A pod its node gave up on (Failed: e.g. its IP was held by something else) does not
             # count, and is deleted as its replacement is made: Kubernetes leaves such pods
             # behind until the pod GC's threshold; here nothing would ever clean them up.
             if (pod.get("status") or {}).get("phase") == "Failed" and not o.is_terminating(pod):
                 self.mark_for_deletion(pod, reason="failed")
+                acted = True
         active = [p for p in pods if o.pod_is_active(p)]
         want = int(rs["spec"].get("replicas", 0) or 0)
         diff = len(active) - want
@@ -77,7 +82,9 @@ class ReplicaSetController:
             for pod in self._victims(active, burst):
                 self.mark_for_deletion(pod, reason="scale down")
                 active.remove(pod)
-        result = self._update_status(rs, pods_after=self._owned_pods(rs))
+        # Read again only after acting: unchanged, the pods just read are the pods (a pod's own
+        # change after this read enqueues this key again).
+        result = self._update_status(rs, pods_after=self._owned_pods(rs) if acted or burst else pods)
         if burst < abs(diff):
             log.info("burst limit reached; the rest follows in the next reconcile", action="requeue",
                      object=f"replicaset/{name}", namespace=namespace, done=burst, left=abs(diff) - burst)
@@ -167,16 +174,32 @@ class ReplicaSetController:
         self._store.delete("ReplicaSet", rs["metadata"]["namespace"], rs["metadata"]["name"])
 
     # -- status ------------------------------------------------------------------------------
+    def _selector(self, rs: Body) -> Selector | None:
+        """The ReplicaSet's selector (None if it is not valid), parsed once per spec generation."""
+        meta = rs["metadata"]
+        uid, generation = meta.get("uid"), meta.get("generation")
+        cached = self._selectors.get(uid) if uid else None
+        if cached is not None and generation is not None and cached[0] == generation:
+            return cached[1]
+        try:
+            selector: Selector | None = from_label_selector(rs["spec"].get("selector"))
+        except SelectorError:
+            selector = None
+        if uid and generation is not None:
+            if len(self._selectors) >= _SELECTORS_MAX and uid not in self._selectors:
+                self._selectors.clear()  # deleted ReplicaSets leave entries behind: this bounds them
+            self._selectors[uid] = (generation, selector)
+        return selector
+
     def _update_status(self, rs: Body, *, pods_after: list[Body]) -> Result | None:
         now = self._clock.now()
         min_ready = int(rs["spec"].get("minReadySeconds", 0) or 0)
         active = [p for p in pods_after if o.pod_is_active(p)]
-        try:
-            selector = from_label_selector(rs["spec"].get("selector"))
-        except SelectorError:
-            selector = None
+        selector = self._selector(rs)
         ready = [p for p in active if o.pod_is_ready(p)]
-        available = [p for p in active if o.pod_is_available(p, min_ready_seconds=min_ready, now=now)]
+        # Without minReadySeconds a ready pod is available (IsPodAvailable): not asked again per pod.
+        available = ready if not min_ready else [
+            p for p in ready if o.pod_is_available(p, min_ready_seconds=min_ready, now=now)]
         status = {
             "replicas": len(active),
             "fullyLabeledReplicas": sum(1 for p in active if selector is None or selector.matches(o.labels(p))),
@@ -192,7 +215,10 @@ class ReplicaSetController:
             cur["status"] = status
             return cur
 
-        self._store.update("ReplicaSet", rs["metadata"]["namespace"], rs["metadata"]["name"], mutate)
+        # The ReplicaSet as this reconcile read it says so already (every key at start-up): no
+        # read-modify-write. A write to it since that read enqueued this key again (the watch).
+        if rs.get("status") != status:
+            self._store.update("ReplicaSet", rs["metadata"]["namespace"], rs["metadata"]["name"], mutate)
         if min_ready and len(ready) > len(available):
             # Requeue for the moment the next ready pod becomes available.
             waits = [(o.pod_ready_since(p) or now) + min_ready - now for p in ready if p not in available]

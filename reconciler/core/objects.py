@@ -119,7 +119,9 @@ def pod_ready_since(pod: Body) -> float | None:
 
 
 def pod_is_ready(pod: Body) -> bool:
-    return pod_ready_since(pod) is not None
+    # pod_ready_since without parsing the time it would not use (per pod, per ReplicaSet reconcile).
+    cond = get_condition(pod.get("status") or {}, "Ready")
+    return cond is not None and cond.get("status") == "True"
 
 
 def pod_is_available(pod: Body, *, min_ready_seconds: int, now: float) -> bool:

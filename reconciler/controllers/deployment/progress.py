@@ -52,11 +52,16 @@ def calculate_status(d: Body, all_rss: list[Body], new: Body | None, *, now: flo
         "conditions": [dict(c) for c in (d.get("status") or {}).get("conditions") or []],
     }
     if available >= desired - unavailable:
-        o.set_condition(status, {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-                                 "message": "Deployment has minimum availability."}, now=now)
+        cond = {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+                "message": "Deployment has minimum availability."}
     else:
-        o.set_condition(status, {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
-                                 "message": "Deployment does not have minimum availability."}, now=now)
+        cond = {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+                "message": "Deployment does not have minimum availability."}
+    existing = o.get_condition(status, "Available")
+    # Kubernetes' SetDeploymentCondition leaves a condition of the same status and reason as it is
+    # (its lastUpdateTime too); so does this, without stamping a time on every reconcile.
+    if existing is None or any(existing.get(k) != v for k, v in cond.items()):
+        o.set_condition(status, cond, now=now)
     return status
 
 
@@ -116,11 +121,15 @@ class Progress:
     def calculate_status(self, d: Body, all_rss: list[Body], new: Body | None) -> Status:
         return calculate_status(d, all_rss, new, now=self._clock.now())
 
-    def sync_status(self, d: Body, all_rss: list[Body], new: Body | None, *, paused: bool = False) -> Result | None:
-        """syncRolloutStatus: Available/Progressing conditions and the progress deadline."""
+    def sync_status(self, d: Body, all_rss: list[Body], new: Body | None, *, paused: bool = False,
+                    status: Status | None = None) -> Result | None:
+        """syncRolloutStatus: Available/Progressing conditions and the progress deadline.
+        ``status``: ``calculate_status`` of the same arguments, if the caller has it already
+        (it is changed here)."""
         now = self._clock.now()
         old_status = d.get("status") or {}
-        status = self.calculate_status(d, all_rss, new)
+        if status is None:
+            status = self.calculate_status(d, all_rss, new)
         pds = d["spec"].get("progressDeadlineSeconds")
         requeue: float | None = None
         progressing = o.get_condition(status, "Progressing")
@@ -166,6 +175,12 @@ class Progress:
             st, new_replicaset_condition(rs_name, created=created), now=self._clock.now()))
 
     def write_status(self, d: Body, status: Status) -> None:
+        old = d.get("status") or {}
+        if status == old or _strip_times(status) == _strip_times(old):
+            # What this reconcile read (or wrote) already says so: no read-modify-write. Should
+            # the stored status have moved since, that write enqueued this key again (the watch).
+            return
+
         def replace(st: Status) -> None:
             st.clear()
             st.update(status)

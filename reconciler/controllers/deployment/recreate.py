@@ -8,6 +8,8 @@ ReplicaSets beyond revisionHistoryLimit go once the rollout is complete.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from reconciler.controllers.deployment import fields
 from reconciler.controllers.deployment.progress import Progress, complete
 from reconciler.controllers.deployment.revisions import Revisions
@@ -22,7 +24,7 @@ class Recreate:
         self._progress = progress
         self._revisions = revisions
 
-    def rollout(self, d: Body, all_rss: list[Body], pods: dict[str, list[Body]]) -> Result | None:
+    def rollout(self, d: Body, all_rss: list[Body], pods: Mapping[str, list[Body]]) -> Result | None:
         """rolloutRecreate: one step of the rollout, then the status."""
         new, old = self._sync.get_all_and_sync_revision(d, all_rss, create=False)
         scaled = False
@@ -39,6 +41,7 @@ class Recreate:
         assert new is not None
         self._sync.scale(d, new, fields.desired(d))
         all_now = old + [new]
-        if complete(d, self._progress.calculate_status(d, all_now, new)):
+        status = self._progress.calculate_status(d, all_now, new)  # computed once: sync_status goes on from it
+        if complete(d, status):
             self._revisions.cleanup(d, old)
-        return self._progress.sync_status(d, all_now, new)
+        return self._progress.sync_status(d, all_now, new, status=status)

@@ -19,6 +19,8 @@ many pods run at all, at the price of one termination per step (``live_pods``).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from reconciler.controllers.deployment import fields, maths
 from reconciler.controllers.deployment.progress import Progress, complete
 from reconciler.controllers.deployment.revisions import Revisions
@@ -28,7 +30,7 @@ from reconciler.core.bodies import Body
 from reconciler.core.workqueue import Result
 
 
-def live_pods(all_rss: list[Body], pods: dict[str, list[Body]], *, count_terminating: bool) -> int:
+def live_pods(all_rss: list[Body], pods: Mapping[str, list[Body]], *, count_terminating: bool) -> int:
     """Pods that exist or are promised: per ReplicaSet the larger of its spec and
     its active pods (a scale-down the ReplicaSet controller has not acted on yet),
     plus, with ``count_terminating``, every pod still terminating."""
@@ -47,7 +49,7 @@ class RollingUpdate:
         self._progress = progress
         self._revisions = revisions
 
-    def rollout(self, d: Body, all_rss: list[Body], pods: dict[str, list[Body]]) -> Result | None:
+    def rollout(self, d: Body, all_rss: list[Body], pods: Mapping[str, list[Body]]) -> Result | None:
         """rolloutRolling: one step of the rollout, then the status."""
         new, old = self._sync.get_all_and_sync_revision(d, all_rss, create=True)
         assert new is not None
@@ -56,11 +58,12 @@ class RollingUpdate:
             return self._progress.sync_status(d, all_now, new)
         if self.reconcile_old(d, all_now, [rs for rs in old if fields.replicas(rs) > 0], new):
             return self._progress.sync_status(d, all_now, new)
-        if complete(d, self._progress.calculate_status(d, all_now, new)):
+        status = self._progress.calculate_status(d, all_now, new)  # computed once: sync_status goes on from it
+        if complete(d, status):
             self._revisions.cleanup(d, old)
-        return self._progress.sync_status(d, all_now, new)
+        return self._progress.sync_status(d, all_now, new, status=status)
 
-    def reconcile_new(self, d: Body, all_rss: list[Body], new: Body, pods: dict[str, list[Body]]) -> bool:
+    def reconcile_new(self, d: Body, all_rss: list[Body], new: Body, pods: Mapping[str, list[Body]]) -> bool:
         """reconcileNewReplicaSet: True if the new ReplicaSet was scaled."""
         desired = fields.desired(d)
         current = fields.replicas(new)

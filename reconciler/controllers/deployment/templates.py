@@ -23,7 +23,7 @@ from typing import Any
 
 from reconciler.core import objects as o
 from reconciler.core.bodies import Body
-from reconciler.core.confighash import config_hash
+from reconciler.core.confighash import config_hash, referenced_config
 from reconciler.core.keys import ANN_CONFIG_HASH, ANN_ROLLOUT_ON_CONFIG, LABEL_TEMPLATE_HASH
 
 # Enough for every ReplicaSet of thousands of Deployments; a few hundred bytes each.
@@ -39,6 +39,7 @@ class TemplateKeys:
         # includes their config digest: a ConfigMap may change while the Deployment does not).
         self._rs_template_keys: dict[str, tuple[Any, str]] = {}
         self._template_keys: dict[str, tuple[Any, str]] = {}
+        self._reads_config_of: dict[str, tuple[Any, bool]] = {}  # uid -> (version, names any config)
 
     def effective_template(self, d: Body) -> dict[str, Any]:
         """The Deployment's template plus a digest of the ConfigMaps and Secrets it reads."""
@@ -52,10 +53,9 @@ class TemplateKeys:
         """(new, old): the new ReplicaSet is the OLDEST whose template equals the Deployment's
         (ignoring pod-template-hash); everything else is old."""
         template = self._effective_template_key(d)
-        matching = sorted(
-            (rs for rs in all_rss if self._rs_template_key(rs) == template),
-            key=lambda rs: (o.created(rs), rs["metadata"]["name"]),
-        )
+        matching = [rs for rs in all_rss if self._rs_template_key(rs) == template]
+        if len(matching) > 1:  # rare (a collision or a copy by hand); parsing the times is not free
+            matching.sort(key=lambda rs: (o.created(rs), rs["metadata"]["name"]))
         new = matching[0] if matching else None
         old = [rs for rs in all_rss if new is None or rs["metadata"]["name"] != new["metadata"]["name"]]
         return new, old
@@ -64,8 +64,24 @@ class TemplateKeys:
         if o.annotations(d).get(ANN_ROLLOUT_ON_CONFIG) == "false":
             return None
         template = d["spec"].get("template") or {}
+        if not self._reads_config(d):
+            return None  # config_hash's answer without walking the pod spec again
         return config_hash(template_spec=template.get("spec") or {}, namespace=d["metadata"]["namespace"],
                            store=self._store)
+
+    def _reads_config(self, d: Body) -> bool:
+        """Does the pod spec name any ConfigMap or Secret? Remembered per Deployment version (asked
+        three times a reconcile; most read none). The objects themselves are read every time."""
+        meta = d["metadata"]
+        uid, version = meta.get("uid"), meta.get("resourceVersion")
+        cached = self._reads_config_of.get(uid) if uid else None
+        if cached is not None and version is not None and cached[0] == version:
+            return cached[1]
+        cms, secrets = referenced_config(((d["spec"].get("template") or {}).get("spec")) or {})
+        reads = bool(cms or secrets)
+        if uid and version is not None:
+            _remember(self._reads_config_of, uid, (version, reads))
+        return reads
 
     def _effective_template_key(self, d: Body) -> str:
         """`template_key(self.effective_template(d))`, remembered per Deployment version
@@ -119,7 +135,7 @@ def _with_digest(template: dict[str, Any], digest: str | None) -> dict[str, Any]
     return {**template, "metadata": {**meta, "annotations": {**(meta.get("annotations") or {}), ANN_CONFIG_HASH: digest}}}
 
 
-def _remember(cache: dict[str, tuple[Any, str]], uid: str, entry: tuple[Any, str]) -> None:
+def _remember(cache: dict[str, tuple[Any, Any]], uid: str, entry: tuple[Any, Any]) -> None:
     if len(cache) >= _TEMPLATE_KEYS_MAX and uid not in cache:
         cache.clear()  # deleted objects leave entries behind; starting over bounds the memory
     cache[uid] = entry
