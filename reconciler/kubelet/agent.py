@@ -161,8 +161,9 @@ class NodeAgent:
             return None
         requeue: float | None = None
         held = False  # the start wrote why the pod waits (ErrImagePull...): nothing in the engine says more
+        started: PodRequest | None = None  # the pod this look started, reported after its status
         if state is None:
-            requeue, held = self._start_new(pod)
+            requeue, held, started = self._start_new(pod)
             if self._given_up.get(key) == pod["metadata"].get("uid"):
                 return None
             self.pleg.absorb_own_starts(key)
@@ -186,19 +187,26 @@ class NodeAgent:
             podstatus.write_status(self._store, pod, state, self._status_for(pod, state), now=self._clock.now())
         init.write_status(self._store, pod, state, now=self._clock.now(),
                           backoff=lambda cname: self._backoff.get((namespace, name, cname)))
+        if started is not None:
+            # After the status write: that write is what the pod's owners wait for (a rolling
+            # update's next step), and the Event is a store transaction of its own.
+            self._event(pod, "Normal", "Started", f"Started pod on {self.node} at {started.pod_ip}")
+            log.info("pod started", object=f"pod/{name}", namespace=namespace, node=self.node,
+                     pod_ip=started.pod_ip, commit=o.annotations(pod).get(ANN_COMMIT, ""), action="start")
         return Result(requeue_after=requeue) if requeue else None
 
     # -- starting --------------------------------------------------------------------------
-    def _start_new(self, pod: Obj) -> tuple[float | None, bool]:
+    def _start_new(self, pod: Obj) -> tuple[float | None, bool, PodRequest | None]:
         """Pull, create and start a pod the engine does not have. Returns the seconds until the
-        next look (None: none needed) and whether the pod's status now says why it waits (then
-        the status the engine implies, "ContainerCreating", must not overwrite it)."""
+        next look (None: none needed), whether the pod's status now says why it waits (then
+        the status the engine implies, "ContainerCreating", must not overwrite it), and the
+        request of a pod that runs now (None if it does not: waiting, refused or given up)."""
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         pull_key = (namespace, name)
         backoff = self._pull_backoff.get(pull_key)
         now = self._clock.now()
         if backoff and backoff.waiting(now):
-            return backoff.remaining(now), True
+            return backoff.remaining(now), True, None
         try:
             for container in [*init.specs(pod), *(pod["spec"].get("containers") or [])]:
                 self.driver.pull(container["image"], policy=container.get("imagePullPolicy", "IfNotPresent"))
@@ -208,17 +216,15 @@ class NodeAgent:
             self._event(pod, "Warning", "Failed", f"Failed to pull image: {exc}")
             podstatus.set_waiting(self._store, pod, reason="ImagePullBackOff" if b.delay > BACKOFF_START
                                   else "ErrImagePull", message=str(exc))
-            return b.delay, True
+            return b.delay, True, None
         self._pull_backoff.pop(pull_key, None)
         request, retry = self._create_and_start(pod, state=None)
         if request is None:
-            return retry, True
-        if retry is not None:
-            return retry, False
-        self._event(pod, "Normal", "Started", f"Started pod on {self.node} at {request.pod_ip}")
-        log.info("pod started", object=f"pod/{name}", namespace=namespace, node=self.node, pod_ip=request.pod_ip,
-                 commit=o.annotations(pod).get(ANN_COMMIT, ""), action="start")
-        return None, False
+            return retry, True, None
+        if retry is not None or self._given_up.get(pull_key) == pod["metadata"].get("uid"):
+            # Not running: refused (retried later), or given up (Failed; no "Started" for it).
+            return retry, False, None
+        return None, False, request
 
     def _labels(self, pod: Obj) -> dict[str, str]:
         """Ownership labels for the engine (the benchmark builds requests with them)."""

@@ -41,3 +41,24 @@ def test_a_pod_whose_ip_is_taken_is_failed_and_replaced(sim: Sim, monkeypatch: p
     assert any(e.get("reason") == "PodIPConflict" for e in events), events
     # The engine holds exactly the two running pods: the failed one's engine pod is gone too.
     assert sorted(p.name for p in sim.driver.list_pods()) == sorted(p["metadata"]["name"] for p in pods)
+
+
+def test_a_pod_given_up_on_is_not_reported_started(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refused start used to fall through to the "Started" Event and "pod started" log line."""
+    refused: list[str] = []
+    start_pod = sim.driver.start_pod
+
+    def conflicting_start(*, namespace: str, name: str) -> None:
+        if not refused:
+            refused.append(name)
+            raise PodIPConflict(f"podman could not start pod {namespace}/{name}: IPAM error: requested ip "
+                                "address is already allocated to container ID 1125c5e73fe5")
+        start_pod(namespace=namespace, name=name)
+
+    monkeypatch.setattr(sim.driver, "start_pod", conflicting_start)
+    sim.apply(deployment(replicas=1))
+    sim.settle()
+    [pod] = sim.pods()
+    started = {e["involvedObject"]["name"] for e in sim.store.events(kind="Pod", namespace="default")
+               if e.get("reason") == "Started"}
+    assert started == {pod["metadata"]["name"]} and refused[0] not in started
