@@ -68,6 +68,7 @@ from reconciler.controllers.deployment.controller import DeploymentController
 from reconciler.core import objects as o
 from reconciler.core.clock import ManualClock
 from reconciler.core.keys import ANN_COMMIT, ANN_MANAGED_BY, ANN_POD_IP, ANN_SOURCE_FILE, LABEL_TEMPLATE_HASH, MANAGER
+from reconciler.daemon import collector
 from reconciler.daemon.controlplane import ControlPlane
 from reconciler.kubelet.agent import NodeAgent
 from reconciler.kubelet.nodestatus import NodeBinding
@@ -308,12 +309,13 @@ class Cluster:
         if profiler is not None:
             profiler.start()
         wall, cpu = time.perf_counter(), time.process_time()
-        self.store = self._open_store(self.clock)
-        opened = time.perf_counter() - wall, time.process_time() - cpu
-        rv = self.store.resource_version
-        self.manager = _manager(self.store, self.clock, self.driver, self.tmp / "volumes")
-        self.manager.resync()
-        self.manager.run_until_idle()
+        with collector.start_up():  # as the daemon starts (daemon/collector.py)
+            self.store = self._open_store(self.clock)
+            opened = time.perf_counter() - wall, time.process_time() - cpu
+            rv = self.store.resource_version
+            self.manager = _manager(self.store, self.clock, self.driver, self.tmp / "volumes")
+            self.manager.resync()
+            self.manager.run_until_idle()
         result = StartUp(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu, open_wall=opened[0],
                          open_cpu=opened[1], writes=self.store.resource_version - rv)
         if profiler is not None:

@@ -51,7 +51,7 @@ from reconciler.core.commitevents import CommitObserver
 from reconciler.core.keys import OBJECT_STATES_KEY, SOURCE_KEY
 from reconciler.core.privatefiles import private_dir
 from reconciler.core.workqueue import Result, WorkQueue
-from reconciler.daemon import allocator
+from reconciler.daemon import allocator, collector
 from reconciler.daemon import log as logsetup
 from reconciler.daemon.config import Config, ConfigError, NodeConfig, reload_config
 from reconciler.daemon.controlplane import ControlPlane
@@ -794,8 +794,9 @@ def run_daemon(config: Config) -> int:
     signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
     notifier = Notifier()
     try:
-        daemon = Daemon(config, notifier=notifier)
-        daemon.start(stop=stop)
+        with collector.start_up():  # collector.py says why
+            daemon = Daemon(config, notifier=notifier)
+            daemon.start(stop=stop)
     except (SourceError, ApiServerError, StoreError, DriverError, MetricsError, WebhookError, SigningConfigError,
             AgeKeyError, NftMissing, NftError, ForgeSetupError, OSError) as exc:
         log.error("cannot start", error=str(exc), action="start")
