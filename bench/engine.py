@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -172,7 +173,24 @@ class PrivateEngine:
         self.call("post", "/containers/create", body={
             "name": f"{pod.name}_app", "image": image, "pod": pod.name, "restart_policy": "no",
             "stop_timeout": 30, "terminal": False, "labels": {BENCH_LABEL: "true"}})
-        self.call("post", f"/pods/{pod.name}/start")
+        try:
+            self.call("post", f"/pods/{pod.name}/start")
+        except EngineError as exc:
+            raise EngineError(f"{exc}{self._holder(str(exc))}") from None
+
+    def _holder(self, message: str) -> str:
+        """Who holds the address an IPAM refusal names (a by-hand pod left over, one of the daemon's,
+        the peer...): the next run's clue, as the engine is gone by the time anyone reads the error."""
+        match = re.search(r"already allocated to container ID ([0-9a-f]{12,64})", message)
+        if match is None:
+            return ""
+        try:
+            for c in self.call("get", "/containers/json", params={"all": "true"}).json() or []:
+                if str(c.get("Id", "")).startswith(match.group(1)[:12]):
+                    return f" (held by {c.get('Names')} of pod {c.get('PodName')}, {c.get('State')})"
+        except EngineError:
+            pass
+        return " (held by a container the engine no longer lists)"
 
     def stop_and_remove(self, pod: HandPod, *, grace: int = 30) -> None:
         """SIGTERM (the image stops promptly on it), then remove, as a kubelet tears a pod down."""
