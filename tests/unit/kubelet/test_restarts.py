@@ -198,3 +198,14 @@ def test_a_container_replaced_within_the_second_it_started_gets_fresh_probes(sim
     assert restart_times(sim, name, seconds=int(BACKOFF_START) + 5) == []
     assert engine(sim, name).state == "running"
     assert [e["reason"] for e in sim.store.events(kind="Pod", name=name)].count("Killing") == 1
+
+
+def test_only_a_container_with_an_exec_probe_gets_a_way_to_exec() -> None:
+    """The agent hands the prober an exec function only where a probe execs (a relist at start-up
+    syncs every container), and that function reaches the engine."""
+    from reconciler.kubelet.agent import _has_exec_probe
+
+    assert _has_exec_probe({"name": "app", "livenessProbe": {"exec": {"command": ["true"]}}})
+    assert _has_exec_probe({"name": "app", "startupProbe": {"exec": {"command": ["true"]}}})
+    assert not _has_exec_probe({"name": "app", "readinessProbe": {"httpGet": {"port": 8080}}})
+    assert not _has_exec_probe({"name": "app"})
