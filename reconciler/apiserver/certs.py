@@ -33,6 +33,7 @@ from reconciler.apiserver.tls import (
     _wanted_names,
 )
 from reconciler.core.keys import API_CA_KEY
+from reconciler.core.privatefiles import write_private
 
 
 def ca_hash(ca_pem: str | bytes) -> str:
@@ -84,18 +85,6 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)  # whatever the umask did
-    os.replace(tmp, path)
-
-
 def _ensure_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     cert_path, key_path = directory / CA_CERT, directory / CA_KEY
     if cert_path.exists() and key_path.exists():
@@ -125,9 +114,9 @@ def _ensure_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePriva
         .sign(key, hashes.SHA256())
     )
     # The key first: a certificate without its key would be taken as a CA we cannot sign with.
-    _write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
 
 
@@ -148,8 +137,8 @@ def _shared_ca(store: CaStore, directory: Path, cert: x509.Certificate, key: ec.
     if not isinstance(their_key, ec.EllipticCurvePrivateKey):
         raise TlsError("the API's CA key in the store is not an EC key.")
     # The key first, as _ensure_ca does; the server certificate follows (its issuer changed).
-    _write_private(directory / CA_KEY, str(shared["key"]).encode())
-    _write_private(directory / CA_CERT, str(shared["cert"]).encode())
+    write_private(directory / CA_KEY, str(shared["key"]).encode())
+    write_private(directory / CA_CERT, str(shared["cert"]).encode())
     return their_cert, their_key
 
 
@@ -194,9 +183,9 @@ def _issue_server(directory: Path, ca: x509.Certificate, ca_key: ec.EllipticCurv
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(directory / SERVER_KEY, key.private_bytes(serialization.Encoding.PEM,
-                                                             serialization.PrivateFormat.PKCS8,
-                                                             serialization.NoEncryption()))
-    _write_private(directory / SERVER_CERT, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(directory / SERVER_KEY, key.private_bytes(serialization.Encoding.PEM,
+                                                            serialization.PrivateFormat.PKCS8,
+                                                            serialization.NoEncryption()))
+    write_private(directory / SERVER_CERT, cert.public_bytes(serialization.Encoding.PEM))
 
 

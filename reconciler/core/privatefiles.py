@@ -66,3 +66,17 @@ def _strip(path: Path) -> None:
         os.chmod(path, stat.S_IMODE(info.st_mode) & ~_OTHERS)
     except FileNotFoundError:
         pass
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` with mode 0600, never readable by others at any moment: written under a
+    temporary name created 0600 (chmod-ed too, whatever the umask did), synced, then renamed over."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
