@@ -18,6 +18,7 @@ from reconciler.kubelet.pleg import LONE_SCAN_INTERVAL, STRAY_GRACE
 from runtime.driver import LABEL_MANAGED, EngineEvent, EventsUnsupported
 from runtime.fake import FakeDriver
 from tests.harness.sim import Sim, deployment
+from tests.harness.waiting import wait_for
 
 
 def one_pod(sim: Sim, *, image: str = "hello:v1") -> str:
@@ -51,7 +52,7 @@ def test_a_killed_container_waits_for_the_relist_without_events(sim):
 def test_an_engine_event_heals_a_killed_container_without_a_relist(sim):
     name = one_pod(sim)
     sim.manager.start_watchers()
-    wait_until(lambda: sim.driver.watchers, what="the watcher subscribed")
+    wait_for(lambda: sim.driver.watchers, what="the watcher subscribed")
     sim.driver.kill(namespace="default", name=name, container="app")
     sim.manager.run_until_idle()  # no relist_all(): only the event can have enqueued the pod
     assert engine_states(sim, name) == ["running"]
@@ -63,7 +64,7 @@ def test_the_start_events_of_our_own_start_cost_no_second_read_back(sim):
     """The fake delivers events in the thread that made the change, so the start event
     arrives while the agent is still starting the pod: one read-back must serve both."""
     sim.manager.start_watchers()
-    wait_until(lambda: sim.driver.watchers, what="the watcher subscribed")
+    wait_for(lambda: sim.driver.watchers, what="the watcher subscribed")
     sim.driver.clear_calls()
     name = one_pod(sim)
     assert [c.args["name"] for c in sim.driver.calls_to("pod_state")] == [name]
@@ -77,7 +78,7 @@ def test_the_start_events_of_our_own_start_cost_no_second_read_back(sim):
 def test_an_engine_event_recreates_a_container_removed_by_hand(sim):
     name = one_pod(sim)
     sim.manager.start_watchers()
-    wait_until(lambda: sim.driver.watchers, what="the watcher subscribed")
+    wait_for(lambda: sim.driver.watchers, what="the watcher subscribed")
     sim.driver.remove_container(namespace="default", name=name, container="app")
     sim.manager.run_until_idle()
     assert engine_states(sim, name) == ["running"]
@@ -88,7 +89,7 @@ def test_an_event_for_a_pod_nobody_owns_removes_it(sim):
     from runtime.driver import ContainerRequest, PodRequest
     one_pod(sim)
     sim.manager.start_watchers()
-    wait_until(lambda: sim.driver.watchers, what="the watcher subscribed")
+    wait_for(lambda: sim.driver.watchers, what="the watcher subscribed")
     sim.driver.create_pod(PodRequest(namespace="default", name="stray", uid="u-stray", pod_ip="127.244.0.99",
                                      containers=(ContainerRequest(name="app", image="hello:v1"),)))
     sim.driver.start_pod(namespace="default", name="stray")  # a "start" event
@@ -133,7 +134,7 @@ def test_the_fake_sends_events_for_each_change_and_none_while_unreachable():
     watcher = threading.Thread(target=driver.watch, kwargs={"on_event": got.append, "stop": stop,
                                                             "on_status": record_status(statuses)})
     watcher.start()
-    wait_until(lambda: driver.watchers, what="subscribed")
+    wait_for(lambda: driver.watchers, what="subscribed")
     driver.create_pod(PodRequest(namespace="ns", name="p", uid="u", pod_ip="127.244.0.2",
                                  containers=(ContainerRequest(name="a", image="img"),)))
     driver.start_pod(namespace="ns", name="p")
@@ -248,7 +249,7 @@ def test_watchers_stop_promptly_and_an_engine_without_events_leaves_relists(tmp_
 
         manager.agents["a"].on_engine_event = flaky
         manager.start_watchers()
-        wait_until(lambda: streaming.watchers, what="node a's watcher subscribed")
+        wait_for(lambda: streaming.watchers, what="node a's watcher subscribed")
         streaming.add_image("img")
         from runtime.driver import ContainerRequest, PodRequest
         streaming.create_pod(PodRequest(namespace="ns", name="p", uid="u", pod_ip="127.244.0.2",
@@ -289,15 +290,6 @@ def test_config_key_relist_interval(tmp_path):
     config.write_text("source: {repo: /srv/repo}\nrelistInterval: 0s\n")
     with pytest.raises(ValueError, match="relistInterval"):
         load_config(path=config, overrides={})
-
-
-def wait_until(predicate, *, timeout: float = 5.0, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def record_status(statuses: list[tuple[bool, str]]):

@@ -17,6 +17,7 @@ import pytest
 
 from reconciler.core.clock import ManualClock, SystemClock
 from reconciler.kubelet.prober import ContainerProbeState, ProbeEvent, Prober, ProbeTarget, parse_probes
+from tests.harness.waiting import wait_for
 
 POD = ("default", "web-1")
 
@@ -158,15 +159,6 @@ def steps_until(prober: Prober, clock: ManualClock, *, period: float, done: Call
         if done():
             return n
     raise AssertionError(f"condition not reached within {limit} periods")
-
-
-def wait_for(cond: Callable[[], bool], *, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- spec defaults -----------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from reconciler.kubectl.commands.node import FailoverTransport
 from reconciler.kubelet.remotestore import ApiDown, ApiRefused, RemoteStore
 from reconciler.store.protocol import StoreReadWriter
 from reconciler.store.store import Store
+from tests.harness.waiting import wait_for
 
 
 class Actions:
@@ -33,16 +33,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(predicate, *, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def pod(name: str, node: str) -> dict:

@@ -28,6 +28,7 @@ from reconciler.store.store import Store
 from runtime.driver import PodNetwork
 from runtime.podman.driver import PodmanDriver
 from runtime.podman.naming import engine_container_name
+from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.podman
 
@@ -89,14 +90,6 @@ class Cluster:
         if predicate():
             return self.clock.now()
         pytest.fail(f"not seen within {steps} clock seconds / {wall} s: {what}")
-
-
-def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def listening(ip: str, port: int) -> bool:

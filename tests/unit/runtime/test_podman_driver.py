@@ -18,10 +18,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -50,25 +49,13 @@ from runtime.podman.service import (
     ping_socket,
 )
 from tests.harness.podman_fixtures import remove_podman_dir, short_tmp_dir
+from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.podman
 
-T = TypeVar("T")
 _ip_octets = itertools.count()
 _subnet: list[str] = []  # the node's pod CIDR, set by the driver fixture
 _uids = itertools.count(1)
-
-
-def wait_for(predicate: Callable[[], T | None], *, timeout: float, what: str) -> T:
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def http_get(url: str) -> str | None:

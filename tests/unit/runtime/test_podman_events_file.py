@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -21,8 +21,8 @@ from runtime.driver import LABEL_MANAGED, EngineEvent, WatchStatus
 from runtime.podman import events, eventsfile
 from runtime.podman.driver import PodmanDriver
 from runtime.podman.naming import LABEL_NAMESPACE, LABEL_POD_NAME
+from tests.harness.waiting import wait_for
 
-T = TypeVar("T")
 T1 = 1_800_000_123_456_789_012  # an engine time, in ns
 
 
@@ -34,17 +34,6 @@ def log_line(*, status: str = "died", time_nano: int = T1, kind: str = "containe
 
 
 OURS = {LABEL_MANAGED: "true", LABEL_POD_NAME: "web"}
-
-
-def wait_for(predicate: Callable[[], T | None], *, timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Sleeper:
