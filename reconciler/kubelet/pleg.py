@@ -10,9 +10,7 @@ recognised by its uid and left alone.
 
 The event stream (``on_engine_event``, fed by the kubelet's watcher thread) marks a pod's
 cached state stale and enqueues its key: the work item is the key, never the event, and
-the reconcile reads the pod back from the engine before acting (``current``) — unless the
-events only echo the agent's own start or removal (``_echo``), which cost two reads of
-podman's container list in every step of a rolling update.
+the reconcile reads the pod back from the engine before acting (``current``).
 
 When to relist follows Kubernetes' Evented PLEG (KEP-3386): a relist of 100 pods costs
 podman as much CPU as its own idle work over about three minutes (bench/idle.py), so
@@ -72,29 +70,6 @@ QUIET_RELIST_INTERVAL = 900.0
 QUIET_LONE_SCAN_INTERVAL = 3600.0
 
 
-# At most this many removed pods are remembered as such (see ``removed``); beyond, the memory starts
-# again (a removal's echoes are then read back, as before).
-_GONE_LIMIT = 4096
-
-
-def _echo(actions: set[str], started: set[str], view: PodState | None, *, gone: bool) -> bool:
-    """Do these engine events only echo what the view says already, so that reading the pod back
-    would find nothing new? Two cases, both this agent's own doing and each costing the engine a
-    read-back (and the node's next pod start its CPU) in every step of a rolling update:
-
-    - only died/remove events of a pod this agent removed itself (``gone``): the app stop, the
-      sandbox kill and the removal echo after it, when nothing of that name was made since;
-    - only start events (of the containers ``started``), and the view, read back after they were
-      sent, shows each of them running (the sandbox: any app container): the starts of a pod
-      just started, arriving after ``absorb_own_starts`` — what ``on_engine_event`` tells at once
-      when the read-back came first. A restart by hand comes with a died event, so it is still
-      read back, as is a start of a container the view does not show running."""
-    if gone and view is None and actions <= {"died", "remove"}:
-        return True
-    return bool(actions <= {"start"} and started and view is not None and all(
-        any((c.name == name or not name) and c.state == "running" for c in view.containers) for name in started))
-
-
 @dataclass(frozen=True, kw_only=True)
 class StrayContainer:
     """A node agent work item: remove this lone container (a key of its own kind, never a pod key)."""
@@ -132,11 +107,6 @@ class PodLifecycleEventGenerator:
         self._in_step: dict[PodKey, tuple[PodState, Any]] = {}
         # An engine event said: read this pod back before acting (with the events' actions).
         self._stale: dict[PodKey, set[str]] = {}
-        # The containers those start events named ("" the sandbox), popped with them.
-        self._starts: dict[PodKey, set[str]] = {}
-        # Pods whose engine pod this agent removed itself (``removed``), until something of that
-        # name shows again: their died/remove events are the echo of that removal (``current``).
-        self._gone: set[PodKey] = set()
         self.lone_scan_interval = LONE_SCAN_INTERVAL
         self._lone_scanned: float | None = None  # clock time of the last look for lone containers
         self.quiet_relist_interval = quiet_relist_interval
@@ -175,10 +145,6 @@ class PodLifecycleEventGenerator:
                 if state is not None and any((c.name == event.container or not event.container)
                                              and c.state == "running" for c in state.containers):
                     return
-            if event.action in ("create", "start"):
-                self._gone.discard(key)  # something of that name again: no echo of our removal
-            if event.action == "start":
-                self._starts.setdefault(key, set()).add(event.container)
             self._stale.setdefault(key, set()).add(event.action)
         self._enqueue(key)
 
@@ -253,7 +219,6 @@ class PodLifecycleEventGenerator:
         with self._lock:
             self._runtime = runtime
             self._listed = True
-            self._gone.difference_update(runtime)  # the engine holds that name again
         dirty: list[PodKey] = []
         # Pods found in step last time, by (engine state, store resourceVersion): while neither
         # moved, recomputing the status (and the probe specs behind it) finds the same answer.
@@ -315,13 +280,10 @@ class PodLifecycleEventGenerator:
         """The engine state a reconcile of ``key`` acts on: after an engine event the cached
         state predates it, so this one pod is read back; otherwise the last relist's."""
         with self._lock:
-            actions = self._stale.pop(key, None)
-            started = self._starts.pop(key, set())
-            if actions is not None and _echo(actions, started, self._runtime.get(key), gone=key in self._gone):
-                actions = None
+            stale = self._stale.pop(key, None) is not None
         if not self._listed:
             self._refresh()
-        return self.refresh(key) if actions is not None else self._state(key)
+        return self.refresh(key) if stale else self._state(key)
 
     def refresh(self, key: PodKey) -> PodState | None:
         """Read back only the pod just acted on; the periodic relist covers the rest."""
@@ -331,7 +293,6 @@ class PodLifecycleEventGenerator:
                 self._runtime.pop(key, None)
             else:
                 self._runtime[key] = state
-                self._gone.discard(key)
         return state
 
     def absorb_own_starts(self, key: PodKey) -> None:
@@ -343,7 +304,6 @@ class PodLifecycleEventGenerator:
         with self._lock:
             if self._stale.get(key, {"start"}) <= {"start"}:
                 self._stale.pop(key, None)
-                self._starts.pop(key, None)
 
     def absorb_own_restarts(self, key: PodKey) -> None:
         """Like ``absorb_own_starts``, for a restart just made: a restart is a new container, so
@@ -352,16 +312,11 @@ class PodLifecycleEventGenerator:
         with self._lock:
             if self._stale.get(key, {"start"}) <= {"start", "died", "remove"}:
                 self._stale.pop(key, None)
-                self._starts.pop(key, None)
 
     def removed(self, key: PodKey) -> None:
-        """The worker removed this engine pod: it is gone from the view, and the died/remove
-        events of that removal, arriving after it, need no read-back (``current``)."""
+        """The worker removed this engine pod: it is gone from the view."""
         with self._lock:
             self._runtime.pop(key, None)
-            if len(self._gone) >= _GONE_LIMIT:
-                self._gone.clear()  # only a saved read-back is lost: the echoes are read back
-            self._gone.add(key)
 
     def _state(self, key: PodKey) -> PodState | None:
         with self._lock:
