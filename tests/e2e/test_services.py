@@ -88,7 +88,10 @@ def test_cluster_ip_balances_over_all_pods_and_node_port_answers(cluster):
     pod_cidr = ipaddress.ip_network(cluster["node"].pod_cidr)
     for address in ep["subsets"][0]["addresses"]:
         assert ipaddress.ip_address(address["ip"]) in pod_cidr
-        assert "hello v1" in http_get(f"http://{address['ip']}:8080/")
+        # Ready without a readiness probe means running (as in Kubernetes): the server in it may
+        # still be binding its port, so the first request waits for it (CI saw one refused).
+        wait_for(lambda: "hello v1" in http_get(f"http://{address['ip']}:8080/"), timeout=20,
+                 what=f"pod {address['ip']} to answer")
     assert "0.0.0.0" not in cluster["node"].cli("ps", "--format", "{{.Ports}}").stdout
     seen = set()
     wait_for(lambda: http_get(f"http://{ip}:80/"), timeout=20, what="the ClusterIP to answer")
